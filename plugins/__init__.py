@@ -1,0 +1,1 @@
+"""Built-in architecture plugins, registered through entry points like any third party."""

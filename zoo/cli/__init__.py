@@ -1,0 +1,7 @@
+"""The ``zoo`` command line."""
+
+
+def main():
+    from zoo.cli.main import cli
+
+    cli()

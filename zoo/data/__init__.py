@@ -1,0 +1,1 @@
+"""Datasets: the Dataset type, built-in datasets and loaders for user files."""

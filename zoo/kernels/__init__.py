@@ -1,0 +1,29 @@
+"""Numba-JIT kernels: pure functions on ndarrays, no classes, no state.
+
+Each kernel module pairs private ``@njit`` arithmetic with public wrappers that check dtype,
+rank and contiguity and allocate outputs. Submodules are imported on first attribute access
+(``kernels.activations.relu(x)``), so importing layers, losses or optimizers does not import
+numba; only running them does. Layer modules must use that attribute form and never import a
+kernel submodule at module level.
+"""
+
+import importlib
+
+_SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm", "recurrent",
+               "resample")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"zoo.kernels.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'zoo.kernels' has no attribute {name!r}")
+
+
+def compile_seconds() -> float:
+    """Seconds spent so far in this process compiling or loading numba kernels."""
+    import sys
+
+    jit = sys.modules.get("zoo.kernels._jit")
+    return 0.0 if jit is None else jit.compile_seconds()

@@ -1,0 +1,86 @@
+"""The one place numba is configured: cache directory, compile flags, compile-time accounting.
+
+Every kernel module does ``from zoo.kernels._jit import njit, prange``.
+"""
+
+import os
+import tempfile
+import time
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, delete=True)
+        probe.close()
+        return True
+    except OSError:
+        return False
+
+
+def _choose_cache_dir() -> str:
+    """A cache directory that works even when zoo is installed read-only.
+
+    numba's default writes ``__pycache__`` beside the source file; on a read-only install
+    (system site-packages, containers) that fails, so zoo keeps its own cache under the user's
+    cache home. ``ZOO_CACHE_DIR`` or ``NUMBA_CACHE_DIR`` override it.
+    """
+    for candidate in (
+        os.environ.get("ZOO_CACHE_DIR"),
+        os.environ.get("NUMBA_CACHE_DIR"),
+        os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                     "zoo", "numba"),
+        os.path.join(tempfile.gettempdir(), f"zoo-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"),
+    ):
+        if candidate and _writable_dir(candidate):
+            return candidate
+    return tempfile.mkdtemp(prefix="zoo-numba-")
+
+
+CACHE_DIR = _choose_cache_dir()
+os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR  # numba reads it when first imported
+
+import numba  # noqa: E402
+from numba.core import event as _event  # noqa: E402
+
+numba.config.CACHE_DIR = CACHE_DIR  # in case numba was imported before zoo
+
+# Fast-math without 'nnan'/'ninf': a NaN must still reach the loss so the non_finite
+# criterion can stop the run.
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+prange = numba.prange
+
+_compile_time = [0.0]
+
+
+class _CompileTimer(_event.Listener):
+    """Adds up wall time of outermost compilations (a kernel compiles the ones it calls)."""
+
+    depth = 0
+
+    def on_start(self, event):
+        if self.depth == 0:
+            self._t0 = time.perf_counter()
+        self.depth += 1
+
+    def on_end(self, event):
+        self.depth -= 1
+        if self.depth == 0:
+            _compile_time[0] += time.perf_counter() - self._t0
+
+
+_event.register("numba:compile", _CompileTimer())
+
+
+def compile_seconds() -> float:
+    return _compile_time[0]
+
+
+def njit(fn=None, *, parallel=False, fastmath=True):
+    """``numba.njit`` with zoo's policy: cached, no GIL, fast-math as above, lazy compile."""
+    options = dict(cache=True, nogil=True, parallel=parallel,
+                   fastmath=FASTMATH if fastmath else False)
+    if fn is None:
+        return lambda f: numba.njit(**options)(f)
+    return numba.njit(**options)(fn)

@@ -1,0 +1,1 @@
+"""Layers: the building blocks every architecture is made of."""

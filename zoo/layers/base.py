@@ -1,0 +1,122 @@
+"""The Layer interface every layer, model and container implements.
+
+A layer's anatomy never varies: ``__init__`` stores and validates its configuration,
+``build`` allocates parameters for an input shape, ``forward`` computes and caches what
+``backward`` needs, ``backward`` right under it returns the gradient with respect to the input
+and *overwrites* each parameter's ``grad``. Shapes never include the batch axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import ConfigError, DataError, describe_array
+
+
+class Parameter:
+    """A trainable array and its gradient (same shape and dtype)."""
+
+    __slots__ = ("name", "value", "grad")
+
+    def __init__(self, name: str, value: np.ndarray):
+        self.name = name
+        self.value = value
+        self.grad = np.zeros_like(value)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name}, shape={self.value.shape}, dtype={self.value.dtype})"
+
+
+class Layer:
+    """Base class: subclasses override ``build``, ``forward``, ``backward``, ``get_config``.
+
+    ``dtype`` is float32 unless a container (or a gradient check) sets float64 before
+    ``build``. Parameters are created with ``add_parameter`` and non-trainable state (running
+    statistics) with ``add_buffer`` so models can save and load them by name.
+    """
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.dtype = np.float32
+        self.built = False
+        self.input_shape: tuple | None = None
+        self.output_shape: tuple | None = None
+        self._params: dict[str, Parameter] = {}
+        self._buffers: dict[str, np.ndarray] = {}
+
+    # -- to override -------------------------------------------------------------------------
+    def build(self, input_shape: tuple, rng: np.random.Generator) -> tuple:
+        """Allocate parameters for ``input_shape`` and return the output shape."""
+        self.input_shape = self.output_shape = tuple(input_shape)
+        self.built = True
+        return self.output_shape
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {}
+
+    # -- shared machinery --------------------------------------------------------------------
+    def add_parameter(self, name: str, value: np.ndarray) -> Parameter:
+        param = Parameter(name, np.ascontiguousarray(value, dtype=self.dtype))
+        self._params[name] = param
+        return param
+
+    def add_buffer(self, name: str, value: np.ndarray) -> np.ndarray:
+        buf = np.ascontiguousarray(value, dtype=self.dtype)
+        self._buffers[name] = buf
+        return buf
+
+    def parameters(self) -> list[Parameter]:
+        return list(self._params.values())
+
+    def named_parameters(self, prefix: str = "") -> list[tuple[str, Parameter]]:
+        return [(prefix + name, p) for name, p in self._params.items()]
+
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, np.ndarray]]:
+        return [(prefix + name, b) for name, b in self._buffers.items()]
+
+    def set_buffer(self, name: str, value: np.ndarray) -> None:
+        """Overwrite a buffer in place (keeps references held by kernels valid)."""
+        self._buffers[name][...] = value
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(p.value.size for p in self.parameters()))
+
+    def check_input(self, x: np.ndarray) -> None:
+        """One clear error when ``x`` does not fit the shape this layer was built for."""
+        if not self.built:
+            raise ConfigError(f"{self!r} is used before build(); build it with an input shape")
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"{type(self).__name__} expects input of shape (batch, "
+                f"{', '.join(map(str, self.input_shape))}); received {describe_array(x)}"
+            )
+
+    def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self.forward(x, training)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def positive_int(layer: str, name: str, value) -> int:
+    """Validate a positive integer argument the Keras way ('Received: units=0')."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ConfigError(f"{layer}: {name} must be a positive integer; received {name}={value!r}")
+    return int(value)
+
+
+def fraction(layer: str, name: str, value, *, allow_one: bool = False) -> float:
+    """Validate a rate in [0, 1) (or [0, 1])."""
+    ok = isinstance(value, (int, float)) and (0 <= value <= 1 if allow_one else 0 <= value < 1)
+    if not ok:
+        top = "1]" if allow_one else "1)"
+        raise ConfigError(f"{layer}: {name} must be in [0, {top}; received {name}={value!r}")
+    return float(value)

@@ -1,0 +1,129 @@
+"""Models: ``Sequential``, the container every built-in architecture returns."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import CheckpointError, ConfigError, DataError, describe_array
+from zoo.layers.base import Layer, Parameter
+
+
+class Sequential(Layer):
+    """Layers applied one after another; itself a Layer, so containers nest.
+
+    Example:
+        >>> model = Sequential([Dense(64), ReLU(), Dense(10)])
+        >>> model.build((40,), np.random.default_rng(0))
+        (10,)
+    """
+
+    def __init__(self, layers, name: str | None = None):
+        super().__init__(name)
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(
+                    f"Sequential expects Layer instances; received {type(layer).__name__} at {i}"
+                )
+
+    def build(self, input_shape, rng, dtype=None):
+        """Build every layer in turn. ``dtype`` (float32 by default) applies to all layers."""
+        if dtype is not None:
+            self.dtype = np.dtype(dtype).type
+        shape = tuple(input_shape)
+        self.input_shape = shape
+        for layer in self.layers:
+            layer.dtype = self.dtype
+            shape = tuple(layer.build(shape, rng))
+        self.output_shape = shape
+        self.built = True
+        return shape
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def get_config(self):
+        return {"layers": [repr(layer) for layer in self.layers]}
+
+    def __repr__(self):
+        return f"Sequential({len(self.layers)} layers, {self.num_params} parameters)"
+
+    # -- parameters and state ----------------------------------------------------------------
+    def named_parameters(self, prefix=""):
+        named = []
+        for i, layer in enumerate(self.layers):
+            named += layer.named_parameters(f"{prefix}{i}.")
+        return named
+
+    def named_buffers(self, prefix=""):
+        named = []
+        for i, layer in enumerate(self.layers):
+            named += layer.named_buffers(f"{prefix}{i}.")
+        return named
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, by dotted name (``"0.weight"``)."""
+        state = {name: p.value.copy() for name, p in self.named_parameters()}
+        state.update({name: b.copy() for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy arrays into the existing parameters and buffers; names and shapes must match."""
+        targets = {name: p.value for name, p in self.named_parameters()}
+        targets.update(dict(self.named_buffers()))
+        missing = sorted(set(targets) - set(state))
+        unexpected = sorted(set(state) - set(targets))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"model state does not fit: missing {missing or 'nothing'}, "
+                f"unexpected {unexpected or 'nothing'}"
+            )
+        for name, target in targets.items():
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise CheckpointError(
+                    f"model state {name}: expected shape {target.shape}; received {value.shape}"
+                )
+            target[...] = value
+
+    # -- convenience -------------------------------------------------------------------------
+    def check_input(self, x):
+        if not self.built:
+            raise ConfigError("the model is used before build(); build it with an input shape")
+        if not isinstance(x, np.ndarray) or x.ndim != len(self.input_shape) + 1 \
+                or tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"the model expects input of shape (batch, "
+                f"{', '.join(map(str, self.input_shape))}); received {describe_array(x)}"
+            )
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Forward ``x`` in inference mode, in batches (raw outputs: logits for classifiers)."""
+        x = np.asarray(x)
+        self.check_input(x)
+        x = x.astype(self.dtype, copy=False)
+        outs = [self.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), self.dtype)
+
+    def summary(self) -> str:
+        """A table of layers, output shapes and parameter counts."""
+        rows = [("layer", "output shape", "params")]
+        for i, layer in enumerate(self.layers):
+            shape = "(N, " + ", ".join(map(str, layer.output_shape or ())) + ")"
+            rows.append((f"{i} {layer!r}", shape, f"{layer.num_params:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_params:,}")
+        return "\n".join(lines)

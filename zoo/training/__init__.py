@@ -1,0 +1,1 @@
+"""The one training loop, the stopping-criteria engine, callbacks and metrics."""
