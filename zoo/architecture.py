@@ -74,6 +74,8 @@ class Architecture:
         loss: optional ``loss(spec, options) -> str``, the registered loss to train with;
             by default softmax cross-entropy for classify and MSE otherwise.
         data_kinds: the kinds of data it can be built for.
+        defaults: training defaults it trains well with when the user gives none, any of
+            ``optimizer``, ``lr``, ``batch_size``, ``epochs``, ``patience``.
     """
 
     name: str
@@ -83,6 +85,7 @@ class Architecture:
     options: tuple = ()
     loss: Callable | None = None
     data_kinds: tuple = ("vector", "sequence", "image")
+    defaults: dict = field(default_factory=dict)
     plugin: str = field(default="", compare=False)
 
     def option(self, name: str) -> Option:

@@ -4,6 +4,13 @@ A layer's anatomy never varies: ``__init__`` stores and validates its configurat
 ``build`` allocates parameters for an input shape, ``forward`` computes and caches what
 ``backward`` needs, ``backward`` right under it returns the gradient with respect to the input
 and *overwrites* each parameter's ``grad``. Shapes never include the batch axis.
+
+Two rules keep models fast and checkpoints exact:
+- Reach parameters through their ``Parameter`` at call time (``self.weight.value``,
+  ``self.weight.grad``) and write gradients in place (``out=`` or ``grad[...] =``): the trainer
+  may move every parameter into one flat buffer so an optimizer step is one kernel call.
+- A layer that draws random numbers while training keeps a ``numpy.random.Generator`` in
+  ``self.rng``, created in ``build`` from the build generator; checkpoints save its state.
 """
 
 from __future__ import annotations
