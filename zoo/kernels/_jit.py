@@ -80,7 +80,7 @@ def compile_seconds() -> float:
 def njit(fn=None, *, parallel=False, fastmath=True):
     """``numba.njit`` with zoo's policy: cached, no GIL, fast-math as above, lazy compile."""
     options = dict(cache=True, nogil=True, parallel=parallel,
-                   fastmath=FASTMATH if fastmath else False)
+                   fastmath=set(FASTMATH) if fastmath else False)
     if fn is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(fn)

@@ -1,0 +1,48 @@
+"""The ``mlp`` architecture: a multilayer perceptron, the seed note's 'linear maps + non-linear
+activations' stacked. Images and sequences are flattened into vectors first.
+
+Registered through the entry point ``mlp = zoo_plugins.mlp`` exactly as a third-party plugin.
+"""
+
+from zoo.architecture import Architecture, Option
+from zoo.hookspecs import hookimpl
+
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
+
+
+def build(spec, options):
+    # Layer imports stay inside the builder so listing plugins never imports numerics.
+    from zoo.layers.dense import Dense
+    from zoo.layers.dropout import Dropout
+    from zoo.layers.reshape import Flatten
+    from zoo.model import Sequential
+
+    layers = [Flatten()] if len(spec.input_shape) > 1 else []
+    for units in options["hidden"]:
+        layers.append(Dense(units, activation=options["activation"]))
+        if options["dropout"] > 0:
+            layers.append(Dropout(options["dropout"]))
+    layers.append(Dense(spec.output_size))
+    return Sequential(layers, name="mlp")
+
+
+OPTIONS = (
+    Option("hidden", "ints", (256, 128), "units of each hidden layer, e.g. 256,128"),
+    Option("activation", str, "relu", "activation after each hidden layer", ACTIVATIONS),
+    Option("dropout", float, 0.0, "dropout rate after each hidden layer (0 = none)"),
+)
+
+MLP = Architecture(
+    name="mlp",
+    summary="multilayer perceptron: dense layers with non-linear activations",
+    tasks=("classify", "regress"),
+    build=build,
+    options=OPTIONS,
+    defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 100,
+              "patience": 10},
+)
+
+
+@hookimpl
+def register_architectures(register):
+    register(MLP)

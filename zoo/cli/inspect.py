@@ -1,0 +1,132 @@
+"""Commands that describe what is installed: list, info, plugins, dataset."""
+
+from __future__ import annotations
+
+import click
+
+from zoo.cli.common import echo, emit_json, table
+
+KINDS = ("architectures", "datasets", "optimizers", "losses", "criteria")
+
+
+def _summary(obj) -> str:
+    summary = getattr(obj, "summary", None)
+    if summary:
+        return summary
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _entry(kind: str, name: str, obj, owner: str) -> dict:
+    entry = {"name": name, "summary": _summary(obj), "plugin": owner}
+    if kind == "architectures":
+        entry["tasks"] = list(obj.tasks)
+    if kind == "datasets":
+        entry.update(task=obj.task, kind=obj.kind)
+    return entry
+
+
+@click.command("list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def list_command(kind, as_json):
+    """List installed architectures, datasets, optimizers, losses and stopping criteria."""
+    from zoo.plugins import get_host
+
+    host = get_host()
+    kinds = [kind] if kind else list(KINDS)
+    listing = {k: [_entry(k, name, obj, host.registries[k].owner(name))
+                   for name, obj in host.registries[k].items()] for k in kinds}
+    if as_json:
+        emit_json(listing)
+        return
+    for k in kinds:
+        click.echo(f"{k}:")
+        for entry in listing[k]:
+            extra = ""
+            if k == "architectures":
+                extra = f" [{', '.join(entry['tasks'])}]"
+            elif k == "datasets":
+                extra = f" [{entry['task']}, {entry['kind']}]"
+            click.echo(f"  {entry['name']:<24}{entry['summary']}{extra}")
+        if not listing[k]:
+            click.echo("  (none)")
+
+
+@click.command("info")
+@click.argument("arch")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def info_command(arch, as_json):
+    """Show an architecture's options, defaults and supported tasks."""
+    from zoo.plugins import get_host
+
+    a = get_host().architectures.get(arch)
+    options = [{"name": o.name, "type": o.type_name(),
+                "default": list(o.default) if isinstance(o.default, tuple) else o.default,
+                "choices": list(o.choices) if o.choices else None, "help": o.help}
+               for o in a.options]
+    info = {"name": a.name, "summary": a.summary, "tasks": list(a.tasks),
+            "data_kinds": list(a.data_kinds), "plugin": a.plugin, "options": options,
+            "training_defaults": a.defaults}
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{a.name}: {a.summary}")
+    click.echo(f"tasks: {', '.join(a.tasks)}    data: {', '.join(a.data_kinds)}    "
+               f"plugin: {a.plugin}")
+    if a.defaults:
+        click.echo("training defaults: " + ", ".join(f"{k}={v}" for k, v in a.defaults.items()))
+    if options:
+        rows = []
+        for o in options:
+            default = o["default"]
+            default = ",".join(map(str, default)) if isinstance(default, list) else default
+            helptext = o["help"] + (f" (one of {', '.join(map(str, o['choices']))})"
+                                    if o["choices"] else "")
+            rows.append([o["name"], o["type"], default, helptext])
+        click.echo("\noptions (-o NAME=VALUE):")
+        click.echo(table(rows, ["name", "type", "default", "help"]))
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--all", "show_all", is_flag=True, help="Include zoo's core component plugins.")
+def plugins_command(as_json, show_all):
+    """List loaded plugins, their versions, hooks, what they registered, and failures."""
+    from zoo.plugins import get_host
+
+    records = [r for r in get_host().records.values() if show_all or not r.builtin]
+    if as_json:
+        emit_json({"plugins": [r.to_dict() for r in records]})
+        return
+    for r in records:
+        status = f"FAILED: {r.error}" if r.error else "ok"
+        click.echo(f"{r.name} {r.version or ''}  ({r.module})  {status}".replace("  (", " (", 1))
+        if r.hooks:
+            click.echo(f"  hooks: {', '.join(r.hooks)}")
+        for kind, names in r.registered.items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+@click.command("dataset")
+@click.argument("name")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False),
+              help="Write the train and test splits as arrays to this .npz file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def dataset_command(name, export_path, as_json):
+    """Describe a dataset (task, shapes, classes, source, licence) and optionally export it."""
+    from zoo.data.load import export_dataset, load_dataset
+
+    ds = load_dataset(name)
+    info = ds.describe()
+    if export_path:
+        export_dataset(ds, export_path)
+        info["exported_to"] = export_path
+    if as_json:
+        emit_json(info)
+        return
+    for key, value in info.items():
+        echo(f"{key + ':':<16}{value}", as_json)
+
+
+COMMANDS = [list_command, info_command, plugins_command, dataset_command]

@@ -1,0 +1,95 @@
+"""``zoo train``: train one architecture on one dataset."""
+
+from __future__ import annotations
+
+import click
+
+from zoo.cli.common import echo, emit_json, parse_key_values, table
+from zoo.run import DEFAULT_DATASET
+
+
+def training_options(fn):
+    """The options ``train`` and ``compare`` share (same names, same meaning)."""
+    decorators = [
+        click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
+                     help="A dataset name (see 'zoo list datasets') or a path to a .npz, "
+                          ".csv or MNIST IDX folder."),
+        click.option("--epochs", type=int, default=None,
+                     help="Epoch budget (max_epochs). Default: the architecture's."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Examples per step. Default: the architecture's."),
+        click.option("--optimizer", default=None,
+                     help="sgd, rmsprop, adam, adamw... Default: the architecture's."),
+        click.option("--lr", type=float, default=None,
+                     help="Learning rate. Default: the architecture's."),
+        click.option("--stop", "stops", multiple=True, metavar="SPEC",
+                     help="Stopping criterion, e.g. 'max_epochs=50' or "
+                          "'early_stopping(monitor=val_loss,patience=5)'; repeatable. "
+                          "Replaces the default early stopping."),
+        click.option("--validation-split", type=float, default=0.1, show_default=True,
+                     help="Fraction of the training split held out for validation."),
+        click.option("--clip-norm", type=float, default=None,
+                     help="Clip the global gradient norm to this value."),
+        click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+                     show_default=True, help="Floating-point type of the model."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def result_table(result: dict) -> str:
+    """The table ``zoo train`` prints at the end."""
+    splits = {"train": {"loss": result["train_loss"]}, "val": result["val"],
+              "test": result["test"]}
+    names = []
+    for metrics in splits.values():
+        names += [k for k in metrics if k not in names]
+    rows = [[split] + [f"{metrics[n]:.4f}" if n in metrics and metrics[n] is not None else "-"
+                       for n in names] for split, metrics in splits.items()]
+    lines = [
+        f"{result['arch']} on {result['dataset']} ({result['task']})",
+        table(rows, ["split", *names], ["<"] + [">"] * len(names)),
+        f"stopped: {result['stop_reason']}",
+        f"params {result['params']:,}  epochs {result['epochs']}  steps {result['steps']:,}  "
+        f"train {result['train_time_s']:.1f}s  compile {result['compile_time_s']:.1f}s  "
+        f"{result['samples_per_s']:,.0f} samples/s",
+    ]
+    if result.get("checkpoint"):
+        lines.append(f"checkpoint: {result['checkpoint']}")
+    return "\n".join(lines)
+
+
+@click.command("train")
+@click.option("--arch", required=True, help="Architecture name (see 'zoo list architectures').")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Architecture option (see 'zoo info ARCH'); repeatable.")
+@training_options
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for initialisation and data order.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one JSON object on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Print a line per epoch even off a terminal.")
+def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, stops,
+                  validation_split, clip_norm, dtype, seed, as_json, verbose):
+    """Train an architecture on a dataset and print the result."""
+    from zoo.run import Run, RunConfig
+    from zoo.training.progress import ProgressBar
+
+    config = RunConfig(arch=arch, dataset=dataset, options=parse_key_values(options),
+                       epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                       seed=seed, stop=tuple(stops), validation_split=validation_split,
+                       clip_norm=clip_norm, dtype=dtype)
+    run = Run(config, callbacks=[ProgressBar(verbose=verbose)])
+    echo(f"training {run.architecture.name} ({run.model.num_params:,} parameters) on "
+         f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
+         f"{len(run.dataset.x_test)} test examples, {run.optimizer_name} lr {run.lr:g}, "
+         f"batch {run.batch_size}", as_json)
+    run.fit()
+    result = run.result().to_dict()
+    if as_json:
+        emit_json(result)
+    echo(result_table(result), as_json)
+
+
+COMMANDS = [train_command]

@@ -1,0 +1,243 @@
+"""The library API behind ``zoo train``: resolve names, build, train, evaluate, report.
+
+Example:
+    >>> from zoo.run import RunConfig, train
+    >>> result = train(RunConfig(arch="mlp", dataset="digits", seed=0))
+    >>> result.test["accuracy"]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import zoo
+from zoo.errors import ConfigError
+
+DEFAULT_DATASET = "mnist1d"
+DEFAULT_EPOCHS = 50
+DEFAULT_PATIENCE = 10
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_LR = 1e-3
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run. ``None`` means "the architecture's default".
+
+    Args:
+        arch: a registered architecture name.
+        dataset: a registered dataset name or a path to user data.
+        options: architecture options (strings as typed after ``-o`` or typed values).
+        epochs: the epoch budget (``max_epochs``), unless a ``--stop`` spec sets its own.
+        stop: ``--stop`` specs; when given they replace the default early stopping.
+        validation_split: fraction of the training split held out for validation.
+    """
+
+    arch: str
+    dataset: str = DEFAULT_DATASET
+    options: dict = field(default_factory=dict)
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    seed: int = 0
+    stop: tuple = ()
+    validation_split: float = 0.1
+    clip_norm: float | None = None
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        """Reject bad values before any data is generated or any kernel compiles."""
+        def positive_int(name, value):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value <= 0):
+                raise ConfigError(f"{name} must be a positive integer; received {value!r}")
+
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        for name in ("lr", "clip_norm"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive finite number; received {value!r}")
+        if not (isinstance(self.validation_split, (int, float))
+                and 0 <= self.validation_split < 1):
+            raise ConfigError("validation_split must be in [0, 1); "
+                              f"received {self.validation_split!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; received {self.dtype!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer; received {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        d["options"] = {k: (list(v) if isinstance(v, tuple) else v)
+                        for k, v in self.options.items()}
+        return d
+
+
+@dataclass
+class RunResult:
+    """What a run reports; ``to_dict()`` is the ``zoo train --json`` object."""
+
+    arch: str
+    dataset: str
+    task: str
+    params: int
+    epochs: int
+    steps: int
+    stop_reason: str
+    train_loss: float
+    val: dict
+    test: dict
+    train_time_s: float
+    compile_time_s: float
+    checkpoint: str | None
+    seed: int
+    options: dict
+    optimizer: str
+    lr: float
+    batch_size: int
+    samples_per_s: float
+    history: list
+    zoo_version: str = zoo.__version__
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["options"] = {k: (list(v) if isinstance(v, tuple) else v)
+                        for k, v in self.options.items()}
+        return d
+
+
+class Run:
+    """One training run, set up from a ``RunConfig``: the objects the loop and checkpoints use.
+
+    ``Run(config)`` resolves every name and validates every value before anything heavy
+    happens; ``fit()`` trains; ``result()`` evaluates and reports.
+    """
+
+    def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=()):
+        from zoo.data.load import load_dataset
+        from zoo.plugins import get_host
+
+        config.validate()
+        self.config = config
+        self.host = host or get_host()
+        self.architecture = self.host.architectures.get(config.arch)
+        self.options = self.architecture.resolve_options(config.options)
+        defaults = self.architecture.defaults
+        self.batch_size = config.batch_size or defaults.get("batch_size", DEFAULT_BATCH_SIZE)
+        self.optimizer_name = config.optimizer or defaults.get("optimizer", DEFAULT_OPTIMIZER)
+        self.lr = config.lr or defaults.get("lr", DEFAULT_LR)
+        self.clip_norm = config.clip_norm or defaults.get("clip_norm")
+        optimizer_factory = self.host.optimizers.get(self.optimizer_name)
+        stop_criteria = self._parse_stops()
+
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        task = self.architecture.task_for(self.dataset.task)
+        if self.dataset.kind not in self.architecture.data_kinds:
+            raise ConfigError(f"architecture {config.arch} works on "
+                              f"{', '.join(self.architecture.data_kinds)} data; dataset "
+                              f"{self.dataset.name} is {self.dataset.kind} data")
+        self.spec = self.dataset.spec.with_task(task)
+        self.x_train, self.y_train, self.x_val, self.y_val = self.dataset.split_validation(
+            config.validation_split, seed=0)
+
+        dtype = DTYPES[config.dtype]
+        init_rng = np.random.default_rng([config.seed, 1])
+        self.model = self.architecture.build(self.spec, dict(self.options))
+        _build(self.model, self.spec.input_shape, init_rng, dtype)
+        self.loss = self.host.losses.get(self.architecture.default_loss(self.spec, self.options))()
+        self.optimizer = optimizer_factory(lr=self.lr)
+        self.engine = self._engine(stop_criteria)
+        from zoo.training.loop import Trainer
+
+        self.trainer = Trainer(self.model, self.loss, self.optimizer, self.engine,
+                               task=task, batch_size=self.batch_size,
+                               rng=np.random.default_rng([config.seed, 2]),
+                               clip_norm=self.clip_norm, callbacks=callbacks)
+        self.train_time = 0.0
+        self.compile_time = 0.0
+        self.checkpoint_path: str | None = None
+
+    def _parse_stops(self) -> list:
+        from zoo.training.stopspec import parse_stop
+
+        return [parse_stop(spec, self.host.criteria) for spec in self.config.stop]
+
+    def _engine(self, stop_criteria):
+        from zoo.training.stopping import StoppingEngine
+
+        criteria = self.host.criteria
+        defaults = self.architecture.defaults
+        has_val = len(self.x_val) > 0
+        names = {getattr(c, "name", None) for c in stop_criteria}
+        epochs = self.config.epochs or defaults.get("epochs", DEFAULT_EPOCHS)
+        if self.config.epochs is not None or "max_epochs" not in names:
+            stop_criteria = [criteria.get("max_epochs")(epochs), *stop_criteria]
+        if not self.config.stop:
+            stop_criteria.append(criteria.get("early_stopping")(
+                monitor="val_loss" if has_val else "train_loss",
+                patience=defaults.get("patience", DEFAULT_PATIENCE), restore_best=True))
+        return StoppingEngine(stop_criteria)
+
+    def fit(self) -> None:
+        from zoo.kernels import compile_seconds
+
+        compiled_before = compile_seconds()
+        t0 = time.perf_counter()
+        self.trainer.fit(self.x_train, self.y_train, self.x_val, self.y_val)
+        wall = time.perf_counter() - t0
+        self.compile_time += compile_seconds() - compiled_before
+        self.train_time += wall - (compile_seconds() - compiled_before)
+
+    def evaluate(self, split: str) -> dict:
+        from zoo.training.loop import evaluate
+
+        if split == "val":
+            if len(self.x_val) == 0:
+                return {}
+            x, y = self.x_val, self.y_val
+        else:
+            x, y = self.dataset.x_test, self.dataset.y_test
+        return evaluate(self.model, self.loss, x.astype(self.model.dtype, copy=False), y,
+                        self.spec.task)
+
+    def result(self) -> RunResult:
+        trainer = self.trainer
+        history = trainer.history.rows
+        train_loss = history[-1]["train_loss"] if history else float(trainer.last_loss)
+        return RunResult(
+            arch=self.architecture.name, dataset=self.dataset.name, task=self.spec.task,
+            params=int(self.model.num_params), epochs=trainer.epoch, steps=trainer.step,
+            stop_reason=trainer.stop_reason or "", train_loss=float(train_loss),
+            val=self.evaluate("val"), test=self.evaluate("test"),
+            train_time_s=round(self.train_time, 4), compile_time_s=round(self.compile_time, 4),
+            checkpoint=self.checkpoint_path, seed=self.config.seed, options=dict(self.options),
+            optimizer=self.optimizer_name, lr=float(self.lr), batch_size=self.batch_size,
+            samples_per_s=round(trainer.step * self.batch_size / max(self.train_time, 1e-9), 1),
+            history=history,
+        )
+
+
+def _build(model, input_shape, rng, dtype) -> None:
+    """Build a model in ``dtype``; containers take dtype, plain layers get it set first."""
+    if hasattr(model, "layers"):
+        model.build(input_shape, rng, dtype=dtype)
+    else:
+        model.dtype = dtype
+        model.build(input_shape, rng)
+
+
+def train(config: RunConfig, *, callbacks=(), host=None, dataset=None) -> RunResult:
+    """Train one architecture on one dataset and return its result."""
+    run = Run(config, host=host, dataset=dataset, callbacks=callbacks)
+    run.fit()
+    return run.result()

@@ -1,0 +1,35 @@
+"""One flat buffer for all parameters, so an optimizer step is one kernel call."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def flatten_parameters(model) -> tuple[np.ndarray, np.ndarray]:
+    """Move every parameter value and gradient of ``model`` into two flat arrays.
+
+    Each ``Parameter.value`` / ``.grad`` becomes a view into the flat arrays, so layers keep
+    working unchanged (they reach parameters through their ``Parameter`` at call time) while
+    the optimizer, gradient clipping and checkpoints see a single contiguous array each.
+    Calling it again on a model that is already flat returns the same buffers.
+    """
+    params = [p for _, p in model.named_parameters()]
+    if not params:
+        dtype = getattr(model, "dtype", np.float32)
+        return np.zeros(0, dtype), np.zeros(0, dtype)
+    base = params[0].value.base
+    if base is not None and base.ndim == 1 and all(p.value.base is base for p in params) \
+            and base.size == sum(p.value.size for p in params):
+        return base, params[0].grad.base
+    dtype = params[0].value.dtype
+    total = sum(p.value.size for p in params)
+    values = np.empty(total, dtype=dtype)
+    grads = np.zeros(total, dtype=dtype)
+    offset = 0
+    for p in params:
+        n = p.value.size
+        values[offset:offset + n] = p.value.reshape(-1)
+        p.value = values[offset:offset + n].reshape(p.value.shape)
+        p.grad = grads[offset:offset + n].reshape(p.value.shape)
+        offset += n
+    return values, grads

@@ -1,0 +1,216 @@
+"""The one training loop every architecture uses: forward -> loss -> backward -> update -> stop?
+
+The seed note's flowchart, with mini-batches. The epoch and batch loop is Python; each batch's
+arithmetic is numpy BLAS plus numba kernels inside the layers, loss and optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import numpy as np
+
+from zoo.errors import ConfigError, DataError, describe_array
+from zoo.optimizers import clip_grad_norm
+from zoo.training.callbacks import Callback, History
+from zoo.training.flat import flatten_parameters
+from zoo.training.metrics import task_metrics
+from zoo.training.state import TrainState
+
+INTERRUPTED = "interrupted: stopped by the user (Ctrl-C)"
+
+
+def evaluate(model, loss, x, y, task: str, batch_size: int = 512) -> dict:
+    """Loss and task metrics of ``model`` on ``(x, y)``, in inference mode.
+
+    For ``task == "reconstruct"`` the target is ``x`` itself.
+    """
+    target = x if task == "reconstruct" else y
+    outputs = np.empty((len(x), *model.output_shape), dtype=model.dtype)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        out = model.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
+        outputs[i:i + len(out)] = out
+        total += loss.forward(out, target[i:i + batch_size]) * len(out)
+    return task_metrics(task, outputs, target, total / len(x), loss.activate)
+
+
+class Trainer:
+    """Trains a built model with shuffled mini-batches until the stopping engine says stop.
+
+    Args:
+        model: a built Layer (usually ``Sequential``).
+        loss: a ``Loss``; optimizer: an ``Optimizer``.
+        engine: a ``StoppingEngine`` (criteria checked after steps and epochs).
+        task: classify / regress / reconstruct (decides metrics and targets).
+        batch_size: examples per step; the last batch of an epoch may be smaller.
+        rng: the ``numpy.random.Generator`` that orders the data.
+        clip_norm: clip the global gradient norm to this value before each update.
+        callbacks: observers (progress, history, checkpoints).
+
+    The loop keeps its position (``epoch``, ``step``, the epoch's permutation and the next
+    batch) on the object, so ``state_dict()`` taken between steps resumes bit-exactly.
+    """
+
+    def __init__(self, model, loss, optimizer, engine, *, task: str, batch_size: int = 32,
+                 rng: np.random.Generator | None = None, clip_norm: float | None = None,
+                 callbacks=(), eval_batch_size: int = 512):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size <= 0:
+            raise ConfigError(f"batch_size must be a positive integer; received {batch_size!r}")
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float))
+                                          and math.isfinite(clip_norm) and clip_norm > 0):
+            raise ConfigError(f"clip_norm must be a positive number; received {clip_norm!r}")
+        self.model, self.loss, self.optimizer, self.engine = model, loss, optimizer, engine
+        self.task = task
+        self.batch_size = int(batch_size)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.clip_norm = clip_norm
+        self.history = History()
+        self.callbacks = [self.history, *callbacks]
+        self.eval_batch_size = eval_batch_size
+        self.values, self.grads = flatten_parameters(model)
+        # Position in the run: what a checkpoint needs to resume exactly.
+        self.epoch = 0
+        self.step = 0
+        self.batch_index = 0
+        self.batches_per_epoch = 0
+        self.elapsed = 0.0
+        self.permutation: np.ndarray | None = None
+        self.epoch_loss_sum = 0.0
+        self.epoch_examples = 0
+        self.last_loss = float("nan")
+        self.stop_reason: str | None = None
+        self._interrupted = False
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, x, y, x_val=None, y_val=None) -> list[dict]:
+        """Train until a criterion fires; returns the per-epoch history rows."""
+        x, y = self._check_data(x, y, "training")
+        has_val = x_val is not None and len(x_val) > 0
+        if has_val:
+            x_val, y_val = self._check_data(x_val, y_val, "validation")
+        target = x if self.task == "reconstruct" else y
+        n = len(x)
+        self.batches_per_epoch = -(-n // self.batch_size)
+        step_callbacks = [c for c in self.callbacks
+                          if type(c).on_step_end is not Callback.on_step_end]
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        xbuf = np.empty((self.batch_size, *x.shape[1:]), dtype=x.dtype)
+        tbuf = np.empty((self.batch_size, *target.shape[1:]), dtype=target.dtype)
+        params, grads = [self.values], [self.grads]
+        t_start = time.perf_counter() - self.elapsed
+        with _stop_on_sigint(self):
+            while not (self.engine.stopped or self._interrupted):
+                if self.permutation is None:
+                    self.permutation = self.rng.permutation(n)
+                    self.batch_index = 0
+                    self.epoch_loss_sum, self.epoch_examples = 0.0, 0
+                while self.batch_index < self.batches_per_epoch:
+                    lo = self.batch_index * self.batch_size
+                    idx = self.permutation[lo:lo + self.batch_size]
+                    m = len(idx)
+                    xb = np.take(x, idx, axis=0, out=xbuf[:m])
+                    tb = np.take(target, idx, axis=0, out=tbuf[:m])
+                    out = self.model.forward(xb, training=True)
+                    value = self.loss.forward(out, tb)
+                    self.model.backward(self.loss.backward())
+                    if self.clip_norm is not None:
+                        clip_grad_norm(grads, self.clip_norm)
+                    self.optimizer.step(params, grads)
+                    self.step += 1
+                    self.batch_index += 1
+                    self.last_loss = value
+                    self.epoch_loss_sum += value * m
+                    self.epoch_examples += m
+                    self.elapsed = time.perf_counter() - t_start
+                    for cb in step_callbacks:
+                        cb.on_step_end(self)
+                    state = TrainState("step", self.epoch, self.step, self.elapsed, value,
+                                       model=self.model)
+                    if self.engine.check(state) or self._interrupted:
+                        break
+                if self.batch_index >= self.batches_per_epoch:
+                    self._end_epoch(x_val, y_val, has_val, t_start)
+        self.stop_reason = self.engine.reason if self.engine.stopped else INTERRUPTED
+        self.engine.finish(self.model)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history.rows
+
+    def _end_epoch(self, x_val, y_val, has_val, t_start) -> None:
+        self.epoch += 1
+        self.permutation = None
+        metrics = {"train_loss": self.epoch_loss_sum / max(self.epoch_examples, 1)}
+        if has_val:
+            val = evaluate(self.model, self.loss, x_val, y_val, self.task, self.eval_batch_size)
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+        self.elapsed = time.perf_counter() - t_start
+        state = TrainState("epoch", self.epoch, self.step, self.elapsed,
+                           metrics["train_loss"], metrics, self.model)
+        self.engine.check(state)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, state)
+
+    def _check_data(self, x, y, split: str):
+        expected = tuple(self.model.input_shape)
+        if not isinstance(x, np.ndarray) or x.shape[1:] != expected:
+            raise DataError(f"{split} inputs must have shape (N, {', '.join(map(str, expected))})"
+                            f"; received {describe_array(x)}")
+        if len(x) == 0:
+            raise DataError(f"{split} data is empty; expected at least one example")
+        x = np.ascontiguousarray(x, dtype=self.model.dtype)
+        if self.task == "reconstruct":
+            return x, None
+        if y is None or len(y) != len(x):
+            raise DataError(f"{split} data: len(x) = {len(x)} but len(y) = "
+                            f"{None if y is None else len(y)}; expected equal lengths")
+        y = np.ascontiguousarray(y, dtype=np.int64 if self.task == "classify"
+                                 else self.model.dtype)
+        return x, y
+
+    # -- resumable state ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The loop's position: JSON-able fields plus the epoch's permutation (or None)."""
+        return {
+            "epoch": self.epoch, "step": self.step, "batch_index": self.batch_index,
+            "elapsed": self.elapsed, "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_examples": self.epoch_examples, "last_loss": self.last_loss,
+            "rng": self.rng.bit_generator.state, "history": self.history.rows,
+            "permutation": self.permutation,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("epoch", "step", "batch_index", "elapsed", "epoch_loss_sum",
+                    "epoch_examples", "last_loss"):
+            setattr(self, key, state[key])
+        self.rng.bit_generator.state = state["rng"]
+        self.history.rows = list(state["history"])
+        perm = state.get("permutation")
+        self.permutation = None if perm is None else np.asarray(perm, dtype=np.int64)
+
+
+class _stop_on_sigint:
+    """Turn the first Ctrl-C into a clean stop after the current step; a second one aborts."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.trainer._interrupted:
+            raise KeyboardInterrupt
+        self.trainer._interrupted = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
