@@ -193,8 +193,9 @@ class PluginHost:
         for kind, (hook_name, label) in KINDS.items():
             registry = self.registries[kind]
             caller = getattr(self.pm.hook, hook_name)
-            # pluggy calls the last registered first; registration order is what users expect.
-            for impl in reversed(caller.get_hookimpls()):
+            # get_hookimpls() is in registration order (pluggy *calls* them in reverse); the
+            # first plugin to register a name keeps it.
+            for impl in caller.get_hookimpls():
                 record = self.records[impl.plugin_name]
                 staged = []
 
@@ -222,7 +223,7 @@ class PluginHost:
 
     def add_commands(self, cli) -> None:
         """Let plugins add click commands; a plugin that raises is reported, not fatal."""
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+        for impl in self.pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(cli)
             except Exception as exc:
