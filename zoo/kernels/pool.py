@@ -1,0 +1,320 @@
+"""Pooling kernels: max (with argmax indices for backward), average and global average.
+
+Images are ``(N, C, H, W)`` (channels first) and pool over H and W; sequences are
+``(N, T, F)`` (channels last) and pool over T. Padding positions never win a max and count as
+zeros in an average (PyTorch's ``count_include_pad=True``). Max pooling keeps the index of each
+window's maximum (``iy * W + ix`` for images, ``t`` for sequences) so the backward pass is a
+scatter (Ranzato et al., "Unsupervised Learning of Invariant Feature Hierarchies", 2007 for
+max pooling in convolutional networks). A NaN in a window propagates to its output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import DataError, describe_array
+from zoo.kernels._jit import njit, prange
+from zoo.kernels.conv import _check, _out
+
+
+# -- 2-D -------------------------------------------------------------------------------------
+@njit
+def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for n in prange(n_):
+        for c in range(c_):
+            for y in range(oh):
+                y0 = y * sh - ph
+                for xo in range(ow):
+                    x0 = xo * sw - pw
+                    best = x[n, c, 0, 0]
+                    at = -1
+                    for i in range(kh):
+                        iy = y0 + i
+                        if iy < 0 or iy >= h_:
+                            continue
+                        for j in range(kw):
+                            ix = x0 + j
+                            if ix < 0 or ix >= w_:
+                                continue
+                            v = x[n, c, iy, ix]
+                            if at < 0 or v > best or v != v:
+                                best = v
+                                at = iy * w_ + ix
+                    out[n, c, y, xo] = best
+                    idx[n, c, y, xo] = at
+
+
+@njit
+def _max2d_k2s2(x, out, idx):
+    """The common 2x2, stride 2, no-padding case without bounds checks."""
+    n_, c_, h_, w_ = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for n in prange(n_):
+        for c in range(c_):
+            for y in range(oh):
+                r0 = 2 * y
+                for xo in range(ow):
+                    c0 = 2 * xo
+                    a = x[n, c, r0, c0]
+                    b = x[n, c, r0, c0 + 1]
+                    d = x[n, c, r0 + 1, c0]
+                    e = x[n, c, r0 + 1, c0 + 1]
+                    best = a
+                    at = r0 * w_ + c0
+                    if b > best or b != b:
+                        best = b
+                        at = r0 * w_ + c0 + 1
+                    if d > best or d != d:
+                        best = d
+                        at = (r0 + 1) * w_ + c0
+                    if e > best or e != e:
+                        best = e
+                        at = (r0 + 1) * w_ + c0 + 1
+                    out[n, c, y, xo] = best
+                    idx[n, c, y, xo] = at
+
+
+@njit
+def _max2d_backward(g, idx, dx):
+    n_, c_, oh, ow = g.shape
+    for n in prange(n_):
+        dx[n] = 0
+        for c in range(c_):
+            flat = dx[n, c].reshape(-1)
+            for y in range(oh):
+                for xo in range(ow):
+                    flat[idx[n, c, y, xo]] += g[n, c, y, xo]
+
+
+@njit
+def _avg2d(x, out, kh, kw, sh, sw, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    scale = 1.0 / (kh * kw)
+    for n in prange(n_):
+        for c in range(c_):
+            for y in range(oh):
+                y0 = y * sh - ph
+                for xo in range(ow):
+                    x0 = xo * sw - pw
+                    acc = 0.0
+                    for i in range(max(0, -y0), min(kh, h_ - y0)):
+                        for j in range(max(0, -x0), min(kw, w_ - x0)):
+                            acc += x[n, c, y0 + i, x0 + j]
+                    out[n, c, y, xo] = acc * scale
+
+
+@njit
+def _avg2d_backward(g, dx, kh, kw, sh, sw, ph, pw):
+    n_, c_, h_, w_ = dx.shape
+    oh, ow = g.shape[2], g.shape[3]
+    scale = 1.0 / (kh * kw)
+    for n in prange(n_):
+        dx[n] = 0
+        for c in range(c_):
+            for y in range(oh):
+                y0 = y * sh - ph
+                for xo in range(ow):
+                    x0 = xo * sw - pw
+                    v = g[n, c, y, xo] * scale
+                    for i in range(max(0, -y0), min(kh, h_ - y0)):
+                        for j in range(max(0, -x0), min(kw, w_ - x0)):
+                            dx[n, c, y0 + i, x0 + j] += v
+
+
+def max_pool2d(x, pool_size, stride, padding, output_size, out=None, indices=None):
+    """Max-pool images ``(N, C, H, W)``; returns ``(out, indices)`` (indices are int32).
+
+    ``pool_size``, ``stride``, ``padding`` and ``output_size`` are ``(h, w)`` pairs; padding
+    must be less than the pool size so every window holds at least one input element.
+    """
+    _check("max_pool2d: x", x, 4)
+    n, c = x.shape[:2]
+    shape = (n, c, *output_size)
+    out = _out(out, shape, x.dtype, "max_pool2d")
+    indices = _out(indices, shape, np.int32, "max_pool2d indices")
+    if tuple(pool_size) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
+        _max2d_k2s2(x, out, indices)
+    else:
+        _max2d(x, out, indices, *pool_size, *stride, *padding)
+    return out, indices
+
+
+def max_pool2d_backward(grad, indices, input_shape, out=None):
+    """Route ``grad`` ``(N, C, OH, OW)`` to the argmax positions of the forward pass."""
+    _check("max_pool2d_backward: grad", grad, 4)
+    if indices.shape != grad.shape or indices.dtype != np.int32:
+        raise DataError(f"max_pool2d_backward: indices must be int32 of shape {grad.shape}; "
+                        f"received {describe_array(indices)}")
+    dx = _out(out, tuple(input_shape), grad.dtype, "max_pool2d_backward")
+    _max2d_backward(grad, indices, dx)
+    return dx
+
+
+def avg_pool2d(x, pool_size, stride, padding, output_size, out=None):
+    """Average-pool images ``(N, C, H, W)`` (padding counts as zeros)."""
+    _check("avg_pool2d: x", x, 4)
+    out = _out(out, (*x.shape[:2], *output_size), x.dtype, "avg_pool2d")
+    _avg2d(x, out, *pool_size, *stride, *padding)
+    return out
+
+
+def avg_pool2d_backward(grad, input_shape, pool_size, stride, padding, out=None):
+    """Spread ``grad`` evenly over each window of the forward pass."""
+    _check("avg_pool2d_backward: grad", grad, 4)
+    dx = _out(out, tuple(input_shape), grad.dtype, "avg_pool2d_backward")
+    _avg2d_backward(grad, dx, *pool_size, *stride, *padding)
+    return dx
+
+
+# -- 1-D, channels last ----------------------------------------------------------------------
+@njit
+def _max1d(x, out, idx, k, s, p):
+    n_, t_, f_ = x.shape
+    ot = out.shape[1]
+    for n in prange(n_):
+        for t in range(ot):
+            t0 = t * s - p
+            lo = max(0, -t0)
+            hi = min(k, t_ - t0)
+            for f in range(f_):
+                out[n, t, f] = x[n, t0 + lo, f]
+                idx[n, t, f] = t0 + lo
+            for i in range(lo + 1, hi):
+                for f in range(f_):
+                    v = x[n, t0 + i, f]
+                    best = out[n, t, f]
+                    if (v > best or v != v) and best == best:
+                        out[n, t, f] = v
+                        idx[n, t, f] = t0 + i
+
+
+@njit
+def _max1d_backward(g, idx, dx):
+    n_, ot, f_ = g.shape
+    for n in prange(n_):
+        dx[n] = 0
+        for t in range(ot):
+            for f in range(f_):
+                dx[n, idx[n, t, f], f] += g[n, t, f]
+
+
+@njit
+def _avg1d(x, out, k, s, p):
+    n_, t_, f_ = x.shape
+    ot = out.shape[1]
+    scale = 1.0 / k
+    for n in prange(n_):
+        for t in range(ot):
+            t0 = t * s - p
+            out[n, t] = 0
+            for i in range(max(0, -t0), min(k, t_ - t0)):
+                for f in range(f_):
+                    out[n, t, f] += x[n, t0 + i, f]
+            for f in range(f_):
+                out[n, t, f] *= scale
+
+
+@njit
+def _avg1d_backward(g, dx, k, s, p):
+    n_, t_, f_ = dx.shape
+    ot = g.shape[1]
+    scale = 1.0 / k
+    for n in prange(n_):
+        dx[n] = 0
+        for t in range(ot):
+            t0 = t * s - p
+            for i in range(max(0, -t0), min(k, t_ - t0)):
+                for f in range(f_):
+                    dx[n, t0 + i, f] += g[n, t, f] * scale
+
+
+def max_pool1d(x, pool_size, stride, padding, output_size, out=None, indices=None):
+    """Max-pool sequences ``(N, T, F)`` over T; returns ``(out, indices)`` (int32 steps)."""
+    _check("max_pool1d: x", x, 3)
+    shape = (x.shape[0], output_size, x.shape[2])
+    out = _out(out, shape, x.dtype, "max_pool1d")
+    indices = _out(indices, shape, np.int32, "max_pool1d indices")
+    _max1d(x, out, indices, pool_size, stride, padding)
+    return out, indices
+
+
+def max_pool1d_backward(grad, indices, input_shape, out=None):
+    _check("max_pool1d_backward: grad", grad, 3)
+    if indices.shape != grad.shape or indices.dtype != np.int32:
+        raise DataError(f"max_pool1d_backward: indices must be int32 of shape {grad.shape}; "
+                        f"received {describe_array(indices)}")
+    dx = _out(out, tuple(input_shape), grad.dtype, "max_pool1d_backward")
+    _max1d_backward(grad, indices, dx)
+    return dx
+
+
+def avg_pool1d(x, pool_size, stride, padding, output_size, out=None):
+    """Average-pool sequences ``(N, T, F)`` over T (padding counts as zeros)."""
+    _check("avg_pool1d: x", x, 3)
+    out = _out(out, (x.shape[0], output_size, x.shape[2]), x.dtype, "avg_pool1d")
+    _avg1d(x, out, pool_size, stride, padding)
+    return out
+
+
+def avg_pool1d_backward(grad, input_shape, pool_size, stride, padding, out=None):
+    _check("avg_pool1d_backward: grad", grad, 3)
+    dx = _out(out, tuple(input_shape), grad.dtype, "avg_pool1d_backward")
+    _avg1d_backward(grad, dx, pool_size, stride, padding)
+    return dx
+
+
+# -- global average --------------------------------------------------------------------------
+@njit
+def _global_avg_cf(x, out):
+    n_, c_, s_ = x.shape
+    for n in range(n_):
+        for c in range(c_):
+            acc = 0.0
+            for i in range(s_):
+                acc += x[n, c, i]
+            out[n, c] = acc / s_
+
+
+@njit
+def _global_avg_cl(x, out):
+    n_, t_, f_ = x.shape
+    for n in range(n_):
+        out[n] = 0
+        for t in range(t_):
+            for f in range(f_):
+                out[n, f] += x[n, t, f]
+        for f in range(f_):
+            out[n, f] /= t_
+
+
+def global_avg_pool2d(x, out=None):
+    """Mean over H and W: ``(N, C, H, W) -> (N, C)``."""
+    _check("global_avg_pool2d: x", x, 4)
+    out = _out(out, x.shape[:2], x.dtype, "global_avg_pool2d")
+    _global_avg_cf(x.reshape(x.shape[0], x.shape[1], -1), out)
+    return out
+
+
+def global_avg_pool2d_backward(grad, input_shape, out=None):
+    _check("global_avg_pool2d_backward: grad", grad, 2)
+    dx = _out(out, tuple(input_shape), grad.dtype, "global_avg_pool2d_backward")
+    np.multiply(grad[:, :, None, None], 1.0 / (input_shape[2] * input_shape[3]), out=dx)
+    return dx
+
+
+def global_avg_pool1d(x, out=None):
+    """Mean over T: ``(N, T, F) -> (N, F)``."""
+    _check("global_avg_pool1d: x", x, 3)
+    out = _out(out, (x.shape[0], x.shape[2]), x.dtype, "global_avg_pool1d")
+    _global_avg_cl(x, out)
+    return out
+
+
+def global_avg_pool1d_backward(grad, input_shape, out=None):
+    _check("global_avg_pool1d_backward: grad", grad, 2)
+    dx = _out(out, tuple(input_shape), grad.dtype, "global_avg_pool1d_backward")
+    np.multiply(grad[:, None, :], 1.0 / input_shape[1], out=dx)
+    return dx

@@ -1,0 +1,283 @@
+"""Convolution layers: ``Conv2D`` on images (N, C, H, W) and ``Conv1D`` on sequences (N, T, F).
+
+Each is im2col (numba) + one GEMM (numpy BLAS) + col2im (numba); see ``zoo.kernels.conv``.
+The geometry helpers here (``conv_geometry`` and the argument checks) are shared with pooling.
+
+LeCun et al., "Gradient-Based Learning Applied to Document Recognition", 1998.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from zoo import kernels
+from zoo.errors import ConfigError
+from zoo.layers.base import Layer
+
+PADDING_MODES = ("valid", "same")
+INITIALIZERS = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal")
+_AXES = {1: ("length",), 2: ("height", "width")}
+
+
+# -- argument checks and geometry (shared with pooling) --------------------------------------
+def int_tuple(layer: str, name: str, value, rank: int, minimum: int = 1) -> tuple:
+    """An int or a sequence of ``rank`` ints, each >= ``minimum``, as a tuple."""
+    items = value if isinstance(value, (tuple, list)) else (value,) * rank
+    ok = len(items) == rank and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum
+        for v in items)
+    if not ok:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if rank > 1:
+            kind += f" or a tuple of {rank} such integers"
+        raise ConfigError(f"{layer}: {name} must be {kind}; received {name}={value!r}")
+    return tuple(int(v) for v in items)
+
+
+def padding_arg(layer: str, value, rank: int, modes=PADDING_MODES):
+    """``"valid"``, ``"same"`` (if in ``modes``) or non-negative ints per axis."""
+    if isinstance(value, str):
+        if value.lower() in modes:
+            return value.lower()
+        expected = " or ".join(f'"{m}"' for m in modes)
+        raise ConfigError(f"{layer}: padding must be {expected} or a non-negative integer; "
+                          f"received padding={value!r}")
+    return int_tuple(layer, "padding", value, rank, minimum=0)
+
+
+def conv_geometry(layer: str, axis: str, size: int, kernel: int, stride: int, dilation: int,
+                  padding) -> tuple:
+    """``(pad_before, output_size)`` along one axis; one ConfigError if the kernel does not fit.
+
+    ``padding`` is ``"valid"``, ``"same"`` (output ``ceil(size / stride)``, the extra zero,
+    if any, after the input as in TensorFlow) or an int of zeros on both sides.
+    """
+    span = (kernel - 1) * dilation + 1
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + span - size, 0)
+        return total // 2, out
+    pad = 0 if padding == "valid" else int(padding)
+    if size + 2 * pad < span:
+        what = f"kernel span {span}" if dilation > 1 else f"kernel size {kernel}"
+        raise ConfigError(
+            f"{layer}: the {what} along {axis} is larger than the padded input "
+            f"({size} + 2 x {pad} padding = {size + 2 * pad}); expected an input {axis} of at "
+            f"least {span - 2 * pad}; received {size}")
+    return pad, (size + 2 * pad - span) // stride + 1
+
+
+def init_weight(initializer, shape: tuple, fan_in: int, fan_out: int, rng) -> np.ndarray:
+    """Draw initial weights: a name from ``INITIALIZERS`` or ``callable(shape, rng)``.
+
+    He et al. 2015 (https://arxiv.org/abs/1502.01852) for ReLU networks; Glorot and Bengio 2010
+    for symmetric activations.
+    """
+    if callable(initializer):
+        return np.asarray(initializer(shape, rng))
+    if initializer.startswith("he"):
+        std = math.sqrt(2.0 / fan_in)
+    else:
+        std = math.sqrt(2.0 / (fan_in + fan_out))
+    if initializer.endswith("uniform"):
+        limit = std * math.sqrt(3.0)
+        return rng.uniform(-limit, limit, shape)
+    return rng.standard_normal(shape) * std
+
+
+def _initializer_arg(layer, value):
+    if value is None:
+        return "he_uniform"
+    if callable(value) or value in INITIALIZERS:
+        return value
+    raise ConfigError(f"{layer}: kernel_initializer must be one of {', '.join(INITIALIZERS)} or "
+                      f"a callable(shape, rng); received kernel_initializer={value!r}")
+
+
+class _Conv(Layer):
+    """What Conv1D and Conv2D share: argument checks, config, parameters."""
+
+    rank = 0
+
+    def __init__(self, filters, kernel_size, stride=1, padding="valid", dilation=1,
+                 use_bias=True, kernel_initializer=None, name=None):
+        super().__init__(name)
+        cls = type(self).__name__
+        n = self.rank
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) \
+                or filters <= 0:
+            raise ConfigError(f"{cls}: filters must be a positive integer; "
+                              f"received filters={filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = int_tuple(cls, "kernel_size", kernel_size, n)
+        self.stride = int_tuple(cls, "stride", stride, n)
+        self.padding = padding_arg(cls, padding, n)
+        self.dilation = int_tuple(cls, "dilation", dilation, n)
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise ConfigError(f"{cls}: use_bias must be True or False; "
+                              f"received use_bias={use_bias!r}")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializer_arg(cls, kernel_initializer)
+        self._scratch = {}
+
+    def _geometry(self, spatial: tuple) -> tuple:
+        cls = type(self).__name__
+        pads, outs = [], []
+        for ax, size in enumerate(spatial):
+            padding = self.padding if isinstance(self.padding, str) else self.padding[ax]
+            pad, out = conv_geometry(cls, _AXES[self.rank][ax], size, self.kernel_size[ax],
+                                     self.stride[ax], self.dilation[ax], padding)
+            pads.append(pad)
+            outs.append(out)
+        return tuple(pads), tuple(outs)
+
+    def _check_shape(self, input_shape):
+        cls = type(self).__name__
+        layout = "(channels, height, width)" if self.rank == 2 else "(steps, features)"
+        if len(input_shape) != self.rank + 1 or min(input_shape) < 1:
+            raise ConfigError(f"{cls} expects inputs of shape {layout} per example; "
+                              f"received input shape {tuple(input_shape)}")
+
+    def _buffer(self, key, shape):
+        """A scratch array reused while the batch shape stays the same."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = self._scratch[key] = np.empty(shape, self.dtype)
+        return buf
+
+    def _add_parameters(self, shape, fan_in, fan_out, rng):
+        w = init_weight(self.kernel_initializer, shape, fan_in, fan_out, rng)
+        self.weight = self.add_parameter("weight", w)
+        self.bias = self.add_parameter("bias", np.zeros(self.filters)) if self.use_bias else None
+
+    def get_config(self):
+        one = self.rank == 1
+        config = {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size[0] if one else self.kernel_size,
+            "stride": self.stride[0] if one else self.stride,
+            "padding": self.padding if isinstance(self.padding, str) or not one
+            else self.padding[0],
+            "dilation": self.dilation[0] if one else self.dilation,
+            "use_bias": self.use_bias,
+        }
+        if self.kernel_initializer != "he_uniform" and isinstance(self.kernel_initializer, str):
+            config["kernel_initializer"] = self.kernel_initializer
+        return config
+
+
+class Conv2D(_Conv):
+    """2-D convolution (cross-correlation, as in every framework) over images.
+
+    Args:
+        filters: output channels.
+        kernel_size: an int or ``(kh, kw)``.
+        stride: an int or ``(sh, sw)``.
+        padding: ``"valid"`` (none), ``"same"`` (output ``ceil(input / stride)``), or zeros on
+            both sides of each axis as an int or ``(ph, pw)``.
+        dilation: spacing between kernel taps, an int or ``(dh, dw)``.
+        use_bias: add a learned bias per filter.
+        kernel_initializer: ``"he_uniform"`` (default), ``"he_normal"``, ``"glorot_uniform"``,
+            ``"glorot_normal"`` or ``callable(shape, rng)``.
+
+    Parameters:
+        weight: ``(filters, in_channels, kh, kw)`` (PyTorch's layout); bias: ``(filters,)``.
+
+    Input shape: ``(N, C, H, W)``. Output shape: ``(N, filters, OH, OW)``.
+    """
+
+    rank = 2
+
+    def build(self, input_shape, rng):
+        self._check_shape(input_shape)
+        c, h, w = input_shape
+        self.pads, (oh, ow) = self._geometry((h, w))
+        self.out_hw = (oh, ow)
+        kh, kw = self.kernel_size
+        self._add_parameters((self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw, rng)
+        self.input_shape = tuple(input_shape)
+        self.output_shape = (self.filters, oh, ow)
+        self.built = True
+        return self.output_shape
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        n = x.shape[0]
+        f = self.filters
+        p = self.out_hw[0] * self.out_hw[1]
+        c, kk = self.input_shape[0], self.kernel_size[0] * self.kernel_size[1]
+        x = np.ascontiguousarray(x)
+        cols = kernels.conv.im2col2d(x, self.kernel_size, self.stride, self.pads, self.dilation,
+                                     self.out_hw, out=self._buffer("cols", (c * kk, n * p)))
+        y = np.matmul(self.weight.value.reshape(f, -1), cols, out=self._buffer("y", (f, n * p)))
+        out = np.empty((n, f, p), self.dtype)
+        kernels.conv.fnp_to_nfp(y, self.bias.value if self.use_bias else None, out)
+        self._cols = cols
+        return out.reshape(n, *self.output_shape)
+
+    def backward(self, grad_out):
+        n = grad_out.shape[0]
+        f = self.filters
+        p = self.out_hw[0] * self.out_hw[1]
+        g = self._buffer("g", (f, n * p))
+        kernels.conv.nfp_to_fnp(np.ascontiguousarray(grad_out).reshape(n, f, p), g,
+                                self.bias.grad if self.use_bias else None)
+        np.matmul(g, self._cols.T, out=self.weight.grad.reshape(f, -1))
+        dcols = np.matmul(self.weight.value.reshape(f, -1).T, g,
+                          out=self._buffer("dcols", self._cols.shape))
+        return kernels.conv.col2im2d(dcols, (n, *self.input_shape), self.kernel_size,
+                                     self.stride, self.pads, self.dilation, self.out_hw)
+
+
+class Conv1D(_Conv):
+    """1-D convolution over sequences, channels last (time steps x features).
+
+    Args: as ``Conv2D`` with ints for ``kernel_size``, ``stride``, ``padding``, ``dilation``.
+
+    Parameters:
+        weight: ``(kernel_size, in_features, filters)`` (Keras' layout, so that the window of K
+            steps x F features, contiguous in the input, meets ``weight.reshape(K * F, filters)``
+            in one GEMM); bias: ``(filters,)``.
+
+    Input shape: ``(N, T, F)``. Output shape: ``(N, OT, filters)``.
+    """
+
+    rank = 1
+
+    def build(self, input_shape, rng):
+        self._check_shape(input_shape)
+        t, feat = input_shape
+        (self.pad,), (self.out_t,) = self._geometry((t,))
+        k = self.kernel_size[0]
+        self._add_parameters((k, feat, self.filters), k * feat, k * self.filters, rng)
+        self.input_shape = tuple(input_shape)
+        self.output_shape = (self.out_t, self.filters)
+        self.built = True
+        return self.output_shape
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        n = x.shape[0]
+        k, feat = self.kernel_size[0], self.input_shape[1]
+        cols = kernels.conv.im2col1d(np.ascontiguousarray(x), k, self.stride[0], self.pad,
+                                     self.dilation[0], self.out_t,
+                                     out=self._buffer("cols", (n * self.out_t, k * feat)))
+        out = np.matmul(cols, self.weight.value.reshape(k * feat, self.filters))
+        if self.use_bias:
+            out += self.bias.value
+        self._cols = cols
+        return out.reshape(n, self.out_t, self.filters)
+
+    def backward(self, grad_out):
+        n = grad_out.shape[0]
+        k, feat = self.kernel_size[0], self.input_shape[1]
+        g = np.ascontiguousarray(grad_out).reshape(n * self.out_t, self.filters)
+        np.matmul(self._cols.T, g, out=self.weight.grad.reshape(k * feat, self.filters))
+        if self.use_bias:
+            np.sum(g, axis=0, out=self.bias.grad)
+        dcols = np.matmul(g, self.weight.value.reshape(k * feat, self.filters).T,
+                          out=self._buffer("dcols", self._cols.shape))
+        return kernels.conv.col2im1d(dcols, (n, *self.input_shape), k, self.stride[0],
+                                     self.pad, self.dilation[0], self.out_t)
