@@ -8,8 +8,9 @@ scikit-learn distributes, converted unchanged to ``digits.npz`` by
 ``scripts/make_digits_npz.py``.
 
 Loaded as images (1, 8, 8) with pixels scaled to [0, 1]. The test split is fixed: a
-stratified 20% of each class (359 images: round(0.2 * count) per class) chosen by a permutation seeded with 42, whatever
-seed the run uses, so that results on ``digits`` are comparable across runs.
+stratified 20% of each class (359 images in all, see ``files.holdout_split``) chosen by a
+permutation seeded with 42, whatever seed the run uses, so results on ``digits`` are
+comparable across runs.
 """
 
 from __future__ import annotations

@@ -43,22 +43,24 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 def holdout_split(n: int, y: np.ndarray | None, fraction: float, seed: int):
     """Deterministic ``(train_index, test_index)``, both sorted, holding out ``fraction``.
 
-    With integer class labels ``y`` the split is stratified: each class gives
-    ``round(fraction * count)`` examples to the test side, chosen by a permutation that
-    depends only on ``seed``. Without labels it is a plain seeded permutation.
+    The test side has ``round(fraction * n)`` examples. With integer class labels ``y`` it
+    is stratified: each class gives ``floor(fraction * count)`` examples, and the ones left
+    over go to the classes with the largest remainders (ties to the lower label), so small
+    classes still reach the test side. Members are chosen by a permutation that depends
+    only on ``seed``. Without labels it is a plain seeded permutation.
     """
     rng = np.random.default_rng([int(seed), 0x7E57])
+    n_test = int(round(n * fraction))
     if y is None:
-        order = rng.permutation(n)
-        n_test = int(round(n * fraction))
-        test = order[:n_test]
+        test = rng.permutation(n)[:n_test]
     else:
-        test = []
-        for label in np.unique(y):
-            members = np.flatnonzero(y == label)
-            n_test = int(round(len(members) * fraction))
-            test.append(rng.permutation(members)[:n_test])
-        test = np.concatenate(test)
+        labels, counts = np.unique(y, return_counts=True)
+        quota = counts * fraction
+        take = np.floor(quota).astype(np.int64)
+        extra = n_test - int(take.sum())
+        take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
+        test = np.concatenate([rng.permutation(np.flatnonzero(y == label))[:k]
+                               for label, k in zip(labels, take)])
     mask = np.zeros(n, dtype=bool)
     mask[test] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -126,7 +126,8 @@ def sine(seed: int = 42, *, length=DEFAULT_LENGTH, n=2000, noise=0.05) -> Datase
     phase = rng.uniform(0.0, 2.0 * np.pi, size=(n, 1))
     wave = amp * np.sin(2.0 * np.pi * freq * np.arange(length + 1) + phase)
     x = wave[:, :length] + noise * rng.standard_normal((n, length))
-    return _split(_named("sine", length), "sequence", "regress", x[:, :, None], wave[:, length:], None,
+    return _split(_named("sine", length), "sequence", "regress", x[:, :, None],
+                  wave[:, length:], None,
                   {"summary": f"noisy sine waves of {length} steps: regress the next value",
                    "citation": "", "options": {"length": length, "n": n, "noise": noise}})
 
