@@ -1,0 +1,93 @@
+"""The one training loop: learning, determinism, exact resume, bad input."""
+
+import numpy as np
+import pytest
+
+from zoo.data.load import load_dataset
+from zoo.errors import DataError
+from zoo.run import Run, RunConfig, train
+
+
+def weights(run):
+    return {k: v.copy() for k, v in run.model.state_dict().items()}
+
+
+def test_mlp_learns_spirals():
+    result = train(RunConfig(arch="mlp", dataset="spirals", epochs=60, seed=0,
+                             options={"hidden": "64,64"}, lr=1e-2))
+    assert result.test["accuracy"] > 0.9
+    assert result.epochs <= 60 and result.steps > 0
+    assert result.history[-1]["epoch"] == result.epochs
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    def run_weights(seed):
+        run = Run(RunConfig(arch="mlp", dataset="xor", epochs=3, seed=seed,
+                            options={"hidden": "8"}))
+        run.fit()
+        return weights(run)
+
+    a, b, c = run_weights(1), run_weights(1), run_weights(2)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_state_dict_mid_epoch_resumes_bit_exactly():
+    """Train 3 epochs straight vs. stop mid-epoch 2, copy every state, continue."""
+    config = RunConfig(arch="mlp", dataset="spirals", epochs=3, seed=5,
+                       options={"hidden": "16", "dropout": "0.2"}, batch_size=50,
+                       stop=("max_epochs=3",))
+    straight = Run(config)
+    straight.fit()
+
+    first = Run(config)
+    first.engine = first.trainer.engine = _StopAfterSteps(first.engine, steps=11)
+    first.fit()
+    assert first.trainer.step == 11 and first.trainer.batch_index > 0
+
+    second = Run(config)
+    second.model.load_state_dict(first.model.state_dict())
+    second.optimizer.load_state_dict(first.optimizer.state_dict())
+    second.trainer.load_state_dict(first.trainer.state_dict())
+    for (_, a), (_, b) in zip(_generators(first.model), _generators(second.model)):
+        b.bit_generator.state = a.bit_generator.state
+    second.engine.load_state_dict(first.engine.inner.state_dict())
+    second.fit()
+    assert second.trainer.step == straight.trainer.step
+    a, b = weights(straight), weights(second)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _generators(model):
+    return [(i, layer.rng) for i, layer in enumerate(model.layers) if hasattr(layer, "rng")]
+
+
+class _StopAfterSteps:
+    """Wrap an engine and stop after a number of steps (simulates an interruption)."""
+
+    def __init__(self, inner, steps):
+        self.inner, self.steps, self.stopped, self.reason = inner, steps, False, None
+
+    def check(self, state):
+        self.inner.check(state)
+        if state.at == "step" and state.step >= self.steps:
+            self.stopped, self.reason = True, "test stop"
+        return self.stopped
+
+    def finish(self, model):
+        pass
+
+
+def test_bad_training_data_is_rejected_before_compute():
+    run = Run(RunConfig(arch="mlp", dataset="xor", epochs=1))
+    with pytest.raises(DataError, match="training inputs must have shape"):
+        run.trainer.fit(np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(DataError, match="len\\(y\\) = 3"):
+        run.trainer.fit(np.zeros((4, 2), np.float32), np.zeros(3, np.int64))
+
+
+def test_validation_split_is_the_same_for_every_seed():
+    ds = load_dataset("digits")
+    a = ds.split_validation(0.1, seed=0)
+    b = ds.split_validation(0.1, seed=0)
+    assert np.array_equal(a[2], b[2])
