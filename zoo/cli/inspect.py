@@ -125,8 +125,13 @@ def dataset_command(name, export_path, as_json):
     if as_json:
         emit_json(info)
         return
+    width = max(len(key) for key in info) + 2
     for key, value in info.items():
-        echo(f"{key + ':':<16}{value}", as_json)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        echo(f"{key + ':':<{width}}{value}", as_json)
 
 
 COMMANDS = [list_command, info_command, plugins_command, dataset_command]
