@@ -260,9 +260,10 @@ BAD_FILES = [
     ("empty.csv", _text(""), {}, "the file is empty"),
     ("header_only.csv", _text("a,b,label\n"), {}, "no data rows"),
     ("no_header.csv", _text("1,2,0\n3,4,1\n"), {}, "expected a header row"),
-    ("ragged.csv", _text("a,b,y\n1,2,0\n3,1\n"), {}, "line 3 has 2 values; expected 3"),
+    ("ragged.csv", _text("a,b,y\n1,2,0\n\n3,1\n"), {}, "line 4 has 2 values; expected 3"),
     ("text.csv", _text("a,b,y\n1,oops,0\n"), {}, "line 2, column 'b': expected a number"),
     ("label.csv", _text("a,b,y\n1,2,0\n"), {"label_column": "cls"}, "no column named 'cls'"),
+    ("nan.csv", _text("a,b,y\n1,nan,0\n"), {}, "x contains NaN or Inf"),
     ("nolabel.csv", _text("a,b,y\n1,2,\n"), {}, "no value in the label column 'y'"),
     ("data.txt", _text("1 2 3"), {}, "unknown file type '.txt'"),
 ]

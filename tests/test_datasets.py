@@ -1,6 +1,7 @@
 """Built-in datasets: MNIST-1D, digits and the synthetic sets, and their registration."""
 
 import hashlib
+import json
 import time
 
 import numpy as np
@@ -33,6 +34,7 @@ def test_builtin_datasets_are_registered_with_matching_task_and_kind(host):
         described = dataset.describe()
         for key in ("summary", "source", "licence", "citation", "classes", "input_shape"):
             assert key in described, (name, key)
+        json.dumps(described)  # what `zoo dataset NAME --json` prints must serialise
 
 
 def test_unknown_name_lists_installed_and_mentions_paths(host):

@@ -275,7 +275,13 @@ def _read_npz(path: Path) -> dict:
 def _read_csv(path: Path, label_column: str | None, task: str | None) -> dict:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+            reader = csv.reader(f)
+            # Keep each row's line number for messages; blank lines are skipped.
+            rows, lines = [], []
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append(row)
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text file ({exc}); expected a CSV table") from None
     except csv.Error as exc:
@@ -286,12 +292,12 @@ def _read_csv(path: Path, label_column: str | None, task: str | None) -> dict:
     if all(_is_number(h) for h in header):
         raise DataError(f"{path}: the first row {rows[0][:4]}... looks like data; expected a "
                         f"header row naming the columns")
-    body = rows[1:]
+    body, lines = rows[1:], lines[1:]
     if not body:
         raise DataError(f"{path}: has a header but no data rows; expected at least one row")
-    for i, row in enumerate(body, start=2):
+    for line, row in zip(lines, body):
         if len(row) != len(header):
-            raise DataError(f"{path}: line {i} has {len(row)} values; expected {len(header)}, "
+            raise DataError(f"{path}: line {line} has {len(row)} values; expected {len(header)}, "
                             f"one per header column")
 
     unlabelled = task == "reconstruct" and label_column is None
@@ -309,21 +315,20 @@ def _read_csv(path: Path, label_column: str | None, task: str | None) -> dict:
         raise DataError(f"{path}: only the label column {header[label_at]!r}; expected at "
                         f"least one feature column")
 
-    x = np.empty((len(body), len(features)), dtype=np.float64)
-    for i, row in enumerate(body):
-        for out_j, j in enumerate(features):
-            try:
-                x[i, out_j] = float(row[j])
-            except ValueError:
-                raise DataError(f"{path}: line {i + 2}, column {header[j]!r}: expected a "
-                                f"number; received {row[j]!r}") from None
+    try:
+        x = np.array([[float(row[j]) for j in features] for row in body], dtype=np.float64)
+    except ValueError:
+        i, j = next((i, j) for i, row in enumerate(body) for j in features
+                    if not _is_number(row[j]))
+        raise DataError(f"{path}: line {lines[i]}, column {header[j]!r}: expected a number; "
+                        f"received {body[i][j]!r}") from None
     parts: dict = {"x": x, "info": {"columns": [header[j] for j in features]}}
     if label_at is None:
         return parts
     parts["info"]["label_column"] = header[label_at]
     cells = [row[label_at].strip() for row in body]
     if any(not c for c in cells):
-        line = cells.index("") + 2
+        line = lines[cells.index("")]
         raise DataError(f"{path}: line {line} has no value in the label column "
                         f"{header[label_at]!r}; expected a label on every row")
     if all(_is_int(c) for c in cells):
