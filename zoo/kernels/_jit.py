@@ -79,7 +79,9 @@ def compile_seconds() -> float:
 
 def njit(fn=None, *, parallel=False, fastmath=True):
     """``numba.njit`` with zoo's policy: cached, no GIL, fast-math as above, lazy compile."""
-    options = dict(cache=True, nogil=True, parallel=parallel,
+    # error_model="numpy": float division by zero gives inf/nan instead of a Python-style
+    # ZeroDivisionError check, whose branch stops LLVM from vectorising any loop that divides.
+    options = dict(cache=True, nogil=True, parallel=parallel, error_model="numpy",
                    fastmath=set(FASTMATH) if fastmath else False)
     if fn is None:
         return lambda f: numba.njit(**options)(f)
