@@ -43,7 +43,8 @@ import os
 import re
 import secrets
 import stat
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -127,7 +128,8 @@ def write_safetensors(path, tensors: Mapping[str, np.ndarray],
     _atomic_write(path, where, _layout(items, meta, where))
 
 
-def write_checkpoint(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, object]) -> None:
+def write_checkpoint(path, tensors: Mapping[str, np.ndarray],
+                     metadata: Mapping[str, object]) -> None:
     """Write a zoo checkpoint: tensors plus JSON metadata, with format marker and content hash.
 
     Args:
@@ -156,7 +158,8 @@ def checkpoint_bytes(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, o
 def _checkpoint_layout(tensors, metadata, where) -> list:
     items = _prepare_tensors(tensors, where)
     if not isinstance(metadata, Mapping):
-        raise CheckpointError(f"{where}: metadata must be a dict; received {type(metadata).__name__}")
+        raise CheckpointError(f"{where}: metadata must be a dict; "
+                              f"received {type(metadata).__name__}")
     meta = {}
     for key, value in metadata.items():
         if not isinstance(key, str) or key.startswith(RESERVED_PREFIX) or key == "":
@@ -171,7 +174,7 @@ def _checkpoint_layout(tensors, metadata, where) -> list:
 
 
 def _prepare_tensors(tensors, where) -> list[tuple[str, str, np.ndarray]]:
-    """Validate tensors; return (name, dtype code, C-contiguous little-endian array), in file order."""
+    """Validate tensors; return (name, code, C-contiguous little-endian array) in file order."""
     if not isinstance(tensors, Mapping):
         raise CheckpointError(f"{where}: tensors must be a dict of name to array; "
                               f"received {type(tensors).__name__}")
@@ -200,7 +203,8 @@ def _prepare_tensors(tensors, where) -> list[tuple[str, str, np.ndarray]]:
 
 def _check_string_metadata(metadata, where) -> dict[str, str]:
     if not isinstance(metadata, Mapping):
-        raise CheckpointError(f"{where}: metadata must be a dict; received {type(metadata).__name__}")
+        raise CheckpointError(f"{where}: metadata must be a dict; "
+                              f"received {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise CheckpointError(f"{where}: metadata must map strings to strings; received "
@@ -562,7 +566,8 @@ class _HeaderParser:
         if code not in DTYPES:
             self.fail(f"tensor {name!r} has dtype {code!r}; expected one of {_ALLOWED}")
         if len(offsets) != 2:
-            self.fail(f"tensor {name!r}: data_offsets must be [begin, end]; received {offsets}")
+            self.fail(f"tensor {name!r}: data_offsets must be [begin, end]; received "
+                      f"{list(offsets)}")
         return name, code, shape, offsets[0], offsets[1]
 
     def ints(self, what: str, max_len: int) -> tuple[int, ...]:
@@ -620,7 +625,8 @@ def _check_layout(entries: list, data_len: int, where) -> None:
                                   f"expected 0 <= begin <= end")
         if end > data_len:
             raise CheckpointError(f"{where}: tensor {name!r} has data_offsets [{begin}, {end}] "
-                                  f"beyond the data area ({data_len} bytes)")
+                                  f"beyond the data area ({data_len} bytes; is the file "
+                                  f"truncated?)")
         count = 1
         nonzero = itemsize
         for d in shape:
@@ -651,7 +657,7 @@ def _check_layout(entries: list, data_len: int, where) -> None:
 # -- checkpoints: format marker, hash, JSON metadata ---------------------------------------------
 
 def _content_digest(items, metadata: Mapping[str, str]) -> str:
-    """SHA-256 of the content (see the module docstring); ``items`` are (name, code, shape, bytes)."""
+    """SHA-256 of the content (see the module docstring); items are (name, code, shape, bytes)."""
     items = sorted(items, key=lambda item: item[0])
     index = {
         "metadata": sorted([k, v] for k, v in metadata.items() if k != HASH_KEY),
