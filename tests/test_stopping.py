@@ -313,8 +313,8 @@ def test_without_validation_val_monitors_fall_back_to_train_and_say_so():
     c = EarlyStopping(patience=2)
     engine = StoppingEngine([c])
     engine.reset(metrics=["train_loss"])
-    assert engine.notes == ["early_stopping: this run has no validation metrics, so it "
-                            "monitors train_loss in place of val_loss"]
+    assert engine.notes == [("early_stopping: this run has no validation metrics, so it "
+                            "monitors train_loss in place of val_loss")]
     for i, loss in enumerate([1.0, 0.5, 0.6, 0.7], 1):
         stopped = engine.check(epoch(i, loss=loss))
     assert stopped
@@ -352,12 +352,12 @@ def test_once_resolved_an_epoch_without_the_metric_is_not_counted():
     (EarlyStopping, {"mode": "up"}, "mode must be one of 'auto', 'min', 'max'; received mode='up'"),
     (EarlyStopping, {"min_delta": -0.1},
      "min_delta must be a number >= 0; received min_delta=-0.1"),
-    (EarlyStopping, {"patience": -1}, "patience must be a non-negative integer; received "
-                                      "patience=-1"),
+    (EarlyStopping, {"patience": -1}, ("patience must be a non-negative integer; received "
+                                      "patience=-1")),
     (EarlyStopping, {"baseline": "low"}, "baseline must be a finite number or None"),
     (EarlyStopping, {"start_from_epoch": -2}, "start_from_epoch must be a non-negative integer"),
-    (EarlyStopping, {"restore_best": "yes"}, "restore_best must be true or false; received "
-                                             "restore_best='yes'"),
+    (EarlyStopping, {"restore_best": "yes"}, ("restore_best must be true or false; received "
+                                             "restore_best='yes'")),
     (Target, {"monitor": "val_accuracy", "value": None}, "target: value must be a finite number"),
     (AllOf, {}, "all_of: expected at least one criterion; received none"),
 ])

@@ -48,8 +48,8 @@ PROBES = {"probe": Probe, "loose": Loose, **REGISTRY}
     ("early_stopping()", "early_stopping(monitor=val_loss)"),
     ("early_stopping(monitor=val_loss,patience=5)", "early_stopping(monitor=val_loss)"),
     ("early_stopping(val_accuracy, max, 0.001, 10, restore_best=false)",
-     "early_stopping(monitor=val_accuracy, mode=max, min_delta=0.001, patience=10, "
-     "restore_best=false)"),
+     ("early_stopping(monitor=val_accuracy, mode=max, min_delta=0.001, patience=10, "
+     "restore_best=false)")),
     ("early_stopping(monitor='val_loss', baseline=0.5, start_from_epoch=3,)",
      "early_stopping(monitor=val_loss, baseline=0.5, start_from_epoch=3)"),
     ("loss_below(0.01)", "loss_below(threshold=0.01)"),
@@ -151,38 +151,38 @@ MALFORMED = [
     ("max-epochs=5", "expected a criterion name, found 'max-epochs'"),
     ("=5", "expected a criterion name, found '='"),
     ("loss_below(\"0.1)", "unterminated string '\"0.1)': expected a closing \""),
-    ("early_stop", f"unknown stopping criterion 'early_stop' (did you mean 'early_stopping'?); "
-                   f"installed: {ALL}"),
+    ("early_stop", (f"unknown stopping criterion 'early_stop' (did you mean 'early_stopping'?); "
+                   f"installed: {ALL}")),
     ("zzz(1)", f"unknown stopping criterion 'zzz'; installed: {ALL}"),
-    ("early_stopping(patients=5)", f"early_stopping has no parameter 'patients'; accepted: "
-                                   f"{ES_PARAMS} (did you mean 'patience'?)"),
+    ("early_stopping(patients=5)", (f"early_stopping has no parameter 'patients'; accepted: "
+                                   f"{ES_PARAMS} (did you mean 'patience'?)")),
     ("max_epochs(n=5)", "max_epochs has no parameter 'n'; accepted: epochs"),
     ("max_epochs(5, 6)", "max_epochs takes at most 1 positional argument (epochs); received 2"),
     ("non_finite=1", "non_finite takes no parameters; write --stop non_finite"),
     ("non_finite(1)", "non_finite takes at most 0 positional arguments (none); received 1"),
-    ("loss_below(threshold=1, 2)", "loss_below: positional argument '2' follows keyword "
-                                   "arguments"),
+    ("loss_below(threshold=1, 2)", ("loss_below: positional argument '2' follows keyword "
+                                   "arguments")),
     ("loss_below(0.1, threshold=0.2)", "loss_below: threshold is given more than once"),
-    ("target(val_accuracy)", "target: missing required parameter value; target takes monitor, "
-                             "value, mode"),
+    ("target(val_accuracy)", ("target: missing required parameter value; target takes monitor, "
+                             "value, mode")),
     ("max_epochs", "max_epochs: missing required parameter epochs; max_epochs takes epochs"),
-    ("max_epochs(max_steps(5))", "max_epochs: max_steps(...) is a criterion; criteria combine "
-                                 "only inside all_of(...) or any_of(...)"),
+    ("max_epochs(max_steps(5))", ("max_epochs: max_steps(...) is a criterion; criteria combine "
+                                 "only inside all_of(...) or any_of(...)")),
     ("max_epochs=0", "max_epochs: epochs must be a positive integer; received epochs=0"),
     ("max_epochs=five", "max_epochs: epochs must be a positive integer; received epochs='five'"),
     ("max_epochs='5'", "max_epochs: epochs must be a positive integer; received epochs='5'"),
-    ("early_stopping(mode=up)", "early_stopping: mode must be one of 'auto', 'min', 'max'; "
-                                "received mode='up'"),
-    ("early_stopping(restore_best=yes)", "early_stopping: restore_best must be true or false; "
-                                         "received restore_best='yes'"),
-    ("max_time=soon", "max_time: seconds must be a positive number of seconds, '30m', '2h' or "
-                      "'DD:HH:MM:SS'; received seconds='soon'"),
-    ("all_of()", "all_of() needs at least one criterion, e.g. all_of(loss_below(0.1), "
-                 "max_epochs=5)"),
-    ("all_of", "all_of combines criteria in parentheses, e.g. all_of(loss_below(0.1), "
-               "max_epochs=5)"),
-    ("any_of=5", "any_of combines criteria in parentheses, e.g. any_of(loss_below(0.1), "
-                 "max_epochs=5)"),
+    ("early_stopping(mode=up)", ("early_stopping: mode must be one of 'auto', 'min', 'max'; "
+                                "received mode='up'")),
+    ("early_stopping(restore_best=yes)", ("early_stopping: restore_best must be true or false; "
+                                         "received restore_best='yes'")),
+    ("max_time=soon", ("max_time: seconds must be a positive number of seconds, '30m', '2h' or "
+                      "'DD:HH:MM:SS'; received seconds='soon'")),
+    ("all_of()", ("all_of() needs at least one criterion, e.g. all_of(loss_below(0.1), "
+                 "max_epochs=5)")),
+    ("all_of", ("all_of combines criteria in parentheses, e.g. all_of(loss_below(0.1), "
+               "max_epochs=5)")),
+    ("any_of=5", ("any_of combines criteria in parentheses, e.g. any_of(loss_below(0.1), "
+                 "max_epochs=5)")),
     ("all_of(5)", "expected a criterion inside all_of/any_of, found '5'"),
     ("all_of('max_epochs')", "expected a criterion inside all_of/any_of, found 'max_epochs'"),
     ("all_of(x=max_epochs(5))", "expected a value after 'x=', found a criterion max_epochs(...)"),

@@ -28,6 +28,7 @@ the same meaning). The only arrays, the best weights kept by ``early_stopping(re
 true)``, travel separately through ``arrays()`` / ``load_arrays()``.
 
 Example:
+    >>> from zoo.training.state import TrainState
     >>> engine = StoppingEngine([max_epochs(50), early_stopping(patience=5)])
     >>> engine.check(TrainState("epoch", 1, 100, 3.2, 0.9, {"val_loss": 0.8}))
     False
@@ -155,7 +156,7 @@ def _parameters(cls) -> tuple:
 class _Monitor:
     """A monitored metric name, resolved once against the metrics the run reports."""
 
-    __slots__ = ("owner", "requested", "name", "note")
+    __slots__ = ("name", "note", "owner", "requested")
 
     def __init__(self, owner: str, requested: str):
         self.owner, self.requested = owner, requested
@@ -205,6 +206,8 @@ class Criterion:
 
     name = "criterion"
     every = "epoch"
+    stop = False  # class defaults, so a subclass that skips super().__init__() still works
+    reason: str | None = None
     _state: tuple = ()
 
     def __init__(self):
