@@ -534,6 +534,12 @@ def test_load_state_dict_allows_new_arguments_but_not_new_criteria():
     with pytest.raises(CheckpointError, match="it has non_finite, max_epochs, early_stopping; "
                                               "this run has non_finite, max_epochs"):
         StoppingEngine([MaxEpochs(5)]).load_state_dict(old.state_dict())
+    with pytest.raises(CheckpointError, match="the saved stopping state lacks criterion, criteria"):
+        StoppingEngine([MaxEpochs(5)]).load_state_dict({"stopped": False, "reason": None})
+    with pytest.raises(CheckpointError, match="max_epochs: the saved stopping state lacks stop"):
+        bad = StoppingEngine([MaxEpochs(5)]).state_dict()
+        bad["criteria"][1].pop("state")
+        StoppingEngine([MaxEpochs(5)]).load_state_dict(bad)
     with pytest.raises(CheckpointError, match="early_stopping: the saved stopping state lacks"):
         EarlyStopping().load_state_dict({"stop": False, "reason": None})
 

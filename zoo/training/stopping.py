@@ -798,16 +798,20 @@ class StoppingEngine:
         their arguments may differ (a resumed run may raise ``max_epochs`` or ``patience``):
         the next check re-evaluates them.
         """
-        saved = state.get("criteria")
+        missing = [k for k in ("stopped", "reason", "criterion", "criteria") if k not in state]
+        if missing:
+            raise CheckpointError(f"the saved stopping state lacks {', '.join(missing)}")
+        saved = state["criteria"]
         names = [c.name for c in self._ordered]
-        saved_names = [s.get("name") for s in saved] if isinstance(saved, list) else None
+        saved_names = ([s.get("name") if isinstance(s, dict) else None for s in saved]
+                       if isinstance(saved, list) else None)
         if saved_names != names:
             raise CheckpointError(
                 f"stopping criteria do not match the checkpoint: it has "
                 f"{', '.join(map(str, saved_names or [])) or 'none'}; this run has "
                 f"{', '.join(names) or 'none'}")
         for c, s in zip(self._ordered, saved, strict=True):
-            c.load_state_dict(s["state"])
+            c.load_state_dict(s.get("state") or {})
         self.stopped, self.reason, self.criterion = (
             bool(state["stopped"]), state["reason"], state["criterion"])
 
