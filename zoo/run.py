@@ -107,6 +107,7 @@ class RunResult:
     batch_size: int
     samples_per_s: float
     history: list
+    notes: list = field(default_factory=list)
     zoo_version: str = zoo.__version__
 
     def to_dict(self) -> dict:
@@ -224,6 +225,7 @@ class Run:
             optimizer=self.optimizer_name, lr=float(self.lr), batch_size=self.batch_size,
             samples_per_s=round(trainer.step * self.batch_size / max(self.train_time, 1e-9), 1),
             history=history,
+            notes=[*self.engine.notes, *([trainer.finish_note] if trainer.finish_note else [])],
         )
 
 

@@ -51,6 +51,7 @@ def result_table(result: dict) -> str:
         f"{result['arch']} on {result['dataset']} ({result['task']})",
         table(rows, ["split", *names], ["<"] + [">"] * len(names)),
         f"stopped: {result['stop_reason']}",
+        *result.get("notes", []),
         f"params {result['params']:,}  epochs {result['epochs']}  steps {result['steps']:,}  "
         f"train {result['train_time_s']:.1f}s  compile {result['compile_time_s']:.1f}s  "
         f"{result['samples_per_s']:,.0f} samples/s",

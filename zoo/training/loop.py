@@ -84,6 +84,7 @@ class Trainer:
         self.epoch_examples = 0
         self.last_loss = float("nan")
         self.stop_reason: str | None = None
+        self.finish_note: str | None = None  # e.g. "restored the weights of epoch 12"
         self._interrupted = False
 
     # -- the loop ----------------------------------------------------------------------------
@@ -100,6 +101,8 @@ class Trainer:
                           if type(c).on_step_end is not Callback.on_step_end]
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        if self.step == 0:  # a fresh run: a monitor that will never exist fails now, not later
+            self.engine.reset(metrics=self.metric_names(has_val))
         xbuf = np.empty((self.batch_size, *x.shape[1:]), dtype=x.dtype)
         tbuf = np.empty((self.batch_size, *target.shape[1:]), dtype=target.dtype)
         params, grads = [self.values], [self.grads]
@@ -137,10 +140,15 @@ class Trainer:
                 if self.batch_index >= self.batches_per_epoch:
                     self._end_epoch(x_val, y_val, has_val, t_start)
         self.stop_reason = self.engine.reason if self.engine.stopped else INTERRUPTED
-        self.engine.finish(self.model)
+        self.finish_note = self.engine.finish(self.model)
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history.rows
+
+    def metric_names(self, has_val: bool) -> list[str]:
+        """The metrics each epoch reports, known before training starts."""
+        names = ["loss", "accuracy"] if self.task == "classify" else ["loss", "mse", "r2"]
+        return ["train_loss"] + ([f"val_{n}" for n in names] if has_val else [])
 
     def _end_epoch(self, x_val, y_val, has_val, t_start) -> None:
         self.epoch += 1
