@@ -1,0 +1,170 @@
+"""``zoo runs``: the run store on the command line, and the ``--store`` options of train/compare."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from zoo.cli.common import echo, emit_json, format_metrics, table
+
+
+def store_options(fn):
+    """``--store PATH`` and ``--no-store``, shared by ``train`` and ``compare``."""
+    fn = click.option("--no-store", is_flag=True,
+                      help="Do not record this run in the run store.")(fn)
+    fn = click.option("--store", metavar="PATH", default=None,
+                      help="SQLite run store to record into. Default: $ZOO_STORE, else "
+                           "./zoo-runs.db.")(fn)
+    return fn
+
+
+def open_store(path, no_store: bool = False, *, create: bool = True):
+    """The ``RunStore`` the options name, or ``None`` with ``--no-store``."""
+    if no_store:
+        return None
+    from zoo.runs import RunStore
+
+    return RunStore(path, create=create)
+
+
+def record_train_run(result: dict, config: dict, store=None, no_store: bool = False,
+                     json_mode: bool = False) -> int | None:
+    """Record a finished ``zoo train`` run; a store that fails is a warning, not a failure
+    (the run itself succeeded and its result has been printed)."""
+    if no_store:
+        return None
+    from datetime import datetime, timedelta, timezone
+
+    from zoo.runs import default_store_path
+
+    finished = datetime.now(timezone.utc)
+    seconds = (result.get("train_time_s") or 0) + (result.get("compile_time_s") or 0)
+    started = (finished - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    try:
+        with open_store(store) as run_store:
+            run_id = run_store.record(result, config, kind="train", started_at=started,
+                                      finished_at=finished.isoformat(timespec="seconds"))
+    except Exception as exc:
+        click.echo(f"zoo: warning: run not recorded in {store or default_store_path()}: {exc}",
+                   err=True)
+        return None
+    echo(f"recorded as run {run_id} in {run_store.path} (zoo runs show {run_id})", json_mode)
+    return run_id
+
+
+def _when(timestamp: str | None) -> str:
+    """'2026-11-29T16:55:56+00:00' -> '2026-11-29 17:55' in local time."""
+    if not timestamp:
+        return "-"
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(timestamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return timestamp
+
+
+def _metric(run: dict) -> str:
+    if run.get("metric") is None:
+        return "-"
+    return f"{run['metric_name']} {run['metric']:.4f}"
+
+
+@click.group("runs")
+def runs_group():
+    """The run store: every 'zoo train' run and 'zoo compare' job, recorded."""
+
+
+@runs_group.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs to show, most recent first.")
+@click.option("--group", default=None, help="Only the jobs of this comparison.")
+@click.option("--arch", default=None, help="Only runs of this architecture.")
+@click.option("--store", metavar="PATH", default=None,
+              help="SQLite run store. Default: $ZOO_STORE, else ./zoo-runs.db.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {\"store\", \"runs\"} as one JSON object on stdout.")
+def list_command(limit, group, arch, store, as_json):
+    """List recorded runs, most recent first."""
+    from zoo.runs import RunStore, default_store_path
+
+    path = store or default_store_path()
+    if not os.path.exists(path):
+        runs = []
+    else:
+        with RunStore(path, create=False) as run_store:
+            runs = run_store.list(limit, group=group, arch=arch)
+    if as_json:
+        emit_json({"store": str(path), "runs": runs})
+        return
+    if not runs:
+        click.echo(f"no runs recorded in {path}")
+        return
+    rows = [[r["id"], _when(r["finished_at"]), r["kind"], r["arch"] or "-",
+             r["dataset"] or "-", r["seed"] if r["seed"] is not None else "-", _metric(r),
+             r["epochs"] if r["epochs"] is not None else "-",
+             (r["stop_reason"] or r["error"] or "-")[:40], r["status"], r["grp"] or ""]
+            for r in runs]
+    click.echo(table(rows, ["id", "finished", "kind", "arch", "dataset", "seed", "test",
+                            "epochs", "stopped / error", "status", "group"],
+                     [">", "<", "<", "<", "<", ">", "<", ">", "<", "<", "<"]))
+
+
+@runs_group.command("show")
+@click.argument("run_id", type=int, metavar="ID")
+@click.option("--store", metavar="PATH", default=None,
+              help="SQLite run store. Default: $ZOO_STORE, else ./zoo-runs.db.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
+def show_command(run_id, store, as_json):
+    """Show one recorded run: configuration, result, per-epoch metrics, versions."""
+    with open_store(store, create=False) as run_store:
+        run = run_store.get(run_id)
+    if as_json:
+        emit_json(run)
+        return
+    click.echo(describe_run(run))
+
+
+def describe_run(run: dict) -> str:
+    """The human view of one stored run."""
+    config, result = run["config"], run["result"]
+    head = f"run {run['id']}  {run['kind']}  {run['status']}"
+    if run.get("grp"):
+        head += f"  group {run['grp']}"
+    lines = [head, f"{run['arch']} on {run['dataset']} ({run['task'] or '-'}), "
+             f"seed {run['seed']}"]
+    options = result.get("options") or config.get("options") or {}
+    if options:
+        lines.append("options: " + ", ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in options.items()))
+    settings = {k: config.get(k) for k in ("epochs", "batch_size", "optimizer", "lr",
+                                           "validation_split", "clip_norm", "dtype")}
+    settings.update({k: result[k] for k in ("batch_size", "optimizer", "lr") if k in result})
+    lines.append("training: " + ", ".join(f"{k} {v}" for k, v in settings.items()
+                                          if v is not None))
+    if config.get("stop"):
+        lines.append("stop specs: " + "; ".join(config["stop"]))
+    if run["status"] == "ok":
+        lines.append(f"val: {format_metrics(result.get('val') or {})}")
+        lines.append(f"test: {format_metrics(result.get('test') or {})}")
+        lines.append(f"stopped: {run['stop_reason']}")
+        lines.append(f"params {result.get('params', 0):,}  epochs {run['epochs']}  "
+                     f"steps {run['steps']:,}  train {run['train_time_s']:.1f}s  "
+                     f"compile {run['compile_time_s']:.1f}s  "
+                     f"{result.get('samples_per_s', 0):,.0f} samples/s")
+    else:
+        lines.append(f"error: {run['error']}")
+    lines.append(f"started {_when(run['started_at'])}  finished {_when(run['finished_at'])}")
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()))
+    history = run.get("history") or []
+    if history:
+        names = [k for k in history[0] if k not in ("epoch", "step", "time")]
+        rows = [[h.get("epoch"), *(f"{h[n]:.4f}" if isinstance(h.get(n), float) else "-"
+                                   for n in names)] for h in history]
+        lines.append(table(rows, ["epoch", *names], [">"] * (len(names) + 1)))
+    return "\n".join(lines)
+
+
+COMMANDS = [runs_group]
