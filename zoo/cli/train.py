@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from zoo.cli.common import echo, emit_json, parse_key_values, table
+from zoo.cli.runs import record_train_run, store_options
 from zoo.run import DEFAULT_DATASET
 
 
@@ -71,8 +72,9 @@ def result_table(result: dict) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as one JSON object on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print a line per epoch even off a terminal.")
+@store_options
 def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, stops,
-                  validation_split, clip_norm, dtype, seed, as_json, verbose):
+                  validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store):
     """Train an architecture on a dataset and print the result."""
     from zoo.run import Run, RunConfig
     from zoo.training.progress import ProgressBar
@@ -91,6 +93,7 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
     if as_json:
         emit_json(result)
     echo(result_table(result), as_json)
+    record_train_run(result, config.to_dict(), store, no_store, as_json)  # the run store
 
 
 COMMANDS = [train_command]
