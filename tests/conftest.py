@@ -34,3 +34,9 @@ def subprocess_env(**extra):
            if k not in ("ZOO_DEBUG", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS")}
     env.update(extra)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _temporary_run_store(tmp_path_factory, monkeypatch):
+    """Runs the CLI records during tests go to a temporary store, never ./zoo-runs.db."""
+    monkeypatch.setenv("ZOO_STORE", str(tmp_path_factory.getbasetemp() / "zoo-runs.db"))
