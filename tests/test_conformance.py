@@ -1,0 +1,225 @@
+"""zoo.testing: every built-in architecture passes the kit, and the kit catches real mistakes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zoo import conformance
+from zoo.architecture import Architecture, Option
+from zoo.layers.base import Layer
+from zoo.model import Sequential
+
+
+def _builtin_architectures() -> list[str]:
+    """Architectures registered by zoo's own plugins (``zoo_plugins.*``) that load."""
+    from zoo.plugins import PluginHost
+
+    host = PluginHost(strict=False, load=None)
+    return sorted(name for record in host.records.values()
+                  if (record.module or "").startswith("zoo_plugins.") and not record.error
+                  for name in record.registered.get("architectures", []))
+
+
+@pytest.mark.parametrize("arch", _builtin_architectures())
+def test_builtin_architecture_conforms(arch, fresh_host):
+    done = conformance.check_architecture(arch)
+    architecture = fresh_host.get_host().architectures.get(arch)
+    for kind in architecture.data_kinds:
+        for check in ("shapes", "gradients", "determinism", "config", "checkpoint", "training"):
+            assert any(entry.startswith(f"{kind}/") and entry.endswith(check) for entry in done)
+
+
+# -- a small correct layer, and broken variants of it -----------------------------------------
+class Lin(Layer):
+    """y = tanh?(x W + b) on flattened inputs: a stand-in for Dense that the tests control."""
+
+    def __init__(self, units, tanh=False, name=None):
+        super().__init__(name)
+        self.units, self.tanh = units, tanh
+
+    def build(self, input_shape, rng):
+        fan_in = int(np.prod(input_shape))
+        self.weight = self.add_parameter("weight", self.init(rng, (fan_in, self.units)))
+        self.bias = self.add_parameter("bias", np.zeros(self.units))
+        self.input_shape, self.output_shape, self.built = tuple(input_shape), (self.units,), True
+        return self.output_shape
+
+    def init(self, rng, shape):
+        return rng.standard_normal(shape) / np.sqrt(shape[0])
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        self._x = x.reshape(len(x), -1)
+        z = self._x @ self.weight.value + self.bias.value
+        if self.tanh:
+            z = self._z = np.tanh(z)
+        return z
+
+    def backward(self, grad_out):
+        g = grad_out * (1 - self._z ** 2) if self.tanh else grad_out
+        self.weight.grad[...] = self._x.T @ g
+        self.bias.grad[...] = self.bias_grad(g)
+        return (g @ self.weight.value.T).reshape(self._shape)
+
+    def bias_grad(self, g):
+        return g.sum(axis=0)
+
+    def get_config(self):
+        return {"units": self.units, "tanh": self.tanh}
+
+
+def toy(first=Lin, name="toy", options=(Option("width", int, 5, "hidden units"),),
+        tasks=("classify", "regress"), **kwargs):
+    def build(spec, opts):
+        return Sequential([first(opts["width"], tanh=True), Lin(spec.output_size)])
+
+    return Architecture(name, "a toy architecture", tasks, build, options, **kwargs)
+
+
+def test_a_correct_architecture_passes_every_check():
+    done = conformance.check_architecture(toy())
+    assert done[0] == "registration"
+    for kind in ("vector", "sequence", "image"):
+        assert f"{kind}/classify: gradients" in done
+        assert f"{kind}/regress: shapes" in done
+        assert f"{kind}/classify: training" in done
+
+
+def test_kinds_and_tasks_restrict_the_checks():
+    done = conformance.check_architecture(toy(), kinds=["image"], tasks=["regress"],
+                                          checks=["shapes", "gradients"])
+    assert done == ["registration", "image/regress: shapes", "image/regress: gradients"]
+    with pytest.raises(AssertionError, match="asked to check image data, but its data_kinds"):
+        conformance.check_architecture(toy(data_kinds=("vector",)), kinds=["image"])
+
+
+class WrongBiasGrad(Lin):
+    def bias_grad(self, g):
+        return 0.5 * g.sum(axis=0)
+
+
+class SeedlessInit(Lin):
+    def init(self, rng, shape):
+        return np.random.default_rng(0).standard_normal(shape)
+
+
+class GlobalNoise(Lin):
+    def forward(self, x, training=False):
+        out = super().forward(x, training)
+        return out * (np.random.random(out.shape) > 0.1) if training else out
+
+
+class InPlace(Lin):
+    def forward(self, x, training=False):
+        x[..., 0] = 0.0
+        return super().forward(x, training)
+
+
+class StaleCopy(Lin):
+    """Keeps its own reference to the weight array: blind to the trainer's flat buffer."""
+
+    def build(self, input_shape, rng):
+        shape = super().build(input_shape, rng)
+        self._w = self.weight.value
+        return shape
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        self._x = x.reshape(len(x), -1)
+        self._z = np.tanh(self._x @ self._w + self.bias.value)
+        return self._z
+
+
+class BatchMixing(Lin):
+    def forward(self, x, training=False):
+        return super().forward(x - x.mean(axis=0), training)
+
+
+class Hidden(Layer):
+    """A container that forgets to expose its child's parameters."""
+
+    def __init__(self, units, tanh=False, name=None):
+        super().__init__(name)
+        self.inner = Lin(units, tanh)
+
+    def build(self, input_shape, rng):
+        self.inner.dtype = self.dtype
+        self.output_shape = self.inner.build(input_shape, rng)
+        self.input_shape, self.built = tuple(input_shape), True
+        return self.output_shape
+
+    def forward(self, x, training=False):
+        return self.inner.forward(x, training)
+
+    def backward(self, grad_out):
+        return self.inner.backward(grad_out)
+
+
+@pytest.mark.parametrize("layer, check, message", [
+    (WrongBiasGrad, "gradients", r"gradient of .*parameter 0\.bias does not match"),
+    (SeedlessInit, "determinism", "build identical weights"),
+    (GlobalNoise, "determinism", "same seed gives different outputs"),
+    (InPlace, "shapes", "modified its input in place"),
+    (BatchMixing, "shapes", "examples must not mix"),
+    (StaleCopy, "training", "changing parameter 0.weight does not change the outputs"),
+    (Hidden, "checkpoint", "loaded from a checkpoint gives other outputs"),
+])
+def test_the_kit_catches(layer, check, message):
+    with pytest.raises(AssertionError, match=message):
+        conformance.check_architecture(toy(layer), kinds=["vector"], tasks=["classify"],
+                                       checks=[check])
+
+
+def test_wrong_output_size_is_caught():
+    arch = Architecture("bad", "outputs one unit too many", ("classify",),
+                        lambda spec, opts: Sequential([Lin(spec.output_size + 1)]))
+    with pytest.raises(AssertionError, match=r"output_shape is \(4,\); expected \(3,\)"):
+        conformance.check_architecture(arch, checks=["shapes"])
+
+
+@pytest.mark.parametrize("arch, message", [
+    (toy(options=(Option("width", "ints", [5], "hidden units"),)),
+     "default \\[5\\] parses to \\(5,\\)"),
+    (toy(name="two words"), "name must be a non-empty word"),
+    (toy(tasks=("classify", "cluster")), "tasks must be a non-empty subset"),
+    (toy(defaults={"learning_rate": 0.1}), "defaults has unknown keys \\['learning_rate'\\]"),
+])
+def test_registration_problems_are_caught(arch, message):
+    with pytest.raises(AssertionError, match=message):
+        conformance.check_registration(arch)
+
+
+def test_an_option_that_does_not_round_trip_is_caught():
+    class Odd:
+        """A value whose text form does not parse back."""
+
+        def __init__(self, value):
+            self.value = value if isinstance(value, int) else len(str(value))
+
+        def __eq__(self, other):
+            return isinstance(other, Odd) and other.value == self.value
+
+    arch = toy(options=(Option("width", int, 5, "units"), Option("odd", Odd, Odd(3), "odd")))
+    with pytest.raises(AssertionError, match="are not JSON-serialisable"):
+        conformance.check_config(arch, conformance.tiny_spec("vector"))
+
+
+def test_fixtures_from_the_pytest_plugin(zoo_conformance, zoo_host):
+    import zoo.testing
+    from zoo.plugins import get_host
+
+    assert zoo_conformance is zoo.testing
+    assert zoo_host is get_host()
+    assert zoo_conformance.check_layer.__module__ == "zoo.gradcheck"
+    assert zoo_conformance.check_architecture is conformance.check_architecture
+    zoo_conformance.check_layer(Lin(3, tanh=True), (4,))
+
+
+def test_importing_zoo_testing_stays_light():
+    code = ("import sys, zoo.testing; "
+            "print(sorted(m for m in ('numpy', 'numba', 'zoo.conformance') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,88 @@
+"""zoo.testing: the conformance kit plugin authors run from their own test suite.
+
+Every built-in architecture passes these checks in zoo's own tests; a plugin passes the same::
+
+    from zoo.testing import check_architecture, check_plugin
+
+    def test_mynet_conforms():
+        check_architecture("mynet")        # every kind of data and task it claims
+
+    def test_plugin_loads():
+        check_plugin("mynet")              # the entry point loads; all it registered conforms
+
+The finer checks (``check_output_shapes``, ``check_gradients``, ``check_determinism``,
+``check_config``, ``check_checkpoint_round_trip``, ``check_training``, with ``tiny_spec`` and
+``build_model`` to set them up) and ``check_layer`` (a float64 finite-difference check of one
+layer, from ``zoo.gradcheck``) are importable from here too; ``zoo.conformance`` documents each.
+
+This module is also a pytest plugin, registered with the entry point ``zoo = "zoo.testing"`` in
+the group ``pytest11``, so any test suite in an environment with zoo installed gets the fixtures
+``zoo_conformance`` (this module) and ``zoo_host`` (a freshly loaded plugin host). pytest
+imports every such plugin at startup, for every project, so this module imports nothing but
+the standard library until a check runs; ``-p no:zoo`` switches it off.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = [
+    "build_model",
+    "check_architecture",
+    "check_checkpoint_round_trip",
+    "check_config",
+    "check_determinism",
+    "check_gradients",
+    "check_layer",
+    "check_output_shapes",
+    "check_plugin",
+    "check_registration",
+    "check_training",
+    "iter_layers",
+    "specs_for",
+    "tiny_dataset",
+    "tiny_spec",
+]
+
+_FROM = {name: "zoo.conformance" for name in __all__}
+_FROM["check_layer"] = "zoo.gradcheck"
+
+
+def __getattr__(name):
+    if name in _FROM:
+        value = getattr(importlib.import_module(_FROM[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zoo.testing' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
+
+
+try:
+    import pytest
+except ImportError:  # zoo.testing works without pytest; only the fixtures need it
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture
+    def zoo_conformance():
+        """The conformance kit: ``zoo_conformance.check_architecture("mynet")``."""
+        import zoo.testing
+
+        return zoo.testing
+
+    @pytest.fixture
+    def zoo_host():
+        """A plugin host loaded from the installed entry points for this test, then forgotten.
+
+        It is also the host ``zoo`` commands and checks use while the test runs.
+        """
+        from zoo import plugins
+
+        plugins.reset_host()
+        host = plugins.get_host()
+        yield host
+        plugins.reset_host()
