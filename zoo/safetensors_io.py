@@ -27,11 +27,12 @@ Every other metadata value of a checkpoint is a JSON document (``write_checkpoin
 
 Loading validates everything before allocating the data: the file is a regular file, the header
 length is within a cap and the file, the header is a JSON object of the expected shape (parsed
-by a small parser that never builds more than the header describes), every dtype is in the
-allow-list ``DTYPES``, every shape's byte count matches its offsets, the offsets tile the data
-area exactly, metadata values are strings, and for checkpoints the hash matches. Anything wrong
-raises ``zoo.errors.CheckpointError`` with one line naming the file and the problem. The data
-area is read into one buffer of exactly its size and the arrays are views into it.
+by ``zoo.safetensors_header``, which never builds more than the header describes), every dtype
+is in the allow-list ``DTYPES``, every shape's byte count matches its offsets, the offsets tile
+the data area exactly, metadata values are strings, and for checkpoints the hash matches.
+Anything wrong raises ``zoo.errors.CheckpointError`` with one line naming the file and the
+problem. The data area is read into one buffer of exactly its size and the arrays are views
+into it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from typing import NamedTuple
 import numpy as np
 
 from zoo.errors import CheckpointError
+from zoo.safetensors_header import DTYPES, parse_header
+from zoo.safetensors_header import METADATA_KEY as _METADATA
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -76,22 +79,8 @@ RESERVED_PREFIX = "zoo."
 # Generous for zoo (a checkpoint header is a few KiB) yet a bounded cost for a hostile file.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
 
-# safetensors dtype code -> little-endian numpy dtype. bfloat16 and float8 have no numpy dtype.
-DTYPES: dict[str, np.dtype] = {
-    code: np.dtype(spec)
-    for code, spec in [
-        ("BOOL", "|b1"), ("U8", "|u1"), ("I8", "|i1"), ("U16", "<u2"), ("I16", "<i2"),
-        ("F16", "<f2"), ("U32", "<u4"), ("I32", "<i4"), ("F32", "<f4"), ("U64", "<u8"),
-        ("I64", "<i8"), ("F64", "<f8"),
-    ]
-}
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in DTYPES.items()}
-_ALLOWED = ", ".join(sorted(DTYPES))
-_MAX_NDIM = 32  # numpy 1.x's limit
-_MAX_DIM_PRODUCT = np.iinfo(np.intp).max  # numpy refuses a shape whose byte count exceeds it
 _MAX_METADATA_ITEMS = 1 << 20  # bounds the objects json.loads may build from the metadata
-_METADATA = "__metadata__"
-_ENTRY_KEYS = ("dtype", "shape", "data_offsets")
 
 # What a file that is not in the safetensors layout usually is, by its first bytes.
 _FOREIGN_MAGIC = [
@@ -336,8 +325,8 @@ def read_metadata(path, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> 
         size = os.fstat(f.fileno()).st_size
         header_len = _header_length(_read_exact(f, min(size, 8), where), size, max_header_bytes,
                                     where)
-        _, metadata = _parse_header(_read_exact(f, header_len, where), size - 8 - header_len,
-                                    where)
+        _, metadata = parse_header(_read_exact(f, header_len, where), size - 8 - header_len,
+                                   where)
     return _decode_checkpoint_metadata(metadata, where)
 
 
@@ -364,7 +353,7 @@ def _read_file(path, max_header_bytes, checkpoint) -> TensorFile:
         header_len = _header_length(_read_exact(f, min(size, 8), where), size, max_header_bytes,
                                     where)
         data_len = size - 8 - header_len
-        entries, metadata = _parse_header(_read_exact(f, header_len, where), data_len, where)
+        entries, metadata = parse_header(_read_exact(f, header_len, where), data_len, where)
         # Only now, with every entry checked against the file size, is the data allocated.
         data = np.empty(data_len, dtype=np.uint8)
         _read_exact(f, data_len, where, into=data)
@@ -375,7 +364,7 @@ def _parse_buffer(buf, name, max_header_bytes, checkpoint) -> TensorFile:
     where = f"checkpoint {name}"
     view = memoryview(buf).cast("B")
     header_len = _header_length(view[:8], len(view), max_header_bytes, where)
-    entries, metadata = _parse_header(view[8:8 + header_len], len(view) - 8 - header_len, where)
+    entries, metadata = parse_header(view[8:8 + header_len], len(view) - 8 - header_len, where)
     return _finish(view[8 + header_len:], entries, metadata, where, checkpoint)
 
 
@@ -452,206 +441,13 @@ def _finish(data, entries, metadata, where, checkpoint) -> TensorFile:
     tensors = {}
     for name, code, shape, begin, end in entries:
         dtype = DTYPES[code]
-        arr = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                            offset=begin).reshape(shape)
+        arr = np.ndarray(shape, dtype=dtype, buffer=data, offset=begin)  # a view, one object
         if code == "BOOL" and arr.size and arr.view(np.uint8).max() > 1:
             raise CheckpointError(f"{where}: tensor {name!r}: BOOL bytes must be 0 or 1")
         if not arr.flags.aligned or not dtype.isnative:
             arr = arr.astype(dtype.newbyteorder("="))  # only for foreign files or big-endian hosts
         tensors[name] = arr
     return TensorFile(tensors, metadata)
-
-
-# -- the header ----------------------------------------------------------------------------------
-
-_WS = re.compile(r"[ \t\n\r]*")
-# A JSON string, unrolled so long runs of plain characters match in one step.
-_STRING = re.compile(r'"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*"')
-_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,19})(?![0-9.eE])")
-
-
-def _parse_header(raw, data_len: int, where) -> tuple[list, dict[str, str]]:
-    """Parse and validate the JSON header; return (entries sorted by offset, metadata).
-
-    Each entry is ``(name, dtype code, shape, begin, end)``. The header is parsed by a small
-    recursive-descent parser for exactly the safetensors grammar, so a hostile header cannot
-    make it build more than a few objects per tensor it declares.
-    """
-    try:
-        text = str(raw, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{where}: the header is not UTF-8 (byte {exc.start})") from None
-    parser = _HeaderParser(text, where)
-    entries, metadata = parser.parse()
-    _check_layout(entries, data_len, where)
-    return entries, metadata
-
-
-class _HeaderParser:
-    def __init__(self, text: str, where: str):
-        self.text = text
-        self.pos = 0
-        self.where = where
-
-    def fail(self, problem: str):
-        raise CheckpointError(f"{self.where}: the header is not a valid safetensors header: "
-                              f"{problem} (at character {self.pos})")
-
-    def parse(self):
-        entries, metadata = [], {}
-        seen = set()
-        self.ws()
-        for key in self.members("the header"):
-            if key in seen:
-                self.fail(f"the key {key!r} appears twice")
-            seen.add(key)
-            if key == _METADATA:
-                metadata = self.metadata()
-            else:
-                entries.append(self.entry(key))
-        self.ws()
-        if self.pos != len(self.text):
-            self.fail("unexpected text after the header object")
-        return entries, metadata
-
-    def members(self, what: str):
-        """Yield each key of a JSON object, leaving the position at its value."""
-        self.expect("{", f"{what} must be a JSON object")
-        self.ws()
-        if self.peek() == "}":
-            self.pos += 1
-            return
-        while True:
-            key = self.string(f"expected a string key in {what}")
-            self.ws()
-            self.expect(":", "expected ':'")
-            self.ws()
-            yield key
-            self.ws()
-            if self.peek() == ",":
-                self.pos += 1
-                self.ws()
-                continue
-            self.expect("}", f"expected ',' or '}}' in {what}")
-            return
-
-    def metadata(self) -> dict[str, str]:
-        out = {}
-        for key in self.members("__metadata__"):
-            if key in out:
-                self.fail(f"the metadata key {key!r} appears twice")
-            out[key] = self.string(f"metadata value {key!r} must be a string")
-        return out
-
-    def entry(self, name: str):
-        if name == "":
-            self.fail("a tensor name is empty")
-        fields: dict = {}
-        for key in self.members(f"tensor {name!r}"):
-            if key not in _ENTRY_KEYS:
-                self.fail(f"tensor {name!r} has an unknown field {key!r}; expected "
-                          f"dtype, shape and data_offsets")
-            if key in fields:
-                self.fail(f"tensor {name!r} has {key!r} twice")
-            if key == "dtype":
-                fields[key] = self.string(f"tensor {name!r}: dtype must be a string")
-            elif key == "shape":
-                fields[key] = self.ints(f"tensor {name!r}: shape", _MAX_NDIM)
-            else:
-                fields[key] = self.ints(f"tensor {name!r}: data_offsets", 2)
-        for key in _ENTRY_KEYS:
-            if key not in fields:
-                self.fail(f"tensor {name!r} has no {key!r}")
-        code, shape, offsets = fields["dtype"], fields["shape"], fields["data_offsets"]
-        if code not in DTYPES:
-            self.fail(f"tensor {name!r} has dtype {code!r}; expected one of {_ALLOWED}")
-        if len(offsets) != 2:
-            self.fail(f"tensor {name!r}: data_offsets must be [begin, end]; received "
-                      f"{list(offsets)}")
-        return name, code, shape, offsets[0], offsets[1]
-
-    def ints(self, what: str, max_len: int) -> tuple[int, ...]:
-        self.expect("[", f"{what} must be a list of integers")
-        out = []
-        self.ws()
-        if self.peek() == "]":
-            self.pos += 1
-            return ()
-        while True:
-            match = _INT.match(self.text, self.pos)
-            if match is None:
-                self.fail(f"{what} must be a list of integers of at most 20 digits")
-            if len(out) == max_len:
-                self.fail(f"{what} has more than {max_len} entries")
-            out.append(int(match.group()))
-            self.pos = match.end()
-            self.ws()
-            if self.peek() == ",":
-                self.pos += 1
-                self.ws()
-                continue
-            self.expect("]", f"{what}: expected ',' or ']'")
-            return tuple(out)
-
-    def string(self, problem: str) -> str:
-        match = _STRING.match(self.text, self.pos)
-        if match is None:
-            self.fail(problem)
-        self.pos = match.end()
-        token = match.group()
-        return json.loads(token) if "\\" in token else token[1:-1]
-
-    def expect(self, char: str, problem: str) -> None:
-        if self.peek() != char:
-            self.fail(problem)
-        self.pos += 1
-
-    def peek(self) -> str:
-        return self.text[self.pos:self.pos + 1]
-
-    def ws(self) -> None:
-        self.pos = _WS.match(self.text, self.pos).end()
-
-
-def _check_layout(entries: list, data_len: int, where) -> None:
-    """Shapes against byte counts; offsets inside the data area, tiling it without gaps."""
-    for name, code, shape, begin, end in entries:
-        itemsize = DTYPES[code].itemsize
-        if any(d < 0 for d in shape):
-            raise CheckpointError(f"{where}: tensor {name!r} has a negative dimension in shape "
-                                  f"{list(shape)}")
-        if not 0 <= begin <= end:
-            raise CheckpointError(f"{where}: tensor {name!r} has data_offsets [{begin}, {end}]; "
-                                  f"expected 0 <= begin <= end")
-        if end > data_len:
-            raise CheckpointError(f"{where}: tensor {name!r} has data_offsets [{begin}, {end}] "
-                                  f"beyond the data area ({data_len} bytes; is the file "
-                                  f"truncated?)")
-        count = 1
-        nonzero = itemsize
-        for d in shape:
-            count *= d
-            nonzero *= max(d, 1)
-        if count * itemsize != end - begin:
-            raise CheckpointError(f"{where}: tensor {name!r} of dtype {code} and shape "
-                                  f"{list(shape)} needs {count * itemsize} bytes; its "
-                                  f"data_offsets [{begin}, {end}] hold {end - begin}")
-        if nonzero > _MAX_DIM_PRODUCT:
-            raise CheckpointError(f"{where}: tensor {name!r} has shape {list(shape)}, too large "
-                                  f"for numpy")
-    entries.sort(key=lambda e: (e[3], e[4]))
-    cursor, previous = 0, None
-    for name, _, _, begin, end in entries:
-        if begin < cursor:
-            raise CheckpointError(f"{where}: tensors {previous!r} and {name!r} overlap (bytes "
-                                  f"{begin} to {cursor})")
-        if begin > cursor:
-            raise CheckpointError(f"{where}: bytes {cursor} to {begin} of the data area belong to "
-                                  f"no tensor (the layout forbids gaps)")
-        cursor, previous = end, name
-    if cursor != data_len:
-        raise CheckpointError(f"{where}: bytes {cursor} to {data_len} of the data area belong to "
-                              f"no tensor (the layout forbids gaps)")
 
 
 # -- checkpoints: format marker, hash, JSON metadata ---------------------------------------------
@@ -704,7 +500,8 @@ def _verify(entries, data: memoryview, metadata: dict[str, str], where) -> None:
 def _decode_checkpoint_metadata(metadata: dict[str, str], where) -> dict:
     _check_marker(metadata, where)
     values = {k: v for k, v in metadata.items() if not k.startswith(RESERVED_PREFIX)}
-    # Each ',', '[' or '{' marks at most one JSON value: bound what json.loads may build.
+    # Bound what json.loads may build: in a JSON document every value but the first follows a
+    # ',' or opens with '[' or '{' (an over-count, as strings may hold these characters too).
     items = sum(v.count(",") + v.count("[") + v.count("{") for v in values.values())
     if items > _MAX_METADATA_ITEMS:
         raise CheckpointError(f"{where}: the metadata holds more than {_MAX_METADATA_ITEMS} JSON "
