@@ -172,6 +172,29 @@ def test_the_kit_catches(layer, check, message):
                                        checks=[check])
 
 
+class ReusedOutput(Lin):
+    """Writes every result into one buffer: fine inside a model, wrong for its last layer."""
+
+    def forward(self, x, training=False):
+        out = super().forward(x, training)
+        if getattr(self, "_out", None) is None or self._out.shape != out.shape:
+            self._out = np.empty_like(out)
+        self._out[...] = out
+        return self._out
+
+
+def test_an_output_overwritten_by_the_next_call_is_caught():
+    arch = Architecture("reuse", "reuses its output buffer", ("classify",),
+                        lambda spec, opts: Sequential([Lin(4, tanh=True),
+                                                       ReusedOutput(spec.output_size)]))
+    with pytest.raises(AssertionError, match="overwrote the array forward returned"):
+        conformance.check_architecture(arch, checks=["shapes"])
+    inside = Architecture("inside", "reuses a buffer inside", ("classify",),
+                          lambda spec, opts: Sequential([ReusedOutput(4, tanh=True),
+                                                         Lin(spec.output_size)]))
+    conformance.check_architecture(inside, kinds=["vector"], checks=["shapes", "gradients"])
+
+
 def test_wrong_output_size_is_caught():
     arch = Architecture("bad", "outputs one unit too many", ("classify",),
                         lambda spec, opts: Sequential([Lin(spec.output_size + 1)]))

@@ -11,7 +11,8 @@ The checks, in the order ``check_architecture`` runs them:
   well formed, every option's default parses back to itself, the default loss is registered.
 - ``check_output_shapes``: the builder returns an unbuilt ``Layer``; built in float32 it maps a
   batch to ``(batch, output_size)`` (``(batch, *input_shape)`` when reconstructing), float32
-  and finite, without touching its input, the same for one example alone as in a batch;
+  and finite, in a new array each call, without touching its input, the same for one example
+  alone as in a batch;
   ``backward`` returns the input's shape and fills every parameter gradient.
 - ``check_gradients``: float64 central differences of every parameter and of the input, in
   training mode, with each layer's random generator replayed so dropout masks stay fixed.
@@ -223,6 +224,12 @@ def check_output_shapes(arch, spec: DataSpec, options=None, *, seed: int = 0,
         raise AssertionError(f"{where}: forward returned NaN or Inf on standard normal inputs")
     if not np.array_equal(x, x_before):
         raise AssertionError(f"{where}: forward modified its input in place")
+    kept = y.copy()
+    model.forward(_inputs(spec, batch, seed + 1, np.float32), training=False)
+    if not np.array_equal(y, kept):
+        raise AssertionError(f"{where}: the next forward call overwrote the array forward "
+                             "returned; callers keep outputs (predict collects them), so the "
+                             "last layer must return a new array each call")
     alone = model.forward(np.ascontiguousarray(x[:1]), training=False)
     if not np.allclose(alone, y[:1], rtol=1e-4, atol=1e-5):
         raise AssertionError(f"{where}: in inference mode the first example gives other "
