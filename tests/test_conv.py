@@ -55,12 +55,17 @@ CASES_2D = [
 ]
 
 
+@pytest.mark.parametrize("direct", [False, True])
 @pytest.mark.parametrize("kernel_size,stride,padding,dilation,shape", CASES_2D)
-def test_conv2d_matches_oracle_and_gradients(kernel_size, stride, padding, dilation, shape):
+def test_conv2d_matches_oracle_and_gradients(kernel_size, stride, padding, dilation, shape,
+                                             direct):
     layer = Conv2D(3, kernel_size, stride=stride, padding=padding, dilation=dilation)
     layer.dtype = np.float64
     rng = np.random.default_rng(1)
     out_shape = layer.build(shape, rng)
+    if direct and layer.stride != (1, 1):
+        pytest.skip("the direct kernel is for stride 1")
+    layer.direct = direct  # both code paths, whatever the layer would pick
     layer.bias.value[...] = rng.standard_normal(3)
     x = rng.standard_normal((2, *shape))
     got = layer.forward(x)
@@ -146,8 +151,12 @@ def test_conv1d_weight_layout_is_keras():
 def test_im2col2d_matches_oracle_and_col2im_is_its_adjoint():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 6, 7))
-    args = ((3, 2), (2, 1), (1, 0), (1, 2), (3, 5))
-    cols = kernels.conv.im2col2d(x, *args)
+    geometry = ((3, 2), (2, 1), (1, 2), (3, 5))  # kernel, stride, dilation, output
+    shape = kernels.conv.padded_shape2d(x.shape, (3, 2), (2, 1), (1, 0), (1, 2), (3, 5))
+    assert shape == (2, 3, 7, 7)
+    xp = kernels.conv.pad2d(x, (1, 0), np.zeros(shape))
+    np.testing.assert_array_equal(kernels.conv.crop2d(xp, (1, 0), x.shape), x)
+    cols = kernels.conv.im2col2d(xp, *geometry)
     # oracle: the column of output (n, y, z) lists the taps of its receptive field
     want = np.zeros((3 * 3 * 2, 2 * 3 * 5))
     for n, y, z in itertools.product(range(2), range(3), range(5)):
@@ -157,8 +166,27 @@ def test_im2col2d_matches_oracle_and_col2im_is_its_adjoint():
                 want[(c * 3 + i) * 2 + j, (n * 3 + y) * 5 + z] = x[n, c, iy, ix]
     np.testing.assert_array_equal(cols, want)
     c = rng.standard_normal(cols.shape)
-    back = kernels.conv.col2im2d(c, x.shape, *args)
-    assert np.isclose(np.sum(cols * c), np.sum(x * back))
+    back = kernels.conv.col2im2d(c, shape, *geometry)
+    assert np.isclose(np.sum(cols * c), np.sum(xp * back))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_kernel_matches_oracle(dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 2, 7, 6)).astype(dtype)
+    w = rng.standard_normal((4, 2, 3, 2)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    shape = kernels.conv.padded_shape2d(x.shape, (3, 2), (1, 1), (2, 1), (2, 1), (7, 6))
+    xp = kernels.conv.pad2d(x, (2, 1), np.zeros(shape, dtype))
+    got = kernels.conv.conv2d_direct(xp, w, b, (2, 1), (7, 6))
+    want = conv2d_oracle(x, w, b, (1, 1), (2, 1), (2, 1), (7, 6))
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+    dw, db = np.empty_like(w), np.empty_like(b)
+    g = rng.standard_normal(got.shape).astype(dtype)
+    assert kernels.conv.conv2d_direct_backward(g, xp, w, (2, 1), dw, db,
+                                               input_grad=False) is None
+    np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=1e-5)
 
 
 def test_im2col1d_rows_are_padded_windows_and_col2im_is_its_adjoint():
@@ -176,7 +204,9 @@ def test_im2col1d_rows_are_padded_windows_and_col2im_is_its_adjoint():
 
 def test_kernel_wrappers_reject_bad_arrays():
     with pytest.raises(DataError, match="rank 4"):
-        kernels.conv.im2col2d(np.zeros((2, 3, 4)), (1, 1), (1, 1), (0, 0), (1, 1), (3, 4))
+        kernels.conv.im2col2d(np.zeros((2, 3, 4)), (1, 1), (1, 1), (1, 1), (3, 4))
+    with pytest.raises(DataError, match="too small"):
+        kernels.conv.im2col2d(np.zeros((1, 2, 3, 4)), (2, 2), (1, 1), (1, 1), (3, 3))
     with pytest.raises(DataError, match="float32 or float64"):
         kernels.conv.im2col1d(np.zeros((2, 3, 4), np.int64), 1, 1, 0, 1, 3)
     with pytest.raises(DataError, match="C-contiguous"):

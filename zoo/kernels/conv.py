@@ -1,4 +1,5 @@
-"""Convolution kernels: im2col / col2im for 1-D and 2-D, so the product itself is one BLAS GEMM.
+"""Convolution kernels: im2col / col2im (the product itself is one BLAS GEMM) and a direct
+convolution for layers with few input channels.
 
 The lowering is the classic one (Chellapilla, Puri and Simard, "High Performance Convolutional
 Neural Networks for Document Processing", 2006): each output position's receptive field becomes
@@ -7,17 +8,20 @@ matrix product with the flattened weights, and the input gradient is the transpo
 scattered back by col2im.
 
 Layouts:
-- 2-D, images ``(N, C, H, W)``: ``cols`` is ``(C * KH * KW, N * OH * OW)``, row
-  ``(c * KH + i) * KW + j``, column ``(n * OH + y) * OW + x``. ``weight.reshape(F, -1) @ cols``
-  gives the output as ``(F, N * OH * OW)``; ``fnp_to_nfp`` moves it to ``(N, F, OH, OW)`` and
-  adds the bias in the same pass, ``nfp_to_fnp`` does the reverse for the output gradient.
+- 2-D, images ``(N, C, H, W)``: the input is first copied into a zero-bordered buffer
+  ``(N, C, HP, WP)`` (``pad2d``) so the inner loops need no bounds checks. ``cols`` is
+  ``(C * KH * KW, N * OH * OW)``, row ``(c * KH + i) * KW + j``, column ``(n * OH + y) * OW + x``.
+  ``weight.reshape(F, -1) @ cols`` gives the output as ``(F, N * OH * OW)``; ``fnp_to_nfp``
+  moves it to ``(N, F, OH, OW)`` and adds the bias in the same pass, ``nfp_to_fnp`` does the
+  reverse for the output gradient.
 - 1-D, sequences ``(N, T, F)`` channels last: ``cols`` is ``(N * OT, K * F)``, row
   ``n * OT + t``, column ``i * F + f``. A window of K steps by F features is contiguous in the
   input, so a row is K contiguous copies; ``cols @ weight.reshape(K * F, filters)`` is already the
   ``(N, OT, filters)`` output.
 
-Positions outside the input (padding) read as zero. Geometry (padding before each axis, output
-sizes) is computed by the caller; the kernels trust it after the wrappers' checks.
+Inner loops index views with loop counters rather than computed offsets: an index numba cannot
+prove non-negative gets a wraparound check per element, which stops LLVM from vectorising
+(measured 4-6x slower). Geometry (padding, output sizes) is computed by the caller.
 """
 
 from __future__ import annotations
@@ -49,69 +53,62 @@ def _out(out, shape, dtype, name):
     return out
 
 
-@njit
-def _valid_range(size_out, start, step, size_in):
-    """Output indices o in [lo, hi) with 0 <= o * step + start < size_in."""
-    lo = 0
-    if start < 0:
-        lo = (-start + step - 1) // step
-    hi = 0
-    if size_in - 1 - start >= 0:
-        hi = (size_in - 1 - start) // step + 1
-    if hi > size_out:
-        hi = size_out
-    if lo > hi:
-        lo = hi
-    return lo, hi
-
-
-
 # -- 2-D, channels first ---------------------------------------------------------------------
 @njit
-def _im2col2d(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def _pad2d(x, xp, ph, pw):
     n_, c_, h_, w_ = x.shape
-    p_ = oh * ow
-    for n in prange(n_):
+    for n in range(n_):
         for c in range(c_):
-            for i in range(kh):
-                for j in range(kw):
-                    row = (c * kh + i) * kw + j
-                    x0 = j * dw - pw
-                    lo, hi = _valid_range(ow, x0, sw, w_)
-                    for y in range(oh):
-                        iy = y * sh + i * dh - ph
-                        col = n * p_ + y * ow
-                        if iy < 0 or iy >= h_:
-                            for xo in range(ow):
-                                cols[row, col + xo] = 0
-                            continue
-                        for xo in range(lo):
-                            cols[row, col + xo] = 0
-                        for xo in range(lo, hi):
-                            cols[row, col + xo] = x[n, c, iy, xo * sw + x0]
-                        for xo in range(hi, ow):
-                            cols[row, col + xo] = 0
+            for y in range(h_):
+                src = x[n, c, y]
+                dst = xp[n, c, ph + y, pw:]
+                for t in range(w_):
+                    dst[t] = src[t]
 
 
 @njit
-def _col2im2d(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    n_, c_, h_, w_ = dx.shape
+def _crop2d(xp, x, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    for n in range(n_):
+        for c in range(c_):
+            for y in range(h_):
+                src = xp[n, c, ph + y, pw:]
+                dst = x[n, c, y]
+                for t in range(w_):
+                    dst[t] = src[t]
+
+
+@njit
+def _im2col2d(xp, cols, kh, kw, sh, sw, dh, dw, oh, ow):
+    n_, c_ = xp.shape[0], xp.shape[1]
     p_ = oh * ow
-    for n in prange(n_):
-        dx[n] = 0
+    for n in range(n_):
         for c in range(c_):
             for i in range(kh):
                 for j in range(kw):
-                    row = (c * kh + i) * kw + j
-                    x0 = j * dw - pw
-                    lo, hi = _valid_range(ow, x0, sw, w_)
+                    crow = cols[(c * kh + i) * kw + j, n * p_:]
                     for y in range(oh):
-                        iy = y * sh + i * dh - ph
-                        if iy < 0 or iy >= h_:
-                            continue
-                        col = n * p_ + y * ow
-                        for xo in range(lo, hi):
-                            dx[n, c, iy, xo * sw + x0] += cols[row, col + xo]
+                        dst = crow[y * ow:]
+                        src = xp[n, c, y * sh + i * dh, j * dw::sw]
+                        for t in range(ow):
+                            dst[t] = src[t]
+
+
+@njit
+def _col2im2d(cols, dxp, kh, kw, sh, sw, dh, dw, oh, ow):
+    n_, c_ = dxp.shape[0], dxp.shape[1]
+    p_ = oh * ow
+    dxp[:] = 0
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    crow = cols[(c * kh + i) * kw + j, n * p_:]
+                    for y in range(oh):
+                        src = crow[y * ow:]
+                        dst = dxp[n, c, y * sh + i * dh, j * dw::sw]
+                        for t in range(ow):
+                            dst[t] += src[t]
 
 
 @njit
@@ -120,9 +117,10 @@ def _fnp_to_nfp(y, bias, out, use_bias):
     for n in range(n_):
         for f in range(f_):
             b = bias[f] if use_bias else 0.0
-            src = n * p_
+            src = y[f, n * p_:]
+            dst = out[n, f]
             for p in range(p_):
-                out[n, f, p] = y[f, src + p] + b
+                dst[p] = src[p] + b
 
 
 @njit
@@ -132,43 +130,85 @@ def _nfp_to_fnp(g, out, db, use_bias):
         db[:] = 0
     for n in range(n_):
         for f in range(f_):
-            dst = n * p_
+            src = g[n, f]
+            dst = out[f, n * p_:]
             acc = 0.0
             for p in range(p_):
-                v = g[n, f, p]
-                out[f, dst + p] = v
+                v = src[p]
+                dst[p] = v
                 acc += v
             if use_bias:
                 db[f] += acc
 
 
-def im2col2d(x, kernel_size, stride, padding, dilation, output_size, out=None):
-    """Lower images ``(N, C, H, W)`` to columns ``(C * KH * KW, N * OH * OW)``.
+def padded_shape2d(input_shape, kernel_size, stride, padding, dilation, output_size) -> tuple:
+    """Shape of the zero-bordered buffer: room for the input after ``padding`` zeros and for
+    every window of the output."""
+    n, c, h, w = input_shape
+    sizes = []
+    for ax, size in enumerate((h, w)):
+        need = (output_size[ax] - 1) * stride[ax] + (kernel_size[ax] - 1) * dilation[ax] + 1
+        sizes.append(max(need, padding[ax] + size))
+    return (n, c, *sizes)
 
-    ``kernel_size``, ``stride``, ``padding`` (zeros before each axis), ``dilation`` and
-    ``output_size`` are ``(h, w)`` pairs.
+
+def pad2d(x, padding, out):
+    """Copy images into the interior of ``out`` at offset ``padding``; returns ``out``.
+
+    Only the interior is written: give a zeroed ``out`` once and reuse it, the border stays zero.
     """
-    _check("im2col2d: x", x, 4)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = (kernel_size, stride, padding, dilation,
-                                                      output_size)
-    n, c = x.shape[:2]
-    cols = _out(out, (c * kh * kw, n * oh * ow), x.dtype, "im2col2d")
-    _im2col2d(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    _check("pad2d: x", x, 4)
+    _check("pad2d: out", out, 4, x.dtype)
+    ph, pw = padding
+    if out.shape[:2] != x.shape[:2] or out.shape[2] < ph + x.shape[2] \
+            or out.shape[3] < pw + x.shape[3]:
+        raise DataError(f"pad2d: out of shape {out.shape} cannot hold {x.shape} at {padding}")
+    _pad2d(x, out, ph, pw)
+    return out
+
+
+def crop2d(xp, padding, input_shape, out=None):
+    """The interior of a padded buffer: the inverse of ``pad2d``."""
+    _check("crop2d: xp", xp, 4)
+    out = _out(out, tuple(input_shape), xp.dtype, "crop2d")
+    _crop2d(xp, out, *padding)
+    return out
+
+
+def _check_padded(name, xp, kernel_size, stride, dilation, output_size):
+    for ax in (0, 1):
+        need = (output_size[ax] - 1) * stride[ax] + (kernel_size[ax] - 1) * dilation[ax] + 1
+        if xp.shape[2 + ax] < need:
+            raise DataError(f"{name}: the padded input {xp.shape} is too small for "
+                            f"{output_size} outputs of kernel {kernel_size}")
+
+
+def im2col2d(xp, kernel_size, stride, dilation, output_size, out=None):
+    """Lower padded images ``(N, C, HP, WP)`` to columns ``(C * KH * KW, N * OH * OW)``.
+
+    ``kernel_size``, ``stride``, ``dilation`` and ``output_size`` are ``(h, w)`` pairs.
+    """
+    _check("im2col2d: xp", xp, 4)
+    _check_padded("im2col2d", xp, kernel_size, stride, dilation, output_size)
+    (kh, kw), (oh, ow) = kernel_size, output_size
+    n, c = xp.shape[:2]
+    cols = _out(out, (c * kh * kw, n * oh * ow), xp.dtype, "im2col2d")
+    _im2col2d(xp, cols, kh, kw, *stride, *dilation, oh, ow)
     return cols
 
 
-def col2im2d(cols, input_shape, kernel_size, stride, padding, dilation, output_size, out=None):
-    """Scatter-add columns ``(C * KH * KW, N * OH * OW)`` back to images ``input_shape``."""
+def col2im2d(cols, padded_shape, kernel_size, stride, dilation, output_size, out=None):
+    """Scatter-add columns back to a padded image buffer of ``padded_shape`` (zeroed first)."""
     _check("col2im2d: cols", cols, 2)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = (kernel_size, stride, padding, dilation,
-                                                      output_size)
-    n, c = input_shape[:2]
+    (kh, kw), (oh, ow) = kernel_size, output_size
+    n, c = padded_shape[:2]
     if cols.shape != (c * kh * kw, n * oh * ow):
         raise DataError(f"col2im2d: cols must have shape {(c * kh * kw, n * oh * ow)}; "
                         f"received {describe_array(cols)}")
-    dx = _out(out, tuple(input_shape), cols.dtype, "col2im2d")
-    _col2im2d(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-    return dx
+    dxp = _out(out, tuple(padded_shape), cols.dtype, "col2im2d")
+    _check_padded("col2im2d", dxp, kernel_size, stride, dilation, output_size)
+    _col2im2d(cols, dxp, kh, kw, *stride, *dilation, oh, ow)
+    return dxp
 
 
 def fnp_to_nfp(y, bias, out):
@@ -189,38 +229,145 @@ def nfp_to_fnp(g, out, db=None):
     return out
 
 
+# -- 2-D direct convolution, for few input channels ----------------------------------------
+# With C * KH * KW small (LeNet's first layer has 1 x 5 x 5 taps) the im2col matrix is 25 times
+# the input and the GEMM too thin for BLAS to pay. For stride 1, each output plane flattened
+# with the padded row length WP is a sum over taps of the flattened padded input shifted by
+# ``i * dh * WP + j * dw``: one long contiguous multiply-add per tap, computing WP - OW unused
+# columns per row on the way (Georganas et al., "Anatomy of High-Performance Deep Learning
+# Convolutions on SIMD Architectures", 2018, use the same shifted-plane view).
+@njit
+def _direct2d(xpf, wp, w, b, out, dh, dw, use_bias):
+    n_, c_ = xpf.shape[0], xpf.shape[1]
+    f_, _, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    m = (oh - 1) * wp + ow
+    for n in prange(n_):
+        acc = np.empty(m, xpf.dtype)
+        for f in range(f_):
+            bv = b[f] if use_bias else 0.0
+            for p in range(m):
+                acc[p] = bv
+            for c in range(c_):
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[f, c, i, j]
+                        xs = xpf[n, c, i * dh * wp + j * dw:]
+                        for p in range(m):
+                            acc[p] += wv * xs[p]
+            for y in range(oh):
+                src = acc[y * wp:]
+                dst = out[n, f, y]
+                for t in range(ow):
+                    dst[t] = src[t]
+
+
+@njit
+def _direct2d_backward(g, xpf, wp, w, dwn, dbn, dxpf, dh, dw, zero, input_grad):
+    n_, c_ = xpf.shape[0], xpf.shape[1]
+    f_, _, kh, kw = w.shape
+    oh, ow = g.shape[2], g.shape[3]
+    m = (oh - 1) * wp + ow
+    for n in prange(n_):
+        gw = np.zeros(m, xpf.dtype)  # the unused columns stay zero
+        if input_grad:
+            dxpf[n] = 0
+        for f in range(f_):
+            s = zero
+            for y in range(oh):
+                src = g[n, f, y]
+                dst = gw[y * wp:]
+                for t in range(ow):
+                    dst[t] = src[t]
+                    s += src[t]
+            dbn[n, f] = s
+            for c in range(c_):
+                for i in range(kh):
+                    for j in range(kw):
+                        off = i * dh * wp + j * dw
+                        xs = xpf[n, c, off:]
+                        acc = zero
+                        for p in range(m):
+                            acc += gw[p] * xs[p]
+                        dwn[n, f, c, i, j] = acc
+                        if input_grad:
+                            wv = w[f, c, i, j]
+                            ds = dxpf[n, c, off:]
+                            for p in range(m):
+                                ds[p] += wv * gw[p]
+
+
+def conv2d_direct(xp, weight, bias, dilation, output_size, out=None):
+    """Stride-1 convolution of padded images ``(N, C, HP, WP) -> (N, F, OH, OW)``.
+
+    ``bias`` may be None.
+    """
+    _check("conv2d_direct: xp", xp, 4)
+    _check("conv2d_direct: weight", weight, 4, xp.dtype)
+    _check_padded("conv2d_direct", xp, weight.shape[2:], (1, 1), dilation, output_size)
+    n, c, hp, wp = xp.shape
+    out = _out(out, (n, weight.shape[0], *output_size), xp.dtype, "conv2d_direct")
+    use_bias = bias is not None
+    _direct2d(xp.reshape(n, c, hp * wp), wp, weight, bias if use_bias else
+              np.empty(0, xp.dtype), out, *dilation, use_bias)
+    return out
+
+
+def conv2d_direct_backward(grad, xp, weight, dilation, dweight, dbias=None, input_grad=True):
+    """Gradients of ``conv2d_direct``: fills ``dweight`` (and ``dbias``); returns the gradient
+    with respect to the padded input (crop it with ``crop2d``), or None if not ``input_grad``.
+    """
+    _check("conv2d_direct_backward: grad", grad, 4)
+    _check("conv2d_direct_backward: xp", xp, 4, grad.dtype)
+    _check("conv2d_direct_backward: dweight", dweight, 4, grad.dtype)
+    n, c, hp, wp = xp.shape
+    f = weight.shape[0]
+    dwn = np.empty((n, *weight.shape), xp.dtype)  # per-example partial sums: prange-safe
+    dbn = np.empty((n, f), xp.dtype)
+    dxp = np.empty_like(xp) if input_grad else np.empty((0, 0, 0, 0), xp.dtype)
+    _direct2d_backward(grad, xp.reshape(n, c, hp * wp), wp, weight, dwn, dbn,
+                       dxp.reshape(*dxp.shape[:2], dxp.shape[2] * dxp.shape[3]), *dilation,
+                       xp.dtype.type(0), input_grad)
+    np.sum(dwn, axis=0, out=dweight)
+    if dbias is not None:
+        np.sum(dbn, axis=0, out=dbias)
+    return dxp if input_grad else None
+
+
 # -- 1-D, channels last ----------------------------------------------------------------------
 @njit
 def _im2col1d(x, cols, k, s, p, d, ot):
     n_, t_, f_ = x.shape
-    for n in prange(n_):
+    for n in range(n_):
         for t in range(ot):
-            row = n * ot + t
+            crow = cols[n * ot + t]
             for i in range(k):
                 it = t * s + i * d - p
-                base = i * f_
+                dst = crow[i * f_:]
                 if it < 0 or it >= t_:
                     for f in range(f_):
-                        cols[row, base + f] = 0
+                        dst[f] = 0
                 else:
+                    src = x[n, it]
                     for f in range(f_):
-                        cols[row, base + f] = x[n, it, f]
+                        dst[f] = src[f]
 
 
 @njit
 def _col2im1d(cols, dx, k, s, p, d, ot):
     n_, t_, f_ = dx.shape
-    for n in prange(n_):
-        dx[n] = 0
+    dx[:] = 0
+    for n in range(n_):
         for t in range(ot):
-            row = n * ot + t
+            crow = cols[n * ot + t]
             for i in range(k):
                 it = t * s + i * d - p
                 if it < 0 or it >= t_:
                     continue
-                base = i * f_
+                src = crow[i * f_:]
+                dst = dx[n, it]
                 for f in range(f_):
-                    dx[n, it, f] += cols[row, base + f]
+                    dst[f] += src[f]
 
 
 def im2col1d(x, kernel_size, stride, padding, dilation, output_size, out=None):

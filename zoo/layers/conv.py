@@ -17,6 +17,10 @@ from zoo.errors import ConfigError
 from zoo.layers.base import Layer
 
 PADDING_MODES = ("valid", "same")
+# Conv2D runs the direct kernel for stride 1 and at most this many weights per filter
+# (C * KH * KW); above it im2col + GEMM is faster. Measured on 2 cores, batch 64, float32:
+# see the report in benchmarks/cnn_step.py.
+DIRECT_MAX_TAPS = 75
 INITIALIZERS = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal")
 _AXES = {1: ("length",), 2: ("height", "width")}
 
@@ -186,6 +190,9 @@ class Conv2D(_Conv):
         weight: ``(filters, in_channels, kh, kw)`` (PyTorch's layout); bias: ``(filters,)``.
 
     Input shape: ``(N, C, H, W)``. Output shape: ``(N, filters, OH, OW)``.
+
+    Stride-1 layers with at most ``DIRECT_MAX_TAPS`` weights per filter run a direct kernel;
+    the others im2col + GEMM (``zoo.kernels.conv``).
     """
 
     rank = 2
@@ -197,38 +204,62 @@ class Conv2D(_Conv):
         self.out_hw = (oh, ow)
         kh, kw = self.kernel_size
         self._add_parameters((self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw, rng)
+        self.direct = self.stride == (1, 1) and c * kh * kw <= DIRECT_MAX_TAPS
         self.input_shape = tuple(input_shape)
         self.output_shape = (self.filters, oh, ow)
         self.built = True
         return self.output_shape
 
+    def _pad(self, x):
+        """``x`` in a zero-bordered buffer (reused, border zeroed once), or ``x`` if no border."""
+        shape = kernels.conv.padded_shape2d(x.shape, self.kernel_size, self.stride, self.pads,
+                                            self.dilation, self.out_hw)
+        if shape == x.shape:
+            return x
+        xp = self._scratch.get("xp")
+        if xp is None or xp.shape != shape or xp.dtype != x.dtype:
+            xp = self._scratch["xp"] = np.zeros(shape, x.dtype)
+        return kernels.conv.pad2d(x, self.pads, xp)
+
     def forward(self, x, training=False):
         self.check_input(x)
-        n = x.shape[0]
-        f = self.filters
-        p = self.out_hw[0] * self.out_hw[1]
-        c, kk = self.input_shape[0], self.kernel_size[0] * self.kernel_size[1]
-        x = np.ascontiguousarray(x)
-        cols = kernels.conv.im2col2d(x, self.kernel_size, self.stride, self.pads, self.dilation,
-                                     self.out_hw, out=self._buffer("cols", (c * kk, n * p)))
+        xp = self._pad(np.ascontiguousarray(x))
+        self._xp_shape = xp.shape
+        bias = self.bias.value if self.use_bias else None
+        if self.direct:
+            self._xp = xp
+            return kernels.conv.conv2d_direct(xp, self.weight.value, bias, self.dilation,
+                                              self.out_hw)
+        n, f, p = x.shape[0], self.filters, self.out_hw[0] * self.out_hw[1]
+        rows = self.input_shape[0] * self.kernel_size[0] * self.kernel_size[1]
+        cols = kernels.conv.im2col2d(xp, self.kernel_size, self.stride, self.dilation,
+                                     self.out_hw, out=self._buffer("cols", (rows, n * p)))
         y = np.matmul(self.weight.value.reshape(f, -1), cols, out=self._buffer("y", (f, n * p)))
-        out = np.empty((n, f, p), self.dtype)
-        kernels.conv.fnp_to_nfp(y, self.bias.value if self.use_bias else None, out)
+        out = kernels.conv.fnp_to_nfp(y, bias, np.empty((n, f, p), self.dtype))
         self._cols = cols
         return out.reshape(n, *self.output_shape)
 
     def backward(self, grad_out):
-        n = grad_out.shape[0]
-        f = self.filters
-        p = self.out_hw[0] * self.out_hw[1]
-        g = self._buffer("g", (f, n * p))
-        kernels.conv.nfp_to_fnp(np.ascontiguousarray(grad_out).reshape(n, f, p), g,
-                                self.bias.grad if self.use_bias else None)
-        np.matmul(g, self._cols.T, out=self.weight.grad.reshape(f, -1))
-        dcols = np.matmul(self.weight.value.reshape(f, -1).T, g,
-                          out=self._buffer("dcols", self._cols.shape))
-        return kernels.conv.col2im2d(dcols, (n, *self.input_shape), self.kernel_size,
-                                     self.stride, self.pads, self.dilation, self.out_hw)
+        grad_out = np.ascontiguousarray(grad_out)
+        n, f, p = grad_out.shape[0], self.filters, self.out_hw[0] * self.out_hw[1]
+        dbias = self.bias.grad if self.use_bias else None
+        padded = self._xp_shape != grad_out.shape[:1] + self.input_shape
+        if self.direct:
+            dxp = kernels.conv.conv2d_direct_backward(grad_out, self._xp, self.weight.value,
+                                                      self.dilation, self.weight.grad, dbias)
+        else:
+            g = kernels.conv.nfp_to_fnp(grad_out.reshape(n, f, p),
+                                        self._buffer("g", (f, n * p)), dbias)
+            np.matmul(g, self._cols.T, out=self.weight.grad.reshape(f, -1))
+            dcols = np.matmul(self.weight.value.reshape(f, -1).T, g,
+                              out=self._buffer("dcols", self._cols.shape))
+            dxp = kernels.conv.col2im2d(dcols, self._xp_shape, self.kernel_size, self.stride,
+                                        self.dilation, self.out_hw,
+                                        out=self._buffer("dxp", self._xp_shape) if padded
+                                        else None)
+        if not padded:
+            return dxp
+        return kernels.conv.crop2d(dxp, self.pads, (n, *self.input_shape))
 
 
 class Conv1D(_Conv):
