@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from zoo.cli.checkpoints import checkpoint_options, given_settings, open_train_run, \
+    report_checkpoints
 from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import record_train_run, store_options
 from zoo.run import DEFAULT_DATASET
@@ -63,7 +65,8 @@ def result_table(result: dict) -> str:
 
 
 @click.command("train")
-@click.option("--arch", required=True, help="Architecture name (see 'zoo list architectures').")
+@click.option("--arch", default=None,
+              help="Architecture name (see 'zoo list architectures'); required unless --resume.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Architecture option (see 'zoo info ARCH'); repeatable.")
 @training_options
@@ -73,27 +76,32 @@ def result_table(result: dict) -> str:
               help="Print the result as one JSON object on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print a line per epoch even off a terminal.")
 @store_options
+@checkpoint_options
 def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, stops,
-                  validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store):
+                  validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store,
+                  save, resume, checkpoint_every):
     """Train an architecture on a dataset and print the result."""
-    from zoo.run import Run, RunConfig
+    from zoo.run import RunConfig
     from zoo.training.progress import ProgressBar
 
     config = RunConfig(arch=arch, dataset=dataset, options=parse_key_values(options),
                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                        seed=seed, stop=tuple(stops), validation_split=validation_split,
                        clip_norm=clip_norm, dtype=dtype)
-    run = Run(config, callbacks=[ProgressBar(verbose=verbose)])
+    run, checkpointer = open_train_run(
+        config, given_settings(click.get_current_context()), save=save, resume=resume,
+        every=checkpoint_every, callbacks=[ProgressBar(verbose=verbose)], json_mode=as_json)
     echo(f"training {run.architecture.name} ({run.model.num_params:,} parameters) on "
          f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
          f"{len(run.dataset.x_test)} test examples, {run.optimizer_name} lr {run.lr:g}, "
          f"batch {run.batch_size}", as_json)
-    run.fit()
+    run.fit()  # the checkpointer writes --save at the end, also after Ctrl-C
+    report_checkpoints(checkpointer, as_json)
     result = run.result().to_dict()
     if as_json:
         emit_json(result)
     echo(result_table(result), as_json)
-    record_train_run(result, config.to_dict(), store, no_store, as_json)  # the run store
+    record_train_run(result, run.config.to_dict(), store, no_store, as_json)  # the run store
 
 
 COMMANDS = [train_command]
