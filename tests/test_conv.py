@@ -101,6 +101,27 @@ def test_conv2d_without_bias_and_float32():
     check_layer(Conv2D(2, 3, padding="same", use_bias=False), (2, 5, 4))
 
 
+@pytest.mark.parametrize("make,shape", [
+    (lambda: Conv2D(3, 5, padding=2), (1, 9, 8)),      # direct kernel
+    (lambda: Conv2D(3, 3, stride=2), (4, 9, 8)),       # im2col + GEMM
+    (lambda: Conv1D(3, 3, padding="same"), (9, 2)),
+])
+def test_first_layer_can_skip_the_input_gradient(make, shape):
+    rng = np.random.default_rng(9)
+    full, first = make(), make()
+    for layer in (full, first):
+        layer.build(shape, np.random.default_rng(0))
+    first.needs_input_grad = False
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
+    g = rng.standard_normal((2, *full.output_shape)).astype(np.float32)
+    full.forward(x)
+    first.forward(x)
+    assert full.backward(g).shape == x.shape
+    assert first.backward(g) is None
+    np.testing.assert_array_equal(first.weight.grad, full.weight.grad)
+    np.testing.assert_array_equal(first.bias.grad, full.bias.grad)
+
+
 def test_conv2d_batch_size_can_change_between_calls():
     rng = np.random.default_rng(3)
     layer = Conv2D(2, 3)
@@ -224,7 +245,7 @@ def test_kernel_wrappers_reject_bad_arrays():
     ({"filters": 2, "kernel_size": 3, "padding": -1}, "padding must be an integer >= 0"),
     ({"filters": 2, "kernel_size": 3, "dilation": 1.5}, "dilation must be"),
     ({"filters": 2, "kernel_size": 3, "use_bias": "yes"}, "use_bias must be True or False"),
-    ({"filters": 2, "kernel_size": 3, "kernel_initializer": "ones"}, "kernel_initializer"),
+    ({"filters": 2, "kernel_size": 3, "kernel_initializer": "twos"}, "kernel_initializer"),
     ({"filters": True, "kernel_size": 3}, "filters must be"),
 ])
 def test_arguments_are_validated(kwargs, match):
@@ -270,5 +291,6 @@ def test_config_round_trips():
     assert again.get_config() == layer.get_config()
     one = Conv1D(8, 5, padding=2)
     assert Conv1D(**one.get_config()).get_config() == one.get_config()
-    assert repr(one) == ("Conv1D(filters=8, kernel_size=5, stride=1, padding=2, dilation=1, "
-                         "use_bias=True)")
+    assert repr(one) == "Conv1D(filters=8, kernel_size=5, padding=2)"
+    assert repr(Conv2D(6, (5, 5), padding=(2, 2))) == "Conv2D(filters=6, kernel_size=5, padding=2)"
+    assert Conv2D(4, (3, 1)).get_config()["kernel_size"] == (3, 1)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels._jit import njit, prange
+from zoo.kernels._jit import njit
 
 _FLOATS = (np.float32, np.float64)
 
@@ -242,7 +242,7 @@ def _direct2d(xpf, wp, w, b, out, dh, dw, use_bias):
     f_, _, kh, kw = w.shape
     oh, ow = out.shape[2], out.shape[3]
     m = (oh - 1) * wp + ow
-    for n in prange(n_):
+    for n in range(n_):
         acc = np.empty(m, xpf.dtype)
         for f in range(f_):
             bv = b[f] if use_bias else 0.0
@@ -268,7 +268,7 @@ def _direct2d_backward(g, xpf, wp, w, dwn, dbn, dxpf, dh, dw, zero, input_grad):
     f_, _, kh, kw = w.shape
     oh, ow = g.shape[2], g.shape[3]
     m = (oh - 1) * wp + ow
-    for n in prange(n_):
+    for n in range(n_):
         gw = np.zeros(m, xpf.dtype)  # the unused columns stay zero
         if input_grad:
             dxpf[n] = 0
@@ -322,7 +322,8 @@ def conv2d_direct_backward(grad, xp, weight, dilation, dweight, dbias=None, inpu
     _check("conv2d_direct_backward: dweight", dweight, 4, grad.dtype)
     n, c, hp, wp = xp.shape
     f = weight.shape[0]
-    dwn = np.empty((n, *weight.shape), xp.dtype)  # per-example partial sums: prange-safe
+    # per-example partial sums, added up below: keeps float32 sums short
+    dwn = np.empty((n, *weight.shape), xp.dtype)
     dbn = np.empty((n, f), xp.dtype)
     dxp = np.empty_like(xp) if input_grad else np.empty((0, 0, 0, 0), xp.dtype)
     _direct2d_backward(grad, xp.reshape(n, c, hp * wp), wp, weight, dwn, dbn,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels._jit import njit, prange
+from zoo.kernels._jit import njit
 from zoo.kernels.conv import _check, _out
 
 
@@ -22,7 +22,7 @@ from zoo.kernels.conv import _check, _out
 def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
     n_, c_, h_, w_ = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for n in prange(n_):
+    for n in range(n_):
         for c in range(c_):
             for y in range(oh):
                 y0 = y * sh - ph
@@ -51,7 +51,7 @@ def _max2d_k2s2(x, out, idx):
     """The common 2x2, stride 2, no-padding case without bounds checks."""
     n_, c_, h_, w_ = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for n in prange(n_):
+    for n in range(n_):
         for c in range(c_):
             for y in range(oh):
                 r0 = 2 * y
@@ -79,7 +79,7 @@ def _max2d_k2s2(x, out, idx):
 @njit
 def _max2d_backward(g, idx, dx):
     n_, c_, oh, ow = g.shape
-    for n in prange(n_):
+    for n in range(n_):
         dx[n] = 0
         for c in range(c_):
             flat = dx[n, c].reshape(-1)
@@ -93,7 +93,7 @@ def _avg2d(x, out, kh, kw, sh, sw, ph, pw):
     n_, c_, h_, w_ = x.shape
     oh, ow = out.shape[2], out.shape[3]
     scale = 1.0 / (kh * kw)
-    for n in prange(n_):
+    for n in range(n_):
         for c in range(c_):
             for y in range(oh):
                 y0 = y * sh - ph
@@ -111,7 +111,7 @@ def _avg2d_backward(g, dx, kh, kw, sh, sw, ph, pw):
     n_, c_, h_, w_ = dx.shape
     oh, ow = g.shape[2], g.shape[3]
     scale = 1.0 / (kh * kw)
-    for n in prange(n_):
+    for n in range(n_):
         dx[n] = 0
         for c in range(c_):
             for y in range(oh):
@@ -174,7 +174,7 @@ def avg_pool2d_backward(grad, input_shape, pool_size, stride, padding, out=None)
 def _max1d(x, out, idx, k, s, p):
     n_, t_, f_ = x.shape
     ot = out.shape[1]
-    for n in prange(n_):
+    for n in range(n_):
         for t in range(ot):
             t0 = t * s - p
             lo = max(0, -t0)
@@ -194,7 +194,7 @@ def _max1d(x, out, idx, k, s, p):
 @njit
 def _max1d_backward(g, idx, dx):
     n_, ot, f_ = g.shape
-    for n in prange(n_):
+    for n in range(n_):
         dx[n] = 0
         for t in range(ot):
             for f in range(f_):
@@ -206,7 +206,7 @@ def _avg1d(x, out, k, s, p):
     n_, t_, f_ = x.shape
     ot = out.shape[1]
     scale = 1.0 / k
-    for n in prange(n_):
+    for n in range(n_):
         for t in range(ot):
             t0 = t * s - p
             out[n, t] = 0
@@ -222,7 +222,7 @@ def _avg1d_backward(g, dx, k, s, p):
     n_, t_, f_ = dx.shape
     ot = g.shape[1]
     scale = 1.0 / k
-    for n in prange(n_):
+    for n in range(n_):
         dx[n] = 0
         for t in range(ot):
             t0 = t * s - p

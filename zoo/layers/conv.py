@@ -8,12 +8,11 @@ LeCun et al., "Gradient-Based Learning Applied to Document Recognition", 1998.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from zoo import kernels
 from zoo.errors import ConfigError
+from zoo.initializers import get_initializer, name_of
 from zoo.layers.base import Layer
 
 PADDING_MODES = ("valid", "same")
@@ -21,7 +20,6 @@ PADDING_MODES = ("valid", "same")
 # (C * KH * KW); above it im2col + GEMM is faster. Measured on 2 cores, batch 64, float32:
 # see the report in benchmarks/cnn_step.py.
 DIRECT_MAX_TAPS = 75
-INITIALIZERS = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal")
 _AXES = {1: ("length",), 2: ("height", "width")}
 
 
@@ -73,33 +71,6 @@ def conv_geometry(layer: str, axis: str, size: int, kernel: int, stride: int, di
     return pad, (size + 2 * pad - span) // stride + 1
 
 
-def init_weight(initializer, shape: tuple, fan_in: int, fan_out: int, rng) -> np.ndarray:
-    """Draw initial weights: a name from ``INITIALIZERS`` or ``callable(shape, rng)``.
-
-    He et al. 2015 (https://arxiv.org/abs/1502.01852) for ReLU networks; Glorot and Bengio 2010
-    for symmetric activations.
-    """
-    if callable(initializer):
-        return np.asarray(initializer(shape, rng))
-    if initializer.startswith("he"):
-        std = math.sqrt(2.0 / fan_in)
-    else:
-        std = math.sqrt(2.0 / (fan_in + fan_out))
-    if initializer.endswith("uniform"):
-        limit = std * math.sqrt(3.0)
-        return rng.uniform(-limit, limit, shape)
-    return rng.standard_normal(shape) * std
-
-
-def _initializer_arg(layer, value):
-    if value is None:
-        return "he_uniform"
-    if callable(value) or value in INITIALIZERS:
-        return value
-    raise ConfigError(f"{layer}: kernel_initializer must be one of {', '.join(INITIALIZERS)} or "
-                      f"a callable(shape, rng); received kernel_initializer={value!r}")
-
-
 class _Conv(Layer):
     """What Conv1D and Conv2D share: argument checks, config, parameters."""
 
@@ -123,7 +94,11 @@ class _Conv(Layer):
             raise ConfigError(f"{cls}: use_bias must be True or False; "
                               f"received use_bias={use_bias!r}")
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = _initializer_arg(cls, kernel_initializer)
+        try:
+            self.kernel_initializer = get_initializer(kernel_initializer or "he_uniform")
+        except ConfigError as exc:
+            raise ConfigError(f"{cls}: kernel_initializer: {exc}") from None
+        self.needs_input_grad = True
         self._scratch = {}
 
     def _geometry(self, spatial: tuple) -> tuple:
@@ -152,24 +127,26 @@ class _Conv(Layer):
         return buf
 
     def _add_parameters(self, shape, fan_in, fan_out, rng):
-        w = init_weight(self.kernel_initializer, shape, fan_in, fan_out, rng)
+        w = self.kernel_initializer(shape, fan_in, fan_out, rng, self.dtype)
         self.weight = self.add_parameter("weight", w)
         self.bias = self.add_parameter("bias", np.zeros(self.filters)) if self.use_bias else None
 
     def get_config(self):
-        one = self.rank == 1
-        config = {
-            "filters": self.filters,
-            "kernel_size": self.kernel_size[0] if one else self.kernel_size,
-            "stride": self.stride[0] if one else self.stride,
-            "padding": self.padding if isinstance(self.padding, str) or not one
-            else self.padding[0],
-            "dilation": self.dilation[0] if one else self.dilation,
-            "use_bias": self.use_bias,
-        }
-        if self.kernel_initializer != "he_uniform" and isinstance(self.kernel_initializer, str):
-            config["kernel_initializer"] = self.kernel_initializer
+        def short(v):  # (5, 5) -> 5: the same layer, a shorter config
+            return v if isinstance(v, str) or len(set(v)) > 1 else v[0]
+
+        config = {"filters": self.filters, "kernel_size": short(self.kernel_size),
+                  "stride": short(self.stride), "padding": short(self.padding),
+                  "dilation": short(self.dilation), "use_bias": self.use_bias}
+        if name_of(self.kernel_initializer) != "he_uniform":
+            config["kernel_initializer"] = name_of(self.kernel_initializer)
         return config
+
+    def __repr__(self):
+        defaults = {"stride": 1, "padding": "valid", "dilation": 1, "use_bias": True}
+        args = [f"{k}={v!r}" for k, v in self.get_config().items()
+                if k in ("filters", "kernel_size") or defaults.get(k) != v]
+        return f"{type(self).__name__}({', '.join(args)})"
 
 
 class Conv2D(_Conv):
@@ -183,15 +160,16 @@ class Conv2D(_Conv):
             both sides of each axis as an int or ``(ph, pw)``.
         dilation: spacing between kernel taps, an int or ``(dh, dw)``.
         use_bias: add a learned bias per filter.
-        kernel_initializer: ``"he_uniform"`` (default), ``"he_normal"``, ``"glorot_uniform"``,
-            ``"glorot_normal"`` or ``callable(shape, rng)``.
+        kernel_initializer: a name from ``zoo.initializers`` (default ``"he_uniform"``) or a
+            function ``init(shape, fan_in, fan_out, rng, dtype)``.
 
     Parameters:
         weight: ``(filters, in_channels, kh, kw)`` (PyTorch's layout); bias: ``(filters,)``.
 
     Input shape: ``(N, C, H, W)``. Output shape: ``(N, filters, OH, OW)``.
 
-    Stride-1 layers with at most ``DIRECT_MAX_TAPS`` weights per filter run a direct kernel;
+    ``needs_input_grad = False`` (for a model's first layer) skips the input gradient;
+    backward then returns None. Stride-1 layers with at most ``DIRECT_MAX_TAPS`` weights per filter run a direct kernel;
     the others im2col + GEMM (``zoo.kernels.conv``).
     """
 
@@ -243,23 +221,27 @@ class Conv2D(_Conv):
         grad_out = np.ascontiguousarray(grad_out)
         n, f, p = grad_out.shape[0], self.filters, self.out_hw[0] * self.out_hw[1]
         dbias = self.bias.grad if self.use_bias else None
-        padded = self._xp_shape != grad_out.shape[:1] + self.input_shape
         if self.direct:
             dxp = kernels.conv.conv2d_direct_backward(grad_out, self._xp, self.weight.value,
-                                                      self.dilation, self.weight.grad, dbias)
+                                                      self.dilation, self.weight.grad, dbias,
+                                                      input_grad=self.needs_input_grad)
         else:
             g = kernels.conv.nfp_to_fnp(grad_out.reshape(n, f, p),
                                         self._buffer("g", (f, n * p)), dbias)
             np.matmul(g, self._cols.T, out=self.weight.grad.reshape(f, -1))
-            dcols = np.matmul(self.weight.value.reshape(f, -1).T, g,
-                              out=self._buffer("dcols", self._cols.shape))
-            dxp = kernels.conv.col2im2d(dcols, self._xp_shape, self.kernel_size, self.stride,
-                                        self.dilation, self.out_hw,
-                                        out=self._buffer("dxp", self._xp_shape) if padded
-                                        else None)
-        if not padded:
+            dxp = self._col2im(g) if self.needs_input_grad else None
+        if dxp is None or dxp.shape[1:] == self.input_shape:
             return dxp
         return kernels.conv.crop2d(dxp, self.pads, (n, *self.input_shape))
+
+    def _col2im(self, g):
+        f, xp_shape = self.filters, self._xp_shape
+        dcols = np.matmul(self.weight.value.reshape(f, -1).T, g,
+                          out=self._buffer("dcols", self._cols.shape))
+        # a padded gradient goes to a scratch buffer and is cropped into a new array
+        out = None if xp_shape[1:] == self.input_shape else self._buffer("dxp", xp_shape)
+        return kernels.conv.col2im2d(dcols, xp_shape, self.kernel_size, self.stride,
+                                     self.dilation, self.out_hw, out=out)
 
 
 class Conv1D(_Conv):
@@ -273,6 +255,9 @@ class Conv1D(_Conv):
             in one GEMM); bias: ``(filters,)``.
 
     Input shape: ``(N, T, F)``. Output shape: ``(N, OT, filters)``.
+
+    ``needs_input_grad = False`` (for a model's first layer) skips the input gradient;
+    backward then returns None.
     """
 
     rank = 1
@@ -308,6 +293,8 @@ class Conv1D(_Conv):
         np.matmul(self._cols.T, g, out=self.weight.grad.reshape(k * feat, self.filters))
         if self.use_bias:
             np.sum(g, axis=0, out=self.bias.grad)
+        if not self.needs_input_grad:
+            return None
         dcols = np.matmul(g, self.weight.value.reshape(k * feat, self.filters).T,
                           out=self._buffer("dcols", self._cols.shape))
         return kernels.conv.col2im1d(dcols, (n, *self.input_shape), k, self.stride[0],

@@ -73,12 +73,14 @@ class MaxPool2D(_Pool):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        out, self._indices = kernels.pool.max_pool2d(np.ascontiguousarray(x), self.pool_size, self.stride,
+        x = np.ascontiguousarray(x)
+        out, self._indices = kernels.pool.max_pool2d(x, self.pool_size, self.stride,
                                                      self.padding, self.out_size)
         return out
 
     def backward(self, grad_out):
-        return kernels.pool.max_pool2d_backward(np.ascontiguousarray(grad_out), self._indices,
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.max_pool2d_backward(grad_out, self._indices,
                                                 (len(grad_out), *self.input_shape))
 
 
@@ -89,12 +91,14 @@ class MaxPool1D(_Pool):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        out, self._indices = kernels.pool.max_pool1d(np.ascontiguousarray(x), self.pool_size[0], self.stride[0],
+        x = np.ascontiguousarray(x)
+        out, self._indices = kernels.pool.max_pool1d(x, self.pool_size[0], self.stride[0],
                                                      self.padding[0], self.out_size[0])
         return out
 
     def backward(self, grad_out):
-        return kernels.pool.max_pool1d_backward(np.ascontiguousarray(grad_out), self._indices,
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.max_pool1d_backward(grad_out, self._indices,
                                                 (len(grad_out), *self.input_shape))
 
 
@@ -105,11 +109,13 @@ class AvgPool2D(_Pool):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        return kernels.pool.avg_pool2d(np.ascontiguousarray(x), self.pool_size, self.stride, self.padding,
+        x = np.ascontiguousarray(x)
+        return kernels.pool.avg_pool2d(x, self.pool_size, self.stride, self.padding,
                                        self.out_size)
 
     def backward(self, grad_out):
-        return kernels.pool.avg_pool2d_backward(np.ascontiguousarray(grad_out), (len(grad_out), *self.input_shape),
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.avg_pool2d_backward(grad_out, (len(grad_out), *self.input_shape),
                                                 self.pool_size, self.stride, self.padding)
 
 
@@ -120,11 +126,13 @@ class AvgPool1D(_Pool):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        return kernels.pool.avg_pool1d(np.ascontiguousarray(x), self.pool_size[0], self.stride[0], self.padding[0],
+        x = np.ascontiguousarray(x)
+        return kernels.pool.avg_pool1d(x, self.pool_size[0], self.stride[0], self.padding[0],
                                        self.out_size[0])
 
     def backward(self, grad_out):
-        return kernels.pool.avg_pool1d_backward(np.ascontiguousarray(grad_out), (len(grad_out), *self.input_shape),
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.avg_pool1d_backward(grad_out, (len(grad_out), *self.input_shape),
                                                 self.pool_size[0], self.stride[0],
                                                 self.padding[0])
 
@@ -150,10 +158,12 @@ class GlobalAvgPool2D(_GlobalAvg):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        return kernels.pool.global_avg_pool2d(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        return kernels.pool.global_avg_pool2d(x)
 
     def backward(self, grad_out):
-        return kernels.pool.global_avg_pool2d_backward(np.ascontiguousarray(grad_out),
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.global_avg_pool2d_backward(grad_out,
                                                        (len(grad_out), *self.input_shape))
 
 
@@ -164,8 +174,10 @@ class GlobalAvgPool1D(_GlobalAvg):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        return kernels.pool.global_avg_pool1d(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        return kernels.pool.global_avg_pool1d(x)
 
     def backward(self, grad_out):
-        return kernels.pool.global_avg_pool1d_backward(np.ascontiguousarray(grad_out),
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.global_avg_pool1d_backward(grad_out,
                                                        (len(grad_out), *self.input_shape))

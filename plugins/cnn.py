@@ -1,0 +1,150 @@
+"""The ``cnn`` architecture: convolution blocks, then a dense head.
+
+It adapts to the data: ``Conv1D`` over time on sequences ``(T, F)`` and on vectors ``(F,)``
+(seen as a length-F sequence of one feature), ``Conv2D`` on images ``(C, H, W)``. Each block is
+``depth`` convolutions (``same`` padding, optional batch norm, activation) and a 2x pooling
+while the signal is at least 2 long; the head flattens (or global-average-pools) into dense
+layers and a ``Dense(output_size)`` of logits. ``preset=lenet5`` builds LeNet-5 (LeCun et al.,
+"Gradient-Based Learning Applied to Document Recognition", 1998), DESIGN.md's ``cnn`` workload.
+
+Registered through the entry point ``cnn = zoo_plugins.cnn`` exactly as a third-party plugin.
+Layer imports stay inside the builder so listing plugins never imports numerics.
+"""
+
+from zoo.architecture import Architecture, Option
+from zoo.hookspecs import hookimpl
+
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
+PRESETS = ("none", "lenet5")
+
+
+def _layers_for(spec):
+    """The layer classes for the data's kind and the spatial sizes the convolutions see."""
+    from zoo.layers.conv import Conv1D, Conv2D
+    from zoo.layers.pool import (AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D,
+                                 MaxPool1D, MaxPool2D)
+    from zoo.layers.reshape import Reshape
+
+    if spec.kind == "image":
+        return (Conv2D, {"max": MaxPool2D, "avg": AvgPool2D}, GlobalAvgPool2D,
+                list(spec.input_shape[1:]), [])
+    pools = {"max": MaxPool1D, "avg": AvgPool1D}
+    if spec.kind == "vector":
+        # a vector (F,) is a length-F sequence of one feature
+        return Conv1D, pools, GlobalAvgPool1D, [spec.input_shape[0]], [
+            Reshape((spec.input_shape[0], 1))]
+    return Conv1D, pools, GlobalAvgPool1D, [spec.input_shape[0]], []
+
+
+def _activation(name):
+    from zoo.layers.activations import get_activation
+
+    return get_activation(name)
+
+
+def _check_options(options):
+    from zoo.errors import ConfigError
+
+    def fail(name, expected):
+        raise ConfigError(f"cnn: option {name} must be {expected}; "
+                          f"received {name}={options[name]!r}")
+
+    if not options["channels"] or min(options["channels"]) <= 0:
+        fail("channels", "one or more positive integers such as 32,64")
+    if options["hidden"] and min(options["hidden"]) <= 0:
+        fail("hidden", "positive integers such as 128 (or empty)")
+    if options["kernel_size"] < 0:
+        fail("kernel_size", "a positive integer (or 0 for the default)")
+    if options["depth"] <= 0:
+        fail("depth", "a positive integer")
+    if not 0 <= options["dropout"] < 1:
+        fail("dropout", "in [0, 1)")
+
+
+def build(spec, options):
+    from zoo.layers.dense import Dense
+    from zoo.layers.dropout import Dropout
+    from zoo.layers.norm import BatchNorm
+    from zoo.layers.reshape import Flatten
+    from zoo.model import Sequential
+
+    _check_options(options)
+    conv, pools, global_pool, sizes, layers = _layers_for(spec)
+    if options["preset"] == "lenet5":
+        return Sequential(layers + _lenet5(spec, conv, pools["max"], sizes), name="cnn-lenet5")
+    kernel_size = options["kernel_size"] or (3 if spec.kind == "image" else 5)
+    act, bn = options["activation"], options["batch_norm"]
+    for channels in options["channels"]:
+        for _ in range(options["depth"]):
+            layers.append(conv(channels, kernel_size, padding="same", use_bias=not bn))
+            if bn:
+                layers.append(BatchNorm())
+            layers.append(_activation(act))
+        if options["pooling"] != "none" and min(sizes) >= 2:
+            layers.append(pools[options["pooling"]](2))
+            sizes = [s // 2 for s in sizes]
+    layers.append(global_pool() if options["global_pool"] else Flatten())
+    for units in options["hidden"]:
+        if options["dropout"] > 0:
+            layers.append(Dropout(options["dropout"]))
+        layers.append(Dense(units, activation=act))
+    if options["dropout"] > 0:
+        layers.append(Dropout(options["dropout"]))
+    layers.append(Dense(spec.output_size))
+    return Sequential(layers, name="cnn")
+
+
+def _lenet5(spec, conv, pool, sizes):
+    """conv5x5(6, pad 2)-relu-maxpool2-conv5x5(16)-relu-maxpool2-fc120-fc84-fc(out).
+
+    On inputs too small for the second convolution's valid window it pads ("same"), and it
+    skips a pooling once a side is down to 1, so the preset builds for any data.
+    """
+    from zoo.layers.dense import Dense
+    from zoo.layers.reshape import Flatten
+
+    layers = [conv(6, 5, padding=2), _activation("relu")]
+    if min(sizes) >= 2:
+        layers.append(pool(2))
+        sizes = [s // 2 for s in sizes]
+    layers += [conv(16, 5, padding="valid" if min(sizes) >= 5 else "same"), _activation("relu")]
+    sizes = [s - 4 if min(sizes) >= 5 else s for s in sizes]
+    if min(sizes) >= 2:
+        layers.append(pool(2))
+    return layers + [Flatten(), Dense(120, activation="relu"), Dense(84, activation="relu"),
+                     Dense(spec.output_size)]
+
+
+OPTIONS = (
+    Option("preset", str, "none", "a fixed classic network instead of the options below: "
+           "lenet5 (LeNet-5, DESIGN.md's cnn workload)", PRESETS),
+    Option("channels", "ints", (32, 64), "output channels of the convolutions of each block, "
+           "e.g. 32,64 (each block ends with a 2x pooling)"),
+    Option("kernel_size", int, 0, "convolution window (0 = 5 on sequences and vectors, "
+           "3 on images)"),
+    Option("depth", int, 1, "convolutions per block"),
+    Option("pooling", str, "max", "pooling at the end of each block", ("max", "avg", "none")),
+    Option("batch_norm", bool, True, "batch normalisation after each convolution"),
+    Option("global_pool", bool, False, "global average pooling instead of flattening before "
+           "the head"),
+    Option("hidden", "ints", (128,), "units of the dense layers of the head, e.g. 128 "
+           "(empty for none)"),
+    Option("activation", str, "relu", "activation after each convolution and hidden layer",
+           ACTIVATIONS),
+    Option("dropout", float, 0.0, "dropout rate before each dense layer (0 = none)"),
+)
+
+CNN = Architecture(
+    name="cnn",
+    summary="convolutional network: Conv1D on sequences and vectors, Conv2D on images",
+    tasks=("classify", "regress"),
+    build=build,
+    options=OPTIONS,
+    defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 50,
+              "patience": 10},
+)
+
+
+@hookimpl
+def register_architectures(register):
+    register(CNN)
