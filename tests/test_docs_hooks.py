@@ -109,6 +109,7 @@ def test_example_register_datasets(load_example):
 
 
 def test_example_register_losses(load_example):
+    from zoo.errors import ConfigError, DataError
     from zoo.gradcheck import check_loss
 
     host, record, module = load_example("register_losses")
@@ -120,8 +121,11 @@ def test_example_register_losses(load_example):
     r = pred - target
     expected = np.where(np.abs(r) <= 0.5, 0.5 * r**2, 0.5 * (np.abs(r) - 0.25)).mean()
     assert loss.forward(pred, target) == pytest.approx(expected)
-    with pytest.raises(Exception, match="delta must be positive"):
+    with pytest.raises(ConfigError, match="delta must be a positive number; received delta=0"):
         module.Huber(delta=0)
+    with pytest.raises(DataError, match="targets must have the predictions' shape"):
+        loss.forward(pred, target[:, :1])
+    assert repr(loss) == "Huber(delta=0.5)"
 
 
 def test_example_register_optimizers(load_example):
@@ -130,9 +134,13 @@ def test_example_register_optimizers(load_example):
     opt = host.optimizers.get("signsgd")(lr=0.1)
     params = np.array([1.0, -2.0, 0.55])
     for _ in range(5):
-        opt.step(params, 2 * params)  # the gradient of sum(params**2)
+        opt.step([params], [2 * params])  # the gradient of sum(params**2)
     np.testing.assert_allclose(params, [0.5, -1.5, 0.05])
-    opt.load_state_dict(opt.state_dict())
+    state = opt.state_dict()
+    assert state["step"] == 5 and state["slots"] == {}
+    fresh = host.optimizers.get("signsgd")(lr=1.0)
+    fresh.load_state_dict(state)
+    assert fresh.lr == 0.1 and fresh.iterations == 5
 
 
 def test_example_register_stopping_criteria(load_example):
