@@ -1,22 +1,29 @@
 """Fused recurrent cells: the gate maths of one time step in one kernel, plus the time loops.
 
-A recurrent layer does three things per sequence: one GEMM projects the inputs of all time
-steps at once (the layer does it, before the loop); then, step by step, one BLAS GEMM applies
-the recurrent weights to the previous state and one fused kernel here adds the input
-projection and the bias, applies every gate's non-linearity and produces the new state,
-caching what backward needs. Backward mirrors it: per step one fused kernel turns the state
-gradient into pre-activation gradients and one GEMM carries it to the previous state; the
-weight gradients are then one GEMM each over all steps (the layer does those too).
+Per sequence: the inputs of all steps are projected at once (one GEMM; for narrow inputs,
+F <= 16, the projection is fused into the cells instead, since BLAS is slow at GEMMs with an
+inner dimension of 1 to 16); then step by step one BLAS GEMM applies the recurrent weights to
+the previous state and one fused kernel adds the projection and the bias, applies every gate's
+non-linearity and produces the new state, caching what backward needs. Backward mirrors it:
+per step one fused kernel turns the state gradient into pre-activation gradients (and
+accumulates the bias gradient) and one GEMM carries it to the previous state; the input and
+weight gradients are then one GEMM each over all steps.
 
 Why a Python loop over steps with BLAS rather than one numba kernel for the whole sequence:
 the step GEMMs (batch 64 x hidden 128 x gates) run at BLAS speed only through numpy (numba's
-``np.dot`` needs SciPy, which zoo does not depend on, and a hand-written numba GEMM runs at a
-fraction of OpenBLAS's speed), while the per-step Python cost here is a few microseconds
-against 25-100 us of GEMM per step. ``benchmarks/recurrent_step.py`` has the figures.
+``np.dot`` needs SciPy, which zoo does not depend on; a hand-written numba GEMM measured 40
+GFLOP/s against OpenBLAS's 90 at these sizes), while the per-step Python cost is a few
+microseconds against 25-100 us of GEMM. The rows of a batch are independent through time, so
+the loops run on row blocks in parallel threads (numpy and the cells release the GIL) with
+OpenBLAS held to one thread in each: no synchronisation per step, and no spinning BLAS
+threads fighting over a busy core. Without a way to hold OpenBLAS to one thread per caller
+(``openblas_set_num_threads_local``, OpenBLAS 0.3.27+), everything runs in the calling thread.
+``NUMBA_NUM_THREADS`` caps the threads, like zoo's other kernels.
 
-Layout: everything is time-major so each step's slice is one contiguous ``(N, width)`` block.
-``gates`` is ``(T, N, G*U)``; states ``h`` (and ``c``) are ``(T + 1, N, U)`` with the initial
-state in slot 0 and step t's output in slot t + 1. Gate blocks along the last axis:
+Layout: everything is time-major so each step's slice is one contiguous ``(N, width)`` block:
+inputs ``x`` are ``(T, N, F)``, ``gates`` ``(T, N, G*U)``, states ``h`` (and ``c``)
+``(T + 1, N, U)`` with the initial state in slot 0 and step t's output in slot t + 1. Gate
+blocks along the last axis:
 
 - tanh RNN (Elman 1990): ``h' = tanh(x W + h R + b)``; G = 1.
 - LSTM (Hochreiter and Schmidhuber 1997, with the forget gate of Gers et al. 2000), gate
@@ -25,16 +32,21 @@ state in slot 0 and step t's output in slot t + 1. Gate blocks along the last ax
   ``n = tanh(x W_n + b_n + r * (h R_n + b_hn))``, ``h' = (1 - z) * n + z * h``; G = 3.
   Applying the reset gate after the recurrent product lets one GEMM serve all three gates.
 
-float32 uses a rational approximation of tanh (the [13/6] minimax form with the coefficients
-of Eigen's fast float tanh; error below 3e-7) that LLVM vectorises, and
+float32 uses a rational approximation of tanh (the [13/6] form with the coefficients of
+Eigen's fast float tanh; error below 3e-7) that LLVM vectorises, and
 ``sigmoid(x) = (1 + tanh(x / 2)) / 2``; float64 uses ``math.tanh`` so gradient checks are
 exact.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
@@ -47,6 +59,12 @@ _FLOATS = (np.float32, np.float64)
 # float64) and promote exactly to float64.
 _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
+# Inputs up to this width are projected inside the cells rather than by one GEMM.
+FUSE_MAX_FEATURES = 16
+# Split the batch across threads only with at least this many rows per thread and this much
+# multiply-add work per step (rows x units x gate width); below it threads cost more.
+MIN_ROWS_PER_THREAD = 8
+MIN_WORK = 1 << 18
 
 
 # -- scalar non-linearities ------------------------------------------------------------------
@@ -100,14 +118,28 @@ def _sigmoid_typed(x):
 # ``gates[n, 2 * u + j]`` LLVM cannot prove the index non-negative, keeps numba's wraparound
 # select and falls back to gathers and scatters, about 5x slower.
 @njit
-def _rnn_cell(rec, xp, bias, h):
+def _project_row(g, x, w_in):
+    """``g = x @ w_in`` for one row: the input projection, fused for narrow inputs."""
+    for k in range(g.shape[0]):
+        g[k] = 0
+    for f in range(x.shape[0]):
+        xf = x[f]
+        wf = w_in[f]
+        for k in range(g.shape[0]):
+            g[k] += xf * wf[k]
+
+
+@njit
+def _rnn_cell(x, w_in, project, rec, gates, bias, h):
     n_, u_ = h.shape
     for n in range(n_):
+        if project:
+            _project_row(gates[n], x[n], w_in)
         r = rec[n]
-        x = xp[n]
+        g = gates[n]
         hn = h[n]
         for j in range(u_):
-            hn[j] = _tanh(r[j] + x[j] + bias[j])
+            hn[j] = _tanh(r[j] + g[j] + bias[j])
 
 
 @njit
@@ -126,10 +158,12 @@ def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db):
 
 
 @njit
-def _lstm_cell(rec, gates, bias, c_prev, c, h, tanh_c):
+def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
     n_, u_ = h.shape
     bi, bf, bg, bo = bias[:u_], bias[u_:2 * u_], bias[2 * u_:3 * u_], bias[3 * u_:]
     for n in range(n_):
+        if project:
+            _project_row(gates[n], x[n], w_in)
         gi, gf, gg, go = gates[n, :u_], gates[n, u_:2 * u_], gates[n, 2 * u_:3 * u_], \
             gates[n, 3 * u_:]
         ri, rf, rg, ro = rec[n, :u_], rec[n, u_:2 * u_], rec[n, 2 * u_:3 * u_], rec[n, 3 * u_:]
@@ -184,10 +218,12 @@ def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, 
 
 
 @njit
-def _gru_cell(rec, gates, bias, rbias, h_prev, h, hn):
+def _gru_cell(x, w_in, project, rec, gates, bias, rbias, h_prev, h, hn):
     n_, u_ = h.shape
     br, bz, bn = bias[:u_], bias[u_:2 * u_], bias[2 * u_:]
     for n in range(n_):
+        if project:
+            _project_row(gates[n], x[n], w_in)
         gr, gz, gn = gates[n, :u_], gates[n, u_:2 * u_], gates[n, 2 * u_:]
         rr, rz, rn = rec[n, :u_], rec[n, u_:2 * u_], rec[n, 2 * u_:]
         hp, ho, hr = h_prev[n], h[n], hn[n]
@@ -239,12 +275,79 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
             dbhn[j] += dha
 
 
+# -- threads and BLAS ------------------------------------------------------------------------
+_BLAS_LOCAL = []  # [setter or None], looked up once
+_POOL = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
+
+
+def _blas_local_threads():
+    """``openblas_set_num_threads_local`` of the OpenBLAS numpy uses, or None.
+
+    Sets the BLAS thread count of the calling thread only and returns the previous one.
+    """
+    if _BLAS_LOCAL:
+        return _BLAS_LOCAL[0]
+    setter = None
+    here = os.path.dirname(np.__file__)
+    patterns = [os.path.join(here, os.pardir, "numpy.libs", "*openblas*"),
+                os.path.join(here, ".dylibs", "*openblas*")]
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        if "openblas" in str(blas.get("name", "")).lower() and blas.get("lib directory"):
+            patterns.append(os.path.join(blas["lib directory"], "*openblas*"))
+    except Exception:  # show_config's layout is not a stable API
+        pass
+    for path in (p for pattern in patterns for p in sorted(glob.glob(pattern))):
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        setter = fn
+        break
+    _BLAS_LOCAL.append(setter)
+    return setter
+
+
+def _threads(rows: int, work: int) -> int:
+    """How many threads to split ``rows`` independent rows over."""
+    cap = min(int(numba.config.NUMBA_NUM_THREADS), rows // MIN_ROWS_PER_THREAD)
+    if cap < 2 or work < MIN_WORK or _blas_local_threads() is None:
+        return 1
+    return cap
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    # A pool inherited through fork has no threads behind it: make a new one in the child.
+    if _POOL.get("pid") != os.getpid() or _POOL.get("size", 0) < workers:
+        if _POOL.get("pid") == os.getpid():
+            _POOL["pool"].shutdown(wait=False)
+        _POOL.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="zoo-recurrent",
+                                             initializer=_blas_local_threads(), initargs=(1,)),
+                     pid=os.getpid(), size=workers)
+    return _POOL["pool"]
+
+
+def _parallel(fn, rows: int, threads: int) -> list:
+    """``[fn(lo, hi) for each block]`` over ``threads`` contiguous blocks of ``range(rows)``."""
+    if threads <= 1:
+        return [fn(0, rows)]
+    cuts = [rows * i // threads for i in range(threads + 1)]
+    futures = [_pool(threads - 1).submit(fn, cuts[i], cuts[i + 1]) for i in range(1, threads)]
+    setter = _blas_local_threads()
+    previous = setter(1)
+    try:
+        first = fn(cuts[0], cuts[1])
+    finally:
+        setter(previous)
+    return [first] + [f.result() for f in futures]
+
+
 # -- checks ----------------------------------------------------------------------------------
 def _check(name: str, x, shape: tuple, dtype) -> None:
-    if not isinstance(x, np.ndarray) or x.dtype.type not in _FLOATS:
-        raise DataError(f"{name} must be a float32 or float64 array; received {describe_array(x)}")
-    if dtype is not None and x.dtype != dtype:
-        raise DataError(f"{name} must have dtype {np.dtype(dtype)} like the gates; "
+    if not isinstance(x, np.ndarray) or x.dtype != dtype:
+        raise DataError(f"{name} must be a {np.dtype(dtype)} array like x; "
                         f"received {describe_array(x)}")
     if x.shape != tuple(shape):
         raise DataError(f"{name} must have shape {tuple(shape)}; received {describe_array(x)}")
@@ -252,13 +355,20 @@ def _check(name: str, x, shape: tuple, dtype) -> None:
         raise DataError(f"{name} must be C-contiguous; received a strided view")
 
 
-def _dims(gates, g: int) -> tuple:
-    if not isinstance(gates, np.ndarray) or gates.ndim != 3 or gates.dtype.type not in _FLOATS \
-            or gates.shape[2] % g or gates.shape[2] == 0 or not gates.flags.c_contiguous:
-        raise DataError(f"gates must be a C-contiguous float32 or float64 array of shape "
-                        f"(T, N, {g} * units); received {describe_array(gates)}")
-    t_, n_, width = gates.shape
-    return t_, n_, width // g
+def _dims(x, w_rec, g: int) -> tuple:
+    """``(T, N, F, U)`` from ``x`` (T, N, F) and ``w_rec`` (U, G*U), or one DataError."""
+    if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.type not in _FLOATS \
+            or not x.flags.c_contiguous:
+        raise DataError(f"x must be a C-contiguous float32 or float64 array of shape "
+                        f"(T, N, F); received {describe_array(x)}")
+    if not isinstance(w_rec, np.ndarray) or w_rec.ndim != 2 or w_rec.shape[0] == 0 \
+            or w_rec.shape[1] != g * w_rec.shape[0]:
+        raise DataError(f"w_rec must have shape (units, {g} * units); "
+                        f"received {describe_array(w_rec)}")
+    t_, n_, f_ = x.shape
+    u_ = w_rec.shape[0]
+    _check("w_rec", w_rec, (u_, g * u_), x.dtype)
+    return t_, n_, f_, u_
 
 
 def _check_dh_out(dh_out, t_, n_, u_, dtype) -> bool:
@@ -268,182 +378,272 @@ def _check_dh_out(dh_out, t_, n_, u_, dtype) -> bool:
     return every
 
 
-def _dh_at(dh_out, every: bool, t: int, t_: int):
+def _project(x, w_in, gates, threads: int) -> bool:
+    """Project wide inputs with one GEMM (split over time); True if the cells must do it."""
+    t_, n_, f_ = x.shape
+    if f_ <= FUSE_MAX_FEATURES:
+        return True
+    x2 = x.reshape(t_ * n_, f_)
+    g2 = gates.reshape(t_ * n_, -1)
+    _parallel(lambda lo, hi: np.matmul(x2[lo * n_:hi * n_], w_in, out=g2[lo * n_:hi * n_]),
+              t_, min(threads, t_))
+    return False
+
+
+def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, threads) -> None:
+    """dx, dW_in and dW_rec as GEMMs over all steps, split into column (row) blocks."""
+    t_, n_, f_ = x.shape
+    w = dz_in.shape[2]
+    first = 1 if zero_init else 0  # h[0] = 0 adds nothing to dW_rec
+    x2 = x.reshape(t_ * n_, f_)
+    h2 = h[first:t_].reshape((t_ - first) * n_, h.shape[2])
+    dzi = dz_in.reshape(t_ * n_, w)
+    dzr = dz_rec[first:].reshape((t_ - first) * n_, w)
+    dx2 = dx.reshape(t_ * n_, f_)
+    w_in_t = w_in.T
+
+    def block(lo, hi):
+        cols = slice(w * lo // threads, w * hi // threads)
+        rows = slice(t_ * n_ * lo // threads, t_ * n_ * hi // threads)
+        np.matmul(x2.T, dzi[:, cols], out=dw_in[:, cols])
+        if len(h2):
+            np.matmul(h2.T, dzr[:, cols], out=dw_rec[:, cols])
+        else:
+            dw_rec[:, cols] = 0
+        np.matmul(dzi[rows], w_in_t, out=dx2[rows])
+
+    _parallel(block, threads, threads)
+
+
+def _at(dh_out, every: bool, t: int, t_: int, lo: int, hi: int):
+    """The output gradient of step t for rows lo:hi, and whether there is one."""
     if every:
-        return dh_out[t], True
-    return dh_out, t == t_ - 1
+        return dh_out[t, lo:hi], True
+    return dh_out[lo:hi], t == t_ - 1
 
 
 # -- tanh RNN --------------------------------------------------------------------------------
-def rnn_forward(gates, w_rec, bias, h, zero_init: bool = False) -> None:
+def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None:
     """Run a tanh RNN over the sequence; ``h[1:]`` receives the states.
 
     Args:
-        gates: ``(T, N, U)`` input projections ``x_t W`` (without bias); left unchanged.
-        w_rec: ``(U, U)`` recurrent weights. bias: ``(U,)``.
+        x: ``(T, N, F)`` inputs, time-major. w_in: ``(F, U)``. w_rec: ``(U, U)``.
+        bias: ``(U,)``.
         h: ``(T + 1, N, U)``; ``h[0]`` is the initial state, ``h[1:]`` is written.
+        gates: ``(T, N, U)`` work array (the input projections).
         zero_init: ``h[0]`` is all zeros, so the first recurrent GEMM is skipped.
     """
-    t_, n_, u_ = _dims(gates, 1)
-    dt = gates.dtype
-    _check("w_rec", w_rec, (u_, u_), dt)
+    t_, n_, f_, u_ = _dims(x, w_rec, 1)
+    dt = x.dtype
+    _check("w_in", w_in, (f_, u_), dt)
     _check("bias", bias, (u_,), dt)
     _check("h", h, (t_ + 1, n_, u_), dt)
-    rec = np.zeros((n_, u_), dt)
-    for t in range(t_):
-        if t or not zero_init:
-            np.matmul(h[t], w_rec, out=rec)
-        _rnn_cell(rec, gates[t], bias, h[t + 1])
+    _check("gates", gates, (t_, n_, u_), dt)
+    threads = _threads(n_, n_ * u_ * u_)
+    project = _project(x, w_in, gates, threads)
+
+    def rows(lo, hi):
+        rec = np.zeros((hi - lo, u_), dt)
+        for t in range(t_):
+            if t or not zero_init:
+                np.matmul(h[t, lo:hi], w_rec, out=rec)
+            _rnn_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, h[t + 1, lo:hi])
+
+    _parallel(rows, n_, threads)
 
 
-def rnn_backward(h, w_rec, dh_out, dz, db, need_dh0: bool = True):
-    """Backprop through time for ``rnn_forward``; returns dL/dh_0 (or None).
+def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
+                 zero_init: bool = False):
+    """Backprop through time for ``rnn_forward``; returns dL/dh_0, or None if ``zero_init``.
 
     Args:
-        h: the states written by ``rnn_forward``. w_rec: ``(U, U)``.
+        x, w_in, w_rec, h: as given to and left by ``rnn_forward``.
         dh_out: dL/dh for every step ``(T, N, U)``, or ``(N, U)`` for the last step only.
-        dz: ``(T, N, U)``, receives the pre-activation gradients (for the weight GEMMs).
-        db: ``(U,)``, receives the bias gradient (overwritten).
-        need_dh0: compute the initial state's gradient (one more GEMM).
+        dz: ``(T, N, U)`` work array, receives the pre-activation gradients.
+        dx: ``(T, N, F)``, dw_in, dw_rec, db: receive the gradients (overwritten).
+        zero_init: the initial state was zeros (not an input), so its gradient is skipped.
     """
-    t_ = h.shape[0] - 1 if isinstance(h, np.ndarray) and h.ndim == 3 else -1
-    t_, n_, u_ = _dims(dz, 1)
-    dt = dz.dtype
-    _check("h", h, (t_ + 1, n_, u_), dt)
-    _check("w_rec", w_rec, (u_, u_), dt)
-    _check("db", db, (u_,), dt)
+    t_, n_, f_, u_ = _dims(x, w_rec, 1)
+    dt = x.dtype
+    for name, arr, shape in (("w_in", w_in, (f_, u_)), ("h", h, (t_ + 1, n_, u_)),
+                             ("dz", dz, (t_, n_, u_)), ("dx", dx, (t_, n_, f_)),
+                             ("dw_in", dw_in, (f_, u_)), ("dw_rec", dw_rec, (u_, u_)),
+                             ("db", db, (u_,))):
+        _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
     w_t = np.ascontiguousarray(w_rec.T)  # a contiguous R^T makes the step GEMMs faster
-    dh_rec = np.zeros((n_, u_), dt)
-    db[...] = 0
-    for t in range(t_ - 1, -1, -1):
-        out, use = _dh_at(dh_out, every, t, t_)
-        _rnn_cell_backward(h[t + 1], dh_rec, out, use, dz[t], db)
-        if t or need_dh0:
-            np.matmul(dz[t], w_t, out=dh_rec)
-    return dh_rec if need_dh0 else None
+    threads = _threads(n_, n_ * u_ * u_)
+
+    def rows(lo, hi):
+        dh_rec = np.zeros((hi - lo, u_), dt)
+        db_part = np.zeros(u_, dt)
+        for t in range(t_ - 1, -1, -1):
+            out, use = _at(dh_out, every, t, t_, lo, hi)
+            _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, out, use, dz[t, lo:hi], db_part)
+            if t or not zero_init:
+                np.matmul(dz[t, lo:hi], w_t, out=dh_rec)
+        return dh_rec, db_part
+
+    parts = _parallel(rows, n_, threads)
+    np.sum([p[1] for p in parts], axis=0, out=db)
+    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, threads)
+    return None if zero_init else np.concatenate([p[0] for p in parts])
 
 
 # -- LSTM ------------------------------------------------------------------------------------
-def lstm_forward(gates, w_rec, bias, h, c, tanh_c, zero_init: bool = False) -> None:
-    """Run an LSTM over the sequence; ``h[1:]``, ``c[1:]`` and ``tanh_c`` receive the states.
+def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = False) -> None:
+    """Run an LSTM over the sequence; ``h[1:]``, ``c[1:]``, ``tanh_c`` and ``gates`` are written.
 
     Args:
-        gates: ``(T, N, 4U)`` input projections ``x_t W`` (without bias), gate order i, f, g,
-            o; overwritten with the gate activations, which backward needs.
-        w_rec: ``(U, 4U)``. bias: ``(4U,)``.
+        x: ``(T, N, F)`` inputs, time-major. w_in: ``(F, 4U)``. w_rec: ``(U, 4U)``.
+        bias: ``(4U,)``; gate order i, f, g, o.
         h, c: ``(T + 1, N, U)``; slot 0 holds the initial states, ``[1:]`` is written.
         tanh_c: ``(T, N, U)``, receives tanh(c_t).
+        gates: ``(T, N, 4U)``, receives the gate activations (which backward needs).
         zero_init: ``h[0]`` is all zeros, so the first recurrent GEMM is skipped.
     """
-    t_, n_, u_ = _dims(gates, 4)
-    dt = gates.dtype
-    _check("w_rec", w_rec, (u_, 4 * u_), dt)
-    _check("bias", bias, (4 * u_,), dt)
-    _check("h", h, (t_ + 1, n_, u_), dt)
-    _check("c", c, (t_ + 1, n_, u_), dt)
-    _check("tanh_c", tanh_c, (t_, n_, u_), dt)
-    rec = np.zeros((n_, 4 * u_), dt)
-    for t in range(t_):
-        if t or not zero_init:
-            np.matmul(h[t], w_rec, out=rec)
-        _lstm_cell(rec, gates[t], bias, c[t], c[t + 1], h[t + 1], tanh_c[t])
+    t_, n_, f_, u_ = _dims(x, w_rec, 4)
+    dt = x.dtype
+    for name, arr, shape in (("w_in", w_in, (f_, 4 * u_)), ("bias", bias, (4 * u_,)),
+                             ("h", h, (t_ + 1, n_, u_)), ("c", c, (t_ + 1, n_, u_)),
+                             ("tanh_c", tanh_c, (t_, n_, u_)), ("gates", gates, (t_, n_, 4 * u_))):
+        _check(name, arr, shape, dt)
+    threads = _threads(n_, n_ * u_ * 4 * u_)
+    project = _project(x, w_in, gates, threads)
+
+    def rows(lo, hi):
+        rec = np.zeros((hi - lo, 4 * u_), dt)
+        for t in range(t_):
+            if t or not zero_init:
+                np.matmul(h[t, lo:hi], w_rec, out=rec)
+            _lstm_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, c[t, lo:hi],
+                       c[t + 1, lo:hi], h[t + 1, lo:hi], tanh_c[t, lo:hi])
+
+    _parallel(rows, n_, threads)
 
 
-def lstm_backward(gates, c, tanh_c, w_rec, dh_out, dz, db, need_dh0: bool = True,
-                  dc_out=None):
-    """Backprop through time for ``lstm_forward``; returns ``(dh0, dc0)`` (None if not needed).
+def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw_rec, db,
+                  zero_init: bool = False, dc_out=None):
+    """Backprop through time for ``lstm_forward``; returns ``(dh0, dc0)`` (None if ``zero_init``).
 
     Args:
-        gates, c, tanh_c: as left by ``lstm_forward``. w_rec: ``(U, 4U)``.
+        x, w_in, w_rec, h, c, tanh_c, gates: as given to and left by ``lstm_forward``.
         dh_out: dL/dh for every step ``(T, N, U)``, or ``(N, U)`` for the last step only.
-        dz: ``(T, N, 4U)``, receives the pre-activation gradients. db: ``(4U,)``, overwritten.
-        need_dh0: compute the initial states' gradients.
+        dz: ``(T, N, 4U)`` work array, receives the pre-activation gradients.
+        dx: ``(T, N, F)``, dw_in, dw_rec, db: receive the gradients (overwritten).
+        zero_init: the initial states were zeros (not inputs); their gradients are skipped.
         dc_out: optional ``(N, U)`` dL/dc of the final cell state.
     """
-    t_, n_, u_ = _dims(dz, 4)
-    dt = dz.dtype
-    _check("gates", gates, dz.shape, dt)
-    _check("c", c, (t_ + 1, n_, u_), dt)
-    _check("tanh_c", tanh_c, (t_, n_, u_), dt)
-    _check("w_rec", w_rec, (u_, 4 * u_), dt)
-    _check("db", db, (4 * u_,), dt)
+    t_, n_, f_, u_ = _dims(x, w_rec, 4)
+    dt = x.dtype
+    for name, arr, shape in (("w_in", w_in, (f_, 4 * u_)), ("h", h, (t_ + 1, n_, u_)),
+                             ("c", c, (t_ + 1, n_, u_)), ("tanh_c", tanh_c, (t_, n_, u_)),
+                             ("gates", gates, (t_, n_, 4 * u_)), ("dz", dz, (t_, n_, 4 * u_)),
+                             ("dx", dx, (t_, n_, f_)), ("dw_in", dw_in, (f_, 4 * u_)),
+                             ("dw_rec", dw_rec, (u_, 4 * u_)), ("db", db, (4 * u_,))):
+        _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
-    w_t = np.ascontiguousarray(w_rec.T)
-    dh_rec = np.zeros((n_, u_), dt)
-    if dc_out is None:
-        dc = np.zeros((n_, u_), dt)
-    else:
+    if dc_out is not None:
         _check("dc_out", dc_out, (n_, u_), dt)
-        dc = dc_out.copy()
-    db[...] = 0
-    for t in range(t_ - 1, -1, -1):
-        out, use = _dh_at(dh_out, every, t, t_)
-        _lstm_cell_backward(gates[t], c[t], tanh_c[t], dh_rec, out, use, dc, dz[t], db)
-        if t or need_dh0:
-            np.matmul(dz[t], w_t, out=dh_rec)
-    return (dh_rec, dc) if need_dh0 else (None, None)
+    w_t = np.ascontiguousarray(w_rec.T)
+    threads = _threads(n_, n_ * u_ * 4 * u_)
+
+    def rows(lo, hi):
+        dh_rec = np.zeros((hi - lo, u_), dt)
+        dc = np.zeros((hi - lo, u_), dt) if dc_out is None else dc_out[lo:hi].copy()
+        db_part = np.zeros(4 * u_, dt)
+        for t in range(t_ - 1, -1, -1):
+            out, use = _at(dh_out, every, t, t_, lo, hi)
+            _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec, out,
+                                use, dc, dz[t, lo:hi], db_part)
+            if t or not zero_init:
+                np.matmul(dz[t, lo:hi], w_t, out=dh_rec)
+        return dh_rec, dc, db_part
+
+    parts = _parallel(rows, n_, threads)
+    np.sum([p[2] for p in parts], axis=0, out=db)
+    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, threads)
+    if zero_init:
+        return None, None
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 # -- GRU -------------------------------------------------------------------------------------
-def gru_forward(gates, w_rec, bias, recurrent_bias, h, hn, zero_init: bool = False) -> None:
-    """Run a reset-after GRU over the sequence; ``h[1:]`` receives the states.
+def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
+                zero_init: bool = False) -> None:
+    """Run a reset-after GRU over the sequence; ``h[1:]``, ``hn`` and ``gates`` are written.
 
     Args:
-        gates: ``(T, N, 3U)`` input projections ``x_t W`` (without bias), gate order r, z, n;
-            overwritten with the gate activations.
-        w_rec: ``(U, 3U)``. bias: ``(3U,)`` input-side biases.
+        x: ``(T, N, F)`` inputs, time-major. w_in: ``(F, 3U)``. w_rec: ``(U, 3U)``.
+        bias: ``(3U,)`` input-side biases, gate order r, z, n.
         recurrent_bias: ``(U,)``, b_hn, the bias of the candidate's recurrent product.
-        h: ``(T + 1, N, U)``; ``h[0]`` is the initial state. hn: ``(T, N, U)``, receives
-            ``h R_n + b_hn`` of each step.
+        h: ``(T + 1, N, U)``; ``h[0]`` is the initial state, ``h[1:]`` is written.
+        hn: ``(T, N, U)``, receives ``h R_n + b_hn`` of each step.
+        gates: ``(T, N, 3U)``, receives the gate activations.
         zero_init: ``h[0]`` is all zeros, so the first recurrent GEMM is skipped.
     """
-    t_, n_, u_ = _dims(gates, 3)
-    dt = gates.dtype
-    _check("w_rec", w_rec, (u_, 3 * u_), dt)
-    _check("bias", bias, (3 * u_,), dt)
-    _check("recurrent_bias", recurrent_bias, (u_,), dt)
-    _check("h", h, (t_ + 1, n_, u_), dt)
-    _check("hn", hn, (t_, n_, u_), dt)
-    rec = np.zeros((n_, 3 * u_), dt)
-    for t in range(t_):
-        if t or not zero_init:
-            np.matmul(h[t], w_rec, out=rec)
-        _gru_cell(rec, gates[t], bias, recurrent_bias, h[t], h[t + 1], hn[t])
+    t_, n_, f_, u_ = _dims(x, w_rec, 3)
+    dt = x.dtype
+    for name, arr, shape in (("w_in", w_in, (f_, 3 * u_)), ("bias", bias, (3 * u_,)),
+                             ("recurrent_bias", recurrent_bias, (u_,)),
+                             ("h", h, (t_ + 1, n_, u_)), ("hn", hn, (t_, n_, u_)),
+                             ("gates", gates, (t_, n_, 3 * u_))):
+        _check(name, arr, shape, dt)
+    threads = _threads(n_, n_ * u_ * 3 * u_)
+    project = _project(x, w_in, gates, threads)
+
+    def rows(lo, hi):
+        rec = np.zeros((hi - lo, 3 * u_), dt)
+        for t in range(t_):
+            if t or not zero_init:
+                np.matmul(h[t, lo:hi], w_rec, out=rec)
+            _gru_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, recurrent_bias,
+                      h[t, lo:hi], h[t + 1, lo:hi], hn[t, lo:hi])
+
+    _parallel(rows, n_, threads)
 
 
-def gru_backward(gates, hn, h, w_rec, dh_out, dzx, dzh, db, dbhn, need_dh0: bool = True):
-    """Backprop through time for ``gru_forward``; returns dL/dh_0 (or None).
+def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_rec, db, dbhn,
+                 zero_init: bool = False):
+    """Backprop through time for ``gru_forward``; returns dL/dh_0, or None if ``zero_init``.
 
     Args:
-        gates, hn, h: as left by ``gru_forward``. w_rec: ``(U, 3U)``.
+        x, w_in, w_rec, h, hn, gates: as given to and left by ``gru_forward``.
         dh_out: dL/dh for every step ``(T, N, U)``, or ``(N, U)`` for the last step only.
-        dzx, dzh: ``(T, N, 3U)``, receive the input-side and recurrent-side pre-activation
-            gradients (for the input and recurrent weight GEMMs).
-        db: ``(3U,)`` and dbhn: ``(U,)``, overwritten with the bias gradients.
+        dzx, dzh: ``(T, N, 3U)`` work arrays, receive the input-side and recurrent-side
+            pre-activation gradients.
+        dx: ``(T, N, F)``, dw_in, dw_rec, db: ``(3U,)``, dbhn: ``(U,)``: receive the
+            gradients (overwritten).
+        zero_init: the initial state was zeros (not an input), so its gradient is skipped.
     """
-    t_, n_, u_ = _dims(dzx, 3)
-    dt = dzx.dtype
-    _check("dzh", dzh, dzx.shape, dt)
-    _check("gates", gates, dzx.shape, dt)
-    _check("hn", hn, (t_, n_, u_), dt)
-    _check("h", h, (t_ + 1, n_, u_), dt)
-    _check("w_rec", w_rec, (u_, 3 * u_), dt)
-    _check("db", db, (3 * u_,), dt)
-    _check("dbhn", dbhn, (u_,), dt)
+    t_, n_, f_, u_ = _dims(x, w_rec, 3)
+    dt = x.dtype
+    for name, arr, shape in (("w_in", w_in, (f_, 3 * u_)), ("h", h, (t_ + 1, n_, u_)),
+                             ("hn", hn, (t_, n_, u_)), ("gates", gates, (t_, n_, 3 * u_)),
+                             ("dzx", dzx, (t_, n_, 3 * u_)), ("dzh", dzh, (t_, n_, 3 * u_)),
+                             ("dx", dx, (t_, n_, f_)), ("dw_in", dw_in, (f_, 3 * u_)),
+                             ("dw_rec", dw_rec, (u_, 3 * u_)), ("db", db, (3 * u_,)),
+                             ("dbhn", dbhn, (u_,))):
+        _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
     w_t = np.ascontiguousarray(w_rec.T)
-    dh_rec = np.zeros((n_, u_), dt)
-    carry = np.zeros((n_, u_), dt)
-    db[...] = 0
-    dbhn[...] = 0
-    for t in range(t_ - 1, -1, -1):
-        out, use = _dh_at(dh_out, every, t, t_)
-        _gru_cell_backward(gates[t], hn[t], h[t], dh_rec, out, use, carry, dzx[t], dzh[t],
-                           db, dbhn)
-        if t or need_dh0:
-            np.matmul(dzh[t], w_t, out=dh_rec)
-    if not need_dh0:
-        return None
-    dh_rec += carry
-    return dh_rec
+    threads = _threads(n_, n_ * u_ * 3 * u_)
+
+    def rows(lo, hi):
+        dh_rec = np.zeros((hi - lo, u_), dt)
+        carry = np.zeros((hi - lo, u_), dt)
+        db_part = np.zeros(3 * u_, dt)
+        dbhn_part = np.zeros(u_, dt)
+        for t in range(t_ - 1, -1, -1):
+            out, use = _at(dh_out, every, t, t_, lo, hi)
+            _gru_cell_backward(gates[t, lo:hi], hn[t, lo:hi], h[t, lo:hi], dh_rec, out, use,
+                               carry, dzx[t, lo:hi], dzh[t, lo:hi], db_part, dbhn_part)
+            if t or not zero_init:
+                np.matmul(dzh[t, lo:hi], w_t, out=dh_rec)
+        return dh_rec + carry, db_part, dbhn_part
+
+    parts = _parallel(rows, n_, threads)
+    np.sum([p[1] for p in parts], axis=0, out=db)
+    np.sum([p[2] for p in parts], axis=0, out=dbhn)
+    _gradients(x, w_in, h, dzx, dzh, dx, dw_in, dw_rec, zero_init, threads)
+    return None if zero_init else np.concatenate([p[0] for p in parts])

@@ -100,7 +100,8 @@ class _Recurrent(Layer):
             u, w, f = self.units, self.GATES * self.units, self.input_weight.value.shape[0]
             dt = self.dtype
             self._buf = {"x": np.empty((t, n, f), dt), "gates": np.empty((t, n, w), dt),
-                         "h": np.empty((t + 1, n, u), dt), "dz": np.empty((t, n, w), dt)}
+                         "h": np.empty((t + 1, n, u), dt), "dz": np.empty((t, n, w), dt),
+                         "dx": np.empty((t, n, f), dt)}
             self._buf.update(self.extra_buffers(n, t))
             self._key = key
         return self._buf
@@ -109,7 +110,7 @@ class _Recurrent(Layer):
         return {}
 
     def _prepare(self, x, initial_state) -> dict:
-        """Check ``x``, copy it time-major, project it, and place the initial state."""
+        """Check ``x``, copy it time-major and place the initial state."""
         kind = type(self).__name__
         if not self.built:
             raise ConfigError(f"{self!r} is used before build(); build it with an input shape")
@@ -121,8 +122,6 @@ class _Recurrent(Layer):
         n, t, _ = x.shape
         buf = self._work(n, t)
         buf["x"][...] = (x[:, ::-1] if self.reverse else x).transpose(1, 0, 2)
-        np.matmul(buf["x"].reshape(t * n, -1), self.input_weight.value,
-                  out=buf["gates"].reshape(t * n, -1))
         state = self.initial_state if initial_state is None else initial_state
         self._zero_init = state is None
         arrays = (state,) if self.STATES == 1 and state is not None else state
@@ -171,22 +170,13 @@ class _Recurrent(Layer):
         dh[...] = (grad_out[:, ::-1] if self.reverse else grad_out).transpose(1, 0, 2)
         return dh
 
-    def _weight_grads(self, buf, dz_in, dz_rec) -> np.ndarray:
-        """Weight gradients as one GEMM each over all steps; returns dL/dx (N, T, F)."""
-        t, n, w = dz_in.shape
-        x2 = buf["x"].reshape(t * n, -1)
-        np.matmul(x2.T, dz_in.reshape(t * n, w), out=self.input_weight.grad)
-        h = buf["h"]
-        first = 1 if self._zero_init else 0  # h[0] = 0 adds nothing
-        if first < t:
-            np.matmul(h[first:t].reshape((t - first) * n, -1).T,
-                      dz_rec[first:].reshape((t - first) * n, w),
-                      out=self.recurrent_weight.grad)
-        else:
-            self.recurrent_weight.grad[...] = 0
-        dx = np.matmul(dz_in.reshape(t * n, w), self.input_weight.value.T).reshape(t, n, -1)
-        dx = dx.transpose(1, 0, 2)
+    def _grad_in(self, buf) -> np.ndarray:
+        """dL/dx batch-major (N, T, F), a fresh array."""
+        dx = buf["dx"].transpose(1, 0, 2)
         return np.ascontiguousarray(dx[:, ::-1] if self.reverse else dx)
+
+    def _grads(self) -> tuple:
+        return (self.input_weight.grad, self.recurrent_weight.grad, self.bias.grad)
 
 
 class SimpleRNN(_Recurrent):
@@ -205,17 +195,18 @@ class SimpleRNN(_Recurrent):
 
     def forward(self, x, training=False, initial_state=None):
         buf = self._prepare(x, initial_state)
-        kernels.recurrent.rnn_forward(buf["gates"], self.recurrent_weight.value,
-                                      self.bias.value, buf["h"], self._zero_init)
+        kernels.recurrent.rnn_forward(buf["x"], self.input_weight.value,
+                                      self.recurrent_weight.value, self.bias.value, buf["h"],
+                                      buf["gates"], self._zero_init)
         return self._output(buf["h"])
 
     def backward(self, grad_out):
         buf = self._cache()
-        dh0 = kernels.recurrent.rnn_backward(buf["h"], self.recurrent_weight.value,
-                                             self._grad_out(grad_out, buf), buf["dz"],
-                                             self.bias.grad, not self._zero_init)
-        self.initial_state_grad = dh0
-        return self._weight_grads(buf, buf["dz"], buf["dz"])
+        self.initial_state_grad = kernels.recurrent.rnn_backward(
+            buf["x"], self.input_weight.value, self.recurrent_weight.value, buf["h"],
+            self._grad_out(grad_out, buf), buf["dz"], buf["dx"], *self._grads(),
+            self._zero_init)
+        return self._grad_in(buf)
 
 
 class LSTM(_Recurrent):
@@ -264,18 +255,19 @@ class LSTM(_Recurrent):
 
     def forward(self, x, training=False, initial_state=None):
         buf = self._prepare(x, initial_state)
-        kernels.recurrent.lstm_forward(buf["gates"], self.recurrent_weight.value,
-                                       self.bias.value, buf["h"], buf["c"], buf["tanh_c"],
-                                       self._zero_init)
+        kernels.recurrent.lstm_forward(buf["x"], self.input_weight.value,
+                                       self.recurrent_weight.value, self.bias.value, buf["h"],
+                                       buf["c"], buf["tanh_c"], buf["gates"], self._zero_init)
         return self._output(buf["h"])
 
     def backward(self, grad_out):
         buf = self._cache()
         dh0, dc0 = kernels.recurrent.lstm_backward(
-            buf["gates"], buf["c"], buf["tanh_c"], self.recurrent_weight.value,
-            self._grad_out(grad_out, buf), buf["dz"], self.bias.grad, not self._zero_init)
+            buf["x"], self.input_weight.value, self.recurrent_weight.value, buf["h"], buf["c"],
+            buf["tanh_c"], buf["gates"], self._grad_out(grad_out, buf), buf["dz"], buf["dx"],
+            *self._grads(), self._zero_init)
         self.initial_state_grad = None if self._zero_init else (dh0, dc0)
-        return self._weight_grads(buf, buf["dz"], buf["dz"])
+        return self._grad_in(buf)
 
 
 class GRU(_Recurrent):
@@ -307,19 +299,19 @@ class GRU(_Recurrent):
 
     def forward(self, x, training=False, initial_state=None):
         buf = self._prepare(x, initial_state)
-        kernels.recurrent.gru_forward(buf["gates"], self.recurrent_weight.value,
-                                      self.bias.value, self.recurrent_bias.value, buf["h"],
-                                      buf["hn"], self._zero_init)
+        kernels.recurrent.gru_forward(buf["x"], self.input_weight.value,
+                                      self.recurrent_weight.value, self.bias.value,
+                                      self.recurrent_bias.value, buf["h"], buf["hn"],
+                                      buf["gates"], self._zero_init)
         return self._output(buf["h"])
 
     def backward(self, grad_out):
         buf = self._cache()
-        dh0 = kernels.recurrent.gru_backward(
-            buf["gates"], buf["hn"], buf["h"], self.recurrent_weight.value,
-            self._grad_out(grad_out, buf), buf["dz"], buf["dzh"], self.bias.grad,
-            self.recurrent_bias.grad, not self._zero_init)
-        self.initial_state_grad = dh0
-        return self._weight_grads(buf, buf["dz"], buf["dzh"])
+        self.initial_state_grad = kernels.recurrent.gru_backward(
+            buf["x"], self.input_weight.value, self.recurrent_weight.value, buf["h"], buf["hn"],
+            buf["gates"], self._grad_out(grad_out, buf), buf["dz"], buf["dzh"], buf["dx"],
+            *self._grads(), self.recurrent_bias.grad, self._zero_init)
+        return self._grad_in(buf)
 
 
 class Bidirectional(Layer):

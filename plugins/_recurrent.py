@@ -1,0 +1,73 @@
+"""What the ``rnn``, ``lstm`` and ``gru`` architectures share: options and the builder.
+
+The model adapts to the data: sequences ``(T, F)`` are read natively, images ``(C, H, W)``
+row by row (H steps of C*W features) and vectors ``(F,)`` one value per step (F steps of one
+feature). Then ``layers`` recurrent layers (optionally bidirectional, with dropout between
+them), a readout of the last step or of the mean over time, and a ``Dense(output_size)`` head
+(logits for classify).
+
+Not a plugin itself (no entry point): ``zoo_plugins.rnn``, ``.lstm`` and ``.gru`` each call
+``architecture`` with their cell. Layer imports stay inside the builder so listing plugins
+never imports numerics.
+"""
+
+from zoo.architecture import Architecture, Option
+
+READOUTS = ("last", "mean")
+
+OPTIONS = (
+    Option("hidden", int, 128, "units of each recurrent layer (per direction)"),
+    Option("layers", int, 1, "stacked recurrent layers"),
+    Option("bidirectional", bool, False, "read each sequence both ways and concatenate"),
+    Option("dropout", float, 0.0, "dropout rate after each recurrent layer (0 = none)"),
+    Option("readout", str, "last", "what feeds the head: the last step's state or the mean "
+           "of all steps' states", READOUTS),
+)
+
+
+def _check_options(name, options):
+    from zoo.errors import ConfigError
+
+    for key in ("hidden", "layers"):
+        if options[key] <= 0:
+            raise ConfigError(f"{name}: option {key} must be a positive integer; "
+                              f"received {key}={options[key]!r}")
+    if not 0 <= options["dropout"] < 1:
+        raise ConfigError(f"{name}: option dropout must be in [0, 1); "
+                          f"received dropout={options['dropout']!r}")
+
+
+def builder(name, cell_name):
+    """A ``build(spec, options)`` for recurrent layers of class ``zoo.layers.recurrent.<cell>``."""
+
+    def build(spec, options):
+        from zoo.layers import recurrent
+        from zoo.layers.dense import Dense
+        from zoo.layers.dropout import Dropout
+        from zoo.layers.sequence import ImageToSequence, TimeMean, VectorToSequence
+        from zoo.model import Sequential
+
+        _check_options(name, options)
+        cell = getattr(recurrent, cell_name)
+        layers = []
+        if spec.kind == "image":
+            layers.append(ImageToSequence())
+        elif spec.kind == "vector":
+            layers.append(VectorToSequence())
+        depth, mean = options["layers"], options["readout"] == "mean"
+        for i in range(depth):
+            layer = cell(options["hidden"], return_sequences=mean or i < depth - 1)
+            layers.append(recurrent.Bidirectional(layer) if options["bidirectional"] else layer)
+            if options["dropout"] > 0:
+                layers.append(Dropout(options["dropout"]))
+        if mean:
+            layers.append(TimeMean())
+        layers.append(Dense(spec.output_size))
+        return Sequential(layers, name=name)
+
+    return build
+
+
+def architecture(name, cell_name, summary, defaults) -> Architecture:
+    return Architecture(name=name, summary=summary, tasks=("classify", "regress"),
+                        build=builder(name, cell_name), options=OPTIONS, defaults=defaults)

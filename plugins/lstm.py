@@ -1,0 +1,22 @@
+"""The ``lstm`` architecture: long short-term memory (Hochreiter and Schmidhuber 1997).
+
+Reads sequences natively, images row by row and vectors one value per step; see
+``zoo_plugins._recurrent``. Registered through the entry point ``lstm = zoo_plugins.lstm``
+exactly as a third-party plugin.
+"""
+
+from zoo.hookspecs import hookimpl
+from zoo_plugins._recurrent import architecture
+
+LSTM = architecture(
+    "lstm", "LSTM",
+    "long short-term memory network (Hochreiter & Schmidhuber 1997): gated cells that keep "
+    "information over long lags",
+    defaults={"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 40, "patience": 8,
+              "clip_norm": 1.0},
+)
+
+
+@hookimpl
+def register_architectures(register):
+    register(LSTM)
