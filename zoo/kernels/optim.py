@@ -1,0 +1,174 @@
+"""Optimizer update kernels: in place, one pass over a parameter, its gradient and its state.
+
+Every array of one call has the same shape and dtype and is C-contiguous; any shape works (the
+trainer passes all parameters as one flat array, so a step is one call). Hyperparameters arrive
+as Python floats and are cast to the arrays' dtype inside, so float32 stays float32. The
+formulas follow PyTorch's (``torch.optim``), so hyperparameters mean the same thing:
+
+- SGD with momentum ``mu``, L2 weight decay ``wd``: ``g += wd p; v = mu v + g;
+  p -= lr (g + mu v if nesterov else v)`` (Sutskever et al., ICML 2013);
+- RMSProp: ``s = alpha s + (1 - alpha) g^2; u = g / (sqrt(s) + eps);`` with momentum
+  ``b = mu b + u; p -= lr b`` else ``p -= lr u`` (Hinton, Coursera lecture 6e, 2012);
+- Adam: ``m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+  p -= lr / c1 * m / (sqrt(v) / sqrt(c2) + eps)`` with ``c = 1 - beta^t`` (Kingma and Ba,
+  https://arxiv.org/abs/1412.6980), L2 decay added to ``g``, or with ``decoupled=True``
+  AdamW's ``p *= 1 - lr wd`` first (Loshchilov and Hutter, https://arxiv.org/abs/1711.05101).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from zoo.errors import DataError, describe_array
+from zoo.kernels._jit import njit
+
+
+@njit
+def _sgd(p, g, v, lr, momentum, nesterov, weight_decay):
+    pf, gf, vf = p.reshape(p.size), g.reshape(g.size), v.reshape(v.size)
+    dt = pf.dtype.type
+    lr, mu, wd = dt(lr), dt(momentum), dt(weight_decay)
+    if momentum == 0:
+        for i in range(pf.size):
+            pf[i] -= lr * (gf[i] + wd * pf[i])
+    elif nesterov:
+        for i in range(pf.size):
+            d = gf[i] + wd * pf[i]
+            b = mu * vf[i] + d
+            vf[i] = b
+            pf[i] -= lr * (d + mu * b)
+    else:
+        for i in range(pf.size):
+            b = mu * vf[i] + gf[i] + wd * pf[i]
+            vf[i] = b
+            pf[i] -= lr * b
+
+
+@njit
+def _rmsprop(p, g, s, b, lr, alpha, eps, momentum, weight_decay):
+    pf, gf, sf, bf = p.reshape(p.size), g.reshape(g.size), s.reshape(s.size), b.reshape(b.size)
+    dt = pf.dtype.type
+    lr, a, a1, eps, mu, wd = dt(lr), dt(alpha), dt(1 - alpha), dt(eps), dt(momentum), \
+        dt(weight_decay)
+    if momentum == 0:
+        for i in range(pf.size):
+            d = gf[i] + wd * pf[i]
+            sq = a * sf[i] + a1 * d * d
+            sf[i] = sq
+            pf[i] -= lr * d / (np.sqrt(sq) + eps)
+    else:
+        for i in range(pf.size):
+            d = gf[i] + wd * pf[i]
+            sq = a * sf[i] + a1 * d * d
+            sf[i] = sq
+            u = mu * bf[i] + d / (np.sqrt(sq) + eps)
+            bf[i] = u
+            pf[i] -= lr * u
+
+
+@njit
+def _adam(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_c2, l2, decay):
+    pf, gf, mf, vf = p.reshape(p.size), g.reshape(g.size), m.reshape(m.size), v.reshape(v.size)
+    dt = pf.dtype.type
+    step, b1, b2, eps, r = dt(step_size), dt(beta1), dt(beta2), dt(eps), dt(inv_sqrt_c2)
+    c1, c2, l2, keep = dt(1 - beta1), dt(1 - beta2), dt(l2), dt(1 - decay)
+    for i in range(pf.size):
+        w = pf[i] * keep
+        d = gf[i] + l2 * pf[i]
+        mi = b1 * mf[i] + c1 * d
+        vi = b2 * vf[i] + c2 * d * d
+        mf[i] = mi
+        vf[i] = vi
+        pf[i] = w - step * mi / (np.sqrt(vi) * r + eps)
+
+
+@njit
+def _squared_norm(g):
+    gf = g.reshape(g.size)
+    total = 0.0
+    for i in range(gf.size):
+        x = np.float64(gf[i])
+        total += x * x
+    return total
+
+
+@njit
+def _scale(g, factor):
+    gf = g.reshape(g.size)
+    f = gf.dtype.type(factor)
+    for i in range(gf.size):
+        gf[i] *= f
+
+
+# -- public wrappers ------------------------------------------------------------------------
+def _check(fn: str, arrays: dict) -> None:
+    """Every array a contiguous float32/float64 array, all of the first one's shape and dtype."""
+    first_name, first = next(iter(arrays.items()))
+    for name, a in arrays.items():
+        ok = isinstance(a, np.ndarray) and a.dtype.char in "fd" and a.flags.c_contiguous \
+            and a.shape == first.shape and a.dtype == first.dtype
+        if not ok:
+            raise DataError(f"{fn}: {name} must be a C-contiguous float32/float64 array of "
+                            f"the shape and dtype of {first_name} ({describe_array(first)}); "
+                            f"received {describe_array(a)}")
+    if not first.flags.writeable:
+        raise DataError(f"{fn}: {first_name} must be writeable")
+
+
+def sgd(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
+        check=True) -> None:
+    """One SGD step in place; ``velocity`` is required when ``momentum > 0``."""
+    if check:
+        arrays = {"param": param, "grad": grad}
+        if momentum:
+            arrays["velocity"] = velocity
+        _check("sgd", arrays)
+    _sgd(param, grad, param if velocity is None else velocity, lr, momentum, nesterov,
+         weight_decay)
+
+
+def rmsprop(param, grad, square_avg, momentum_buffer=None, *, lr, alpha=0.99, eps=1e-8,
+            momentum=0.0, weight_decay=0.0, check=True) -> None:
+    """One RMSProp step in place; ``momentum_buffer`` is required when ``momentum > 0``."""
+    if check:
+        arrays = {"param": param, "grad": grad, "square_avg": square_avg}
+        if momentum:
+            arrays["momentum_buffer"] = momentum_buffer
+        _check("rmsprop", arrays)
+    _rmsprop(param, grad, square_avg, param if momentum_buffer is None else momentum_buffer,
+             lr, alpha, eps, momentum, weight_decay)
+
+
+def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
+         weight_decay=0.0, decoupled=False, check=True) -> None:
+    """One Adam step in place (``step`` counts from 1, for the bias corrections).
+
+    ``decoupled=True`` is AdamW: the weights shrink by ``lr * weight_decay`` instead of the
+    decay being added to the gradient.
+    """
+    if check:
+        _check("adam", {"param": param, "grad": grad, "exp_avg": exp_avg,
+                        "exp_avg_sq": exp_avg_sq})
+    c1 = 1.0 - beta1 ** step
+    c2 = 1.0 - beta2 ** step
+    l2, decay = (0.0, lr * weight_decay) if decoupled else (weight_decay, 0.0)
+    _adam(param, grad, exp_avg, exp_avg_sq, lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2),
+          l2, decay)
+
+
+def squared_norm(arrays) -> float:
+    """Sum of squares of every element of ``arrays`` (a list), accumulated in float64."""
+    total = 0.0
+    for i, a in enumerate(arrays):
+        _check("squared_norm", {f"arrays[{i}]": a})
+        total += _squared_norm(a)
+    return total
+
+
+def scale_(arrays, factor: float) -> None:
+    """Multiply every array of ``arrays`` by ``factor`` in place."""
+    for i, a in enumerate(arrays):
+        _check("scale_", {f"arrays[{i}]": a})
+        _scale(a, factor)

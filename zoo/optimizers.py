@@ -1,0 +1,295 @@
+"""Optimizers, in order of increasing complexity: SGD, RMSProp, Adam, AdamW.
+
+``step(params, grads)`` updates each parameter array in place with one kernel call
+(``zoo.kernels.optim``); per-parameter state ("slots": momentum, square averages) is allocated
+on the first step. The trainer passes every parameter as one flat array, so a step is one call.
+``state_dict()`` / ``load_state_dict()`` round-trip exactly: a resumed run is bit-identical.
+Hyperparameters follow PyTorch's definitions (``torch.optim``); AdamW is Adam configured with
+decoupled weight decay, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from zoo import kernels
+from zoo.errors import CheckpointError, ConfigError, DataError, describe_array
+
+
+def _number(cls: str, name: str, value, *, low=0.0, high=math.inf, low_open=False,
+            high_open=True, what=None) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v) and (v > low if low_open else v >= low) \
+            and (v < high if high_open else v <= high)
+    if not ok:
+        if what is None:
+            what = (f"in [{low:g}, {high:g})" if math.isfinite(high)
+                    else f"a finite number >= {low:g}")
+        raise ConfigError(f"{cls}: {name} must be {what}; received {name}={value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: ``step``, ``state_dict``/``load_state_dict``, ``get_config``, ``repr``.
+
+    Subclasses set ``name``, list their per-parameter state in ``slot_names()`` and update one
+    parameter in ``_update(param, grad, *slots)``.
+    """
+
+    name = ""
+
+    def __init__(self, lr: float, weight_decay: float = 0.0):
+        cls = type(self).__name__
+        self.lr = _number(cls, "lr", lr, low_open=True, what="a positive finite number")
+        self.weight_decay = _number(cls, "weight_decay", weight_decay)
+        self.iterations = 0
+        self._slots: list[tuple] | None = None  # per parameter: its slot arrays
+        self._seen: list | None = None  # the (param, grad) arrays checked and given slots
+        self._loaded: dict | None = None  # slots from load_state_dict, placed on the next step
+
+    def slot_names(self) -> tuple:
+        return ()
+
+    def _update(self, param, grad, *slots) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- the step ----------------------------------------------------------------------------
+    def step(self, params: list, grads: list) -> None:
+        """Update every ``params[i]`` in place from ``grads[i]``."""
+        seen = self._seen
+        if seen is None or len(params) != len(seen) or len(grads) != len(seen):
+            self._prepare(params, grads)
+        else:  # the checks already passed for these very arrays
+            for p, g, (sp, sg) in zip(params, grads, seen):
+                if p is not sp or g is not sg:
+                    self._prepare(params, grads)
+                    break
+        self.iterations += 1
+        for p, g, slots in zip(params, grads, self._slots):
+            self._update(p, g, *slots)
+
+    def _check_pair(self, p, g, i="") -> None:
+        cls = type(self).__name__
+        if not isinstance(p, np.ndarray) or p.dtype.char not in "fd" \
+                or not p.flags.c_contiguous or not p.flags.writeable:
+            raise DataError(f"{cls}: parameter {i} must be a writeable C-contiguous float32 or "
+                            f"float64 array; received {describe_array(p)}")
+        if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype \
+                or not g.flags.c_contiguous:
+            raise DataError(f"{cls}: gradient {i} must be a C-contiguous {p.dtype} array of "
+                            f"shape {p.shape} like its parameter; received {describe_array(g)}")
+
+    def _prepare(self, params, grads) -> None:
+        """First step, or new parameter arrays: check them and find or make their slots."""
+        cls = type(self).__name__
+        if not isinstance(params, (list, tuple)) or not isinstance(grads, (list, tuple)) \
+                or len(params) != len(grads):
+            raise DataError(f"{cls}.step expects two lists of equal length (parameters, "
+                            f"gradients); received {type(params).__name__} and "
+                            f"{type(grads).__name__}")
+        for i, (p, g) in enumerate(zip(params, grads)):
+            self._check_pair(p, g, i)
+        old = self._slots
+        if self._loaded is not None:
+            slots = self._place_loaded(params)
+        elif old is not None and len(old) == len(params) and all(
+                s.shape == p.shape and s.dtype == p.dtype
+                for p, ss in zip(params, old) for s in ss):
+            slots = old  # same layout in new arrays (a model made flat, say): keep the state
+        else:
+            slots = [tuple(np.zeros_like(p) for _ in self.slot_names()) for p in params]
+        self._slots = slots
+        self._seen = list(zip(params, grads))
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{"name", "config", "step", "slots": {"<slot>.<i>": array}}``, arrays copied."""
+        slots = {}
+        if self._loaded is not None:
+            slots = {k: v.copy() for k, v in self._loaded.items()}
+        elif self._slots is not None:
+            for i, arrays in enumerate(self._slots):
+                for slot, a in zip(self.slot_names(), arrays):
+                    slots[f"{slot}.{i}"] = a.copy()
+        return {"name": self.name, "config": self.get_config(), "step": self.iterations,
+                "slots": slots}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore hyperparameters, step count and slots (placed on the next ``step``).
+
+        As in PyTorch, the saved hyperparameters (``lr`` included) replace the current ones,
+        so the resumed run continues exactly.
+        """
+        cls = type(self).__name__
+        if not isinstance(state, dict) or not {"name", "config", "step", "slots"} <= set(state):
+            raise CheckpointError(f"{cls}: optimizer state must have name, config, step and "
+                                  f"slots; received {type(state).__name__}")
+        if state["name"] != self.name:
+            raise CheckpointError(f"{cls}: the saved optimizer state is for {state['name']!r}, "
+                                  f"not {self.name!r}")
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise CheckpointError(f"{cls}: saved step must be an integer >= 0; received {step!r}")
+        slots = dict(state["slots"])
+        for key, value in slots.items():
+            if not isinstance(value, np.ndarray) or value.dtype.char not in "fd":
+                raise CheckpointError(f"{cls}: saved slot {key} must be a float array; "
+                                      f"received {describe_array(value)}")
+        try:
+            self.__init__(**state["config"])
+        except (TypeError, ConfigError) as exc:
+            raise CheckpointError(f"{cls}: saved config does not fit: {exc}") from None
+        self.iterations = int(step)
+        self._loaded = {k: np.array(v) for k, v in slots.items()}
+
+    def _place_loaded(self, params) -> list:
+        cls = type(self).__name__
+        loaded, self._loaded = self._loaded, None
+        expected = {f"{slot}.{i}" for i in range(len(params)) for slot in self.slot_names()}
+        if loaded and set(loaded) != expected:
+            raise CheckpointError(f"{cls}: saved slots {sorted(loaded)} do not fit "
+                                  f"{len(params)} parameters (expected {sorted(expected)})")
+        slots = []
+        for i, p in enumerate(params):
+            arrays = []
+            for slot in self.slot_names():
+                a = np.zeros_like(p)
+                saved = loaded.get(f"{slot}.{i}")
+                if saved is not None:
+                    if saved.shape != p.shape:
+                        raise CheckpointError(f"{cls}: saved slot {slot}.{i} has shape "
+                                              f"{saved.shape}; parameter {i} has {p.shape}")
+                    a[...] = saved
+                arrays.append(a)
+            slots.append(tuple(arrays))
+        return slots
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    ``v = momentum * v + g``; ``p -= lr * v`` (or ``lr * (g + momentum * v)`` with Nesterov),
+    where ``g`` includes ``weight_decay * p`` (Sutskever et al., ICML 2013).
+    """
+
+    name = "sgd"
+
+    def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _number("SGD", "momentum", momentum, high=1.0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ConfigError(f"SGD: nesterov must be True or False; received "
+                              f"nesterov={nesterov!r}")
+        if nesterov and self.momentum == 0:
+            raise ConfigError("SGD: nesterov=True needs momentum > 0; received momentum=0")
+        self.nesterov = bool(nesterov)
+
+    def slot_names(self):
+        return ("velocity",) if self.momentum else ()
+
+    def _update(self, param, grad, velocity=None):
+        kernels.optim.sgd(param, grad, velocity, lr=self.lr, momentum=self.momentum,
+                          nesterov=self.nesterov, weight_decay=self.weight_decay, check=False)
+
+    def get_config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class RMSProp(Optimizer):
+    """RMSProp: divide the gradient by a running RMS of recent gradients (Hinton, 2012).
+
+    ``s = alpha s + (1 - alpha) g^2``; ``u = g / (sqrt(s) + eps)``; ``p -= lr u``, or with
+    momentum ``b = momentum b + u; p -= lr b``.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, lr: float, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        self.alpha = _number("RMSProp", "alpha", alpha, high=1.0)
+        self.eps = _number("RMSProp", "eps", eps, low_open=True,
+                           what="a positive finite number")
+        self.momentum = _number("RMSProp", "momentum", momentum, high=1.0)
+
+    def slot_names(self):
+        return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
+
+    def _update(self, param, grad, square_avg, momentum_buffer=None):
+        kernels.optim.rmsprop(param, grad, square_avg, momentum_buffer, lr=self.lr,
+                              alpha=self.alpha, eps=self.eps, momentum=self.momentum,
+                              weight_decay=self.weight_decay, check=False)
+
+    def get_config(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma and Ba, https://arxiv.org/abs/1412.6980).
+
+    ``weight_decay`` is L2 regularisation added to the gradient; AdamW decouples it.
+    """
+
+    name = "adam"
+    decoupled = False
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        cls = type(self).__name__
+        self.beta1 = _number(cls, "beta1", beta1, high=1.0)
+        self.beta2 = _number(cls, "beta2", beta2, high=1.0)
+        self.eps = _number(cls, "eps", eps, low_open=True, what="a positive finite number")
+
+    def slot_names(self):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _update(self, param, grad, exp_avg, exp_avg_sq):
+        kernels.optim.adam(param, grad, exp_avg, exp_avg_sq, lr=self.lr, step=self.iterations,
+                           beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                           weight_decay=self.weight_decay, decoupled=self.decoupled,
+                           check=False)
+
+    def get_config(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p *= 1 - lr * weight_decay`` before the Adam step
+    (Loshchilov and Hutter, https://arxiv.org/abs/1711.05101)."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+
+def clip_grad_norm(grads: list, max_norm: float) -> float:
+    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``.
+
+    Returns the norm before clipping. A non-finite norm is returned without scaling, so the
+    divergence stays visible to the stopping rules instead of being zeroed out.
+    """
+    max_norm = _number("clip_grad_norm", "max_norm", max_norm, low_open=True,
+                       what="a positive finite number")
+    total = math.sqrt(kernels.optim.squared_norm(grads))
+    if math.isfinite(total) and total > max_norm:
+        kernels.optim.scale_(grads, max_norm / (total + 1e-6))
+    return total
