@@ -592,7 +592,10 @@ def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, 
                    and run.batch_size != ck.metadata["training"]["batch_size"])
     saved = ck.metadata["checkpointing"]
     if every == "saved":
-        every = parse_every(saved["every"]) if save is not None else None
+        try:
+            every = parse_every(saved["every"]) if save is not None else None
+        except ConfigError as exc:
+            raise CheckpointError(f"{ck.where}: the saved cadence is invalid: {exc}") from None
     run.checkpointer = attach(run, save, every, best=saved["best"])
     run.resumed_from = ck
     return run
@@ -632,9 +635,8 @@ def _refuse_changes(ck: Checkpoint, stored: dict, overrides: dict, host) -> None
                 pass
         elif name == "optimizer":
             saved = training["optimizer"]
-        elif name == "dataset":
-            if _same_dataset(given, saved, ck):
-                continue
+        elif name == "dataset" and _same_dataset(given, saved, ck):
+            continue
         if given != saved:
             differ.append(f"{name}: checkpoint {saved!r}, given {given!r}")
     if differ:
@@ -653,7 +655,10 @@ def _check_data_fits(ck: Checkpoint, spec, dataset, what: str) -> None:
     """The data must have the shape, kind, task and classes the model was built for."""
     saved = ck.spec
     diffs = []
-    for field in ("input_shape", "kind", "task", "output_size", "num_classes"):
+    compared = ("input_shape", "kind", "task", "output_size")
+    if saved.task == "classify":
+        compared += ("num_classes",)
+    for field in compared:
         a, b = getattr(saved, field), getattr(spec, field)
         if a != b:
             diffs.append(f"{field} {tuple(a) if field == 'input_shape' else a!r} "
@@ -687,22 +692,20 @@ def load_run_state(run, ck: Checkpoint, *, lr=None, batch_size_changed=False) ->
 
 
 def _load_model_state(model, state: dict, where: str) -> None:
+    targets = {name: p.value for name, p in model.named_parameters()}
+    targets.update(dict(model.named_buffers()))
+    for name, target in targets.items():
+        if name in state and state[name].dtype != target.dtype:
+            raise CheckpointError(f"{where}: model.{name} is {state[name].dtype}; expected "
+                                  f"{target.dtype}, the dtype of this model")
     try:
         model.load_state_dict(state)
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
-    for name, target in model.state_dict().items():
-        if state[name].dtype != target.dtype:
-            raise CheckpointError(f"{where}: model.{name} is {state[name].dtype}; this model "
-                                  f"is {target.dtype} (the dtype must match)")
 
 
 def _load_optimizer(run, ck: Checkpoint, lr) -> None:
     meta = ck.metadata["optimizer"]
-    if meta["name"] != run.optimizer_name and run.host.optimizers.get(meta["name"]) is not \
-            run.host.optimizers.get(run.optimizer_name):
-        raise ConfigError(f"cannot resume {ck.path}: optimizer: checkpoint {meta['name']!r}, "
-                          f"given {run.optimizer_name!r}")
     state = {**meta, "slots": {k: np.array(v) for k, v in ck.optimizer_slots.items()}}
     try:
         run.optimizer.load_state_dict(state)

@@ -238,7 +238,7 @@ def read_inputs(path, input_shape):
                         f"{describe_array(x)}")
     if len(x) == 0:
         raise DataError(f"input {path}: is empty; expected at least one example of shape "
-                        f"({shape_text})")
+                        f"{expected}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise DataError(f"input {path}: contains {bad} NaN or Inf values; expected finite "
