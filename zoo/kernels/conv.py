@@ -112,31 +112,64 @@ def _col2im2d(cols, dxp, kh, kw, sh, sw, dh, dw, oh, ow):
 
 
 @njit
-def _fnp_to_nfp(y, bias, out, use_bias):
-    n_, f_, p_ = out.shape
+def _im2col2d_wide(xpf, cols, kh, kw, dh, dw, pitch, m):
+    n_, c_ = xpf.shape[0], xpf.shape[1]
     for n in range(n_):
-        for f in range(f_):
-            b = bias[f] if use_bias else 0.0
-            src = y[f, n * p_:]
-            dst = out[n, f]
-            for p in range(p_):
-                dst[p] = src[p] + b
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    dst = cols[(c * kh + i) * kw + j, n * m:]
+                    src = xpf[n, c, i * dh * pitch + j * dw:]
+                    for p in range(m):
+                        dst[p] = src[p]
 
 
 @njit
-def _nfp_to_fnp(g, out, db, use_bias):
-    n_, f_, p_ = g.shape
+def _col2im2d_wide(cols, dxpf, kh, kw, dh, dw, pitch, m):
+    n_, c_ = dxpf.shape[0], dxpf.shape[1]
+    dxpf[:] = 0
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    src = cols[(c * kh + i) * kw + j, n * m:]
+                    dst = dxpf[n, c, i * dh * pitch + j * dw:]
+                    for p in range(m):
+                        dst[p] += src[p]
+
+
+@njit
+def _fnp_to_nfp(y, bias, out, m, pitch, use_bias):
+    n_, f_, oh, ow = out.shape
+    for n in range(n_):
+        for f in range(f_):
+            b = bias[f] if use_bias else 0.0
+            src = y[f, n * m:]
+            for r in range(oh):
+                s = src[r * pitch:]
+                d = out[n, f, r]
+                for t in range(ow):
+                    d[t] = s[t] + b
+
+
+@njit
+def _nfp_to_fnp(g, out, db, m, pitch, use_bias):
+    n_, f_, oh, ow = g.shape
     if use_bias:
         db[:] = 0
     for n in range(n_):
         for f in range(f_):
-            src = g[n, f]
-            dst = out[f, n * p_:]
+            dst = out[f, n * m:]
             acc = 0.0
-            for p in range(p_):
-                v = src[p]
-                dst[p] = v
-                acc += v
+            for r in range(oh):
+                s = g[n, f, r]
+                d = dst[r * pitch:]
+                for t in range(ow):
+                    d[t] = s[t]
+                    acc += s[t]
+                if r < oh - 1:
+                    for t in range(ow, pitch):
+                        d[t] = 0
             if use_bias:
                 db[f] += acc
 
@@ -183,49 +216,88 @@ def _check_padded(name, xp, kernel_size, stride, dilation, output_size):
                             f"{output_size} outputs of kernel {kernel_size}")
 
 
-def im2col2d(xp, kernel_size, stride, dilation, output_size, out=None):
-    """Lower padded images ``(N, C, HP, WP)`` to columns ``(C * KH * KW, N * OH * OW)``.
+def wide_length(output_size, pitch) -> int:
+    """Columns per example in the wide layout: output rows ``pitch`` apart, the last one short."""
+    return (output_size[0] - 1) * pitch + output_size[1]
 
-    ``kernel_size``, ``stride``, ``dilation`` and ``output_size`` are ``(h, w)`` pairs.
+
+def im2col2d(xp, kernel_size, stride, dilation, output_size, out=None, wide=False):
+    """Lower padded images ``(N, C, HP, WP)`` to columns ``(C * KH * KW, N * L)``.
+
+    ``kernel_size``, ``stride``, ``dilation`` and ``output_size`` are ``(h, w)`` pairs. By
+    default ``L = OH * OW`` and column ``n * L + y * OW + x`` is output ``(y, x)``. With
+    ``wide=True`` (stride 1 only) output rows are ``WP`` apart (``L = wide_length(output_size,
+    WP)``), so each row of ``cols`` is one contiguous copy per example; the ``WP - OW`` columns
+    after each output row are unused.
     """
     _check("im2col2d: xp", xp, 4)
     _check_padded("im2col2d", xp, kernel_size, stride, dilation, output_size)
     (kh, kw), (oh, ow) = kernel_size, output_size
-    n, c = xp.shape[:2]
+    n, c, hp, wp = xp.shape
+    if wide:
+        if tuple(stride) != (1, 1):
+            raise DataError(f"im2col2d: the wide layout needs stride (1, 1); received {stride}")
+        m = wide_length(output_size, wp)
+        cols = _out(out, (c * kh * kw, n * m), xp.dtype, "im2col2d")
+        _im2col2d_wide(xp.reshape(n, c, hp * wp), cols, kh, kw, *dilation, wp, m)
+        return cols
     cols = _out(out, (c * kh * kw, n * oh * ow), xp.dtype, "im2col2d")
     _im2col2d(xp, cols, kh, kw, *stride, *dilation, oh, ow)
     return cols
 
 
-def col2im2d(cols, padded_shape, kernel_size, stride, dilation, output_size, out=None):
-    """Scatter-add columns back to a padded image buffer of ``padded_shape`` (zeroed first)."""
+def col2im2d(cols, padded_shape, kernel_size, stride, dilation, output_size, out=None,
+             wide=False):
+    """Scatter-add columns (laid out as ``im2col2d`` makes them) back to a padded image buffer
+    of ``padded_shape``, zeroed first."""
     _check("col2im2d: cols", cols, 2)
     (kh, kw), (oh, ow) = kernel_size, output_size
-    n, c = padded_shape[:2]
-    if cols.shape != (c * kh * kw, n * oh * ow):
-        raise DataError(f"col2im2d: cols must have shape {(c * kh * kw, n * oh * ow)}; "
+    n, c, hp, wp = padded_shape
+    m = wide_length(output_size, wp) if wide else oh * ow
+    if cols.shape != (c * kh * kw, n * m):
+        raise DataError(f"col2im2d: cols must have shape {(c * kh * kw, n * m)}; "
                         f"received {describe_array(cols)}")
     dxp = _out(out, tuple(padded_shape), cols.dtype, "col2im2d")
     _check_padded("col2im2d", dxp, kernel_size, stride, dilation, output_size)
-    _col2im2d(cols, dxp, kh, kw, *stride, *dilation, oh, ow)
+    if wide:
+        if tuple(stride) != (1, 1):
+            raise DataError(f"col2im2d: the wide layout needs stride (1, 1); received {stride}")
+        _col2im2d_wide(cols, dxp.reshape(n, c, hp * wp), kh, kw, *dilation, wp, m)
+    else:
+        _col2im2d(cols, dxp, kh, kw, *stride, *dilation, oh, ow)
     return dxp
 
 
-def fnp_to_nfp(y, bias, out):
-    """``out[n, f, p] = y[f, n * P + p] + bias[f]`` (``bias`` may be None); returns ``out``."""
+def fnp_to_nfp(y, bias, out, pitch=None):
+    """Output images from the GEMM result: ``out[n, f, r, t] = y[f, n * L + r * pitch + t]
+    + bias[f]``, ``L = y.shape[1] // N``; ``pitch`` is OW (default) or WP for the wide layout.
+    ``bias`` may be None. Returns ``out``."""
     _check("fnp_to_nfp: y", y, 2)
-    _check("fnp_to_nfp: out", out, 3, y.dtype)
+    _check("fnp_to_nfp: out", out, 4, y.dtype)
+    n, f, oh, ow = out.shape
+    pitch = ow if pitch is None else pitch
+    m = y.shape[1] // n
+    if y.shape != (f, n * m) or m != wide_length((oh, ow), pitch):
+        raise DataError(f"fnp_to_nfp: y must have shape {(f, n * wide_length((oh, ow), pitch))}"
+                        f"; received {describe_array(y)}")
     use_bias = bias is not None
-    _fnp_to_nfp(y, bias if use_bias else np.empty(0, y.dtype), out, use_bias)
+    _fnp_to_nfp(y, bias if use_bias else np.empty(0, y.dtype), out, m, pitch, use_bias)
     return out
 
 
-def nfp_to_fnp(g, out, db=None):
-    """``out[f, n * P + p] = g[n, f, p]`` and, if given, ``db[f] = sum over n, p``."""
-    _check("nfp_to_fnp: g", g, 3)
+def nfp_to_fnp(g, out, db=None, pitch=None):
+    """The inverse move for output gradients ``(N, F, OH, OW) -> (F, N * L)``, zeros in the
+    unused columns of the wide layout; ``db[f]``, if given, gets the sum over n, r, t."""
+    _check("nfp_to_fnp: g", g, 4)
     _check("nfp_to_fnp: out", out, 2, g.dtype)
+    n, f, oh, ow = g.shape
+    pitch = ow if pitch is None else pitch
+    m = wide_length((oh, ow), pitch)
+    if out.shape != (f, n * m):
+        raise DataError(f"nfp_to_fnp: out must have shape {(f, n * m)}; "
+                        f"received {describe_array(out)}")
     use_bias = db is not None
-    _nfp_to_fnp(g, out, db if use_bias else np.empty(0, g.dtype), use_bias)
+    _nfp_to_fnp(g, out, db if use_bias else np.empty(0, g.dtype), m, pitch, use_bias)
     return out
 
 

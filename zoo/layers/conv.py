@@ -183,6 +183,7 @@ class Conv2D(_Conv):
         kh, kw = self.kernel_size
         self._add_parameters((self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw, rng)
         self.direct = self.stride == (1, 1) and c * kh * kw <= DIRECT_MAX_TAPS
+        self.wide = self.stride == (1, 1)  # contiguous im2col copies (zoo.kernels.conv)
         self.input_shape = tuple(input_shape)
         self.output_shape = (self.filters, oh, ow)
         self.built = True
@@ -208,27 +209,40 @@ class Conv2D(_Conv):
             self._xp = xp
             return kernels.conv.conv2d_direct(xp, self.weight.value, bias, self.dilation,
                                               self.out_hw)
-        n, f, p = x.shape[0], self.filters, self.out_hw[0] * self.out_hw[1]
-        rows = self.input_shape[0] * self.kernel_size[0] * self.kernel_size[1]
+        n, f = x.shape[0], self.filters
         cols = kernels.conv.im2col2d(xp, self.kernel_size, self.stride, self.dilation,
-                                     self.out_hw, out=self._buffer("cols", (rows, n * p)))
-        y = np.matmul(self.weight.value.reshape(f, -1), cols, out=self._buffer("y", (f, n * p)))
-        out = kernels.conv.fnp_to_nfp(y, bias, np.empty((n, f, p), self.dtype))
+                                     self.out_hw, out=self._cols_buffer(xp.shape), wide=self.wide)
+        y = np.matmul(self.weight.value.reshape(f, -1), cols,
+                      out=self._buffer("y", (f, cols.shape[1])))
+        out = np.empty((n, *self.output_shape), self.dtype)
         self._cols = cols
-        return out.reshape(n, *self.output_shape)
+        return kernels.conv.fnp_to_nfp(y, bias, out, pitch=self._pitch(xp.shape))
+
+    def _pitch(self, xp_shape):
+        return xp_shape[3] if self.wide else self.out_hw[1]
+
+    def _cols_buffer(self, xp_shape):
+        oh, ow = self.out_hw
+        per_example = kernels.conv.wide_length(self.out_hw, xp_shape[3]) if self.wide \
+            else oh * ow
+        rows = self.input_shape[0] * self.kernel_size[0] * self.kernel_size[1]
+        return self._buffer("cols", (rows, xp_shape[0] * per_example))
 
     def backward(self, grad_out):
         grad_out = np.ascontiguousarray(grad_out)
-        n, f, p = grad_out.shape[0], self.filters, self.out_hw[0] * self.out_hw[1]
+        n, f = grad_out.shape[0], self.filters
         dbias = self.bias.grad if self.use_bias else None
         if self.direct:
             dxp = kernels.conv.conv2d_direct_backward(grad_out, self._xp, self.weight.value,
                                                       self.dilation, self.weight.grad, dbias,
                                                       input_grad=self.needs_input_grad)
         else:
-            g = kernels.conv.nfp_to_fnp(grad_out.reshape(n, f, p),
-                                        self._buffer("g", (f, n * p)), dbias)
-            np.matmul(g, self._cols.T, out=self.weight.grad.reshape(f, -1))
+            g = kernels.conv.nfp_to_fnp(grad_out, self._buffer("g", (f, self._cols.shape[1])),
+                                        dbias, pitch=self._pitch(self._xp_shape))
+            # cols @ g.T is the same product transposed, and runs ~1.7x faster in OpenBLAS
+            # than g @ cols.T for these shapes (a long inner dimension)
+            dwt = np.matmul(self._cols, g.T, out=self._buffer("dwt", (self._cols.shape[0], f)))
+            self.weight.grad.reshape(f, -1)[...] = dwt.T
             dxp = self._col2im(g) if self.needs_input_grad else None
         if dxp is None or dxp.shape[1:] == self.input_shape:
             return dxp
@@ -241,7 +255,7 @@ class Conv2D(_Conv):
         # a padded gradient goes to a scratch buffer and is cropped into a new array
         out = None if xp_shape[1:] == self.input_shape else self._buffer("dxp", xp_shape)
         return kernels.conv.col2im2d(dcols, xp_shape, self.kernel_size, self.stride,
-                                     self.dilation, self.out_hw, out=out)
+                                     self.dilation, self.out_hw, out=out, wide=self.wide)
 
 
 class Conv1D(_Conv):
