@@ -85,22 +85,22 @@ class Dense(Layer):
         self._shape = x.shape
         self._rows = x.size // x.shape[-1]
         self._out_shape = (*x.shape[:-1], self.units)
-        self._buffers = None  # training buffers for this shape, made on first use
+        self._work = None  # training buffers for this shape, made on first use
         return x
 
     def _training_buffers(self):
         rows, dt = self._rows, self._dt
         y = np.empty((rows, self.units), dt)
-        self._buffers = (y, np.empty_like(y) if self.activation == "gelu" else None,
+        self._work = (y, np.empty_like(y) if self.activation == "gelu" else None,
                          np.empty_like(y), np.empty((rows, self._shape[-1]), dt))
-        return self._buffers
+        return self._work
 
     def forward(self, x, training=False):
         if x.shape != self._shape or x.dtype is not self._dt:
             x = self._accept(x)
         x2 = x if x.ndim == 2 else x.reshape(self._rows, x.shape[-1])
         if training:
-            y, pre, _, _ = self._buffers or self._training_buffers()
+            y, pre, _, _ = self._work or self._training_buffers()
         else:  # inference returns a fresh array: callers may keep outputs of several batches
             y = np.empty((self._rows, self.units), self._dt)
             pre = np.empty_like(y) if self.activation == "gelu" else None
@@ -118,7 +118,7 @@ class Dense(Layer):
                 or not grad_out.flags.c_contiguous:
             grad_out = _accept_grad(self, grad_out, self._out_shape)
         g2 = grad_out if grad_out.ndim == 2 else grad_out.reshape(self._rows, self.units)
-        buffers = self._buffers or self._training_buffers()
+        buffers = self._work or self._training_buffers()
         if self.activation is not None:
             bias_grad = self.bias.grad if self.use_bias else self._scratch_grad
             dz = kernels.dense.act_backward(g2, self._cache, self.activation, buffers[2],
