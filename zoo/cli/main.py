@@ -79,7 +79,7 @@ def _register_commands() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     for optional in ("zoo.cli.checkpoints", "zoo.cli.compare", "zoo.cli.runs",
-                     "zoo.cli.scaffold"):
+                     "zoo.cli.scaffold", "zoo.cli.encode"):
         try:
             module = __import__(optional, fromlist=["COMMANDS"])
         except ModuleNotFoundError as exc:

@@ -59,7 +59,8 @@ class Dataset:
         else:
             out = int(np.prod(self.x_train.shape[1:]))
         return DataSpec(self.x_train.shape[1:], self.kind, self.task, out,
-                        self.num_classes, self.name)
+                        self.num_classes, self.name,
+                        (float(self.x_train.min()), float(self.x_train.max())))
 
     def validate(self) -> None:
         """Raise one DataError naming what was expected and what was received."""

@@ -23,6 +23,8 @@ class DataSpec:
         output_size: classes for classify, targets for regress, input size for reconstruct.
         num_classes: the number of classes of labelled data (also for an autoencoder on it).
         name: the dataset's name, for messages.
+        input_range: ``(min, max)`` of the training inputs, so a builder can pick an output
+            activation and loss that fit (sigmoid + BCE for data in [0, 1]).
     """
 
     input_shape: tuple
@@ -31,9 +33,12 @@ class DataSpec:
     output_size: int
     num_classes: int | None = None
     name: str = ""
+    input_range: tuple | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.input_range is not None:
+            object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
         if self.kind not in KINDS:
             raise ConfigError(f"data kind must be one of {', '.join(KINDS)}; received {self.kind!r}")
         if self.task not in TASKS:
@@ -52,14 +57,17 @@ class DataSpec:
     def with_task(self, task: str) -> DataSpec:
         """The same data seen under another task (an autoencoder reconstructs labelled data)."""
         output_size = self.input_size if task == "reconstruct" else self.output_size
-        return DataSpec(self.input_shape, self.kind, task, output_size, self.num_classes, self.name)
+        return DataSpec(self.input_shape, self.kind, task, output_size, self.num_classes,
+                        self.name, self.input_range)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
+        d["input_range"] = None if self.input_range is None else list(self.input_range)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSpec:
         return cls(**{k: d[k] for k in ("input_shape", "kind", "task", "output_size")},
-                   num_classes=d.get("num_classes"), name=d.get("name", ""))
+                   num_classes=d.get("num_classes"), name=d.get("name", ""),
+                   input_range=d.get("input_range"))
