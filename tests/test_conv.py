@@ -294,3 +294,92 @@ def test_config_round_trips():
     assert repr(one) == "Conv1D(filters=8, kernel_size=5, padding=2)"
     assert repr(Conv2D(6, (5, 5), padding=(2, 2))) == "Conv2D(filters=6, kernel_size=5, padding=2)"
     assert Conv2D(4, (3, 1)).get_config()["kernel_size"] == (3, 1)
+
+
+# -- the cnn architecture plugin -------------------------------------------------------------
+def _cnn():
+    from zoo.plugins import get_host
+
+    return get_host().architectures.get("cnn")
+
+
+def _built(spec, **options):
+    arch = _cnn()
+    model = arch.build(spec, arch.resolve_options(options))
+    model.build(spec.input_shape, np.random.default_rng(0))
+    return model
+
+
+def test_cnn_adapts_to_the_kind_of_data():
+    from zoo.data.spec import DataSpec
+
+    vector = _built(DataSpec((40,), "vector", "classify", 10, 10))
+    names = [type(layer).__name__ for layer in vector.layers]
+    assert names[:2] == ["Reshape", "Conv1D"] and "Conv2D" not in names
+    assert vector.layers[1].input_shape == (40, 1)
+    sequence = _built(DataSpec((6, 2), "sequence", "regress", 2))
+    assert type(sequence.layers[0]).__name__ == "Conv1D"
+    image = _built(DataSpec((1, 8, 8), "image", "classify", 10, 10))
+    assert type(image.layers[0]).__name__ == "Conv2D"
+    for model, shape in ((vector, (40,)), (sequence, (6, 2)), (image, (1, 8, 8))):
+        x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)
+        assert model.forward(x, training=True).shape == (3, model.output_shape[0])
+
+
+def test_lenet5_preset_is_the_classic_network():
+    from zoo.data.spec import DataSpec
+
+    model = _built(DataSpec((1, 28, 28), "image", "classify", 10, 10), preset="lenet5")
+    assert model.num_params == 61_706  # LeCun et al. 1998's count for 28x28 inputs
+    assert [layer.output_shape for layer in model.layers if layer.num_params] == [
+        (6, 28, 28), (16, 10, 10), (120,), (84,), (10,)]
+    # small inputs get padding instead of an error
+    small = _built(DataSpec((1, 8, 8), "image", "classify", 10, 10), preset="lenet5")
+    assert small.output_shape == (10,)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"preset": "lenet5"},
+    {"batch_norm": False, "pooling": "avg", "global_pool": True, "dropout": 0.2, "depth": 2,
+     "activation": "tanh", "hidden": ""},
+])
+def test_cnn_passes_the_conformance_kit(options):
+    from zoo.testing import check_architecture
+
+    done = check_architecture("cnn", options=options)
+    assert "image/classify: gradients" in done and "vector/classify: training" in done
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"depth": 0}, "option depth must be a positive integer"),
+    ({"channels": ""}, "option channels must be one or more positive integers"),
+    ({"channels": "16,0"}, "option channels"),
+    ({"dropout": 1.0}, r"option dropout must be in \[0, 1\)"),
+    ({"kernel_size": -1}, "option kernel_size"),
+    ({"pooling": "min"}, "option pooling must be one of max, avg, none"),
+])
+def test_cnn_options_are_validated(options, match):
+    from zoo.data.spec import DataSpec
+
+    with pytest.raises(ConfigError, match=match):
+        arch = _cnn()
+        arch.build(DataSpec((8,), "vector", "classify", 3, 3), arch.resolve_options(options))
+
+
+def test_cnn_plugin_imports_no_numerics():
+    import subprocess
+    import sys
+
+    code = ("import sys, zoo_plugins.cnn; "
+            "print(sorted(m for m in ('numba', 'zoo.layers.conv', 'zoo.kernels.conv') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cnn_learns_digits_in_a_few_epochs():
+    from zoo.run import RunConfig, train
+
+    result = train(RunConfig(arch="cnn", dataset="digits", epochs=4, seed=0))
+    assert result.test["accuracy"] > 0.9
+    assert result.arch == "cnn" and result.epochs == 4
