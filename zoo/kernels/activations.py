@@ -236,7 +236,7 @@ def backward(name: str, grad_out: np.ndarray, cached: np.ndarray,
     if check:
         fn = name + "_backward"
         check_float(fn, "grad_out", grad_out)
-        check_float(fn, BACKWARD_FROM[name], cached, grad_out)
+        check_float(fn, "y" if BACKWARD_FROM[name] == "output" else "x", cached, grad_out)
         out = output(fn, out, grad_out)
     KERNELS[name][1](grad_out, cached, out, negative_slope)
     return out

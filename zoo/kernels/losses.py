@@ -7,7 +7,8 @@
   overflow for any z), ``grad = (sigmoid(z) - t) / size``;
 - ``softmax(logits)`` for predictions.
 
-Sums are accumulated in float64 whatever the array dtype. A kernel that meets an invalid target
+Sums are accumulated in float64 whatever the array dtype; the two cross-entropies compile
+without fast-math, whose reassociation would undo their cancellation-safe ordering. A kernel that meets an invalid target
 (a label out of range, a BCE target outside [0, 1]) returns -1 instead of scanning the targets
 beforehand (two extra passes per step); the wrapper then finds it and raises DataError.
 """
@@ -21,7 +22,9 @@ from zoo.kernels._jit import njit
 from zoo.kernels.activations import check_float, output
 
 
-@njit
+# No fast-math where a huge term cancels (m - z[label], max(v, 0) - v y): reassociation could
+# add it to the running total first and lose everything else (1e30 + 2001 - 1e30 = 0).
+@njit(fastmath=False)
 def _softmax_ce(z, labels, grad):
     n, c = z.shape
     inv_n = 1.0 / n
@@ -46,7 +49,7 @@ def _softmax_ce(z, labels, grad):
     return total * inv_n
 
 
-@njit
+@njit(fastmath=False)
 def _softmax(z, out):
     n, c = z.shape
     for i in range(n):
@@ -75,7 +78,7 @@ def _mse(p, t, grad):
     return total / pf.size
 
 
-@njit
+@njit(fastmath=False)
 def _bce_logits(z, t, grad):
     zf, tf, gf = z.reshape(z.size), t.reshape(t.size), grad.reshape(grad.size)
     inv = 1.0 / zf.size
