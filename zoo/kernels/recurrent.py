@@ -44,6 +44,7 @@ import ctypes
 import glob
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -61,9 +62,10 @@ _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
 # Inputs up to this width are projected inside the cells rather than by one GEMM.
 FUSE_MAX_FEATURES = 16
-# Split the batch across threads only with at least this many rows per thread and this much
-# multiply-add work per step (rows x units x gate width); below it threads cost more.
-MIN_ROWS_PER_THREAD = 8
+# Split the batch into blocks (one per thread) only with at least this many rows per block
+# and this much multiply-add work per step (rows x units x gate width); below, threads cost
+# more than they save.
+MIN_ROWS_PER_BLOCK = 8
 MIN_WORK = 1 << 18
 
 
@@ -278,6 +280,11 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
 # -- threads and BLAS ------------------------------------------------------------------------
 _BLAS_LOCAL = []  # [setter or None], looked up once
 _POOL = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
+# Running estimate of (parallel time) / (the calling thread's own block time); serial would
+# be about the number of blocks. Above BALANCE_LIMIT x blocks, run serially and probe.
+_BALANCE = {"ratio": 1.0, "skipped": 0}
+BALANCE_LIMIT = 0.8
+PROBE_EVERY = 16
 
 
 def _blas_local_threads():
@@ -310,12 +317,15 @@ def _blas_local_threads():
     return setter
 
 
-def _threads(rows: int, work: int) -> int:
-    """How many threads to split ``rows`` independent rows over."""
-    cap = min(int(numba.config.NUMBA_NUM_THREADS), rows // MIN_ROWS_PER_THREAD)
-    if cap < 2 or work < MIN_WORK or _blas_local_threads() is None:
+def _blocks(rows: int, work: int) -> int:
+    """How many row blocks to cut ``rows`` independent rows into (one per thread).
+
+    It depends on sizes and ``NUMBA_NUM_THREADS`` only, never on timing, so results are the
+    same whether the blocks then run in parallel or one after another.
+    """
+    if work < MIN_WORK:
         return 1
-    return cap
+    return max(1, min(int(numba.config.NUMBA_NUM_THREADS), rows // MIN_ROWS_PER_BLOCK))
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -329,19 +339,39 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _POOL["pool"]
 
 
-def _parallel(fn, rows: int, threads: int) -> list:
-    """``[fn(lo, hi) for each block]`` over ``threads`` contiguous blocks of ``range(rows)``."""
-    if threads <= 1:
-        return [fn(0, rows)]
-    cuts = [rows * i // threads for i in range(threads + 1)]
-    futures = [_pool(threads - 1).submit(fn, cuts[i], cuts[i + 1]) for i in range(1, threads)]
+def _parallel(fn, rows: int, blocks: int) -> list:
+    """``[fn(lo, hi) for each block]`` over ``blocks`` contiguous blocks of ``range(rows)``.
+
+    Blocks run in parallel threads, the calling thread taking the first. When the others keep
+    finishing much later than it (a core busy with another process: a split then costs more
+    than it saves), they run one after another in the calling thread, with a parallel probe
+    every ``PROBE_EVERY`` calls. BLAS is held to one thread in every block: these GEMMs are
+    too small to gain from more, and spinning BLAS threads on a busy core cost up to 10x.
+    """
+    cuts = [rows * i // blocks for i in range(blocks + 1)]
     setter = _blas_local_threads()
-    previous = setter(1)
+    parallel = blocks > 1 and setter is not None
+    if parallel and _BALANCE["ratio"] > BALANCE_LIMIT * blocks:
+        _BALANCE["skipped"] += 1
+        parallel = _BALANCE["skipped"] % PROBE_EVERY == 0
+    futures = []
+    if parallel:
+        pool = _pool(blocks - 1)
+        futures = [pool.submit(fn, cuts[i], cuts[i + 1]) for i in range(1, blocks)]
+    previous = setter(1) if setter is not None else None
+    start = time.perf_counter()
     try:
-        first = fn(cuts[0], cuts[1])
+        results = [fn(cuts[i], cuts[i + 1]) for i in range(1 if parallel else blocks)]
     finally:
-        setter(previous)
-    return [first] + [f.result() for f in futures]
+        if setter is not None:
+            setter(previous)
+    if parallel:
+        own = time.perf_counter() - start
+        results += [f.result() for f in futures]
+        # Serial would take about blocks * own: how long did the split take, relative to own?
+        ratio = (time.perf_counter() - start) / max(own, 1e-9)
+        _BALANCE["ratio"] = 0.5 * _BALANCE["ratio"] + 0.5 * ratio
+    return results
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -378,7 +408,7 @@ def _check_dh_out(dh_out, t_, n_, u_, dtype) -> bool:
     return every
 
 
-def _project(x, w_in, gates, threads: int) -> bool:
+def _project(x, w_in, gates, blocks: int) -> bool:
     """Project wide inputs with one GEMM (split over time); True if the cells must do it."""
     t_, n_, f_ = x.shape
     if f_ <= FUSE_MAX_FEATURES:
@@ -386,11 +416,11 @@ def _project(x, w_in, gates, threads: int) -> bool:
     x2 = x.reshape(t_ * n_, f_)
     g2 = gates.reshape(t_ * n_, -1)
     _parallel(lambda lo, hi: np.matmul(x2[lo * n_:hi * n_], w_in, out=g2[lo * n_:hi * n_]),
-              t_, min(threads, t_))
+              t_, min(blocks, t_))
     return False
 
 
-def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, threads) -> None:
+def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) -> None:
     """dx, dW_in and dW_rec as GEMMs over all steps, split into column (row) blocks."""
     t_, n_, f_ = x.shape
     w = dz_in.shape[2]
@@ -403,8 +433,8 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, threads)
     w_in_t = w_in.T
 
     def block(lo, hi):
-        cols = slice(w * lo // threads, w * hi // threads)
-        rows = slice(t_ * n_ * lo // threads, t_ * n_ * hi // threads)
+        cols = slice(w * lo // blocks, w * hi // blocks)
+        rows = slice(t_ * n_ * lo // blocks, t_ * n_ * hi // blocks)
         np.matmul(x2.T, dzi[:, cols], out=dw_in[:, cols])
         if len(h2):
             np.matmul(h2.T, dzr[:, cols], out=dw_rec[:, cols])
@@ -412,7 +442,7 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, threads)
             dw_rec[:, cols] = 0
         np.matmul(dzi[rows], w_in_t, out=dx2[rows])
 
-    _parallel(block, threads, threads)
+    _parallel(block, blocks, blocks)
 
 
 def _at(dh_out, every: bool, t: int, t_: int, lo: int, hi: int):
@@ -439,8 +469,8 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
     _check("bias", bias, (u_,), dt)
     _check("h", h, (t_ + 1, n_, u_), dt)
     _check("gates", gates, (t_, n_, u_), dt)
-    threads = _threads(n_, n_ * u_ * u_)
-    project = _project(x, w_in, gates, threads)
+    blocks = _blocks(n_, n_ * u_ * u_)
+    project = _project(x, w_in, gates, blocks)
 
     def rows(lo, hi):
         rec = np.zeros((hi - lo, u_), dt)
@@ -449,7 +479,7 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
                 np.matmul(h[t, lo:hi], w_rec, out=rec)
             _rnn_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, h[t + 1, lo:hi])
 
-    _parallel(rows, n_, threads)
+    _parallel(rows, n_, blocks)
 
 
 def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
@@ -472,7 +502,7 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
         _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
     w_t = np.ascontiguousarray(w_rec.T)  # a contiguous R^T makes the step GEMMs faster
-    threads = _threads(n_, n_ * u_ * u_)
+    blocks = _blocks(n_, n_ * u_ * u_)
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
@@ -484,9 +514,9 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
                 np.matmul(dz[t, lo:hi], w_t, out=dh_rec)
         return dh_rec, db_part
 
-    parts = _parallel(rows, n_, threads)
+    parts = _parallel(rows, n_, blocks)
     np.sum([p[1] for p in parts], axis=0, out=db)
-    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, threads)
+    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, blocks)
     return None if zero_init else np.concatenate([p[0] for p in parts])
 
 
@@ -508,8 +538,8 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
                              ("h", h, (t_ + 1, n_, u_)), ("c", c, (t_ + 1, n_, u_)),
                              ("tanh_c", tanh_c, (t_, n_, u_)), ("gates", gates, (t_, n_, 4 * u_))):
         _check(name, arr, shape, dt)
-    threads = _threads(n_, n_ * u_ * 4 * u_)
-    project = _project(x, w_in, gates, threads)
+    blocks = _blocks(n_, n_ * u_ * 4 * u_)
+    project = _project(x, w_in, gates, blocks)
 
     def rows(lo, hi):
         rec = np.zeros((hi - lo, 4 * u_), dt)
@@ -519,7 +549,7 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
             _lstm_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, c[t, lo:hi],
                        c[t + 1, lo:hi], h[t + 1, lo:hi], tanh_c[t, lo:hi])
 
-    _parallel(rows, n_, threads)
+    _parallel(rows, n_, blocks)
 
 
 def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw_rec, db,
@@ -546,7 +576,7 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     if dc_out is not None:
         _check("dc_out", dc_out, (n_, u_), dt)
     w_t = np.ascontiguousarray(w_rec.T)
-    threads = _threads(n_, n_ * u_ * 4 * u_)
+    blocks = _blocks(n_, n_ * u_ * 4 * u_)
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
@@ -560,9 +590,9 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
                 np.matmul(dz[t, lo:hi], w_t, out=dh_rec)
         return dh_rec, dc, db_part
 
-    parts = _parallel(rows, n_, threads)
+    parts = _parallel(rows, n_, blocks)
     np.sum([p[2] for p in parts], axis=0, out=db)
-    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, threads)
+    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, blocks)
     if zero_init:
         return None, None
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -589,8 +619,8 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
                              ("h", h, (t_ + 1, n_, u_)), ("hn", hn, (t_, n_, u_)),
                              ("gates", gates, (t_, n_, 3 * u_))):
         _check(name, arr, shape, dt)
-    threads = _threads(n_, n_ * u_ * 3 * u_)
-    project = _project(x, w_in, gates, threads)
+    blocks = _blocks(n_, n_ * u_ * 3 * u_)
+    project = _project(x, w_in, gates, blocks)
 
     def rows(lo, hi):
         rec = np.zeros((hi - lo, 3 * u_), dt)
@@ -600,7 +630,7 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
             _gru_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, recurrent_bias,
                       h[t, lo:hi], h[t + 1, lo:hi], hn[t, lo:hi])
 
-    _parallel(rows, n_, threads)
+    _parallel(rows, n_, blocks)
 
 
 def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_rec, db, dbhn,
@@ -627,7 +657,7 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
         _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
     w_t = np.ascontiguousarray(w_rec.T)
-    threads = _threads(n_, n_ * u_ * 3 * u_)
+    blocks = _blocks(n_, n_ * u_ * 3 * u_)
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
@@ -642,8 +672,8 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
                 np.matmul(dzh[t, lo:hi], w_t, out=dh_rec)
         return dh_rec + carry, db_part, dbhn_part
 
-    parts = _parallel(rows, n_, threads)
+    parts = _parallel(rows, n_, blocks)
     np.sum([p[1] for p in parts], axis=0, out=db)
     np.sum([p[2] for p in parts], axis=0, out=dbhn)
-    _gradients(x, w_in, h, dzx, dzh, dx, dw_in, dw_rec, zero_init, threads)
+    _gradients(x, w_in, h, dzx, dzh, dx, dw_in, dw_rec, zero_init, blocks)
     return None if zero_init else np.concatenate([p[0] for p in parts])

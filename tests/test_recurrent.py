@@ -1,0 +1,512 @@
+"""Recurrent kernels, layers, sequence adapters and the rnn / lstm / gru plugins.
+
+Every kernel and layer is compared with a plain numpy oracle that loops over time, backward
+with float64 finite differences of that oracle (kernels) or of the layer itself (layers).
+"""
+
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+from zoo import kernels
+from zoo.errors import ConfigError, DataError
+from zoo.gradcheck import check_layer
+from zoo.layers.base import Layer
+from zoo.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from zoo.layers.sequence import ImageToSequence, TimeMean, VectorToSequence
+from zoo.model import Sequential
+
+R = kernels.recurrent
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+LAYERS = {"rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}
+
+
+# -- the oracle: plain numpy, batch-major, a Python loop over time ---------------------------
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def oracle(cell, x, w_in, w_rec, bias, h0, c0=None, bhn=None):
+    """All states ``(N, T, U)`` (and the last cell state for the LSTM)."""
+    u = w_rec.shape[0]
+    h, c, out = h0, c0, []
+    for t in range(x.shape[1]):
+        xz = x[:, t] @ w_in + bias
+        hz = h @ w_rec
+        if cell == "rnn":
+            h = np.tanh(xz + hz)
+        elif cell == "lstm":
+            z = xz + hz
+            i, f = _sigmoid(z[:, :u]), _sigmoid(z[:, u:2 * u])
+            g, o = np.tanh(z[:, 2 * u:3 * u]), _sigmoid(z[:, 3 * u:])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+        else:
+            r = _sigmoid(xz[:, :u] + hz[:, :u])
+            z = _sigmoid(xz[:, u:2 * u] + hz[:, u:2 * u])
+            n = np.tanh(xz[:, 2 * u:] + r * (hz[:, 2 * u:] + bhn))
+            h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out, axis=1), c
+
+
+def random_problem(cell, n, t, f, u, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    g = GATES[cell]
+    p = {"x": rng.standard_normal((n, t, f)), "w_in": rng.standard_normal((f, g * u)) * 0.5,
+         "w_rec": rng.standard_normal((u, g * u)) * 0.5, "bias": rng.standard_normal(g * u),
+         "h0": rng.standard_normal((n, u)), "c0": rng.standard_normal((n, u)) if cell == "lstm"
+         else None, "bhn": rng.standard_normal(u) if cell == "gru" else None}
+    return {k: None if v is None else v.astype(dtype) for k, v in p.items()}
+
+
+# -- the kernels, called the way the layers call them -----------------------------------------
+def run_kernels(cell, p, zero_init=False, dh_out=None):
+    """Forward (and backward, given ``dh_out`` batch-major) through zoo.kernels.recurrent."""
+    x = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
+    t, n, f = x.shape
+    u = p["w_rec"].shape[0]
+    dt = x.dtype
+    g = GATES[cell] * u
+    h = np.zeros((t + 1, n, u), dt)
+    if not zero_init:
+        h[0] = p["h0"]
+    gates = np.empty((t, n, g), dt)
+    out = {}
+    if cell == "rnn":
+        R.rnn_forward(x, p["w_in"], p["w_rec"], p["bias"], h, gates, zero_init)
+    elif cell == "lstm":
+        c = np.zeros((t + 1, n, u), dt)
+        if not zero_init:
+            c[0] = p["c0"]
+        tanh_c = np.empty((t, n, u), dt)
+        R.lstm_forward(x, p["w_in"], p["w_rec"], p["bias"], h, c, tanh_c, gates, zero_init)
+        out["c"] = c[t]
+    else:
+        hn = np.empty((t, n, u), dt)
+        R.gru_forward(x, p["w_in"], p["w_rec"], p["bias"], p["bhn"], h, hn, gates, zero_init)
+    out["h"] = h[1:].transpose(1, 0, 2)
+    if dh_out is None:
+        return out
+    dh = np.ascontiguousarray(dh_out.transpose(1, 0, 2) if dh_out.ndim == 3 else dh_out)
+    dz = np.empty((t, n, g), dt)
+    dx = np.empty((t, n, f), dt)
+    grads = {"w_in": np.empty_like(p["w_in"]), "w_rec": np.empty_like(p["w_rec"]),
+             "bias": np.empty_like(p["bias"])}
+    common = (grads["w_in"], grads["w_rec"], grads["bias"])
+    if cell == "rnn":
+        grads["h0"] = R.rnn_backward(x, p["w_in"], p["w_rec"], h, dh, dz, dx, *common,
+                                     zero_init)
+    elif cell == "lstm":
+        grads["h0"], grads["c0"] = R.lstm_backward(x, p["w_in"], p["w_rec"], h, c, tanh_c,
+                                                   gates, dh, dz, dx, *common, zero_init)
+    else:
+        grads["bhn"] = np.empty_like(p["bhn"])
+        grads["h0"] = R.gru_backward(x, p["w_in"], p["w_rec"], h, hn, gates, dh, dz,
+                                     np.empty_like(dz), dx, *common, grads["bhn"], zero_init)
+    grads["x"] = dx.transpose(1, 0, 2)
+    out["grads"] = grads
+    return out
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("features", [1, 3, R.FUSE_MAX_FEATURES + 3])
+@pytest.mark.parametrize("zero_init", [False, True])
+def test_forward_kernels_match_the_oracle(cell, features, zero_init):
+    p = random_problem(cell, n=5, t=4, f=features, u=7)
+    if zero_init:
+        p["h0"] = np.zeros_like(p["h0"])
+        p["c0"] = None if p["c0"] is None else np.zeros_like(p["c0"])
+    want, want_c = oracle(cell, p["x"], p["w_in"], p["w_rec"], p["bias"], p["h0"], p["c0"],
+                          p["bhn"])
+    got = run_kernels(cell, p, zero_init)
+    np.testing.assert_allclose(got["h"], want, rtol=1e-12, atol=1e-12)
+    if cell == "lstm":
+        np.testing.assert_allclose(got["c"], want_c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_float32_kernels_agree_with_the_float64_oracle(cell):
+    # float32 uses the rational tanh; over 30 steps its error must stay at float32 level.
+    p = random_problem(cell, n=8, t=30, f=2, u=16, seed=3)
+    p["w_rec"] *= 0.3
+    want, _ = oracle(cell, p["x"], p["w_in"], p["w_rec"], p["bias"], p["h0"], p["c0"], p["bhn"])
+    got = run_kernels(cell, {k: None if v is None else v.astype(np.float32)
+                             for k, v in p.items()})
+    assert got["h"].dtype == np.float32
+    np.testing.assert_allclose(got["h"], want, atol=2e-5)
+
+
+def test_the_float32_tanh_is_accurate_and_saturates():
+    x = np.concatenate([np.linspace(-12, 12, 20001), [-1e30, 1e30, 0.0]]).astype(np.float32)
+    p = {"x": x.reshape(-1, 1, 1), "w_in": np.ones((1, 1), np.float32),
+         "w_rec": np.zeros((1, 1), np.float32), "bias": np.zeros(1, np.float32),
+         "h0": np.zeros((len(x), 1), np.float32), "c0": None, "bhn": None}
+    got = run_kernels("rnn", p, zero_init=True)["h"].ravel()
+    want = np.tanh(x.astype(np.float64))
+    assert np.abs(got - want).max() < 5e-7
+    assert got[-3] == -1 and got[-2] == 1 and got[-1] == 0
+
+
+def _numeric(f, array, eps=1e-6):
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("every_step", [True, False])
+@pytest.mark.parametrize("features", [2, R.FUSE_MAX_FEATURES + 1])
+def test_backward_kernels_match_finite_differences_of_the_oracle(cell, every_step, features):
+    p = random_problem(cell, n=3, t=4, f=features, u=3, seed=1)
+    rng = np.random.default_rng(2)
+    dh_out = rng.standard_normal((3, 4, 3) if every_step else (3, 3))
+
+    def loss():
+        h, _ = oracle(cell, p["x"], p["w_in"], p["w_rec"], p["bias"], p["h0"], p["c0"],
+                      p["bhn"])
+        return float(np.sum((h if every_step else h[:, -1]) * dh_out))
+
+    grads = run_kernels(cell, p, dh_out=dh_out)["grads"]
+    for name in ("x", "w_in", "w_rec", "bias", "h0", "c0", "bhn"):
+        if p[name] is None:
+            continue
+        np.testing.assert_allclose(grads[name], _numeric(loss, p[name]), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{cell} d{name}")
+
+
+def test_lstm_backward_takes_the_gradient_of_the_final_cell_state():
+    p = random_problem("lstm", n=2, t=3, f=2, u=3, seed=4)
+    dc = np.random.default_rng(5).standard_normal((2, 3))
+
+    def loss():
+        _, c = oracle("lstm", p["x"], p["w_in"], p["w_rec"], p["bias"], p["h0"], p["c0"])
+        return float(np.sum(c * dc))
+
+    x = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
+    h = np.zeros((4, 2, 3))
+    c = np.zeros((4, 2, 3))
+    h[0], c[0] = p["h0"], p["c0"]
+    tanh_c, gates, dz, dx = np.empty((3, 2, 3)), np.empty((3, 2, 12)), np.empty((3, 2, 12)), \
+        np.empty((3, 2, 2))
+    R.lstm_forward(x, p["w_in"], p["w_rec"], p["bias"], h, c, tanh_c, gates)
+    dh0, dc0 = R.lstm_backward(x, p["w_in"], p["w_rec"], h, c, tanh_c, gates, np.zeros((2, 3)),
+                               dz, dx, np.empty((2, 12)), np.empty((3, 12)), np.empty(12),
+                               dc_out=dc)
+    np.testing.assert_allclose(dc0, _numeric(loss, p["c0"]), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dh0, _numeric(loss, p["h0"]), rtol=1e-6, atol=1e-8)
+
+
+@pytest.fixture
+def split_blocks(monkeypatch):
+    """Cut even tiny batches into 3 row blocks (one per thread)."""
+    monkeypatch.setattr(R, "MIN_WORK", 0)
+    monkeypatch.setattr(R, "MIN_ROWS_PER_BLOCK", 1)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 3)
+    monkeypatch.setitem(R._BALANCE, "ratio", 1.0)
+    assert R._blocks(7, 1) == 3
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_row_blocks_give_the_same_result_in_parallel_or_in_turn(cell, split_blocks):
+    p = random_problem(cell, n=7, t=5, f=20, u=4, dtype=np.float32, seed=6)
+    dh = np.random.default_rng(7).standard_normal((7, 5, 4)).astype(np.float32)
+    want, _ = oracle(cell, *(p[k].astype(np.float64) if p[k] is not None else None
+                             for k in ("x", "w_in", "w_rec", "bias", "h0", "c0", "bhn")))
+    parallel = run_kernels(cell, p, dh_out=dh)
+    R._BALANCE["ratio"] = 1e9  # as if the other cores were busy: blocks run in turn
+    in_turn = run_kernels(cell, p, dh_out=dh)
+    np.testing.assert_allclose(parallel["h"], want, atol=1e-5)
+    np.testing.assert_array_equal(parallel["h"], in_turn["h"])
+    for name, grad in parallel["grads"].items():
+        np.testing.assert_array_equal(grad, in_turn["grads"][name], err_msg=name)
+
+
+def test_kernel_wrappers_reject_bad_arrays():
+    p = random_problem("rnn", n=2, t=3, f=1, u=4)
+    x = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
+    h, gates = np.zeros((4, 2, 4)), np.zeros((3, 2, 4))
+    with pytest.raises(DataError, match="x must be a C-contiguous"):
+        R.rnn_forward(p["x"].transpose(1, 0, 2), p["w_in"], p["w_rec"], p["bias"], h, gates)
+    with pytest.raises(DataError, match=r"h must have shape \(4, 2, 4\)"):
+        R.rnn_forward(x, p["w_in"], p["w_rec"], p["bias"], h[:3], gates)
+    with pytest.raises(DataError, match="bias must be a float64 array"):
+        R.rnn_forward(x, p["w_in"], p["w_rec"], p["bias"].astype(np.float32), h, gates)
+    with pytest.raises(DataError, match="w_rec must have shape"):
+        R.lstm_forward(x, p["w_in"], p["w_rec"], p["bias"], h, h, gates, gates)
+
+
+# -- layers ----------------------------------------------------------------------------------
+def built(layer, shape, dtype=np.float64, seed=0):
+    layer.dtype = dtype
+    layer.build(shape, np.random.default_rng(seed))
+    return layer
+
+
+def layer_oracle(layer, x, state=None):
+    cell = {SimpleRNN: "rnn", LSTM: "lstm", GRU: "gru"}[type(layer)]
+    n = len(x)
+    h0 = np.zeros((n, layer.units)) if state is None else (state[0] if cell == "lstm" else state)
+    c0 = None if cell != "lstm" else (np.zeros((n, layer.units)) if state is None else state[1])
+    bhn = layer.recurrent_bias.value if cell == "gru" else None
+    xs = x[:, ::-1] if layer.reverse else x
+    h, _ = oracle(cell, xs, layer.input_weight.value, layer.recurrent_weight.value,
+                  layer.bias.value, h0, c0, bhn)
+    if not layer.return_sequences:
+        return h[:, -1]
+    return h[:, ::-1] if layer.reverse else h
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_layers_match_the_oracle(cell, return_sequences, reverse):
+    layer = built(LAYERS[cell](6, return_sequences=return_sequences, reverse=reverse), (5, 3))
+    x = np.random.default_rng(1).standard_normal((4, 5, 3))
+    out = layer.forward(x)
+    assert out.shape == ((4, 5, 6) if return_sequences else (4, 6))
+    np.testing.assert_allclose(out, layer_oracle(layer, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_initial_state_argument_and_attribute(cell):
+    layer = built(LAYERS[cell](4, return_sequences=True), (3, 2))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 2))
+    state = rng.standard_normal((2, 4))
+    if cell == "lstm":
+        state = (state, rng.standard_normal((2, 4)))
+    want = layer_oracle(layer, x, state)
+    np.testing.assert_allclose(layer.forward(x, initial_state=state), want, atol=1e-12)
+    layer.initial_state = state
+    np.testing.assert_allclose(layer.forward(x), want, atol=1e-12)
+    layer.initial_state = None
+    np.testing.assert_allclose(layer.forward(x), layer_oracle(layer, x), atol=1e-12)
+    layer.backward(np.ones((2, 3, 4)))
+    assert layer.initial_state_grad is None
+
+
+CASES = [  # (units, (steps, features), return_sequences, reverse)
+    (5, (4, 3), False, False),
+    (5, (4, 3), True, False),
+    (3, (1, 2), False, False),  # a single step
+    (3, (1, 2), True, True),
+    (7, (3, 1), True, True),
+    (2, (5, R.FUSE_MAX_FEATURES + 2), False, True),  # wide input: projected by one GEMM
+]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("units, shape, return_sequences, reverse", CASES)
+def test_layer_gradients(cell, units, shape, return_sequences, reverse):
+    layer = LAYERS[cell](units, return_sequences=return_sequences, reverse=reverse)
+    check_layer(layer, shape, batch=3)
+
+
+class WithInitialState(Layer):
+    """A recurrent layer whose initial state is a trainable parameter, for the gradient check."""
+
+    def __init__(self, layer, batch):
+        super().__init__()
+        self.layer, self.batch = layer, batch
+
+    def build(self, input_shape, rng):
+        self.layer.dtype = self.dtype
+        shape = self.layer.build(input_shape, rng)
+        u = self.layer.units
+        self.h0 = self.add_parameter("h0", rng.standard_normal((self.batch, u)))
+        if isinstance(self.layer, LSTM):
+            self.c0 = self.add_parameter("c0", rng.standard_normal((self.batch, u)))
+        self.built = True
+        return shape
+
+    def _state(self):
+        return (self.h0.value, self.c0.value) if isinstance(self.layer, LSTM) else self.h0.value
+
+    def forward(self, x, training=False):
+        return self.layer.forward(x, training, initial_state=self._state())
+
+    def backward(self, grad_out):
+        dx = self.layer.backward(grad_out)
+        grad = self.layer.initial_state_grad
+        if isinstance(self.layer, LSTM):
+            self.h0.grad[...], self.c0.grad[...] = grad
+        else:
+            self.h0.grad[...] = grad
+        return dx
+
+    def named_parameters(self, prefix=""):
+        return self.layer.named_parameters(prefix + "layer.") + super().named_parameters(prefix)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_initial_state_gradient(cell, return_sequences):
+    layer = LAYERS[cell](4, return_sequences=return_sequences)
+    check_layer(WithInitialState(layer, batch=3), (3, 2), batch=3)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional(cell, return_sequences):
+    bi = Bidirectional(LAYERS[cell](3, return_sequences=return_sequences))
+    check_layer(bi, (4, 2), batch=3)
+    x = np.random.default_rng(3).standard_normal((2, 4, 2))
+    out = bi.forward(x)
+    fwd, bwd = bi.forward_layer, bi.backward_layer
+    assert bwd.reverse and not fwd.reverse
+    np.testing.assert_allclose(out, np.concatenate(
+        [layer_oracle(fwd, x), layer_oracle(bwd, x)], axis=-1), atol=1e-12)
+    names = [name for name, _ in bi.named_parameters()]
+    assert names[0] == "forward.input_weight" and names[-1].startswith("backward.")
+    assert len(names) == len(set(names)) == 2 * len(fwd.parameters())
+
+
+def test_bidirectional_models_save_and_load_by_name():
+    def model(seed):
+        m = Sequential([Bidirectional(LSTM(3, return_sequences=True)), GRU(2)])
+        m.build((4, 2), np.random.default_rng(seed))
+        return m
+
+    a, b = model(0), model(1)
+    x = np.random.default_rng(4).standard_normal((2, 4, 2)).astype(np.float32)
+    assert not np.allclose(a.forward(x), b.forward(x))
+    assert "0.backward.recurrent_weight" in a.state_dict()
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+
+
+def test_initialisation():
+    lstm = built(LSTM(6), (3, 2), dtype=np.float32)
+    bias = lstm.bias.value.reshape(4, 6)
+    np.testing.assert_array_equal(bias, np.stack([np.zeros(6), np.ones(6), np.zeros(6),
+                                                  np.zeros(6)]))  # forget gate at 1
+    assert not built(LSTM(6, unit_forget_bias=False), (3, 2)).bias.value.any()
+    for layer in (lstm, built(GRU(5), (3, 2)), built(SimpleRNN(4), (3, 2))):
+        u = layer.units
+        for block in np.split(layer.recurrent_weight.value.astype(np.float64),
+                              layer.GATES, axis=1):
+            np.testing.assert_allclose(block.T @ block, np.eye(u), atol=1e-6)
+    assert built(GRU(5), (3, 2)).recurrent_bias.value.shape == (5,)
+    assert [n for n, _ in lstm.named_parameters()] == ["input_weight", "recurrent_weight",
+                                                        "bias"]
+
+
+def test_outputs_are_fresh_arrays_and_float32_stays_float32():
+    layer = built(LSTM(4, return_sequences=True), (3, 2), dtype=np.float32)
+    x = np.random.default_rng(5).standard_normal((2, 3, 2)).astype(np.float32)
+    first = layer.forward(x)
+    kept = first.copy()
+    layer.forward(x * 2)
+    np.testing.assert_array_equal(first, kept)
+    assert first.dtype == np.float32
+    assert layer.backward(np.ones_like(first)).dtype == np.float32
+    # a longer sequence and a new batch size reuse the same weights
+    assert layer.forward(np.zeros((5, 7, 2), np.float32)).shape == (5, 7, 4)
+
+
+def test_layer_errors():
+    with pytest.raises(ConfigError, match="LSTM: units must be a positive integer"):
+        LSTM(0)
+    with pytest.raises(ConfigError, match="return_sequences must be True or False"):
+        GRU(3, return_sequences="yes")
+    with pytest.raises(ConfigError, match=r"SimpleRNN expects sequences \(batch, steps, "
+                                          r"features\)"):
+        SimpleRNN(3).build((8,), np.random.default_rng(0))
+    layer = built(GRU(3), (4, 2))
+    with pytest.raises(DataError, match=r"GRU expects input of shape \(batch, steps, 2\)"):
+        layer.forward(np.zeros((2, 4, 3)))
+    with pytest.raises(DataError, match=r"initial_state must have shape \(2, 3\)"):
+        layer.forward(np.zeros((2, 4, 2)), initial_state=np.zeros((3, 3)))
+    with pytest.raises(DataError, match=r"an \(h0, c0\) pair"):
+        built(LSTM(3), (4, 2)).forward(np.zeros((2, 4, 2)), initial_state=np.zeros((2, 3)))
+    layer.forward(np.zeros((2, 4, 2)))
+    with pytest.raises(DataError, match=r"backward expects a gradient of shape \(2, 3\)"):
+        layer.backward(np.zeros((2, 4, 3)))
+    with pytest.raises(ConfigError, match="before forward"):
+        built(GRU(3), (4, 2)).backward(np.zeros((2, 3)))
+    with pytest.raises(ConfigError, match="Bidirectional wraps"):
+        Bidirectional(TimeMean())
+
+
+# -- sequence adapters -----------------------------------------------------------------------
+def test_adapters_forward():
+    img = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+    rows = built(ImageToSequence(), (3, 4, 5))
+    assert rows.output_shape == (4, 15)
+    out = rows.forward(img)
+    np.testing.assert_array_equal(out[1, 2], np.concatenate([img[1, c, 2] for c in range(3)]))
+    np.testing.assert_array_equal(rows.backward(out), img)
+    assert built(ImageToSequence(), (1, 4, 5)).forward(img[:, :1]).shape == (2, 4, 5)
+    vec = built(VectorToSequence(), (6,))
+    np.testing.assert_array_equal(vec.forward(img.reshape(2, -1)[:, :6])[:, :, 0],
+                                  img.reshape(2, -1)[:, :6])
+    seq = np.random.default_rng(0).standard_normal((2, 5, 3))
+    np.testing.assert_allclose(built(TimeMean(), (5, 3)).forward(seq), seq.mean(axis=1))
+    with pytest.raises(ConfigError, match="ImageToSequence expects images"):
+        ImageToSequence().build((4, 5), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("layer, shape", [(ImageToSequence(), (3, 4, 5)),
+                                          (ImageToSequence(), (1, 3, 2)),
+                                          (VectorToSequence(), (6,)), (TimeMean(), (5, 3))])
+def test_adapter_gradients(layer, shape):
+    check_layer(layer, shape, batch=2)
+
+
+# -- the plugins -----------------------------------------------------------------------------
+SMALL = {"hidden": 4}
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru"])
+def test_plugins_conform(arch, fresh_host):
+    from zoo.testing import check_architecture
+
+    done = check_architecture(arch, options=SMALL)
+    assert "sequence/classify: gradients" in done and "image/regress: shapes" in done
+
+
+@pytest.mark.parametrize("options", [
+    {"bidirectional": True, "readout": "mean"},
+    {"layers": 2, "dropout": 0.25},
+    {"layers": 2, "bidirectional": True},
+])
+def test_plugin_options(options, fresh_host):
+    from zoo.testing import check_architecture
+
+    check_architecture("gru", kinds=["sequence"], tasks=["classify"],
+                       options=dict(SMALL, **options), checks=["shapes", "gradients"])
+
+
+def test_plugins_adapt_to_the_data(fresh_host):
+    from zoo.data.spec import DataSpec
+    from zoo.testing import build_model
+
+    arch = fresh_host.get_host().architectures.get("lstm")
+    for spec, first in [(DataSpec((8, 8), "sequence", "classify", 10), Bidirectional),
+                        (DataSpec((1, 8, 8), "image", "classify", 10), ImageToSequence),
+                        (DataSpec((40,), "vector", "regress", 2), VectorToSequence)]:
+        model = build_model(arch, spec, dict(SMALL, bidirectional=True, readout="mean"))
+        assert isinstance(model.layers[0], first)
+        assert model.output_shape == (spec.output_size,)
+    with pytest.raises(ConfigError, match="lstm: option hidden must be a positive integer"):
+        arch.build(DataSpec((8, 8), "sequence", "classify", 10),
+                   arch.resolve_options({"hidden": 0}))
+    assert arch.defaults["clip_norm"] > 0
+
+
+def test_plugin_modules_do_not_import_numerics():
+    code = ("import sys, zoo_plugins.rnn, zoo_plugins.lstm, zoo_plugins.gru; "
+            "assert 'numba' not in sys.modules and 'zoo.layers.recurrent' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
