@@ -37,7 +37,8 @@ class Optimizer:
     """Base class: ``step``, ``state_dict``/``load_state_dict``, ``get_config``, ``repr``.
 
     Subclasses set ``name``, list their per-parameter state in ``slot_names()`` and update one
-    parameter in ``_update(param, grad, *slots)``.
+    parameter in place in ``_update(param, grad, *slots)``. ``get_config()`` returns the
+    keyword arguments of ``__init__``: ``load_state_dict`` re-runs ``__init__`` with them.
     """
 
     name = ""
@@ -270,8 +271,11 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay: ``p *= 1 - lr * weight_decay`` before the Adam step
-    (Loshchilov and Hutter, https://arxiv.org/abs/1711.05101)."""
+    """Adam with decoupled weight decay: ``p *= 1 - lr * weight_decay``, then the Adam step.
+
+    Loshchilov and Hutter, "Decoupled Weight Decay Regularization",
+    https://arxiv.org/abs/1711.05101.
+    """
 
     name = "adamw"
     decoupled = True

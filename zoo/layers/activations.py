@@ -78,7 +78,7 @@ class Activation(Layer):
     def backward(self, grad_out):
         if grad_out.shape != self._shape or grad_out.dtype is not self._dt \
                 or not grad_out.flags.c_contiguous:
-            grad_out = _accept_grad(self, grad_out, self._shape)
+            grad_out = accept_grad(self, grad_out, self._shape)
         return kernels.activations.backward(self.activation, grad_out, self._cache, self._gx,
                                             self.negative_slope, check=False)
 
@@ -94,8 +94,9 @@ class Activation(Layer):
         return f"{type(self).__name__}({self.activation!r}{', ' + args if args else ''})"
 
 
-def _accept_grad(layer, grad_out, shape):
-    """A gradient of the wrong shape is an error; the wrong dtype or layout is converted."""
+def accept_grad(layer, grad_out, shape):
+    """A layer's backward input, checked: the wrong shape is a DataError, the wrong dtype or
+    layout is converted (the slow path; the fast path is a shape/dtype/contiguity test)."""
     if not isinstance(grad_out, np.ndarray) or grad_out.shape != shape:
         raise DataError(f"{type(layer).__name__}.backward expects a gradient of shape {shape} "
                         f"(the last forward's output); received {describe_array(grad_out)}")

@@ -7,7 +7,7 @@ import numpy as np
 from zoo import kernels
 from zoo.errors import ConfigError
 from zoo.initializers import get_initializer, name_of
-from zoo.layers.activations import _accept_grad, check_activation, check_slope
+from zoo.layers.activations import accept_grad, check_activation, check_slope
 from zoo.layers.base import Layer, positive_int
 
 RELU_LIKE = ("relu", "leaky_relu", "gelu")
@@ -92,7 +92,7 @@ class Dense(Layer):
         rows, dt = self._rows, self._dt
         y = np.empty((rows, self.units), dt)
         self._work = (y, np.empty_like(y) if self.activation == "gelu" else None,
-                         np.empty_like(y), np.empty((rows, self._shape[-1]), dt))
+                      np.empty_like(y), np.empty((rows, self._shape[-1]), dt))
         return self._work
 
     def forward(self, x, training=False):
@@ -116,7 +116,7 @@ class Dense(Layer):
     def backward(self, grad_out):
         if grad_out.shape != self._out_shape or grad_out.dtype is not self._dt \
                 or not grad_out.flags.c_contiguous:
-            grad_out = _accept_grad(self, grad_out, self._out_shape)
+            grad_out = accept_grad(self, grad_out, self._out_shape)
         g2 = grad_out if grad_out.ndim == 2 else grad_out.reshape(self._rows, self.units)
         buffers = self._work or self._training_buffers()
         if self.activation is not None:

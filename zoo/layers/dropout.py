@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.layers.activations import _accept_grad
+from zoo.layers.activations import accept_grad
 from zoo.layers.base import Layer, fraction
 
 
 class Dropout(Layer):
-    """Inverted dropout: zero each element with probability ``rate`` and scale the rest by
-    ``1 / (1 - rate)`` while training, so inference is the identity.
+    """Inverted dropout: zero elements with probability ``rate`` while training.
+
+    Kept elements are scaled by ``1 / (1 - rate)``, so inference is the identity.
 
     Args:
         rate: the probability of dropping an element, in [0, 1).
@@ -51,7 +52,7 @@ class Dropout(Layer):
         if self._mask is None:  # the last forward was the identity
             return grad_out
         if grad_out.shape != self._mask.shape:
-            _accept_grad(self, grad_out, self._mask.shape)
+            accept_grad(self, grad_out, self._mask.shape)
         return np.multiply(grad_out, self._mask, out=self._gx)
 
     def get_config(self):
