@@ -75,7 +75,8 @@ class Architecture:
             by default softmax cross-entropy for classify and MSE otherwise.
         data_kinds: the kinds of data it can be built for.
         defaults: training defaults it trains well with when the user gives none, any of
-            ``optimizer``, ``lr``, ``batch_size``, ``epochs``, ``patience``.
+            ``optimizer``, ``lr``, ``batch_size``, ``epochs``, ``patience``, ``clip_norm`` and
+            ``monitor`` (the metric the default early stopping watches, ``val_loss`` if unset).
     """
 
     name: str

@@ -185,7 +185,7 @@ class Run:
             stop_criteria = [criteria.get("max_epochs")(epochs), *stop_criteria]
         if not self.config.stop:
             stop_criteria.append(criteria.get("early_stopping")(
-                monitor="val_loss" if has_val else "train_loss",
+                monitor=defaults.get("monitor", "val_loss") if has_val else "train_loss",
                 patience=defaults.get("patience", DEFAULT_PATIENCE), restore_best=True))
         return StoppingEngine(stop_criteria)
 
