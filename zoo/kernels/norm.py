@@ -87,30 +87,32 @@ def _backward_cf(g, x, gamma, mean, invstd, training, dx, dgamma, dbeta):
 # -- channels last: x viewed as (M, C) -------------------------------------------------------
 @njit
 def _forward_cl(x, gamma, beta, rmean, rvar, momentum, eps, training, out, mean, invstd):
+    # plain loops rather than array expressions: same speed, half the compile time
     m, c_ = x.shape
     if training:
-        acc = np.zeros(c_)
+        s1 = np.zeros(c_)
+        s2 = np.zeros(c_)
         for r in range(m):
             for c in range(c_):
-                acc[c] += x[r, c]
-        mu = acc / m
-        acc[:] = 0
-        for r in range(m):
-            for c in range(c_):
-                d = x[r, c] - mu[c]
-                acc[c] += d * d
-        var = acc / m
+                s1[c] += x[r, c]
         for c in range(c_):
-            rmean[c] = (1 - momentum) * rmean[c] + momentum * mu[c]
-            rvar[c] = (1 - momentum) * rvar[c] + momentum * var[c] * m / max(m - 1, 1)
-            mean[c] = mu[c]
-            invstd[c] = 1.0 / np.sqrt(var[c] + eps)
+            s1[c] /= m
+        for r in range(m):
+            for c in range(c_):
+                d = x[r, c] - s1[c]
+                s2[c] += d * d
+        for c in range(c_):
+            var = s2[c] / m
+            rmean[c] = (1 - momentum) * rmean[c] + momentum * s1[c]
+            rvar[c] = (1 - momentum) * rvar[c] + momentum * var * m / max(m - 1, 1)
+            mean[c] = s1[c]
+            invstd[c] = 1.0 / np.sqrt(var + eps)
     else:
         for c in range(c_):
             mean[c] = rmean[c]
             invstd[c] = 1.0 / np.sqrt(rvar[c] + eps)
-    scale = np.empty(c_, x.dtype)
-    shift = np.empty(c_, x.dtype)
+    scale = np.empty_like(gamma)
+    shift = np.empty_like(gamma)
     for c in range(c_):
         scale[c] = gamma[c] * invstd[c]
         shift[c] = beta[c] - mean[c] * scale[c]
@@ -129,17 +131,16 @@ def _backward_cl(g, x, gamma, mean, invstd, training, dx, dgamma, dbeta):
             dy = g[r, c]
             sdy[c] += dy
             sdyx[c] += dy * (x[r, c] - mean[c])
-    k = np.empty(c_, x.dtype)
-    a = np.zeros(c_, x.dtype)
-    b = np.zeros(c_, x.dtype)
+    k = np.empty_like(gamma)
+    a = np.empty_like(gamma)
+    b = np.empty_like(gamma)
     for c in range(c_):
         sdyx[c] *= invstd[c]
         dgamma[c] = sdyx[c]
         dbeta[c] = sdy[c]
         k[c] = gamma[c] * invstd[c]
-        if training:
-            a[c] = sdy[c] / m
-            b[c] = sdyx[c] / m * invstd[c]
+        a[c] = sdy[c] / m if training else 0.0
+        b[c] = sdyx[c] / m * invstd[c] if training else 0.0
     for r in range(m):
         for c in range(c_):
             dx[r, c] = k[c] * (g[r, c] - a[c] - (x[r, c] - mean[c]) * b[c])
