@@ -22,13 +22,47 @@ def _builtin_architectures() -> list[str]:
                   for name in record.registered.get("architectures", []))
 
 
+# Options that set a width are made small so the whole kit runs in seconds per architecture.
+WIDTHS = {"hidden", "width", "units", "channels", "latent", "code_size"}
+
+
+def tiny_options(arch) -> dict:
+    options = {}
+    for opt in arch.options:
+        if opt.name in WIDTHS and opt.type == "ints":
+            options[opt.name] = tuple(min(v, 6) for v in opt.default)
+        elif opt.name in WIDTHS and opt.type is int:
+            options[opt.name] = min(opt.default, 6)
+    return options
+
+
+def variant_options(arch) -> dict:
+    """Every boolean option flipped and dropout on: the code paths the defaults skip."""
+    options = tiny_options(arch)
+    for opt in arch.options:
+        if opt.type is bool:
+            options[opt.name] = not opt.default
+        elif opt.name == "dropout":
+            options[opt.name] = 0.25
+    return options
+
+
 @pytest.mark.parametrize("arch", _builtin_architectures())
 def test_builtin_architecture_conforms(arch, fresh_host):
-    done = conformance.check_architecture(arch)
     architecture = fresh_host.get_host().architectures.get(arch)
+    done = conformance.check_architecture(arch, options=tiny_options(architecture))
     for kind in architecture.data_kinds:
         for check in ("shapes", "gradients", "determinism", "config", "checkpoint", "training"):
             assert any(entry.startswith(f"{kind}/") and entry.endswith(check) for entry in done)
+
+
+@pytest.mark.parametrize("arch", _builtin_architectures())
+def test_builtin_architecture_variant_conforms(arch, fresh_host):
+    architecture = fresh_host.get_host().architectures.get(arch)
+    kind = "sequence" if "sequence" in architecture.data_kinds else architecture.data_kinds[0]
+    conformance.check_architecture(arch, kinds=[kind], tasks=architecture.tasks[:1],
+                                   options=variant_options(architecture),
+                                   checks=["shapes", "gradients", "checkpoint"])
 
 
 # -- a small correct layer, and broken variants of it -----------------------------------------
@@ -159,7 +193,7 @@ class Hidden(Layer):
 
 @pytest.mark.parametrize("layer, check, message", [
     (WrongBiasGrad, "gradients", r"gradient of .*parameter 0\.bias does not match"),
-    (SeedlessInit, "determinism", "build identical weights"),
+    (SeedlessInit, "determinism", "build identical values of 0.weight"),
     (GlobalNoise, "determinism", "same seed gives different outputs"),
     (InPlace, "shapes", "modified its input in place"),
     (BatchMixing, "shapes", "examples must not mix"),

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ROOT, subprocess_env
 from zoo.cli.main import cli
 
+ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "writing-plugins.md"
 HAS_COMPARE = importlib.util.find_spec("zoo.cli.compare") is not None
 
@@ -87,8 +87,10 @@ def run(args, *paths: Path, cwd: Path, timeout=300, **env) -> subprocess.Complet
     pythonpath = [str(p) for p in paths]
     if os.environ.get("PYTHONPATH"):
         pythonpath.append(os.environ["PYTHONPATH"])
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("ZOO_DEBUG", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS")}
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env=subprocess_env(PYTHONPATH=os.pathsep.join(pythonpath), **env))
+                          env={**clean, "PYTHONPATH": os.pathsep.join(pythonpath), **env})
 
 
 def problem_lines(stderr: str) -> list[str]:
