@@ -43,10 +43,10 @@ def _builtin_architectures() -> list[str]:
 SMALL = {
     "mlp": {"hidden": "8", "dropout": "0.1"},
     "cnn": {"channels": "4", "kernel_size": "3", "hidden": "8", "dropout": "0.1"},
-    "rnn": {"units": "8"},
-    "lstm": {"units": "8"},
-    "gru": {"units": "8"},
-    "autoencoder": {"hidden": "8", "code": "4"},
+    "rnn": {"hidden": "8", "layers": "2", "dropout": "0.1"},
+    "lstm": {"hidden": "8"},
+    "gru": {"hidden": "8", "bidirectional": "true"},
+    "autoencoder": {"hidden": "8", "code_size": "4", "noise": "0.1"},
 }
 
 
@@ -268,3 +268,50 @@ def test_save_run_refuses_non_finite_weights(tmp_path):
     with pytest.raises(CheckpointError, match="model.0.weight holds NaN or Inf"):
         save_run(run, tmp_path / "bad.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- malformed metadata: every field missing or of another type ---------------------------------
+
+def _paths(value, prefix=()):
+    """Paths to every value in nested dicts (lists are leaves), depth first."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*prefix, key)
+            yield from _paths(item, (*prefix, key))
+
+
+def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
+    import copy
+
+    from zoo.errors import ZooError
+    from zoo.safetensors_io import checkpoint_bytes
+
+    run = Run(RunConfig(**CONFIG, epochs=1))
+    attach(run, tmp_path / "good.ckpt")
+    run.fit()
+    tensors, metadata = read_checkpoint(tmp_path / "good.ckpt")
+    tensors = {k: np.array(v) for k, v in tensors.items()}
+    replacements = [None, "x", [], {}, -1, 1e308]
+    outcomes = {"refused": 0, "accepted": 0}
+    for path in _paths(metadata):
+        for replacement in ["<delete>", *replacements]:
+            edited = copy.deepcopy(metadata)
+            parent = edited
+            for key in path[:-1]:
+                parent = parent[key]
+            if replacement == "<delete>":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = replacement
+            target = tmp_path / "edited.ckpt"
+            target.write_bytes(checkpoint_bytes(tensors, edited))  # no fsync: fast
+            try:
+                load_checkpoint(target)
+                load_model(target)
+                resume_run(target, {"epochs": 2}).trainer.state_dict()
+            except ZooError as exc:
+                assert "\n" not in str(exc)
+                outcomes["refused"] += 1
+            else:
+                outcomes["accepted"] += 1  # e.g. a free-form field such as a history value
+    assert outcomes["refused"] > 4 * outcomes["accepted"], outcomes

@@ -18,10 +18,18 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import subprocess_env
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import CheckpointError
 from zoo.safetensors_io import read_checkpoint, read_metadata
+
+
+def subprocess_env(**extra):
+    """This environment without debug or plugin filters, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ZOO_DEBUG", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS")}
+    env.update(extra)
+    return env
+
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 

@@ -83,7 +83,10 @@ def _schema():
                           "num_classes": (int, opt), "name": str},
                  "dataset": str, "source": str, "classes": (list, opt),
                  "train_examples": int},
-        "config": dict,
+        "config": {"arch": str, "dataset": str, "options": dict, "epochs": (int, opt),
+                   "batch_size": (int, opt), "optimizer": (str, opt), "lr": (number, opt),
+                   "seed": int, "stop": list, "validation_split": number,
+                   "clip_norm": (number, opt), "dtype": str},
         "training": {"batch_size": int, "optimizer": str, "lr": number,
                      "clip_norm": (number, opt), "loss": str},
         "trainer": {"epoch": int, "step": int, "batch_index": int, "elapsed": number,
@@ -215,6 +218,23 @@ class Checkpoint:
     def classes(self) -> list | None:
         return self.metadata["data"]["classes"]
 
+    def notes(self, host) -> list[str]:
+        """Differences between what wrote the file and what is installed (zoo, the plugin)."""
+        notes = []
+        if self.metadata["zoo_version"] != zoo.__version__:
+            notes.append(f"{self.path} was written by zoo {self.metadata['zoo_version']}; this "
+                         f"is zoo {zoo.__version__}")
+        saved = self.metadata["architecture"]
+        if self.arch in host.architectures:
+            plugin = host.architectures.get(self.arch).plugin
+            record = host.records.get(plugin)
+            version = record.version if record is not None else None
+            if (plugin, version) != (saved["plugin"], saved["plugin_version"]):
+                notes.append(f"{self.path}: architecture {self.arch} came from plugin "
+                             f"{saved['plugin']} {saved['plugin_version'] or ''}".rstrip()
+                             + f"; installed: {plugin} {version or ''}".rstrip())
+        return notes
+
     def summary(self) -> dict:
         """What ``zoo evaluate --json`` reports about the file."""
         return {"path": self.path, "arch": self.arch, "options": self.options,
@@ -239,7 +259,12 @@ def load_checkpoint(path) -> Checkpoint:
     from zoo.safetensors_io import read_checkpoint
 
     tensors, metadata = read_checkpoint(path)
-    _check_schema(metadata, _schema(), f"checkpoint {os.fspath(path)}")
+    where = f"checkpoint {os.fspath(path)}"
+    _check_schema(metadata, _schema(), where)
+    stops = metadata["config"]["stop"]
+    if not all(isinstance(spec, str) for spec in stops):
+        raise CheckpointError(f"{where}: metadata 'config.stop' must be a list of --stop specs "
+                              f"(strings); received {_short(stops)}")
     return Checkpoint(path, tensors, metadata)
 
 
@@ -481,9 +506,9 @@ class Checkpointer(Callback):
         if self.path is None:
             return
         if self.run.engine.diverged or not self._healthy(trainer, live=True):
-            kept = " (it keeps the last finite checkpoint)" if self.path.exists() else ""
-            self.skipped = (f"checkpoint not written to {self.path}{kept}: the weights are "
-                            f"not finite; {self.run.engine.reason or 'the run diverged'}")
+            kept = "; it keeps the last finite checkpoint" if self.path.exists() else ""
+            self.skipped = (f"checkpoint not written to {self.path}: the weights are not "
+                            f"finite ({self.run.engine.reason or 'the run diverged'}){kept}")
             return
         self._write(self.path, trainer)
         self.written = self.path
@@ -604,14 +629,11 @@ def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, 
 def _stored_config(ck: Checkpoint, RunConfig) -> dict:
     config = dict(ck.config)
     names = {f.name for f in fields(RunConfig)}
-    if set(config) - names or "arch" not in config:
+    if set(config) - names:
         raise CheckpointError(f"{ck.where}: the stored run config has unexpected fields "
-                              f"{sorted(set(config) - names) or ['(no arch)']}")
-    if not isinstance(config.get("options", {}), dict) or \
-            not isinstance(config.get("stop", []), list):
-        raise CheckpointError(f"{ck.where}: the stored run config is malformed (options must "
-                              f"be an object, stop a list)")
-    config["stop"] = tuple(config.get("stop", ()))
+                              f"{sorted(set(config) - names)}")
+    config["stop"] = tuple(config["stop"])
+    config["arch"] = ck.arch  # the name the file's architecture record gives
     try:
         RunConfig(**config).validate()
     except (ConfigError, TypeError) as exc:
@@ -681,7 +703,7 @@ def load_run_state(run, ck: Checkpoint, *, lr=None, batch_size_changed=False) ->
         engine.load_arrays({k: np.array(v) for k, v in ck.stopping_arrays.items()})
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise CheckpointError(f"{where}: the saved stopping state is malformed: "
                               f"{type(exc).__name__}: {exc}") from None
     _reevaluate_budgets(run)
@@ -711,7 +733,7 @@ def _load_optimizer(run, ck: Checkpoint, lr) -> None:
         run.optimizer.load_state_dict(state)
     except CheckpointError as exc:
         raise CheckpointError(f"{ck.where}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{ck.where}: the saved optimizer state does not fit: "
                               f"{type(exc).__name__}: {exc}") from None
     if lr is not None:
@@ -743,7 +765,7 @@ def _load_trainer(run, ck: Checkpoint, batch_size_changed: bool) -> None:
     try:
         previous = trainer.rng.bit_generator.state
         trainer.load_state_dict(state)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         trainer.rng.bit_generator.state = previous
         raise CheckpointError(f"{where}: the saved trainer state is malformed: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -758,7 +780,7 @@ def _load_generators(model, saved: dict, where: str) -> None:
     for name, rng in generators.items():
         try:
             rng.bit_generator.state = saved[name]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"{where}: generator state of layer {name} is malformed: "
                                   f"{type(exc).__name__}: {exc}") from None
 
@@ -816,7 +838,7 @@ def load_model(path, *, host=None):
     except ConfigError as exc:
         raise CheckpointError(f"{ck.where}: its options do not fit the installed "
                               f"{ck.arch}: {exc}") from None
-    dtype_name = ck.config.get("dtype", "float32")
+    dtype_name = ck.config["dtype"]
     if dtype_name not in DTYPES:
         raise CheckpointError(f"{ck.where}: dtype must be one of {', '.join(DTYPES)}; "
                               f"received {dtype_name!r}")

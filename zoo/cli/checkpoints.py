@@ -9,7 +9,7 @@ run exactly where it stopped.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import click
@@ -94,6 +94,7 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
         where = (f"epoch {trainer.epoch + 1}, batch {trainer.batch_index + 1}"
                  if trainer.permutation is not None else f"the start of epoch {trainer.epoch + 1}")
         echo(f"resuming {resume} at step {trainer.step} ({where})", json_mode)
+        _notes(run.resumed_from)
         return run, run.checkpointer
     if not config.arch:
         raise click.UsageError("Missing option '--arch' (required unless --resume is given).")
@@ -102,6 +103,13 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     check_output_path(save)
     run = Run(config, callbacks=callbacks)
     return run, attach(run, save, cadence)
+
+
+def _notes(ck) -> None:
+    from zoo.plugins import get_host
+
+    for note in ck.notes(get_host()):
+        click.echo(f"zoo: note: {note}", err=True)
 
 
 def report_checkpoints(checkpointer, json_mode: bool) -> None:
@@ -132,6 +140,7 @@ def evaluate_command(checkpoint, dataset, split, as_json):
     from zoo.training.loop import evaluate
 
     model, spec, loss, ck = load_model(checkpoint)
+    _notes(ck)
     data = load_dataset(dataset if dataset is not None else ck.config["dataset"])
     if spec.task != "reconstruct" and data.task != spec.task:
         raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
@@ -185,6 +194,7 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json):
             raise ConfigError(f"--out must end with .npy or .npz; received {out!r}")
         check_output_path(out, "predictions")
     model, spec, loss, ck = load_model(checkpoint)
+    _notes(ck)
     x = read_inputs(input_path, spec.input_shape)
     outputs = model.predict(x, batch_size=batch_size)
     arrays = prediction_arrays(outputs, spec, loss)
@@ -198,7 +208,8 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json):
         emit_json(report)
         return
     if out is not None:
-        echo(f"wrote {len(x)} predictions ({', '.join(arrays)}) to {out}", False)
+        written = list(arrays) if out.lower().endswith(".npz") else list(arrays)[:1]
+        echo(f"wrote {len(x)} predictions ({', '.join(written)}) to {out}", False)
         return
     echo(_prediction_table(arrays, ck.classes), False)
 
@@ -266,8 +277,12 @@ def _prediction_table(arrays, classes) -> str:
 
     if "labels" in arrays:
         labels, probs = arrays["labels"], arrays["probabilities"]
-        rows = [[i, label if not classes else f"{label} ({classes[label]})",
-                 f"{probs[i, label]:.4f}"] for i, label in enumerate(labels.tolist())]
+        def name(label):
+            named = str(classes[label]) if classes and label < len(classes) else str(label)
+            return str(label) if named == str(label) else f"{label} ({named})"
+
+        rows = [[i, name(label), f"{probs[i, label]:.4f}"]
+                for i, label in enumerate(labels.tolist())]
         return table(rows, ["example", "label", "probability"], ["<", "<", ">"])
     values = arrays["values"].reshape(len(arrays["values"]), -1)
     with np.printoptions(precision=4, suppress=True, threshold=8, edgeitems=3):
@@ -280,8 +295,9 @@ def _write_arrays(out, arrays: dict) -> None:
     import numpy as np
 
     path = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                               dir=path.parent if str(path.parent) else ".")
+    # Created like any new file (mode 0o666 less the umask), beside the target for os.replace.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             if path.suffix.lower() == ".npz":
