@@ -40,6 +40,7 @@ exact.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import math
@@ -71,8 +72,12 @@ MIN_WORK = 1 << 18
 
 # -- scalar non-linearities ------------------------------------------------------------------
 def _tanh(x):
-    """tanh; float32 inside kernels gets the vectorisable rational form below."""
-    return math.tanh(x)
+    """tanh; float32 inside kernels gets the vectorisable rational form below.
+
+    (This Python body only runs with ``NUMBA_DISABLE_JIT=1``; it keeps the scalar's type so
+    that float32 constants such as ``_ONE`` do not turn float64 maths into float32.)
+    """
+    return type(x)(math.tanh(x))
 
 
 def _tanh_f32(x):
@@ -101,7 +106,7 @@ def _tanh_typed(x):
 
 def _sigmoid(x):
     """The logistic function through tanh, so float32 shares the vectorised form."""
-    return _HALF + _HALF * math.tanh(_HALF * x)
+    return type(x)(0.5 + 0.5 * math.tanh(0.5 * x))
 
 
 def _sigmoid_any(x):
@@ -315,6 +320,22 @@ def _blas_local_threads():
         break
     _BLAS_LOCAL.append(setter)
     return setter
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Hold numpy's OpenBLAS to one thread in the calling thread (a no-op without the means).
+
+    Small LAPACK/BLAS calls (the QR of an orthogonal initialisation) otherwise spin up
+    threads that, on a core busy with another process, make them 100x slower.
+    """
+    setter = _blas_local_threads()
+    previous = setter(1) if setter is not None else None
+    try:
+        yield
+    finally:
+        if setter is not None:
+            setter(previous)
 
 
 def _blocks(rows: int, work: int) -> int:
