@@ -104,6 +104,8 @@ def test_save_evaluate_predict_round_trip(arch, sequences, tmp_path):
 
     evaluated = json.loads(_invoke("evaluate", path, "--json").stdout)
     assert evaluated["metrics"] == result.test  # bit-exact: same floats
+    on_val = json.loads(_invoke("evaluate", path, "--split", "val", "--json").stdout)
+    assert on_val["metrics"] == result.val
     assert evaluated["examples"] == len(run.dataset.x_test)
 
     x = run.dataset.x_test[:7]

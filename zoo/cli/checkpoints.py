@@ -146,16 +146,27 @@ def evaluate_command(checkpoint, dataset, split, as_json):
         raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
                         f"{spec.task!r}; received {data.task!r}")
     _check_data_fits(ck, data.spec.with_task(spec.task), data, "dataset")
+    # The same parts as the training run: its validation split of the training data.
+    x_train, y_train, x_val, y_val = data.split_validation(ck.config["validation_split"],
+                                                           seed=0)
     if split == "test":
         x, y = data.x_test, data.y_test
     else:
-        x_train, y_train, x_val, y_val = data.split_validation(
-            ck.config.get("validation_split", 0.1), seed=0)
         x, y = (x_val, y_val) if split == "val" else (x_train, y_train)
         if len(x) == 0:
             raise DataError(f"the run of {ck.path} had no validation split; expected "
                             f"--split test or train")
     metrics = evaluate(model, loss, x.astype(model.dtype, copy=False), y, spec.task)
+    if spec.task == "reconstruct" and split != "train":
+        # As 'zoo train' reports it: a linear probe of the codes, trained on the train part.
+        from types import SimpleNamespace
+
+        from zoo.training.probe import add_probe_accuracy
+
+        like_run = SimpleNamespace(dataset=data, model=model, spec=spec, x_train=x_train,
+                                   y_train=y_train, x_val=x_val, y_val=y_val,
+                                   config=SimpleNamespace(seed=ck.config["seed"]))
+        add_probe_accuracy(like_run, *((metrics, {}) if split == "val" else ({}, metrics)))
     report = {"checkpoint": ck.path, "arch": ck.arch, "dataset": data.name, "split": split,
               "examples": len(x), "task": spec.task, "metrics": metrics,
               "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
