@@ -215,11 +215,16 @@ class Run:
         trainer = self.trainer
         history = trainer.history.rows
         train_loss = history[-1]["train_loss"] if history else float(trainer.last_loss)
+        val, test = self.evaluate("val"), self.evaluate("test")
+        if self.spec.task == "reconstruct":  # labelled data: the linear probe of the codes
+            from zoo.training.probe import add_probe_accuracy
+
+            add_probe_accuracy(self, val, test)
         return RunResult(
             arch=self.architecture.name, dataset=self.dataset.name, task=self.spec.task,
             params=int(self.model.num_params), epochs=trainer.epoch, steps=trainer.step,
             stop_reason=trainer.stop_reason or "", train_loss=float(train_loss),
-            val=self.evaluate("val"), test=self.evaluate("test"),
+            val=val, test=test,
             train_time_s=round(self.train_time, 4), compile_time_s=round(self.compile_time, 4),
             checkpoint=self.checkpoint_path, seed=self.config.seed, options=dict(self.options),
             optimizer=self.optimizer_name, lr=float(self.lr), batch_size=self.batch_size,

@@ -1,0 +1,102 @@
+"""Linear probe: how linearly separable the classes are in an autoencoder's codes.
+
+A multinomial logistic regression (zoo's ``Dense`` + ``SoftmaxCrossEntropy`` + ``Adam``,
+full-batch) is trained on the standardised codes of the training split and scored on other
+splits: the usual measure of a representation (Alain and Bengio, "Understanding intermediate
+layers using linear classifier probes", 2016), and the number that lets an autoencoder sit in
+a comparison table next to the classifiers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import DataError, describe_array
+
+PROBE_STEPS = 300
+PROBE_LR = 0.05
+PROBE_WEIGHT_DECAY = 1e-4
+
+
+def linear_probe(train_codes, train_labels, eval_sets: dict, *, num_classes: int | None = None,
+                 seed: int = 0, steps: int = PROBE_STEPS, lr: float = PROBE_LR,
+                 weight_decay: float = PROBE_WEIGHT_DECAY) -> dict:
+    """Train a linear classifier on ``train_codes`` and return its accuracy on each eval set.
+
+    Args:
+        train_codes: ``(N, D)`` codes; train_labels: ``(N,)`` integer labels.
+        eval_sets: ``{name: (codes, labels)}``; empty sets are skipped.
+        num_classes: the number of classes (default: the largest label seen + 1).
+        seed: seeds the classifier's initial weights; the result is deterministic given it.
+        steps: full-batch Adam steps; lr: its learning rate; weight_decay: AdamW's decay.
+
+    Returns:
+        ``{name: accuracy}`` for each non-empty eval set.
+    """
+    from zoo.layers.dense import Dense
+    from zoo.losses import SoftmaxCrossEntropy
+    from zoo.optimizers import AdamW
+    from zoo.training.flat import flatten_parameters
+    from zoo.training.metrics import accuracy
+
+    x = _codes(train_codes, "train_codes")
+    y = np.ascontiguousarray(train_labels, dtype=np.int64)
+    if y.shape != (len(x),):
+        raise DataError(f"linear_probe: train_labels must have shape ({len(x)},); received "
+                        f"{describe_array(train_labels)}")
+    if num_classes is None:
+        num_classes = int(max([y.max(), *(np.max(l) for c, l in eval_sets.values() if len(l))]))
+        num_classes += 1
+    # Standardised codes make one learning rate fit every autoencoder's code scale.
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    x = (x - mean) / scale
+
+    classifier = Dense(num_classes)
+    classifier.dtype = np.float64
+    classifier.build((x.shape[1],), np.random.default_rng([seed, 0x9B0BE]))
+    classifier.needs_input_grad = False
+    values, grads = flatten_parameters(classifier)
+    loss = SoftmaxCrossEntropy()
+    optimizer = AdamW(lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss.forward(classifier.forward(x, training=True), y)
+        classifier.backward(loss.backward())
+        optimizer.step([values], [grads])
+
+    scores = {}
+    for name, (codes, labels) in eval_sets.items():
+        if len(codes) == 0:
+            continue
+        z = (_codes(codes, f"{name} codes") - mean) / scale
+        scores[name] = accuracy(classifier.forward(z), np.asarray(labels))
+    return scores
+
+
+def _codes(codes, what: str) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or len(codes) == 0 or codes.dtype.kind not in "fiu":
+        raise DataError(f"linear_probe: {what} must be a non-empty numeric (N, D) array; "
+                        f"received {describe_array(codes)}")
+    return np.ascontiguousarray(codes, dtype=np.float64)
+
+
+def add_probe_accuracy(run, val: dict, test: dict) -> None:
+    """Add ``probe_accuracy`` to a run's ``val`` and ``test`` metrics where it means something.
+
+    That is: the run reconstructs, its dataset is labelled for classification and its model has
+    ``encode``. The probe trains on the codes of the run's training part.
+    """
+    dataset, model = run.dataset, run.model
+    if run.spec.task != "reconstruct" or dataset.task != "classify" \
+            or not callable(getattr(model, "encode", None)) or run.y_train is None:
+        return
+    sets = {"test": (model.encode(dataset.x_test), dataset.y_test)}
+    if val and len(run.x_val):
+        sets["val"] = (model.encode(run.x_val), run.y_val)
+    scores = linear_probe(model.encode(run.x_train), run.y_train, sets,
+                          num_classes=dataset.num_classes, seed=run.config.seed)
+    for name, metrics in (("val", val), ("test", test)):
+        if name in scores:
+            metrics["probe_accuracy"] = scores[name]
