@@ -201,3 +201,30 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path, timeout):
     epochs = store._conn.execute("SELECT run_id, COUNT(*) FROM epochs GROUP BY run_id")
     assert {count for _, count in epochs} == {20}
     assert store.get(runs[0]["id"])["history"][-1]["tag"] == runs[0]["arch"]
+
+
+def test_two_zoo_train_processes_at_once_are_both_recorded(tmp_path):
+    path = tmp_path / "runs.db"
+    env = subprocess_env(ZOO_STORE=str(path))
+    procs = [subprocess.Popen([sys.executable, "-m", "zoo", "train", "--arch", "mlp",
+                               "--dataset", "xor", "--epochs", "2", "-o", "hidden=8",
+                               "--seed", str(seed), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=tmp_path)
+             for seed in (0, 1)]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        assert "recorded as run" in err
+        outputs.append(json.loads(out))
+    store = RunStore(path, create=False)
+    runs = sorted(store.list(), key=lambda r: r["seed"])
+    assert [(r["kind"], r["arch"], r["seed"], r["status"]) for r in runs] == [
+        ("train", "mlp", 0, "ok"), ("train", "mlp", 1, "ok")]
+    for run, printed in zip(runs, outputs):
+        full = store.get(run["id"])
+        assert full["result"]["test"] == printed["test"]
+        assert full["config"]["options"] == {"hidden": "8"}
+        assert len(full["history"]) == 2 and full["versions"]["mlp"]
+        assert full["started_at"] <= full["finished_at"]

@@ -31,7 +31,7 @@ from zoo.errors import ConfigError
 DEFAULT_STORE = "zoo-runs.db"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
-WRITE_ATTEMPTS = 8
+RETRY_SECONDS = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -158,7 +158,7 @@ class RunStore:
             raise ConfigError(f"cannot open run store {self.path}: {exc}") from None
         self._conn.row_factory = sqlite3.Row
         try:
-            self._setup(create)
+            self._retry(lambda: self._setup(create))  # idempotent: safe to retry whole
         except sqlite3.Error as exc:
             self._conn.close()
             raise ConfigError(f"cannot use run store {self.path}: {exc}") from None
@@ -180,33 +180,33 @@ class RunStore:
         # WAL lets readers and one writer work at once; it is a property of the file, so only
         # the creator sets it. It is not available everywhere (some network file systems):
         # then the default rollback journal with the busy timeout still serialises writers.
-        self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-
-        def create_tables():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    # not executescript(): it would commit the open transaction first
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        self._retry(create_tables)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                # not executescript(): it would commit the open transaction first
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _retry(self, operation):
-        """Run ``operation``, retrying with jittered backoff while the database is locked."""
-        for attempt in range(WRITE_ATTEMPTS):
+        """Run ``operation``, retrying with jittered backoff while the database stays locked
+        beyond SQLite's own busy timeout (for up to ``RETRY_SECONDS``)."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        attempt = 0
+        while True:
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or attempt == WRITE_ATTEMPTS - 1:
+                if not _is_locked(exc) or time.monotonic() > deadline:
                     raise
-                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+                attempt += 1
+                time.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + random.random()))
 
     def close(self) -> None:
         self._conn.close()
