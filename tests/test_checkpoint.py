@@ -317,3 +317,20 @@ def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
             else:
                 outcomes["accepted"] += 1  # e.g. a free-form field such as a history value
     assert outcomes["refused"] > 4 * outcomes["accepted"], outcomes
+
+
+def test_a_file_from_other_versions_loads_with_a_note(tmp_path):
+    from zoo.safetensors_io import write_checkpoint
+
+    run = Run(RunConfig(arch="mlp", dataset="xor", options={"hidden": "4"}, epochs=1))
+    run.fit()
+    save_run(run, tmp_path / "m.ckpt")
+    tensors, metadata = read_checkpoint(tmp_path / "m.ckpt")
+    metadata["zoo_version"] = "0.0.1"
+    metadata["architecture"]["plugin_version"] = "0.0.2"
+    write_checkpoint(tmp_path / "old.ckpt", {k: np.array(v) for k, v in tensors.items()},
+                     metadata)
+    result = _invoke("evaluate", tmp_path / "old.ckpt", "--json")
+    assert json.loads(result.stdout)["metrics"] == run.result().test
+    notes = [line for line in result.stderr.splitlines() if line.startswith("zoo: note: ")]
+    assert len(notes) == 2 and "zoo 0.0.1" in notes[0] and "mlp 0.0.2" in notes[1], notes

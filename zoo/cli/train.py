@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import click
 
-from zoo.cli.checkpoints import checkpoint_options, given_settings, open_train_run, \
-    report_checkpoints
+from zoo.cli.checkpoints import (
+    checkpoint_options,
+    given_settings,
+    open_train_run,
+    report_checkpoints,
+)
 from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import record_train_run, store_options
 from zoo.run import DEFAULT_DATASET
