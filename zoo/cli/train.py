@@ -12,6 +12,7 @@ from zoo.cli.checkpoints import (
 )
 from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import record_train_run, store_options
+from zoo.errors import ConfigError
 from zoo.run import DEFAULT_DATASET
 
 
@@ -81,13 +82,21 @@ def result_table(result: dict) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Print a line per epoch even off a terminal.")
 @store_options
 @checkpoint_options
+@click.option("--plot", metavar="PATH.png", default=None,
+              help="Autoencoders: draw test examples next to their reconstructions "
+                   "(needs matplotlib: pip install 'archzoo[plot]').")
 def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, stops,
                   validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store,
-                  save, resume, checkpoint_every):
+                  save, resume, checkpoint_every, plot):
     """Train an architecture on a dataset and print the result."""
     from zoo.run import RunConfig
     from zoo.training.progress import ProgressBar
 
+    if plot is not None:  # before any work: nothing is written without matplotlib
+        from zoo.recon_plot import check_plot_path, require_matplotlib
+
+        require_matplotlib()
+        check_plot_path(plot)
     config = RunConfig(arch=arch, dataset=dataset, options=parse_key_values(options),
                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                        seed=seed, stop=tuple(stops), validation_split=validation_split,
@@ -95,6 +104,9 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
     run, checkpointer = open_train_run(
         config, given_settings(click.get_current_context()), save=save, resume=resume,
         every=checkpoint_every, callbacks=[ProgressBar(verbose=verbose)], json_mode=as_json)
+    if plot is not None and run.spec.task != "reconstruct":
+        raise ConfigError(f"--plot draws reconstructions; architecture {run.architecture.name} "
+                          f"does not reconstruct (its task here is {run.spec.task})")
     echo(f"training {run.architecture.name} ({run.model.num_params:,} parameters) on "
          f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
          f"{len(run.dataset.x_test)} test examples, {run.optimizer_name} lr {run.lr:g}, "
@@ -102,9 +114,16 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
     run.fit()  # the checkpointer writes --save at the end, also after Ctrl-C
     report_checkpoints(checkpointer, as_json)
     result = run.result().to_dict()
+    if plot is not None:
+        from zoo.recon_plot import plot_run
+
+        result["plot"] = plot
+        plotted = plot_run(run, plot)
     if as_json:
         emit_json(result)
     echo(result_table(result), as_json)
+    if plot is not None:
+        echo(f"plot: {plotted} test examples and their reconstructions in {plot}", as_json)
     record_train_run(result, run.config.to_dict(), store, no_store, as_json)  # the run store
 
 
