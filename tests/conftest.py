@@ -28,12 +28,11 @@ def plugin_dir(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
-def subprocess_env(**extra):
+@pytest.fixture
+def subprocess_env():
     """Environment for running ``zoo`` in a subprocess (no debug, no plugin filters)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ZOO_DEBUG", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS")}
-    env.update(extra)
-    return env
+    return {k: v for k, v in os.environ.items()
+            if k not in ("ZOO_DEBUG", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS")}
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import subprocess_env
 from zoo.cli.main import cli
 
 FIELDS = {"arch", "dataset", "task", "params", "epochs", "steps", "stop_reason", "train_loss",
@@ -75,21 +74,21 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
     assert lines[0].startswith("zoo: error:") and message in lines[0], lines[0]
 
 
-def test_help_and_list_do_not_import_numba():
+def test_help_and_list_do_not_import_numba(subprocess_env):
     code = ("import sys\nfrom zoo.cli import main\nfor argv in (['zoo', '--help'], "
             "['zoo', 'list'], ['zoo', 'info', 'cnn']):\n"
             "    sys.argv = argv\n    try:\n        main()\n    except SystemExit as e:\n"
             "        assert e.code == 0, (argv, e.code)\n"
             "print('NUMBA' if 'numba' in sys.modules else 'NO-NUMBA', file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=subprocess_env(), timeout=60)
+                          env=subprocess_env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "NO-NUMBA"
 
 
-def test_real_subprocess_error_has_no_traceback():
+def test_real_subprocess_error_has_no_traceback(subprocess_env):
     proc = subprocess.run([sys.executable, "-m", "zoo", "train", "--arch", "mlp", "--lr", "-1"],
-                          capture_output=True, text=True, env=subprocess_env(), timeout=60)
+                          capture_output=True, text=True, env=subprocess_env, timeout=60)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("zoo: error: lr must be a positive finite number; "

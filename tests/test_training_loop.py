@@ -68,6 +68,9 @@ class _StopAfterSteps:
     def __init__(self, inner, steps):
         self.inner, self.steps, self.stopped, self.reason = inner, steps, False, None
 
+    def reset(self, metrics=None):
+        self.inner.reset(metrics)
+
     def check(self, state):
         self.inner.check(state)
         if state.at == "step" and state.step >= self.steps:
