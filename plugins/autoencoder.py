@@ -102,8 +102,8 @@ def _conv(spec, options):
     from zoo.layers.activations import get_activation
     from zoo.layers.conv import Conv1D, Conv2D
     from zoo.layers.dense import Dense
-    from zoo.layers.reshape import Flatten, Reshape
     from zoo.layers.resample import Upsample1D, Upsample2D
+    from zoo.layers.reshape import Flatten, Reshape
 
     act, channels = options["activation"], options["channels"]
     image = spec.kind == "image"

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import click
 
-from zoo.cli.checkpoints import (_notes, _prediction_table, _write_arrays, check_output_path,
-                                 read_inputs)
+from zoo.cli.checkpoints import (
+    _notes,
+    _prediction_table,
+    _write_arrays,
+    check_output_path,
+    read_inputs,
+)
 from zoo.cli.common import echo, emit_json
 from zoo.errors import ConfigError
 
