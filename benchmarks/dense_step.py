@@ -6,7 +6,7 @@ momentum 0.9, batch 32, float32, inputs of 64 features. The parameters live in o
 of 3 runs of 2 s each, after a warm-up. The best peer (JAX, whole step jitted) measured 13,253
 steps/s on this 2-core machine.
 
-    python benchmarks/dense_step.py [--seconds 2] [--runs 3]
+    python benchmarks/dense_step.py [--seconds 2] [--runs 3] [--input-grad]
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ def flat_parameters(model):
     return values, grads
 
 
-def make_step(batch: int = 32, features: int = 64, classes: int = 10, seed: int = 0):
+def make_step(batch: int = 32, features: int = 64, classes: int = 10, seed: int = 0,
+              input_grad: bool = False):
     rng = np.random.default_rng(seed)
     model = Sequential([Dense(64, activation="relu"), Dense(classes)])
     model.build((features,), rng)
-    model.layers[0].needs_input_grad = False  # nothing upstream of the first layer
+    model.layers[0].needs_input_grad = input_grad  # nothing upstream needs it
     values, grads = flat_parameters(model)
     params, grad_list = [values], [grads]
     loss = SoftmaxCrossEntropy()
@@ -85,8 +86,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--input-grad", action="store_true",
+                        help="also compute the first layer's (unused) input gradient")
     args = parser.parse_args()
-    step = make_step()
+    step = make_step(input_grad=args.input_grad)
     first = step()
     steps_per_second(step, 0.5)  # warm-up: compiled kernels loaded, caches hot
     runs = [steps_per_second(step, args.seconds) for _ in range(args.runs)]
