@@ -104,8 +104,10 @@ class Lin(Layer):
         return {"units": self.units, "tanh": self.tanh}
 
 
-def toy(first=Lin, name="toy", options=(Option("width", int, 5, "hidden units"),),
-        tasks=("classify", "regress"), **kwargs):
+WIDTH = (Option("width", int, 5, "hidden units"),)
+
+
+def toy(first=Lin, name="toy", options=WIDTH, tasks=("classify", "regress"), **kwargs):
     def build(spec, opts):
         return Sequential([first(opts["width"], tanh=True), Lin(spec.output_size)])
 

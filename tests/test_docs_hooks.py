@@ -11,8 +11,8 @@ import pytest
 from zoo import hookspecs
 
 DOC = "docs/plugin-hooks.md"
-HEADING = re.compile(r"^## (\w+)\((.*)\)\s*$", re.M)
-FENCE = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
+HEADING = re.compile(r"^## (\w+)\((.*)\)\s*$", re.MULTILINE)
+FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def hookspec_functions() -> dict:
@@ -45,7 +45,7 @@ def test_every_hook_is_documented_under_its_exact_signature(doc):
             f"{DOC}: the heading of {name} lists {documented[name][0]}; the hook takes {args}")
         body = documented[name][1]
         for arg in args:
-            assert re.search(rf"^- `{arg}`", body, re.M), (
+            assert re.search(rf"^- `{arg}`", body, re.MULTILINE), (
                 f"{DOC}: {name} does not describe its argument `{arg}` in its Parameters list")
         assert FENCE.search(body), f"{DOC}: {name} has no Python example"
 
@@ -164,7 +164,7 @@ def test_example_register_commands(load_example):
     import click
     from click.testing import CliRunner
 
-    host, record, _ = load_example("register_commands")
+    host, _, _ = load_example("register_commands")
 
     @click.group()
     def cli():

@@ -48,6 +48,10 @@ TINY_SHAPES = {"vector": (8,), "sequence": (6, 2), "image": (1, 8, 8)}
 TINY_CLASSES = 3
 TINY_TARGETS = 2
 
+# The training defaults an architecture may set (what zoo.run reads from ``defaults``).
+TRAINING_DEFAULTS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor",
+                     "clip_norm")
+
 # Finite differences sample this many entries of each parameter (and of the input): enough to
 # catch a wrong formula, few enough that a model's check takes well under a second.
 GRADIENT_ENTRIES = 24
@@ -175,10 +179,10 @@ def check_registration(name_or_architecture, *, host=None) -> Architecture:
                                 f"{opt.parse(opt.default)!r}; declare the parsed value")
         except Exception as exc:
             problems.append(f"option {opt.name!r}: default {opt.default!r} is not valid: {exc}")
-    known = {"optimizer", "lr", "batch_size", "epochs", "patience", "clip_norm"}
-    unknown = sorted(set(arch.defaults) - known)
+    unknown = sorted(set(arch.defaults) - set(TRAINING_DEFAULTS))
     if unknown:
-        problems.append(f"defaults has unknown keys {unknown}; known: {sorted(known)}")
+        problems.append(f"defaults has unknown keys {unknown}; known: "
+                        f"{sorted(TRAINING_DEFAULTS)}")
     if problems:
         raise AssertionError(f"architecture {name!r}: " + "; ".join(problems))
 
@@ -192,8 +196,9 @@ def check_registration(name_or_architecture, *, host=None) -> Architecture:
             spec = tiny_spec(kind, task)
             loss = arch.default_loss(spec, options)
             if loss not in host.losses:
+                installed = ", ".join(host.losses.names())
                 raise AssertionError(f"{_where(arch, spec)}: its loss {loss!r} is not a "
-                                     f"registered loss; installed: {', '.join(host.losses.names())}")
+                                     f"registered loss; installed: {installed}")
     return arch
 
 

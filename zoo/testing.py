@@ -25,6 +25,27 @@ the standard library until a check runs; ``-p no:zoo`` switches it off.
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported on first use instead (see __getattr__), to keep startup light
+    from zoo.conformance import (
+        build_model,
+        check_architecture,
+        check_checkpoint_round_trip,
+        check_config,
+        check_determinism,
+        check_gradients,
+        check_output_shapes,
+        check_plugin,
+        check_registration,
+        check_training,
+        iter_layers,
+        specs_for,
+        tiny_dataset,
+        tiny_spec,
+    )
+    from zoo.gradcheck import check_layer
 
 __all__ = [
     "build_model",
@@ -70,9 +91,7 @@ if pytest is not None:
     @pytest.fixture
     def zoo_conformance():
         """The conformance kit: ``zoo_conformance.check_architecture("mynet")``."""
-        import zoo.testing
-
-        return zoo.testing
+        return sys.modules[__name__]
 
     @pytest.fixture
     def zoo_host():

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 import zoo_resmlp
+
 from zoo.errors import ConfigError
 from zoo.testing import build_model, check_layer, check_plugin, tiny_spec
 
