@@ -416,6 +416,22 @@ def test_outputs_are_fresh_arrays_and_float32_stays_float32():
     assert layer.forward(np.zeros((5, 7, 2), np.float32)).shape == (5, 7, 4)
 
 
+@pytest.mark.parametrize("make", [lambda: LSTM(3), lambda: Bidirectional(GRU(3))])
+def test_skipping_the_input_gradient(make):
+    x = np.random.default_rng(6).standard_normal((2, 4, 2))
+    grads = []
+    for needed in (True, False):
+        layer = make()
+        built(layer, (4, 2))
+        layer.needs_input_grad = needed
+        out = layer.forward(x, True)
+        dx = layer.backward(np.ones_like(out))
+        assert (dx is None) == (not needed)
+        grads.append([p.grad.copy() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_layer_errors():
     with pytest.raises(ConfigError, match="LSTM: units must be a positive integer"):
         LSTM(0)

@@ -450,7 +450,7 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     h2 = h[first:t_].reshape((t_ - first) * n_, h.shape[2])
     dzi = dz_in.reshape(t_ * n_, w)
     dzr = dz_rec[first:].reshape((t_ - first) * n_, w)
-    dx2 = dx.reshape(t_ * n_, f_)
+    dx2 = None if dx is None else dx.reshape(t_ * n_, f_)
     w_in_t = w_in.T
 
     def block(lo, hi):
@@ -461,7 +461,8 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
             np.matmul(h2.T, dzr[:, cols], out=dw_rec[:, cols])
         else:
             dw_rec[:, cols] = 0
-        np.matmul(dzi[rows], w_in_t, out=dx2[rows])
+        if dx2 is not None:
+            np.matmul(dzi[rows], w_in_t, out=dx2[rows])
 
     _parallel(block, blocks, blocks)
 
@@ -511,17 +512,20 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
         x, w_in, w_rec, h: as given to and left by ``rnn_forward``.
         dh_out: dL/dh for every step ``(T, N, U)``, or ``(N, U)`` for the last step only.
         dz: ``(T, N, U)`` work array, receives the pre-activation gradients.
-        dx: ``(T, N, F)``, dw_in, dw_rec, db: receive the gradients (overwritten).
+        dx: ``(T, N, F)`` (or None to skip it), dw_in, dw_rec, db: receive the gradients
+            (overwritten).
         zero_init: the initial state was zeros (not an input), so its gradient is skipped.
     """
     t_, n_, f_, u_ = _dims(x, w_rec, 1)
     dt = x.dtype
     for name, arr, shape in (("w_in", w_in, (f_, u_)), ("h", h, (t_ + 1, n_, u_)),
-                             ("dz", dz, (t_, n_, u_)), ("dx", dx, (t_, n_, f_)),
+                             ("dz", dz, (t_, n_, u_)),
                              ("dw_in", dw_in, (f_, u_)), ("dw_rec", dw_rec, (u_, u_)),
                              ("db", db, (u_,))):
         _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
+    if dx is not None:
+        _check("dx", dx, (t_, n_, f_), dt)
     w_t = np.ascontiguousarray(w_rec.T)  # a contiguous R^T makes the step GEMMs faster
     blocks = _blocks(n_, n_ * u_ * u_)
 
@@ -581,7 +585,8 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
         x, w_in, w_rec, h, c, tanh_c, gates: as given to and left by ``lstm_forward``.
         dh_out: dL/dh for every step ``(T, N, U)``, or ``(N, U)`` for the last step only.
         dz: ``(T, N, 4U)`` work array, receives the pre-activation gradients.
-        dx: ``(T, N, F)``, dw_in, dw_rec, db: receive the gradients (overwritten).
+        dx: ``(T, N, F)`` (or None to skip it), dw_in, dw_rec, db: receive the gradients
+            (overwritten).
         zero_init: the initial states were zeros (not inputs); their gradients are skipped.
         dc_out: optional ``(N, U)`` dL/dc of the final cell state.
     """
@@ -590,10 +595,12 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     for name, arr, shape in (("w_in", w_in, (f_, 4 * u_)), ("h", h, (t_ + 1, n_, u_)),
                              ("c", c, (t_ + 1, n_, u_)), ("tanh_c", tanh_c, (t_, n_, u_)),
                              ("gates", gates, (t_, n_, 4 * u_)), ("dz", dz, (t_, n_, 4 * u_)),
-                             ("dx", dx, (t_, n_, f_)), ("dw_in", dw_in, (f_, 4 * u_)),
+                             ("dw_in", dw_in, (f_, 4 * u_)),
                              ("dw_rec", dw_rec, (u_, 4 * u_)), ("db", db, (4 * u_,))):
         _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
+    if dx is not None:
+        _check("dx", dx, (t_, n_, f_), dt)
     if dc_out is not None:
         _check("dc_out", dc_out, (n_, u_), dt)
     w_t = np.ascontiguousarray(w_rec.T)
@@ -663,8 +670,8 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
         dh_out: dL/dh for every step ``(T, N, U)``, or ``(N, U)`` for the last step only.
         dzx, dzh: ``(T, N, 3U)`` work arrays, receive the input-side and recurrent-side
             pre-activation gradients.
-        dx: ``(T, N, F)``, dw_in, dw_rec, db: ``(3U,)``, dbhn: ``(U,)``: receive the
-            gradients (overwritten).
+        dx: ``(T, N, F)`` (or None to skip it), dw_in, dw_rec, db: ``(3U,)``, dbhn: ``(U,)``:
+            receive the gradients (overwritten).
         zero_init: the initial state was zeros (not an input), so its gradient is skipped.
     """
     t_, n_, f_, u_ = _dims(x, w_rec, 3)
@@ -672,11 +679,13 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     for name, arr, shape in (("w_in", w_in, (f_, 3 * u_)), ("h", h, (t_ + 1, n_, u_)),
                              ("hn", hn, (t_, n_, u_)), ("gates", gates, (t_, n_, 3 * u_)),
                              ("dzx", dzx, (t_, n_, 3 * u_)), ("dzh", dzh, (t_, n_, 3 * u_)),
-                             ("dx", dx, (t_, n_, f_)), ("dw_in", dw_in, (f_, 3 * u_)),
+                             ("dw_in", dw_in, (f_, 3 * u_)),
                              ("dw_rec", dw_rec, (u_, 3 * u_)), ("db", db, (3 * u_,)),
                              ("dbhn", dbhn, (u_,))):
         _check(name, arr, shape, dt)
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
+    if dx is not None:
+        _check("dx", dx, (t_, n_, f_), dt)
     w_t = np.ascontiguousarray(w_rec.T)
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
 

@@ -17,6 +17,9 @@ layer's ``initial_state`` attribute (used by every later forward while set): an 
 array, or a pair ``(h0, c0)`` for the LSTM. After ``backward`` the attribute
 ``initial_state_grad`` holds its gradient in the same structure (``None`` without one).
 
+``needs_input_grad = False`` (for a model's first layer) skips the input-gradient GEMM;
+backward then returns None.
+
 Elman, "Finding Structure in Time", 1990; Hochreiter and Schmidhuber, "Long Short-Term
 Memory", 1997; Cho et al., "Learning Phrase Representations using RNN Encoder-Decoder", 2014
 (https://arxiv.org/abs/1406.1078); Jozefowicz, Zaremba and Sutskever, "An Empirical
@@ -63,6 +66,7 @@ class _Recurrent(Layer):
         self.reverse = bool(reverse)
         self.initial_state = None
         self.initial_state_grad = None
+        self.needs_input_grad = True
         self._key = None
 
     def build(self, input_shape, rng):
@@ -171,8 +175,13 @@ class _Recurrent(Layer):
         dh[...] = (grad_out[:, ::-1] if self.reverse else grad_out).transpose(1, 0, 2)
         return dh
 
-    def _grad_in(self, buf) -> np.ndarray:
-        """dL/dx batch-major (N, T, F), a fresh array."""
+    def _dx(self, buf):
+        return buf["dx"] if self.needs_input_grad else None
+
+    def _grad_in(self, buf) -> np.ndarray | None:
+        """dL/dx batch-major (N, T, F), a fresh array (None if not needed)."""
+        if not self.needs_input_grad:
+            return None
         dx = buf["dx"].transpose(1, 0, 2)
         return np.ascontiguousarray(dx[:, ::-1] if self.reverse else dx)
 
@@ -205,7 +214,7 @@ class SimpleRNN(_Recurrent):
         buf = self._cache()
         self.initial_state_grad = kernels.recurrent.rnn_backward(
             buf["x"], self.input_weight.value, self.recurrent_weight.value, buf["h"],
-            self._grad_out(grad_out, buf), buf["dz"], buf["dx"], *self._grads(),
+            self._grad_out(grad_out, buf), buf["dz"], self._dx(buf), *self._grads(),
             self._zero_init)
         return self._grad_in(buf)
 
@@ -265,8 +274,8 @@ class LSTM(_Recurrent):
         buf = self._cache()
         dh0, dc0 = kernels.recurrent.lstm_backward(
             buf["x"], self.input_weight.value, self.recurrent_weight.value, buf["h"], buf["c"],
-            buf["tanh_c"], buf["gates"], self._grad_out(grad_out, buf), buf["dz"], buf["dx"],
-            *self._grads(), self._zero_init)
+            buf["tanh_c"], buf["gates"], self._grad_out(grad_out, buf), buf["dz"],
+            self._dx(buf), *self._grads(), self._zero_init)
         self.initial_state_grad = None if self._zero_init else (dh0, dc0)
         return self._grad_in(buf)
 
@@ -310,7 +319,7 @@ class GRU(_Recurrent):
         buf = self._cache()
         self.initial_state_grad = kernels.recurrent.gru_backward(
             buf["x"], self.input_weight.value, self.recurrent_weight.value, buf["h"], buf["hn"],
-            buf["gates"], self._grad_out(grad_out, buf), buf["dz"], buf["dzh"], buf["dx"],
+            buf["gates"], self._grad_out(grad_out, buf), buf["dz"], buf["dzh"], self._dx(buf),
             *self._grads(), self.recurrent_bias.grad, self._zero_init)
         return self._grad_in(buf)
 
@@ -338,6 +347,7 @@ class Bidirectional(Layer):
         config = dict(layer.get_config(), reverse=not layer.reverse)
         self.backward_layer = type(layer)(**config)
         self.layers = [self.forward_layer, self.backward_layer]
+        self.needs_input_grad = True
 
     def build(self, input_shape, rng, dtype=None):
         if dtype is not None:
@@ -355,8 +365,12 @@ class Bidirectional(Layer):
 
     def backward(self, grad_out):
         units = self.forward_layer.units
+        for layer in self.layers:
+            layer.needs_input_grad = self.needs_input_grad
         dx = self.forward_layer.backward(grad_out[..., :units])
-        dx += self.backward_layer.backward(grad_out[..., units:])
+        dx_back = self.backward_layer.backward(grad_out[..., units:])
+        if dx is not None:
+            dx += dx_back
         return dx
 
     def get_config(self):
