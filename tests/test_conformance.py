@@ -231,6 +231,15 @@ def test_an_output_overwritten_by_the_next_call_is_caught():
     conformance.check_architecture(inside, kinds=["vector"], checks=["shapes", "gradients"])
 
 
+def test_a_model_zoo_cannot_save_is_caught():
+    # A bare layer trains, but zoo's checkpoints need the model's state_dict (Sequential has it).
+    arch = Architecture("bare", "a single layer", ("classify",),
+                        lambda spec, opts: Lin(spec.output_size))
+    conformance.check_architecture(arch, kinds=["vector"], checks=["shapes", "gradients"])
+    with pytest.raises(AssertionError, match="saving the trained run with zoo.checkpoint"):
+        conformance.check_architecture(arch, kinds=["vector"], checks=["training"])
+
+
 def test_wrong_output_size_is_caught():
     arch = Architecture("bad", "outputs one unit too many", ("classify",),
                         lambda spec, opts: Sequential([Lin(spec.output_size + 1)]))

@@ -26,8 +26,9 @@ The checks, in the order ``check_architecture`` runs them:
 - ``check_training``: two epochs of the real training loop on tiny random data: the loss is
   finite, the weights and the predictions move, every parameter still reaches the outputs once
   the trainer has moved it into its flat buffer (a layer that kept its own reference to a
-  parameter array at build time stops seeing updates), and the same seed reproduces the run
-  bit for bit.
+  parameter array at build time stops seeing updates), the run saved by ``zoo.checkpoint``
+  (as ``zoo train --save`` does) loads back into a model that predicts identically, and the
+  same seed reproduces the run bit for bit.
 """
 
 from __future__ import annotations
@@ -557,6 +558,24 @@ def _check_parameters_reach_outputs(model: Layer, x: np.ndarray, where: str) -> 
                                  f"change the outputs; {STALE_HINT}")
 
 
+def _check_saved_run(run, host, expected: np.ndarray, where: str) -> None:
+    """``zoo train --save`` then ``zoo evaluate``: the saved run's model predicts the same."""
+    from zoo.checkpoint import load_model, save_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "run.ckpt")
+        try:
+            save_run(run, path)
+            model, _, _, _ = load_model(path, host=host)
+        except Exception as exc:
+            raise AssertionError(f"{where}: saving the trained run with zoo.checkpoint and "
+                                 f"loading it back failed: {type(exc).__name__}: {exc}") from None
+    got = model.forward(run.x_train[:4].copy(), training=False)
+    if not np.array_equal(got, expected):
+        raise AssertionError(f"{where}: the model loaded from a saved run predicts otherwise "
+                             f"(largest difference {np.max(np.abs(got - expected)):.3g})")
+
+
 def check_training(arch, spec: DataSpec, options=None, *, seed: int = 0, epochs: int = 2,
                    host=None) -> dict:
     """Train twice for ``epochs`` epochs with the real loop; returns the first run's result."""
@@ -573,10 +592,10 @@ def check_training(arch, spec: DataSpec, options=None, *, seed: int = 0, epochs:
     if spec.task == "reconstruct" and "reconstruct" not in arch.tasks:
         raise AssertionError(f"{where}: reconstruct is not among its tasks")
     results, weights, predictions = [], [], []
-    for _ in range(2):
+    for attempt in range(2):
+        # An explicit --stop budget: no early stopping to restore earlier weights.
         config = RunConfig(arch=arch.name, dataset=dataset.name, options=dict(options or {}),
-                           epochs=epochs, batch_size=8, seed=seed,
-                           stop=(f"max_epochs={epochs}",))
+                           batch_size=8, seed=seed, stop=(f"max_epochs={epochs}",))
         run = Run(config, host=host, dataset=dataset)
         before = run.model.forward(run.x_train[:4].copy(), training=False).copy()
         start = _weights(run.model)
@@ -595,6 +614,8 @@ def check_training(arch, spec: DataSpec, options=None, *, seed: int = 0, epochs:
             raise AssertionError(f"{where}: training changed the weights but not the "
                                  f"predictions; {STALE_HINT}")
         _check_parameters_reach_outputs(run.model, run.x_train[:4], where)
+        if attempt == 0:
+            _check_saved_run(run, host, after, where)
     first, second = weights
     if any(not np.array_equal(first[n], second[n]) for n in first) \
             or not np.array_equal(*predictions) \
