@@ -145,6 +145,22 @@ def test_new_plugin_refuses_an_existing_folder_and_a_bad_name(scaffolded, work):
     assert not (work / "x").exists()
 
 
+def test_new_plugin_with_a_hyphenated_name(tmp_path):
+    from zoo.testing import check_architecture
+
+    result = CliRunner().invoke(cli, ["new-plugin", "wide-net", "--dir", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert 'wide-net = "zoo_wide_net"' in (tmp_path / "p" / "pyproject.toml").read_text()
+    assert (tmp_path / "p" / "tests" / "test_zoo_wide_net.py").exists()
+    path = tmp_path / "p" / "zoo_wide_net.py"
+    spec = importlib.util.spec_from_file_location("zoo_wide_net", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.ARCHITECTURE.name == "wide-net" and module.ZOO_API == "1"
+    check_architecture(module.ARCHITECTURE, kinds=["image"], tasks=["classify"],
+                       checks=["shapes", "gradients"], options={"width": 8})
+
+
 def test_scaffolded_plugin_passes_its_own_tests(scaffolded, work):
     source, target = scaffolded
     result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
