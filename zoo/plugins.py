@@ -234,7 +234,8 @@ class PluginHost:
         """One line per broken plugin on stderr, so a user knows why something is missing."""
         stream = stream or sys.stderr
         for record in self.problems:
-            print(f"zoo: plugin {record.name} not loaded: {record.error}", file=stream)
+            status = "partly loaded" if record.registered else "not loaded"
+            print(f"zoo: plugin {record.name} {status}: {record.error}", file=stream)
 
 
 def _with_plugin(value, plugin_name):

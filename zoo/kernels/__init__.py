@@ -14,6 +14,12 @@ _SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm"
 
 
 def __getattr__(name):
+    # ``from zoo.kernels import njit`` gives plugin authors zoo's numba policy (cache dir,
+    # flags, compile-time accounting); it imports numba, so only kernel modules should use it.
+    if name in ("njit", "prange"):
+        from zoo.kernels import _jit
+
+        return getattr(_jit, name)
     if name in _SUBMODULES:
         module = importlib.import_module(f"zoo.kernels.{name}")
         globals()[name] = module
