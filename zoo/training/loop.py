@@ -73,6 +73,7 @@ class Trainer:
         self.callbacks = [self.history, *callbacks]
         self.eval_batch_size = eval_batch_size
         self.values, self.grads = flatten_parameters(model)
+        self._values_list, self._grads_list = [self.values], [self.grads]
         # Position in the run: what a checkpoint needs to resume exactly.
         self.epoch = 0
         self.step = 0
@@ -105,7 +106,6 @@ class Trainer:
             self.engine.reset(metrics=self.metric_names(has_val))
         xbuf = np.empty((self.batch_size, *x.shape[1:]), dtype=x.dtype)
         tbuf = np.empty((self.batch_size, *target.shape[1:]), dtype=target.dtype)
-        params, grads = [self.values], [self.grads]
         t_start = time.perf_counter() - self.elapsed
         with _stop_on_sigint(self):
             while not (self.engine.stopped or self._interrupted):
@@ -119,13 +119,7 @@ class Trainer:
                     m = len(idx)
                     xb = np.take(x, idx, axis=0, out=xbuf[:m])
                     tb = np.take(target, idx, axis=0, out=tbuf[:m])
-                    out = self.model.forward(xb, training=True)
-                    value = self.loss.forward(out, tb)
-                    self.model.backward(self.loss.backward())
-                    if self.clip_norm is not None:
-                        clip_grad_norm(grads, self.clip_norm)
-                    self.optimizer.step(params, grads)
-                    self.step += 1
+                    value = self.train_step(xb, tb)
                     self.batch_index += 1
                     self.last_loss = value
                     self.epoch_loss_sum += value * m
@@ -144,6 +138,20 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history.rows
+
+    def train_step(self, xb: np.ndarray, tb: np.ndarray) -> float:
+        """One optimizer step on a batch: forward -> loss -> backward -> (clip) -> update.
+
+        The whole of the per-batch work; ``fit`` adds batching and bookkeeping around it and
+        ``benchmarks/steps.py`` times exactly this. Returns the batch's loss.
+        """
+        value = self.loss.forward(self.model.forward(xb, training=True), tb)
+        self.model.backward(self.loss.backward())
+        if self.clip_norm is not None:
+            clip_grad_norm(self._grads_list, self.clip_norm)
+        self.optimizer.step(self._values_list, self._grads_list)
+        self.step += 1
+        return value
 
     def metric_names(self, has_val: bool) -> list[str]:
         """The metrics each epoch reports, known before training starts."""
