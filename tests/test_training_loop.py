@@ -13,10 +13,12 @@ def weights(run):
 
 
 def test_mlp_learns_spirals():
-    result = train(RunConfig(arch="mlp", dataset="spirals", epochs=60, seed=0,
-                             options={"hidden": "64,64"}, lr=1e-2))
-    assert result.test["accuracy"] > 0.9
-    assert result.epochs <= 60 and result.steps > 0
+    # Spirals sit on a plateau near 65% for a few dozen epochs before the MLP "gets" them,
+    # so this uses a fixed budget rather than the default early stopping.
+    result = train(RunConfig(arch="mlp", dataset="spirals", seed=0, stop=("max_epochs=120",),
+                             options={"hidden": "64,64"}))
+    assert result.test["accuracy"] > 0.95
+    assert result.epochs == 120 and result.steps == 120 * 8
     assert result.history[-1]["epoch"] == result.epochs
 
 
