@@ -306,8 +306,7 @@ def nfp_to_fnp(g, out, db=None, pitch=None):
 # the input and the GEMM too thin for BLAS to pay. For stride 1, each output plane flattened
 # with the padded row length WP is a sum over taps of the flattened padded input shifted by
 # ``i * dh * WP + j * dw``: one long contiguous multiply-add per tap, computing WP - OW unused
-# columns per row on the way (Georganas et al., "Anatomy of High-Performance Deep Learning
-# Convolutions on SIMD Architectures", 2018, use the same shifted-plane view).
+# columns per row on the way. Loops over each output row (28 long) ran about 2x slower.
 @njit
 def _direct2d(xpf, wp, w, b, out, dh, dw, use_bias):
     n_, c_ = xpf.shape[0], xpf.shape[1]
