@@ -23,6 +23,8 @@ try:
 except ImportError:
     HAVE_MATPLOTLIB = False
 
+SMALL = ["--dataset", "xor", "--epochs", "3", "--batch-size", "32"]
+
 
 def subprocess_env(**extra):
     env = {k: v for k, v in os.environ.items()

@@ -75,19 +75,19 @@ def failure_row(job: dict, error: str, details: str | None = None) -> dict:
 def run_job(job: dict) -> dict:
     """Run one job and return its row: the ``RunResult`` dict plus status, timestamps and
     versions, or a failure row naming the reason. Never raises (except on Ctrl-C)."""
-    started, t0 = now_iso(), time.perf_counter()
-    try:
-        with _RUN_LOCK:
+    with _RUN_LOCK:
+        started, t0 = now_iso(), time.perf_counter()
+        try:
             from zoo.run import train
 
             row = {"status": "ok", **train(config_from_job(job)).to_dict()}
-    except Exception as exc:  # a bad option, a plugin that raises, anything: report it
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        row = failure_row(job, f"{type(exc).__name__}: {message}".rstrip(": "),
-                          traceback.format_exc(limit=-8))
-    row.update(started_at=started, finished_at=now_iso(),
-               wall_time_s=round(time.perf_counter() - t0, 4),
-               worker=f"{socket.gethostname()}:{os.getpid()}")
+        except Exception as exc:  # a bad option, a plugin that raises, anything: report it
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            row = failure_row(job, f"{type(exc).__name__}: {message}".rstrip(": "),
+                              traceback.format_exc(limit=-8))
+        row.update(started_at=started, finished_at=now_iso(),
+                   wall_time_s=round(time.perf_counter() - t0, 4),
+                   worker=f"{socket.gethostname()}:{os.getpid()}")
     try:
         row["versions"] = plugin_versions()
     except Exception:  # the versions are a courtesy; never lose a result over them
@@ -195,7 +195,7 @@ class Comparison:
             on_result: ``on_result(row, done, total)``, called as each job finishes.
         """
         rows: list[dict | None] = [None] * len(self.jobs)
-        warnings: list[str] = []
+        problems: list[str] = []
         store_ids: list[int] = []
         done = [0]
 
@@ -209,8 +209,8 @@ class Comparison:
                     store_ids.append(store.record(row, config, group=self.group,
                                                   kind="compare"))
                 except Exception as exc:  # losing a record must not lose the comparison
-                    if not warnings:
-                        warnings.append(f"could not record runs in {store.path}: "
+                    if not problems:
+                        problems.append(f"could not record runs in {store.path}: "
                                         f"{type(exc).__name__}: {exc}")
             if on_result is not None:
                 on_result(row, done[0], len(self.jobs))
@@ -235,7 +235,7 @@ class Comparison:
             "summary": summarise(rows, self.archs),
             "rows": rows,
             "store": None if store is None else {"path": str(store.path), "ids": store_ids},
-            "warnings": warnings,
+            "warnings": problems,
         }
 
     def shared_config(self) -> dict:
@@ -474,7 +474,7 @@ class DaskExecutor:
         futures = {}
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
-            self.description += f" ({n_workers} workers)"
+            self.description += f" ({n_workers} worker{'s' * (n_workers != 1)})"
             group = jobs[0].get("group", "zoo") if jobs else "zoo"
             futures = {client.submit(run_job, job, key=f"zoo-compare-{group}-{i}", pure=False): i
                        for i, job in enumerate(jobs)}
