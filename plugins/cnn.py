@@ -21,8 +21,14 @@ PRESETS = ("none", "lenet5")
 def _layers_for(spec):
     """The layer classes for the data's kind and the spatial sizes the convolutions see."""
     from zoo.layers.conv import Conv1D, Conv2D
-    from zoo.layers.pool import (AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D,
-                                 MaxPool1D, MaxPool2D)
+    from zoo.layers.pool import (
+        AvgPool1D,
+        AvgPool2D,
+        GlobalAvgPool1D,
+        GlobalAvgPool2D,
+        MaxPool1D,
+        MaxPool2D,
+    )
     from zoo.layers.reshape import Reshape
 
     if spec.kind == "image":

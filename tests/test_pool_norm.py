@@ -9,8 +9,14 @@ from zoo import kernels
 from zoo.errors import ConfigError, DataError
 from zoo.gradcheck import check_layer
 from zoo.layers.norm import BatchNorm
-from zoo.layers.pool import (AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D, MaxPool1D,
-                             MaxPool2D)
+from zoo.layers.pool import (
+    AvgPool1D,
+    AvgPool2D,
+    GlobalAvgPool1D,
+    GlobalAvgPool2D,
+    MaxPool1D,
+    MaxPool2D,
+)
 from zoo.model import Sequential
 
 

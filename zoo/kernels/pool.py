@@ -39,7 +39,7 @@ def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
                             if ix < 0 or ix >= w_:
                                 continue
                             v = x[n, c, iy, ix]
-                            if at < 0 or v > best or v != v:
+                            if at < 0 or v > best or np.isnan(v):
                                 best = v
                                 at = iy * w_ + ix
                     out[n, c, y, xo] = best
@@ -49,7 +49,7 @@ def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
 @njit
 def _max2d_k2s2(x, out, idx):
     """The common 2x2, stride 2, no-padding case without bounds checks."""
-    n_, c_, h_, w_ = x.shape
+    n_, c_, _, w_ = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for n in range(n_):
         for c in range(c_):
@@ -63,13 +63,13 @@ def _max2d_k2s2(x, out, idx):
                     e = x[n, c, r0 + 1, c0 + 1]
                     best = a
                     at = r0 * w_ + c0
-                    if b > best or b != b:
+                    if b > best or np.isnan(b):
                         best = b
                         at = r0 * w_ + c0 + 1
-                    if d > best or d != d:
+                    if d > best or np.isnan(d):
                         best = d
                         at = (r0 + 1) * w_ + c0
-                    if e > best or e != e:
+                    if e > best or np.isnan(e):
                         best = e
                         at = (r0 + 1) * w_ + c0 + 1
                     out[n, c, y, xo] = best
@@ -186,7 +186,7 @@ def _max1d(x, out, idx, k, s, p):
                 for f in range(f_):
                     v = x[n, t0 + i, f]
                     best = out[n, t, f]
-                    if (v > best or v != v) and best == best:
+                    if (v > best or np.isnan(v)) and not np.isnan(best):
                         out[n, t, f] = v
                         idx[n, t, f] = t0 + i
 
