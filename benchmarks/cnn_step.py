@@ -10,9 +10,12 @@ of ../shared/bench/README.md after 5 warm-up steps and ``--seconds`` of steps:
     {"workload": "cnn", "framework": "zoo", "steps_per_s": ..., "samples_per_s": ...}
 
 ``--peer PYTHON`` runs ``../shared/bench/torch_ref.py cnn`` with that interpreter after each zoo
-run (back to back, the machine is noisy) and prints the medians and their ratio on stderr:
+run (back to back, the machine is noisy) and prints the medians and their ratio on stderr.
+``--threads N`` sets the BLAS / OpenMP thread count of both (OPENBLAS_NUM_THREADS,
+OMP_NUM_THREADS, MKL_NUM_THREADS) before they start: on a shared 2-core machine two threads
+can be 10x slower than one when the other core is busy, for torch as for zoo.
 
-    python benchmarks/cnn_step.py --runs 3 --peer /tmp/peers/bin/python
+    python benchmarks/cnn_step.py --runs 3 --peer /tmp/peers/bin/python [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 BATCH = 64
 TORCH_REF = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench", "torch_ref.py")
 
 
 def make_step(seed: int = 0):
+    import numpy as np
+
     from zoo.data.spec import DataSpec
     from zoo.plugins import get_host
     from zoo.training.flat import flatten_parameters
@@ -81,7 +84,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs (one JSON line each)")
     parser.add_argument("--peer", metavar="PYTHON",
                         help="also run torch_ref.py cnn with this interpreter after each run")
+    parser.add_argument("--threads", type=int,
+                        help="BLAS / OpenMP threads for zoo and the peer (default: theirs)")
     args = parser.parse_args()
+    if args.threads:  # before numpy loads its BLAS (make_step imports it)
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     step = make_step()
     zoo_runs, peer_runs = [], []
     for _ in range(args.runs):
