@@ -1,0 +1,202 @@
+"""zoo against PyTorch and JAX on DESIGN.md's six workloads, back to back, as medians and ratios.
+
+Each of ``--runs`` rounds runs, one after the other in this job, ``benchmarks/steps.py`` (zoo),
+``../shared/bench/torch_ref.py`` and ``jax_ref.py`` (the peers, with ``--peer-python``, an
+interpreter that has torch and jax; the peers are never dependencies of zoo). The peers run
+twice per round: as they come (their own thread pools) and restricted to one thread, since on a
+busy 2-core machine either can be the faster; the best peer is the best of the four. Then it
+prints the medians and rewrites the ``steps`` section of docs/benchmarks.md:
+
+    python benchmarks/compare_peers.py --runs 5
+    python benchmarks/compare_peers.py mlp cnn --runs 3 --no-write
+
+``--threads`` instead measures zoo alone with one and with two BLAS threads, interleaved, and
+rewrites the ``threads`` section (the evidence for zoo's single-thread default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import _docs
+
+STEPS = os.path.join(_docs.HERE, "steps.py")
+WORKLOADS = ("mlp-small", "mlp", "cnn", "rnn", "lstm", "autoencoder")
+# The best peer per workload measured on this machine when DESIGN.md was written (steps/s).
+DESIGN_BEST = {"mlp-small": ("jax", 13253), "mlp": ("jax", 579), "cnn": ("torch", 85),
+               "rnn": ("jax", 204), "lstm": ("torch", 88), "autoencoder": ("jax", 335)}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+ONE_THREAD = {**{name: "1" for name in THREAD_VARIABLES},
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
+def run_lines(argv, env_changes=None, label=None) -> dict:
+    """``{workload: steps_per_s}`` from a script printing the bench README's JSON lines."""
+    env = dict(os.environ)
+    env.update(env_changes or {})
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    out = {}
+    for line in done.stdout.splitlines():
+        try:
+            row = json.loads(line)
+            out[row["workload"]] = float(row["steps_per_s"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    if done.returncode != 0 or not out:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"{label or argv[1]}: exit {done.returncode}: {tail}", file=sys.stderr)
+    return out
+
+
+def peer_env_default() -> dict:
+    """The peers as they come: without the single-thread variables zoo's policy may have set,
+    unless the user set them for this job (then they apply to everyone)."""
+    return {}
+
+
+def contenders(args) -> list[tuple[str, list, dict]]:
+    zoo = ("zoo", [sys.executable, STEPS, "--seconds", str(args.seconds), *args.workloads], {})
+    if args.threads:
+        return [("zoo, 1 BLAS thread", zoo[1], {n: "1" for n in THREAD_VARIABLES}),
+                ("zoo, 2 BLAS threads", zoo[1], {n: "2" for n in THREAD_VARIABLES})]
+    out = [zoo]
+    if args.peer_python:
+        for name in ("torch", "jax"):
+            script = os.path.join(args.peer_dir, f"{name}_ref.py")
+            argv = [args.peer_python, script, *args.workloads]
+            out.append((name, argv, peer_env_default()))
+            if not args.no_single_thread_peers:
+                out.append((f"{name}, 1 thread", argv, ONE_THREAD))
+    return out
+
+
+def measure(args) -> dict:
+    """``{contender: {workload: [steps/s per run]}}``, the contenders interleaved per run."""
+    plan = contenders(args)
+    results = {name: {w: [] for w in args.workloads} for name, _, _ in plan}
+    for r in range(args.runs):
+        for name, argv, env in plan:
+            got = run_lines(argv, env, name)
+            for w, v in got.items():
+                if w in results[name]:
+                    results[name][w].append(v)
+            print(f"run {r + 1}/{args.runs} {name}: "
+                  + ", ".join(f"{w} {v:.0f}" for w, v in got.items()), file=sys.stderr,
+                  flush=True)
+    return results
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def steps_table(results: dict, workloads) -> tuple[list[str], list[str]]:
+    """Markdown rows and a plain summary line per workload."""
+    names = list(results)
+    peers = [n for n in names if n != "zoo"]
+    head = ["workload", *[f"{n} (steps/s)" for n in names], "best peer", "zoo / best peer",
+            "DESIGN.md's best peer"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summary = []
+    for w in workloads:
+        med = {n: median(results[n][w]) for n in names}
+        zoo = med.get("zoo")
+        measured = [(med[n], n) for n in peers if med[n] is not None]
+        best_v, best_n = max(measured) if measured else (None, "n/a")
+        ratio = f"{zoo / best_v:.2f}x" if zoo and best_v else "n/a"
+        design_name, design_v = DESIGN_BEST[w]
+        rows.append("| " + " | ".join([w, *[fmt(med[n]) for n in names],
+                                       f"{best_n} {fmt(best_v)}", f"**{ratio}**",
+                                       f"{design_name} {design_v:,}"]) + " |")
+        summary.append(f"{w}: zoo {fmt(zoo)}, best peer {best_n} {fmt(best_v)}: {ratio}")
+    return rows, summary
+
+
+def threads_table(results: dict, workloads) -> tuple[list[str], list[str]]:
+    one, two = list(results)
+    rows = ["| workload | 1 BLAS thread (steps/s) | 2 BLAS threads (steps/s) | 2 / 1 |",
+            "|---|---|---|---|"]
+    summary = []
+    for w in workloads:
+        a, b = median(results[one][w]), median(results[two][w])
+        ratio = f"{b / a:.2f}x" if a and b else "n/a"
+        rows.append(f"| {w} | {fmt(a)} | {fmt(b)} | {ratio} |")
+        summary.append(f"{w}: 1 thread {fmt(a)}, 2 threads {fmt(b)}: {ratio}")
+    return rows, summary
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                        help=f"some of {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="zoo's timed seconds per workload (the peers' scripts use 2)")
+    parser.add_argument("--peer-python", default="/tmp/peers/bin/python",
+                        help="an interpreter with torch and jax ('' for zoo alone)")
+    parser.add_argument("--peer-dir", default=_docs.PEER_BENCH,
+                        help="where torch_ref.py and jax_ref.py are")
+    parser.add_argument("--no-single-thread-peers", action="store_true",
+                        help="run the peers only as they come, not also with one thread")
+    parser.add_argument("--threads", action="store_true",
+                        help="zoo alone, 1 vs 2 BLAS threads (the 'threads' section)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--doc", default=_docs.DOC, help="the generated document")
+    args = parser.parse_args(argv)
+    args.workloads = args.workloads or list(WORKLOADS)
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; expected some of "
+                     f"{', '.join(WORKLOADS)}")
+    if args.peer_python and not os.path.exists(args.peer_python):
+        parser.error(f"--peer-python {args.peer_python} does not exist; pass '' for zoo alone")
+
+    load_before = _docs.load()
+    results = measure(args)
+    load_after = _docs.load()
+
+    table = threads_table if args.threads else steps_table
+    rows, summary = table(results, args.workloads)
+    print("\n".join(summary))
+    if args.no_write:
+        return
+    ours = _docs.versions(modules=("numpy", "numba"))
+    lines = _docs.machine_lines(load_before, load_after)
+    lines.append("- zoo side: " + ", ".join(f"{k} {v}" for k, v in ours.items()))
+    if args.threads:
+        title = "## BLAS threads: zoo with one and with two"
+        what = (f"`python benchmarks/compare_peers.py --threads --runs {args.runs}`: "
+                f"`benchmarks/steps.py` with `OPENBLAS_NUM_THREADS` (and `OMP_`, `MKL_`) set "
+                f"to 1, then 2, interleaved; medians of {args.runs} runs of "
+                f"{args.seconds:g} s per workload.")
+    else:
+        title = "## Training steps per second: zoo against PyTorch and JAX"
+        if args.peer_python:
+            theirs = _docs.versions(args.peer_python, ("torch", "jax", "numpy"))
+            lines.append("- peer side: " + ", ".join(f"{k} {v}" for k, v in theirs.items()))
+        what = (f"`python benchmarks/compare_peers.py --runs {args.runs}`: per run, "
+                f"`benchmarks/steps.py` (zoo's `Trainer.train_step`, BLAS single-threaded by "
+                f"zoo's default), then `torch_ref.py` and `jax_ref.py` as they come and with one "
+                f"thread (`OMP_NUM_THREADS=1`, XLA without its multi-threaded Eigen); medians "
+                f"of {args.runs} runs, 5 warm-up steps then 2 s each. One step = forward + loss "
+                f"+ backward + SGD-momentum update, float32 (DESIGN.md section 5). The last "
+                f"column is the best peer DESIGN.md measured on a quieter day.")
+    body = "\n".join([title, "", what, "", *lines, "", *rows])
+    _docs.write_section("threads" if args.threads else "steps", body, args.doc)
+    print(f"wrote {os.path.relpath(args.doc)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

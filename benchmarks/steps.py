@@ -1,0 +1,158 @@
+"""DESIGN.md section 5's six canonical workloads: training steps per second with zoo, as JSON.
+
+Each workload is built from zoo's public API: the layers (``Dense``, ``Conv2D``, ``MaxPool2D``,
+``SimpleRNN``, ``LSTM``...), ``Sequential``, the loss, ``SGD(lr=0.01, momentum=0.9)`` and a
+real ``zoo.training.loop.Trainer``, whose ``train_step(xb, tb)`` (forward -> loss -> backward ->
+update on the one flat parameter buffer, exactly what ``zoo train`` runs per batch) is what is
+timed. Like the peers (``../shared/bench/torch_ref.py`` and ``jax_ref.py``): float32, fixed
+batch, inputs uniform in [0, 1), integer labels in [0, 10), 5 warm-up steps, then ``--seconds``
+(2 by default) of steps. One line per workload in the peers' format:
+
+    {"workload": "mlp", "framework": "zoo", "steps_per_s": ..., "samples_per_s": ...}
+
+    python benchmarks/steps.py                 # all six
+    python benchmarks/steps.py mlp-small cnn   # some of them
+
+BLAS runs single-threaded unless ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` say otherwise,
+the policy of the ``zoo`` command (``zoo.cli.limit_blas_threads``).
+
+LeNet-5's ``relu -> maxpool2`` runs as ``maxpool2 -> relu`` (the same function for a
+non-decreasing activation, a quarter of the activation work), as the ``cnn`` plugin's
+``preset=lenet5`` builds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from zoo.cli import limit_blas_threads
+
+limit_blas_threads()  # zoo's default, before numpy is imported
+
+import numpy as np  # noqa: E402
+
+# name: (model factory, input shape without batch, batch, loss name)
+WORKLOADS = {}
+
+
+def _workload(name, shape, batch, loss):
+    def register(factory):
+        WORKLOADS[name] = (factory, shape, batch, loss)
+        return factory
+
+    return register
+
+
+@_workload("mlp-small", (64,), 32, "softmax_cross_entropy")
+def mlp_small():
+    from zoo.layers.dense import Dense
+    from zoo.model import Sequential
+
+    return Sequential([Dense(64, activation="relu"), Dense(10)])
+
+
+@_workload("mlp", (784,), 128, "softmax_cross_entropy")
+def mlp():
+    from zoo.layers.dense import Dense
+    from zoo.model import Sequential
+
+    return Sequential([Dense(256, activation="relu"), Dense(128, activation="relu"), Dense(10)])
+
+
+@_workload("cnn", (1, 28, 28), 64, "softmax_cross_entropy")
+def lenet5():
+    from zoo.layers.activations import ReLU
+    from zoo.layers.conv import Conv2D
+    from zoo.layers.dense import Dense
+    from zoo.layers.pool import MaxPool2D
+    from zoo.layers.reshape import Flatten
+    from zoo.model import Sequential
+
+    return Sequential([Conv2D(6, 5, padding=2), MaxPool2D(2), ReLU(),
+                       Conv2D(16, 5), MaxPool2D(2), ReLU(), Flatten(),
+                       Dense(120, activation="relu"), Dense(84, activation="relu"), Dense(10)])
+
+
+@_workload("rnn", (40, 1), 64, "softmax_cross_entropy")
+def rnn():
+    from zoo.layers.dense import Dense
+    from zoo.layers.recurrent import SimpleRNN
+    from zoo.model import Sequential
+
+    return Sequential([SimpleRNN(128), Dense(10)])
+
+
+@_workload("lstm", (40, 1), 64, "softmax_cross_entropy")
+def lstm():
+    from zoo.layers.dense import Dense
+    from zoo.layers.recurrent import LSTM
+    from zoo.model import Sequential
+
+    return Sequential([LSTM(128), Dense(10)])
+
+
+@_workload("autoencoder", (784,), 128, "mse")
+def autoencoder():
+    from zoo.layers.dense import Dense
+    from zoo.model import Sequential
+
+    return Sequential([Dense(256, activation="relu"), Dense(32, activation="relu"),
+                       Dense(256, activation="relu"), Dense(784, activation="sigmoid")])
+
+
+def make_trainer(name: str, seed: int = 0):
+    """``(trainer, xb, tb)`` for workload ``name``: a built model, its data and targets."""
+    from zoo.losses import MSE, SoftmaxCrossEntropy
+    from zoo.optimizers import SGD
+    from zoo.training.loop import Trainer
+    from zoo.training.stopping import StoppingEngine
+
+    factory, shape, batch, loss_name = WORKLOADS[name]
+    rng = np.random.default_rng(seed)
+    model = factory()
+    model.build(shape, rng)
+    classify = loss_name == "softmax_cross_entropy"
+    loss = SoftmaxCrossEntropy() if classify else MSE()
+    trainer = Trainer(model, loss, SGD(lr=0.01, momentum=0.9), StoppingEngine(),
+                      task="classify" if classify else "reconstruct", batch_size=batch, rng=rng)
+    xb = rng.random((batch, *shape), dtype=np.float32)
+    tb = rng.integers(0, 10, batch) if classify else xb
+    return trainer, xb, tb
+
+
+def bench(name: str, seconds: float = 2.0) -> dict:
+    """Steps per second of ``Trainer.train_step`` on workload ``name``, peers' protocol."""
+    trainer, xb, tb = make_trainer(name)
+    step = trainer.train_step
+    for _ in range(5):
+        step(xb, tb)
+    clock = time.perf_counter
+    n, t0 = 0, clock()
+    while clock() - t0 < seconds:
+        step(xb, tb)
+        n += 1
+    dt = clock() - t0
+    batch = WORKLOADS[name][2]
+    return {"workload": name, "framework": "zoo", "steps_per_s": n / dt,
+            "samples_per_s": n * batch / dt}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                        help=f"some of {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per workload")
+    args = parser.parse_args(argv)
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; expected some of "
+                     f"{', '.join(WORKLOADS)}")
+    for name in args.workloads or WORKLOADS:
+        print(json.dumps(bench(name, args.seconds)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
