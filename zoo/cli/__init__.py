@@ -1,7 +1,26 @@
 """The ``zoo`` command line."""
 
+import os
+
+# Read by OpenBLAS, MKL and OpenMP when numpy (or numba) is first imported.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads(environ=os.environ) -> None:
+    """Run BLAS single-threaded unless the user chose a thread count.
+
+    zoo's GEMMs are small (a batch of 32-128 rows): OpenBLAS's second thread saves little on
+    an idle 2-core machine and, when the cores are busy (other processes, or ``zoo compare``'s
+    workers), its spin-waiting threads make each step 10-50x slower (benchmarks/README.md has
+    the measurements). Must run before numpy is imported; a variable already set is kept, so
+    ``OPENBLAS_NUM_THREADS=2 zoo train ...`` opts back in.
+    """
+    for name in BLAS_THREAD_VARIABLES:
+        environ.setdefault(name, "1")
+
 
 def main():
+    limit_blas_threads()
     from zoo.cli.main import cli, load_plugin_commands
     from zoo.plugins import get_host
 
