@@ -11,9 +11,10 @@ of ../shared/bench/README.md after 5 warm-up steps and ``--seconds`` of steps:
 
 ``--peer PYTHON`` runs ``../shared/bench/torch_ref.py cnn`` with that interpreter after each zoo
 run (back to back, the machine is noisy) and prints the medians and their ratio on stderr.
-``--threads N`` sets the BLAS / OpenMP thread count of both (OPENBLAS_NUM_THREADS,
-OMP_NUM_THREADS, MKL_NUM_THREADS) before they start: on a shared 2-core machine two threads
-can be 10x slower than one when the other core is busy, for torch as for zoo.
+zoo runs BLAS as the ``zoo`` command does (single-threaded unless OPENBLAS_NUM_THREADS /
+OMP_NUM_THREADS say otherwise), the peer with its own default; ``--threads N`` sets the BLAS /
+OpenMP thread count of both before they start: on a shared 2-core machine two threads can be
+10x slower than one when the other core is busy, for torch as for zoo.
 
     python benchmarks/cnn_step.py --runs 3 --peer /tmp/peers/bin/python [--threads 1]
 """
@@ -29,6 +30,7 @@ import sys
 import time
 
 BATCH = 64
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 TORCH_REF = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench", "torch_ref.py")
 
 
@@ -73,8 +75,9 @@ def bench(step, seconds: float) -> dict:
             "samples_per_s": n * BATCH / dt}
 
 
-def run_peer(python: str) -> dict:
-    out = subprocess.run([python, TORCH_REF, "cnn"], capture_output=True, text=True, check=True)
+def run_peer(python: str, env: dict) -> dict:
+    out = subprocess.run([python, TORCH_REF, "cnn"], capture_output=True, text=True, check=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -87,9 +90,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int,
                         help="BLAS / OpenMP threads for zoo and the peer (default: theirs)")
     args = parser.parse_args()
-    if args.threads:  # before numpy loads its BLAS (make_step imports it)
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    # before numpy loads its BLAS (make_step imports it)
+    if args.threads:
+        for var in THREAD_VARIABLES:
             os.environ[var] = str(args.threads)
+    peer_env = dict(os.environ)
+    for var in THREAD_VARIABLES:  # zoo's default, as the zoo command sets it
+        os.environ.setdefault(var, "1")
     step = make_step()
     zoo_runs, peer_runs = [], []
     for _ in range(args.runs):
@@ -97,7 +104,7 @@ def main() -> None:
         zoo_runs.append(result["steps_per_s"])
         print(json.dumps(result), flush=True)
         if args.peer:
-            peer = run_peer(args.peer)
+            peer = run_peer(args.peer, peer_env)
             peer_runs.append(peer["steps_per_s"])
             print(json.dumps(peer), flush=True)
     if peer_runs:
