@@ -55,30 +55,6 @@ def _out(out, shape, dtype, name):
 
 # -- 2-D, channels first ---------------------------------------------------------------------
 @njit
-def _pad2d(x, xp, ph, pw):
-    n_, c_, h_, w_ = x.shape
-    for n in range(n_):
-        for c in range(c_):
-            for y in range(h_):
-                src = x[n, c, y]
-                dst = xp[n, c, ph + y, pw:]
-                for t in range(w_):
-                    dst[t] = src[t]
-
-
-@njit
-def _crop2d(xp, x, ph, pw):
-    n_, c_, h_, w_ = x.shape
-    for n in range(n_):
-        for c in range(c_):
-            for y in range(h_):
-                src = xp[n, c, ph + y, pw:]
-                dst = x[n, c, y]
-                for t in range(w_):
-                    dst[t] = src[t]
-
-
-@njit
 def _im2col2d(xp, cols, kh, kw, sh, sw, dh, dw, oh, ow):
     n_, c_ = xp.shape[0], xp.shape[1]
     p_ = oh * ow
@@ -196,7 +172,8 @@ def pad2d(x, padding, out):
     if out.shape[:2] != x.shape[:2] or out.shape[2] < ph + x.shape[2] \
             or out.shape[3] < pw + x.shape[3]:
         raise DataError(f"pad2d: out of shape {out.shape} cannot hold {x.shape} at {padding}")
-    _pad2d(x, out, ph, pw)
+    # a numpy slice copy: within ~40 us of a kernel for a batch of 64, and nothing to compile
+    out[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
     return out
 
 
@@ -204,7 +181,8 @@ def crop2d(xp, padding, input_shape, out=None):
     """The interior of a padded buffer: the inverse of ``pad2d``."""
     _check("crop2d: xp", xp, 4)
     out = _out(out, tuple(input_shape), xp.dtype, "crop2d")
-    _crop2d(xp, out, *padding)
+    (ph, pw), (h, w) = padding, input_shape[2:]
+    out[...] = xp[:, :, ph:ph + h, pw:pw + w]
     return out
 
 

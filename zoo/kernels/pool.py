@@ -78,14 +78,15 @@ def _max2d_k2s2(x, out, idx):
 
 @njit
 def _max2d_backward(g, idx, dx):
+    # dx is (N, C, H * W): the indices are flat positions in each plane
     n_, c_, oh, ow = g.shape
     for n in range(n_):
         dx[n] = 0
         for c in range(c_):
-            flat = dx[n, c].reshape(-1)
+            plane = dx[n, c]
             for y in range(oh):
                 for xo in range(ow):
-                    flat[idx[n, c, y, xo]] += g[n, c, y, xo]
+                    plane[idx[n, c, y, xo]] += g[n, c, y, xo]
 
 
 @njit
@@ -149,7 +150,7 @@ def max_pool2d_backward(grad, indices, input_shape, out=None):
         raise DataError(f"max_pool2d_backward: indices must be int32 of shape {grad.shape}; "
                         f"received {describe_array(indices)}")
     dx = _out(out, tuple(input_shape), grad.dtype, "max_pool2d_backward")
-    _max2d_backward(grad, indices, dx)
+    _max2d_backward(grad, indices, dx.reshape(*dx.shape[:2], -1))
     return dx
 
 
