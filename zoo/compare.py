@@ -214,6 +214,8 @@ class Comparison:
                                         f"{type(exc).__name__}: {exc}")
             if on_result is not None:
                 on_result(row, done[0], len(self.jobs))
+            if interrupted(row):  # Ctrl-C reached a job (and stopped it cleanly): stop all
+                raise KeyboardInterrupt
 
         executor = make_executor(workers, scheduler, len(self.jobs))
         started, t0 = now_iso(), time.perf_counter()
@@ -321,10 +323,7 @@ class InProcessExecutor:
 
     def run(self, jobs, emit) -> None:
         for index, job in enumerate(jobs):
-            row = run_job(job)
-            emit(index, row)
-            if interrupted(row):  # Ctrl-C stopped that job cleanly; do not start the next
-                raise KeyboardInterrupt
+            emit(index, run_job(job))
 
 
 _START_QUEUE = None
