@@ -81,7 +81,7 @@ def run_job(job: dict) -> dict:
             from zoo.run import train
 
             row = {"status": "ok", **train(config_from_job(job)).to_dict()}
-        except Exception as exc:  # a bad option, a plugin that raises, anything: report it
+        except Exception as exc:  # noqa: BLE001 - a bad option, a raising plugin: its row
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             row = failure_row(job, f"{type(exc).__name__}: {message}".rstrip(": "),
                               traceback.format_exc(limit=-8))
@@ -90,7 +90,7 @@ def run_job(job: dict) -> dict:
                    worker=f"{socket.gethostname()}:{os.getpid()}")
     try:
         row["versions"] = plugin_versions()
-    except Exception:  # the versions are a courtesy; never lose a result over them
+    except Exception:  # noqa: BLE001 - versions are a courtesy; never lose a result
         row["versions"] = {}
     return row
 
@@ -208,7 +208,7 @@ class Comparison:
                 try:
                     store_ids.append(store.record(row, config, group=self.group,
                                                   kind="compare"))
-                except Exception as exc:  # losing a record must not lose the comparison
+                except Exception as exc:  # noqa: BLE001 - a lost record must not stop it
                     if not problems:
                         problems.append(f"could not record runs in {store.path}: "
                                         f"{type(exc).__name__}: {exc}")
@@ -408,7 +408,7 @@ class PoolExecutor:
                 except BrokenProcessPool:
                     broken.append(index)
                     continue
-                except Exception as exc:  # the job could not be sent or its row returned
+                except Exception as exc:  # noqa: BLE001 - job not sent or row not returned
                     row = failure_row(jobs[index], f"could not run the job in a worker "
                                                    f"process: {type(exc).__name__}: {exc}")
                 emit(index, row)
@@ -484,7 +484,7 @@ class DaskExecutor:
                 except KilledWorker as exc:
                     row = failure_row(jobs[index], "the Dask workers running this job died "
                                       f"repeatedly; Dask gave up ({exc})")
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever Dask raised goes in the row
                     row = failure_row(jobs[index], f"Dask could not run the job: "
                                                    f"{type(exc).__name__}: {exc}")
                 emit(index, row)
@@ -684,6 +684,7 @@ def plot_curves(rows: list[dict], path) -> None:
     line, mean ± std as a band. Raises ImportError without matplotlib."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     # Figure + Agg canvas, not pyplot: no global backend switch in the caller's process.
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -695,28 +696,30 @@ def plot_curves(rows: list[dict], path) -> None:
               (right, lambda mine: "val_loss" if _curve_key(mine) and any(
                   "val_loss" in h for r in mine for h in r["history"]) else "train_loss")]
     for ax, choose in panels:
-        keys = set()
+        curves = []
         for i, arch in enumerate(archs):
             mine = [r for r in ok if r["arch"] == arch]
             key = choose(mine)
-            if key is None:
-                continue
-            keys.add(key)
-            epochs, mean, std = _band(mine, key)
+            if key is not None:
+                curves.append((f"C{i % 10}", arch, len(mine), key, *_band(mine, key)))
+        keys = sorted({c[3] for c in curves})
+        for color, arch, seeds, key, epochs, mean, std in curves:
             if not epochs:
                 continue
-            color = f"C{i % 10}"
-            label = arch if len(mine) == 1 else f"{arch} ({len(mine)} seeds)"
-            ax.plot(epochs, mean, color=color, label=label, marker="." if len(epochs) < 3
-                    else None)
+            label = arch + (f" ({seeds} seeds)" if seeds > 1 else "")
+            if len(keys) > 1:  # mixed tasks share the panel: say which metric each line is
+                label += f": {key.removeprefix('val_')}"
+            ax.plot(epochs, mean, color=color, label=label,
+                    marker="." if len(epochs) < 3 else None)
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], color=color, alpha=0.2,
                             linewidth=0)
-        title = " / ".join(sorted(keys)).replace("val_", "validation ").replace("_", " ")
+        title = " / ".join(keys).replace("val_", "validation ").replace("_", " ")
         ax.set_title(title or "no history")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if archs:
+        if curves:
             ax.legend(fontsize="small")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

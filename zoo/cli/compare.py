@@ -94,8 +94,8 @@ def summary_table(result: dict) -> str:
         rows.append(row)
     align = [">", "<", *[">"] * len(names), ">", ">", ">", "<", ">", ">", ">"]
     seeds = len(result["seeds"])
-    lines = [f"{', '.join(result['archs'])} on {result['dataset']} ({result['task']}): "
-             f"test metrics, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}",
+    lines = [(f"{', '.join(result['archs'])} on {result['dataset']} ({result['task']}): "
+              f"test metrics, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"),
              table(rows, headers, align + ([">"] if any_failed else []))]
     if "probe_accuracy" in names:
         lines.append("probe acc: accuracy of a linear classifier on the learned codes")

@@ -45,7 +45,7 @@ def record_train_run(result: dict, config: dict, store=None, no_store: bool = Fa
         with open_store(store) as run_store:
             run_id = run_store.record(result, config, kind="train", started_at=started,
                                       finished_at=finished.isoformat(timespec="seconds"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the run succeeded; a lost record only warns
         click.echo(f"zoo: warning: run not recorded in {store or default_store_path()}: {exc}",
                    err=True)
         return None
@@ -132,8 +132,8 @@ def describe_run(run: dict) -> str:
     head = f"run {run['id']}  {run['kind']}  {run['status']}"
     if run.get("grp"):
         head += f"  group {run['grp']}"
-    lines = [head, f"{run['arch']} on {run['dataset']} ({run['task'] or '-'}), "
-             f"seed {run['seed']}"]
+    lines = [head, (f"{run['arch']} on {run['dataset']} ({run['task'] or '-'}), "
+                    f"seed {run['seed']}")]
     options = result.get("options") or config.get("options") or {}
     if options:
         lines.append("options: " + ", ".join(
