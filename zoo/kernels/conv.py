@@ -283,67 +283,95 @@ def nfp_to_fnp(g, out, db=None, pitch=None):
 # With C * KH * KW small (LeNet's first layer has 1 x 5 x 5 taps) the im2col matrix is 25 times
 # the input and the GEMM too thin for BLAS to pay. For stride 1, each output plane flattened
 # with the padded row length WP is a sum over taps of the flattened padded input shifted by
-# ``i * dh * WP + j * dw``: one long contiguous multiply-add per tap, computing WP - OW unused
-# columns per row on the way. Loops over each output row (28 long) ran about 2x slower.
+# ``c * HP * WP + i * dh * WP + j * dw``: long contiguous multiply-adds, computing WP - OW unused
+# columns per row on the way (loops over each 28-long output row ran about 2x slower). Taps go
+# four at a time, so each pass over the accumulator does four multiply-adds (1.3x faster than
+# one tap per pass; eight gained 7% more).
 @njit
-def _direct2d(xpf, wp, w, b, out, dh, dw, use_bias):
-    n_, c_ = xpf.shape[0], xpf.shape[1]
-    f_, _, kh, kw = w.shape
+def _direct2d(xpf, offs, wf, b, out, pitch, use_bias):
+    n_ = xpf.shape[0]
+    f_, taps = wf.shape
     oh, ow = out.shape[2], out.shape[3]
-    m = (oh - 1) * wp + ow
+    m = (oh - 1) * pitch + ow
+    full = taps - taps % 4
+    acc = np.empty(m, xpf.dtype)
     for n in range(n_):
-        acc = np.empty(m, xpf.dtype)
+        xn = xpf[n]
         for f in range(f_):
             bv = b[f] if use_bias else 0.0
             for p in range(m):
                 acc[p] = bv
-            for c in range(c_):
-                for i in range(kh):
-                    for j in range(kw):
-                        wv = w[f, c, i, j]
-                        xs = xpf[n, c, i * dh * wp + j * dw:]
-                        for p in range(m):
-                            acc[p] += wv * xs[p]
+            for t in range(0, full, 4):
+                w0, w1, w2, w3 = wf[f, t], wf[f, t + 1], wf[f, t + 2], wf[f, t + 3]
+                x0, x1 = xn[offs[t]:], xn[offs[t + 1]:]
+                x2, x3 = xn[offs[t + 2]:], xn[offs[t + 3]:]
+                for p in range(m):
+                    acc[p] += w0 * x0[p] + w1 * x1[p] + w2 * x2[p] + w3 * x3[p]
+            for t in range(full, taps):
+                w0, x0 = wf[f, t], xn[offs[t]:]
+                for p in range(m):
+                    acc[p] += w0 * x0[p]
             for y in range(oh):
-                src = acc[y * wp:]
+                src = acc[y * pitch:]
                 dst = out[n, f, y]
-                for t in range(ow):
-                    dst[t] = src[t]
+                for q in range(ow):
+                    dst[q] = src[q]
 
 
 @njit
-def _direct2d_backward(g, xpf, wp, w, dwn, dbn, dxpf, dh, dw, zero, input_grad):
-    n_, c_ = xpf.shape[0], xpf.shape[1]
-    f_, _, kh, kw = w.shape
+def _direct2d_backward(g, xpf, offs, wf, dwn, dbn, dxpf, pitch, zero, input_grad):
+    n_ = xpf.shape[0]
+    f_, taps = wf.shape
     oh, ow = g.shape[2], g.shape[3]
-    m = (oh - 1) * wp + ow
+    m = (oh - 1) * pitch + ow
+    full = taps - taps % 4
+    gw = np.zeros(m, xpf.dtype)  # output rows are rewritten below; the gaps stay zero
     for n in range(n_):
-        gw = np.zeros(m, xpf.dtype)  # the unused columns stay zero
+        xn = xpf[n]
         if input_grad:
             dxpf[n] = 0
         for f in range(f_):
             s = zero
             for y in range(oh):
                 src = g[n, f, y]
-                dst = gw[y * wp:]
-                for t in range(ow):
-                    dst[t] = src[t]
-                    s += src[t]
+                dst = gw[y * pitch:]
+                for q in range(ow):
+                    dst[q] = src[q]
+                    s += src[q]
             dbn[n, f] = s
-            for c in range(c_):
-                for i in range(kh):
-                    for j in range(kw):
-                        off = i * dh * wp + j * dw
-                        xs = xpf[n, c, off:]
-                        acc = zero
-                        for p in range(m):
-                            acc += gw[p] * xs[p]
-                        dwn[n, f, c, i, j] = acc
-                        if input_grad:
-                            wv = w[f, c, i, j]
-                            ds = dxpf[n, c, off:]
-                            for p in range(m):
-                                ds[p] += wv * gw[p]
+            for t in range(0, full, 4):
+                x0, x1 = xn[offs[t]:], xn[offs[t + 1]:]
+                x2, x3 = xn[offs[t + 2]:], xn[offs[t + 3]:]
+                a0 = a1 = a2 = a3 = zero
+                for p in range(m):
+                    gv = gw[p]
+                    a0 += gv * x0[p]
+                    a1 += gv * x1[p]
+                    a2 += gv * x2[p]
+                    a3 += gv * x3[p]
+                dwn[n, f, t] = a0
+                dwn[n, f, t + 1] = a1
+                dwn[n, f, t + 2] = a2
+                dwn[n, f, t + 3] = a3
+            for t in range(full, taps):
+                x0 = xn[offs[t]:]
+                a0 = zero
+                for p in range(m):
+                    a0 += gw[p] * x0[p]
+                dwn[n, f, t] = a0
+            if input_grad:
+                for t in range(taps):
+                    w0, ds = wf[f, t], dxpf[n, offs[t]:]
+                    for p in range(m):
+                        ds[p] += w0 * gw[p]
+
+
+def _taps(xp_shape, kernel_shape, dilation) -> np.ndarray:
+    """Offset of each tap ``(c, i, j)`` in an example's flattened padded input."""
+    _, c, hp, wp = xp_shape
+    kh, kw = kernel_shape
+    cc, ii, jj = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
+    return (cc * hp * wp + ii * dilation[0] * wp + jj * dilation[1]).reshape(-1)
 
 
 def conv2d_direct(xp, weight, bias, dilation, output_size, out=None):
@@ -354,11 +382,13 @@ def conv2d_direct(xp, weight, bias, dilation, output_size, out=None):
     _check("conv2d_direct: xp", xp, 4)
     _check("conv2d_direct: weight", weight, 4, xp.dtype)
     _check_padded("conv2d_direct", xp, weight.shape[2:], (1, 1), dilation, output_size)
-    n, c, hp, wp = xp.shape
-    out = _out(out, (n, weight.shape[0], *output_size), xp.dtype, "conv2d_direct")
+    n, wp = xp.shape[0], xp.shape[3]
+    f = weight.shape[0]
+    out = _out(out, (n, f, *output_size), xp.dtype, "conv2d_direct")
     use_bias = bias is not None
-    _direct2d(xp.reshape(n, c, hp * wp), wp, weight, bias if use_bias else
-              np.empty(0, xp.dtype), out, *dilation, use_bias)
+    _direct2d(xp.reshape(n, -1), _taps(xp.shape, weight.shape[2:], dilation),
+              weight.reshape(f, -1), bias if use_bias else np.empty(0, xp.dtype), out, wp,
+              use_bias)
     return out
 
 
@@ -369,19 +399,20 @@ def conv2d_direct_backward(grad, xp, weight, dilation, dweight, dbias=None, inpu
     _check("conv2d_direct_backward: grad", grad, 4)
     _check("conv2d_direct_backward: xp", xp, 4, grad.dtype)
     _check("conv2d_direct_backward: dweight", dweight, 4, grad.dtype)
-    n, c, hp, wp = xp.shape
+    n, wp = xp.shape[0], xp.shape[3]
     f = weight.shape[0]
     # per-example partial sums, added up below: keeps float32 sums short
-    dwn = np.empty((n, *weight.shape), xp.dtype)
+    dwn = np.empty((n, f, weight[0].size), xp.dtype)
     dbn = np.empty((n, f), xp.dtype)
-    dxp = np.empty_like(xp) if input_grad else np.empty((0, 0, 0, 0), xp.dtype)
-    _direct2d_backward(grad, xp.reshape(n, c, hp * wp), wp, weight, dwn, dbn,
-                       dxp.reshape(*dxp.shape[:2], dxp.shape[2] * dxp.shape[3]), *dilation,
+    dxp = np.empty_like(xp) if input_grad else None
+    _direct2d_backward(grad, xp.reshape(n, -1), _taps(xp.shape, weight.shape[2:], dilation),
+                       weight.reshape(f, -1), dwn, dbn,
+                       dxp.reshape(n, -1) if input_grad else np.empty((0, 0), xp.dtype), wp,
                        xp.dtype.type(0), input_grad)
-    np.sum(dwn, axis=0, out=dweight)
+    np.sum(dwn, axis=0, out=dweight.reshape(f, -1))
     if dbias is not None:
         np.sum(dbn, axis=0, out=dbias)
-    return dxp if input_grad else None
+    return dxp
 
 
 # -- 1-D, channels last ----------------------------------------------------------------------
