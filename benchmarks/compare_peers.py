@@ -1,8 +1,9 @@
 """zoo against PyTorch and JAX on DESIGN.md's six workloads, back to back, as medians and ratios.
 
-Each of ``--runs`` rounds runs, one after the other in this job, ``benchmarks/steps.py`` (zoo),
-``../shared/bench/torch_ref.py`` and ``jax_ref.py`` (the peers, with ``--peer-python``, an
-interpreter that has torch and jax; the peers are never dependencies of zoo). The peers run
+Each of ``--runs`` rounds runs, one after the other in this job and one workload at a time,
+``benchmarks/steps.py`` (zoo), ``../shared/bench/torch_ref.py`` and ``jax_ref.py`` (the peers,
+with ``--peer-python``, an interpreter that has torch and jax; the peers are never dependencies
+of zoo). The peers run
 twice per round: as they come (their own thread pools) and restricted to one thread, since on a
 busy 2-core machine either can be the faster; the best peer is the best of the four. Then it
 prints the medians and rewrites the ``steps`` section of docs/benchmarks.md:
@@ -53,42 +54,49 @@ def run_lines(argv, env_changes=None, label=None) -> dict:
     return out
 
 
-def peer_env_default() -> dict:
-    """The peers as they come: without the single-thread variables zoo's policy may have set,
-    unless the user set them for this job (then they apply to everyone)."""
-    return {}
-
-
 def contenders(args) -> list[tuple[str, list, dict]]:
-    zoo = ("zoo", [sys.executable, STEPS, "--seconds", str(args.seconds), *args.workloads], {})
+    """``(name, argv without workloads, environment changes)`` of everyone to run."""
+    zoo = ("zoo", [sys.executable, STEPS, "--seconds", str(args.seconds)], {})
     if args.threads:
         return [("zoo, 1 BLAS thread", zoo[1], {n: "1" for n in THREAD_VARIABLES}),
                 ("zoo, 2 BLAS threads", zoo[1], {n: "2" for n in THREAD_VARIABLES})]
     out = [zoo]
     if args.peer_python:
         for name in ("torch", "jax"):
-            script = os.path.join(args.peer_dir, f"{name}_ref.py")
-            argv = [args.peer_python, script, *args.workloads]
-            out.append((name, argv, peer_env_default()))
+            argv = [args.peer_python, os.path.join(args.peer_dir, f"{name}_ref.py")]
+            out.append((name, argv, {}))
             if not args.no_single_thread_peers:
                 out.append((f"{name}, 1 thread", argv, ONE_THREAD))
     return out
 
 
-def measure(args) -> dict:
-    """``{contender: {workload: [steps/s per run]}}``, the contenders interleaved per run."""
+def measure(args) -> tuple[dict, dict]:
+    """Every contender on one workload after the other, round after round.
+
+    Returns ``{contender: {workload: [steps/s per round]}}`` and, per workload, zoo's ratio to
+    the best peer of each round. The load of a shared machine drifts over minutes, so the
+    contenders of a workload run within seconds of each other, in an order rotated every
+    round (no one always runs right after the same neighbour).
+    """
     plan = contenders(args)
     results = {name: {w: [] for w in args.workloads} for name, _, _ in plan}
+    ratios = {w: [] for w in args.workloads}
     for r in range(args.runs):
-        for name, argv, env in plan:
-            got = run_lines(argv, env, name)
-            for w, v in got.items():
-                if w in results[name]:
-                    results[name][w].append(v)
-            print(f"run {r + 1}/{args.runs} {name}: "
-                  + ", ".join(f"{w} {v:.0f}" for w, v in got.items()), file=sys.stderr,
+        for w in args.workloads:
+            k = r % len(plan)
+            got = {}
+            for name, argv, env in plan[k:] + plan[:k]:
+                value = run_lines(argv + [w], env, f"{name} {w}").get(w)
+                if value is not None:
+                    got[name] = value
+                    results[name][w].append(value)
+            peers = [v for n, v in got.items() if not n.startswith("zoo")]
+            if "zoo" in got and peers:
+                ratios[w].append(got["zoo"] / max(peers))
+            print(f"round {r + 1}/{args.runs} {w}: "
+                  + ", ".join(f"{n} {v:.0f}" for n, v in got.items()), file=sys.stderr,
                   flush=True)
-    return results
+    return results, ratios
 
 
 def median(values):
@@ -101,12 +109,12 @@ def fmt(value) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-def steps_table(results: dict, workloads) -> tuple[list[str], list[str]]:
+def steps_table(results: dict, workloads, ratios) -> tuple[list[str], list[str]]:
     """Markdown rows and a plain summary line per workload."""
     names = list(results)
     peers = [n for n in names if n != "zoo"]
     head = ["workload", *[f"{n} (steps/s)" for n in names], "best peer", "zoo / best peer",
-            "DESIGN.md's best peer"]
+            "zoo / best peer, per round", "DESIGN.md's best peer"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     summary = []
     for w in workloads:
@@ -115,15 +123,19 @@ def steps_table(results: dict, workloads) -> tuple[list[str], list[str]]:
         measured = [(med[n], n) for n in peers if med[n] is not None]
         best_v, best_n = max(measured) if measured else (None, "n/a")
         ratio = f"{zoo / best_v:.2f}x" if zoo and best_v else "n/a"
+        rounds = ratios.get(w) or []
+        per_round = (f"median {median(rounds):.2f}x, min {min(rounds):.2f}x"
+                     if rounds else "n/a")
         design_name, design_v = DESIGN_BEST[w]
         rows.append("| " + " | ".join([w, *[fmt(med[n]) for n in names],
-                                       f"{best_n} {fmt(best_v)}", f"**{ratio}**",
+                                       f"{best_n} {fmt(best_v)}", f"**{ratio}**", per_round,
                                        f"{design_name} {design_v:,}"]) + " |")
-        summary.append(f"{w}: zoo {fmt(zoo)}, best peer {best_n} {fmt(best_v)}: {ratio}")
+        summary.append(f"{w}: zoo {fmt(zoo)}, best peer {best_n} {fmt(best_v)}: {ratio} "
+                       f"(per round: {per_round})")
     return rows, summary
 
 
-def threads_table(results: dict, workloads) -> tuple[list[str], list[str]]:
+def threads_table(results: dict, workloads, ratios=None) -> tuple[list[str], list[str]]:
     one, two = list(results)
     rows = ["| workload | 1 BLAS thread (steps/s) | 2 BLAS threads (steps/s) | 2 / 1 |",
             "|---|---|---|---|"]
@@ -164,11 +176,11 @@ def main(argv=None) -> None:
         parser.error(f"--peer-python {args.peer_python} does not exist; pass '' for zoo alone")
 
     load_before = _docs.load()
-    results = measure(args)
+    results, ratios = measure(args)
     load_after = _docs.load()
 
     table = threads_table if args.threads else steps_table
-    rows, summary = table(results, args.workloads)
+    rows, summary = table(results, args.workloads, ratios)
     print("\n".join(summary))
     if args.no_write:
         return
@@ -188,11 +200,14 @@ def main(argv=None) -> None:
             lines.append("- peer side: " + ", ".join(f"{k} {v}" for k, v in theirs.items()))
         what = (f"`python benchmarks/compare_peers.py --runs {args.runs}`: per run, "
                 f"`benchmarks/steps.py` (zoo's `Trainer.train_step`, BLAS single-threaded by "
-                f"zoo's default), then `torch_ref.py` and `jax_ref.py` as they come and with one "
-                f"thread (`OMP_NUM_THREADS=1`, XLA without its multi-threaded Eigen); medians "
-                f"of {args.runs} runs, 5 warm-up steps then 2 s each. One step = forward + loss "
-                f"+ backward + SGD-momentum update, float32 (DESIGN.md section 5). The last "
-                f"column is the best peer DESIGN.md measured on a quieter day.")
+                f"zoo's default), `torch_ref.py` and `jax_ref.py` as they come and with one "
+                f"thread (`OMP_NUM_THREADS=1`, XLA without its multi-threaded Eigen), one "
+                f"workload at a time, in an order rotated every round; medians of "
+                f"{args.runs} rounds, 5 warm-up steps then 2 s each. One step = forward + loss "
+                f"+ backward + SGD-momentum update, float32 (DESIGN.md section 5). 'Per round' "
+                f"is zoo's ratio to the best peer of the same round (the load drifts less "
+                f"within a round). The last column is the best peer DESIGN.md measured on a "
+                f"quieter day.")
     body = "\n".join([title, "", what, "", *lines, "", *rows])
     _docs.write_section("threads" if args.threads else "steps", body, args.doc)
     print(f"wrote {os.path.relpath(args.doc)}", file=sys.stderr)
