@@ -12,6 +12,7 @@ batch, inputs uniform in [0, 1), integer labels in [0, 10), 5 warm-up steps, the
 
     python benchmarks/steps.py                 # all six
     python benchmarks/steps.py mlp-small cnn   # some of them
+    python benchmarks/steps.py lstm --runs 3   # three lines
 
 BLAS runs single-threaded unless ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` say otherwise,
 the policy of the ``zoo`` command (``zoo.cli.limit_blas_threads``).
@@ -145,13 +146,16 @@ def main(argv=None) -> None:
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                         help=f"some of {', '.join(WORKLOADS)} (default: all)")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per workload")
+    parser.add_argument("--runs", type=int, default=1, help="lines per workload (each a fresh "
+                        "model, 5 warm-up steps and --seconds of steps)")
     args = parser.parse_args(argv)
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; expected some of "
                      f"{', '.join(WORKLOADS)}")
     for name in args.workloads or WORKLOADS:
-        print(json.dumps(bench(name, args.seconds)), flush=True)
+        for _ in range(args.runs):
+            print(json.dumps(bench(name, args.seconds)), flush=True)
 
 
 if __name__ == "__main__":
