@@ -64,8 +64,8 @@ def versions(python: str = sys.executable, modules=("numpy", "numba")) -> dict:
 def machine_lines(load_before: str, load_after: str) -> list[str]:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return [f"- date: {now}",
-            f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} "
-            f"{platform.release()}",
+            (f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} "
+            f"{platform.release()}"),
             f"- load average (1 / 5 / 15 min) before: {load_before}; after: {load_after}",
             f"- Python {platform.python_version()}"]
 
@@ -73,9 +73,12 @@ def machine_lines(load_before: str, load_after: str) -> list[str]:
 def write_section(name: str, body: str, path: str = DOC) -> None:
     """Replace section ``name`` of docs/benchmarks.md (creating the file or section)."""
     assert name in SECTIONS, name
-    text = open(path).read() if os.path.exists(path) else HEADER
+    text = HEADER
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
     block = f"<!-- {name}:begin -->\n{body.rstrip()}\n<!-- {name}:end -->"
-    pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", re.S)
+    pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
     else:

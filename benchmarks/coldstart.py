@@ -100,10 +100,10 @@ def main(argv=None) -> None:
     results = {arch: cold_and_warm(arch, args.runs, args.train_args) for arch in archs}
     load_after = _docs.load()
 
-    lines = [f"zoo --help: median {statistics.median(helps):.3f} s, min {min(helps):.3f} s, "
-             f"max {max(helps):.3f} s ({len(helps)} runs)"]
-    rows = ["| command | cache | wall to result (s) | compile + cache loads (s) | "
-            "training (s) | steps |", "|---|---|---|---|---|---|"]
+    lines = [(f"zoo --help: median {statistics.median(helps):.3f} s, min {min(helps):.3f} s, "
+             f"max {max(helps):.3f} s ({len(helps)} runs)")]
+    rows = [("| command | cache | wall to result (s) | compile + cache loads (s) | "
+            "training (s) | steps |"), "|---|---|---|---|---|---|"]
     for arch, r in results.items():
         for kind in ("cold", "warm"):
             rs = r[kind]
@@ -121,15 +121,15 @@ def main(argv=None) -> None:
         return
     extra = f" -- {' '.join(args.train_args)}" if args.train_args else ""
     body = ["## Cold start", "",
-            f"`python benchmarks/coldstart.py --runs {args.runs}{extra}`: wall time of the "
+            (f"`python benchmarks/coldstart.py --runs {args.runs}{extra}`: wall time of the "
             f"command to its result (medians of {args.runs} cold + warm pairs); the cold run "
             f"uses an empty `ZOO_CACHE_DIR`, the warm run the cache the cold one left. "
             f"`compile` is `compile_time_s` of `zoo train --json` (numba compiles, and cache "
-            f"loads on a warm run); it is part of the wall time.", "",
+            f"loads on a warm run); it is part of the wall time."), "",
             *_docs.machine_lines(load_before, load_after),
             "- versions: " + ", ".join(f"{k} {v}" for k, v in _docs.versions().items()), "",
-            f"- `zoo --help`: median {statistics.median(helps):.3f} s (min {min(helps):.3f}, "
-            f"max {max(helps):.3f}, {len(helps)} runs)", "", *rows, ""]
+            (f"- `zoo --help`: median {statistics.median(helps):.3f} s (min {min(helps):.3f}, "
+            f"max {max(helps):.3f}, {len(helps)} runs)"), "", *rows, ""]
     for arch, r in results.items():
         body.append(f"- `{arch}` compiles {len(r['compiled'])} kernels on an empty cache: "
                     f"{', '.join(f'`{k}`' for k in r['compiled'])}")

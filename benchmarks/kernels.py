@@ -25,9 +25,8 @@ from zoo.cli import limit_blas_threads
 
 limit_blas_threads()
 
-import numpy as np  # noqa: E402
-
-import steps  # noqa: E402
+import numpy as np
+import steps
 
 F32 = np.float32
 

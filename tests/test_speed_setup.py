@@ -1,0 +1,94 @@
+"""The speed policies keep results correct: the trainer's skipped input gradient, the BLAS
+thread default, and the benchmark workloads (timings are measured in benchmarks/, never here)."""
+
+import importlib.util
+import math
+import os
+
+import numpy as np
+import pytest
+
+from zoo.cli import BLAS_THREAD_VARIABLES, limit_blas_threads
+from zoo.layers.dense import Dense
+from zoo.layers.reshape import Flatten
+from zoo.losses import SoftmaxCrossEntropy
+from zoo.model import Sequential
+from zoo.optimizers import SGD
+from zoo.training.loop import Trainer
+from zoo.training.stopping import StoppingEngine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _trainer(model, shape=(6,)):
+    model.build(shape, np.random.default_rng(0))
+    return Trainer(model, SoftmaxCrossEntropy(), SGD(lr=0.1, momentum=0.9), StoppingEngine(),
+                   task="classify", batch_size=8)
+
+
+def test_blas_threads_default_to_one_and_keep_the_users_choice():
+    env = {"OPENBLAS_NUM_THREADS": "2"}
+    limit_blas_threads(env)
+    assert env["OPENBLAS_NUM_THREADS"] == "2"
+    assert all(env[name] == "1" for name in BLAS_THREAD_VARIABLES if name != "OPENBLAS_NUM_THREADS")
+
+
+def test_trainer_skips_the_first_layers_input_gradient_with_identical_updates():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    skip = _trainer(Sequential([Dense(5, activation="relu"), Dense(3)]))
+    assert skip.model.layers[0].needs_input_grad is False
+    assert skip.model.layers[1].needs_input_grad is True
+    # The same model and steps by hand, computing every input gradient.
+    model = Sequential([Dense(5, activation="relu"), Dense(3)])
+    model.build((6,), np.random.default_rng(0))
+    params = [p.value for p in model.parameters()]
+    velocity = [np.zeros_like(p) for p in params]
+    loss = SoftmaxCrossEntropy()
+    for _ in range(3):
+        skip.train_step(x, y)
+        loss.forward(model.forward(x, training=True), y)
+        assert model.backward(loss.backward()).shape == x.shape
+        for p, v, g in zip(params, velocity, [p.grad for p in model.parameters()]):
+            v *= np.float32(0.9)
+            v += g
+            p -= np.float32(0.1) * v
+    for a, b in zip(skip.model.parameters(), model.parameters()):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-6, atol=1e-7)
+
+
+def test_a_layer_in_front_keeps_the_input_gradient_it_passes_on():
+    trainer = _trainer(Sequential([Flatten(), Dense(4), Dense(3)]), shape=(2, 3))
+    assert trainer.model.layers[1].needs_input_grad is True
+    x = np.ones((8, 2, 3), np.float32)
+    assert math.isfinite(trainer.train_step(x, np.zeros(8, np.int64)))
+
+
+def test_nested_sequential_first_leaf_skips():
+    inner = Sequential([Dense(4, activation="relu"), Dense(4)])
+    _trainer(Sequential([inner, Dense(3)]))
+    assert inner.layers[0].needs_input_grad is False
+    assert inner.layers[1].needs_input_grad is True
+
+
+def _steps_module():
+    spec = importlib.util.spec_from_file_location(
+        "zoo_bench_steps", os.path.join(ROOT, "benchmarks", "steps.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["mlp-small", "mlp", "cnn", "rnn", "lstm", "autoencoder"])
+def test_benchmark_workloads_are_the_designs_and_train(name):
+    steps = _steps_module()
+    trainer, xb, tb = steps.make_trainer(name)
+    sizes = {"mlp-small": 4810, "mlp": 235146, "cnn": 61706, "rnn": 17930, "lstm": 67850,
+             "autoencoder": 419120}
+    assert trainer.values.size == sizes[name]
+    before = trainer.values.copy()
+    first = trainer.train_step(xb, tb)
+    second = trainer.train_step(xb, tb)
+    assert math.isfinite(first) and second < first
+    assert not np.array_equal(before, trainer.values)
