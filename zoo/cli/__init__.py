@@ -12,11 +12,14 @@ def limit_blas_threads(environ=os.environ) -> None:
     zoo's GEMMs are small (a batch of 32-128 rows): OpenBLAS's second thread saves little on
     an idle 2-core machine and, when the cores are busy (other processes, or ``zoo compare``'s
     workers), its spin-waiting threads make each step 10-50x slower (benchmarks/README.md has
-    the measurements). Must run before numpy is imported; a variable already set is kept, so
-    ``OPENBLAS_NUM_THREADS=2 zoo train ...`` opts back in.
+    the measurements). Must run before numpy is imported. If the user set any of these
+    variables, all are left alone (OpenBLAS falls back to ``OMP_NUM_THREADS``), so
+    ``OPENBLAS_NUM_THREADS=2 zoo train ...`` or ``OMP_NUM_THREADS=2 zoo train ...`` opts back in.
     """
+    if any(environ.get(name) for name in BLAS_THREAD_VARIABLES):
+        return
     for name in BLAS_THREAD_VARIABLES:
-        environ.setdefault(name, "1")
+        environ[name] = "1"
 
 
 def main():
