@@ -11,7 +11,7 @@ from zoo_plugins._recurrent import architecture
 GRU = architecture(
     "gru", "GRU",
     "gated recurrent unit network (Cho et al. 2014): LSTM-like gating with fewer parameters",
-    defaults={"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 40, "patience": 8,
+    defaults={"optimizer": "adam", "lr": 5e-3, "batch_size": 64, "epochs": 40, "patience": 8,
               "clip_norm": 1.0},
 )
 

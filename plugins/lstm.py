@@ -12,7 +12,7 @@ LSTM = architecture(
     "lstm", "LSTM",
     "long short-term memory network (Hochreiter & Schmidhuber 1997): gated cells that keep "
     "information over long lags",
-    defaults={"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 40, "patience": 8,
+    defaults={"optimizer": "adam", "lr": 5e-3, "batch_size": 64, "epochs": 40, "patience": 8,
               "clip_norm": 1.0},
 )
 

@@ -11,7 +11,7 @@ from zoo_plugins._recurrent import architecture
 RNN = architecture(
     "rnn", "SimpleRNN",
     "recurrent network with tanh units (Elman 1990), trained by backprop through time",
-    defaults={"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 40, "patience": 8,
+    defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 80, "patience": 10,
               "clip_norm": 1.0},
 )
 

@@ -48,13 +48,14 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels._jit import njit
+from zoo.kernels._jit import njit  # first: it points numba's cache at zoo's directory
+
+import numba  # noqa: E402  (after _jit, see above)
+from numba import types  # noqa: E402
+from numba.extending import overload  # noqa: E402
 
 _FLOATS = (np.float32, np.float64)
 # float32 constants keep float32 arithmetic in float32 (a Python 1 or 0.5 would promote it to

@@ -1,10 +1,11 @@
 """Recurrent layers: ``SimpleRNN``, ``LSTM``, ``GRU`` with full backprop through time, and
 ``Bidirectional``.
 
-Each layer projects the inputs of every step with one GEMM, runs the time loop in
-``zoo.kernels.recurrent`` (one BLAS GEMM and one fused numba cell per step), and in backward
-forms each weight gradient with one GEMM over all steps. Buffers are time-major and reused
-while the batch shape stays the same.
+All the arithmetic is in ``zoo.kernels.recurrent``: the input projection of every step (one
+GEMM, or inside the cells for inputs of at most 16 features), the time loop (one BLAS GEMM and
+one fused numba cell per step, on row blocks in parallel threads), and in backward each weight
+gradient as one GEMM over all steps. The layers keep time-major buffers, reused while the
+batch shape stays the same, and return fresh arrays.
 
 Parameters (G = 1, 4, 3 gate blocks): ``input_weight`` (F, G*units), ``recurrent_weight``
 (units, G*units), ``bias`` (G*units); the GRU adds ``recurrent_bias`` (units,). Gate order:
