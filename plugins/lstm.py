@@ -8,11 +8,14 @@ exactly as a third-party plugin.
 from zoo.hookspecs import hookimpl
 from zoo_plugins._recurrent import architecture
 
+# Adam 5e-3 with clipping trains digits and mnist1d well within 40 epochs. The patience is
+# long because on the adding problem the validation loss sits on the plateau of predicting the
+# mean (MSE 1/6) for a dozen epochs before the LSTM finds the marked values.
 LSTM = architecture(
     "lstm", "LSTM",
     "long short-term memory network (Hochreiter & Schmidhuber 1997): gated cells that keep "
     "information over long lags",
-    defaults={"optimizer": "adam", "lr": 5e-3, "batch_size": 64, "epochs": 40, "patience": 8,
+    defaults={"optimizer": "adam", "lr": 5e-3, "batch_size": 64, "epochs": 40, "patience": 20,
               "clip_norm": 1.0},
 )
 
