@@ -287,10 +287,12 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
 _BLAS_LOCAL = []  # [setter or None], looked up once
 _POOL = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
 # Running estimate of (parallel time) / (the calling thread's own block time); serial would
-# be about the number of blocks. Above BALANCE_LIMIT x blocks, run serially and probe.
-_BALANCE = {"ratio": 1.0, "skipped": 0}
+# be about the number of blocks. Above BALANCE_LIMIT x blocks, blocks run in turn, with a
+# parallel probe after PROBE_MIN calls, then twice as many after each probe that fails
+# (up to PROBE_MAX): on a busy machine a probe can cost tens of milliseconds.
+_BALANCE = {"ratio": 1.0, "skipped": 0, "interval": 16}
 BALANCE_LIMIT = 0.8
-PROBE_EVERY = 16
+PROBE_MIN, PROBE_MAX = 16, 1024
 
 
 def _blas_local_threads():
@@ -366,16 +368,16 @@ def _parallel(fn, rows: int, blocks: int) -> list:
 
     Blocks run in parallel threads, the calling thread taking the first. When the others keep
     finishing much later than it (a core busy with another process: a split then costs more
-    than it saves), they run one after another in the calling thread, with a parallel probe
-    every ``PROBE_EVERY`` calls. BLAS is held to one thread in every block: these GEMMs are
-    too small to gain from more, and spinning BLAS threads on a busy core cost up to 10x.
+    than it saves), they run one after another in the calling thread, with parallel probes
+    ever more rarely while that lasts. BLAS is held to one thread in every block: these GEMMs
+    are too small to gain from more, and spinning BLAS threads on a busy core cost up to 10x.
     """
     cuts = [rows * i // blocks for i in range(blocks + 1)]
     setter = _blas_local_threads()
     parallel = blocks > 1 and setter is not None
     if parallel and _BALANCE["ratio"] > BALANCE_LIMIT * blocks:
         _BALANCE["skipped"] += 1
-        parallel = _BALANCE["skipped"] % PROBE_EVERY == 0
+        parallel = _BALANCE["skipped"] >= _BALANCE["interval"]
     futures = []
     if parallel:
         pool = _pool(blocks - 1)
@@ -393,6 +395,10 @@ def _parallel(fn, rows: int, blocks: int) -> list:
         # Serial would take about blocks * own: how long did the split take, relative to own?
         ratio = (time.perf_counter() - start) / max(own, 1e-9)
         _BALANCE["ratio"] = 0.5 * _BALANCE["ratio"] + 0.5 * ratio
+        _BALANCE["skipped"] = 0
+        balanced = _BALANCE["ratio"] <= BALANCE_LIMIT * blocks
+        _BALANCE["interval"] = PROBE_MIN if balanced else min(2 * _BALANCE["interval"],
+                                                                 PROBE_MAX)
     return results
 
 
