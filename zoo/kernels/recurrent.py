@@ -16,9 +16,11 @@ GFLOP/s against OpenBLAS's 90 at these sizes), while the per-step Python cost is
 microseconds against 25-100 us of GEMM. The rows of a batch are independent through time, so
 the loops run on row blocks in parallel threads (numpy and the cells release the GIL) with
 OpenBLAS held to one thread in each: no synchronisation per step, and no spinning BLAS
-threads fighting over a busy core. Without a way to hold OpenBLAS to one thread per caller
-(``openblas_set_num_threads_local``, OpenBLAS 0.3.27+), everything runs in the calling thread.
-``NUMBA_NUM_THREADS`` caps the threads, like zoo's other kernels.
+threads fighting over a busy core. When the other threads keep lagging (cores busy with
+other processes), the blocks run in turn in the calling thread; so they do without a way to
+hold OpenBLAS to one thread per caller (``openblas_set_num_threads_local``, OpenBLAS 0.3.27+).
+The number of blocks depends only on the sizes and ``NUMBA_NUM_THREADS`` (which caps the
+threads, as for zoo's other kernels), so results are the same either way.
 
 Layout: everything is time-major so each step's slice is one contiguous ``(N, width)`` block:
 inputs ``x`` are ``(T, N, F)``, ``gates`` ``(T, N, G*U)``, states ``h`` (and ``c``)
