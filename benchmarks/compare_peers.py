@@ -3,10 +3,10 @@
 Each of ``--runs`` rounds runs, one after the other in this job and one workload at a time,
 ``benchmarks/steps.py`` (zoo), ``../shared/bench/torch_ref.py`` and ``jax_ref.py`` (the peers,
 with ``--peer-python``, an interpreter that has torch and jax; the peers are never dependencies
-of zoo). The peers run
-twice per round: as they come (their own thread pools) and restricted to one thread, since on a
-busy 2-core machine either can be the faster; the best peer is the best of the four. Then it
-prints the medians and rewrites the ``steps`` section of docs/benchmarks.md:
+of zoo). The peers run twice per round: as they come (their own thread pools) and restricted to
+one thread, since on a busy 2-core machine either can be the faster; the best peer is the best
+of the four. Then it prints the medians and rewrites the ``steps`` section of
+docs/benchmarks.md:
 
     python benchmarks/compare_peers.py --runs 5
     python benchmarks/compare_peers.py mlp cnn --runs 3 --no-write
