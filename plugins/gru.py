@@ -5,8 +5,9 @@ Reads sequences natively, images row by row and vectors one value per step; see
 exactly as a third-party plugin.
 """
 
-from zoo.hookspecs import hookimpl
 from zoo_plugins._recurrent import architecture
+
+from zoo.hookspecs import hookimpl
 
 GRU = architecture(
     "gru", "GRU",

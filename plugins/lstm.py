@@ -5,8 +5,9 @@ Reads sequences natively, images row by row and vectors one value per step; see
 exactly as a third-party plugin.
 """
 
-from zoo.hookspecs import hookimpl
 from zoo_plugins._recurrent import architecture
+
+from zoo.hookspecs import hookimpl
 
 # Adam 5e-3 with clipping trains digits and mnist1d well within 40 epochs. The patience is
 # long because on the adding problem the validation loss sits on the plateau of predicting the

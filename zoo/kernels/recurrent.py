@@ -50,14 +50,13 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels._jit import njit  # first: it points numba's cache at zoo's directory
-
-import numba  # noqa: E402  (after _jit, see above)
-from numba import types  # noqa: E402
-from numba.extending import overload  # noqa: E402
+from zoo.kernels._jit import njit
 
 _FLOATS = (np.float32, np.float64)
 # float32 constants keep float32 arithmetic in float32 (a Python 1 or 0.5 would promote it to
@@ -308,12 +307,12 @@ def _blas_local_threads():
     here = os.path.dirname(np.__file__)
     patterns = [os.path.join(here, os.pardir, "numpy.libs", "*openblas*"),
                 os.path.join(here, ".dylibs", "*openblas*")]
-    try:
+    try:  # show_config's layout is not a stable API
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         if "openblas" in str(blas.get("name", "")).lower() and blas.get("lib directory"):
             patterns.append(os.path.join(blas["lib directory"], "*openblas*"))
-    except Exception:  # show_config's layout is not a stable API
-        pass
+    except (AttributeError, KeyError, TypeError, ValueError):
+        blas = None
     for path in (p for pattern in patterns for p in sorted(glob.glob(pattern))):
         try:
             fn = ctypes.CDLL(path).openblas_set_num_threads_local
