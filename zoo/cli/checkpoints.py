@@ -58,6 +58,15 @@ def given_settings(ctx) -> set[str]:
     return given
 
 
+def check_array_output(out, what: str) -> None:
+    """``--out`` of predict/encode: a writable ``.npy`` or ``.npz`` path (or None)."""
+    if out is None:
+        return
+    if not out.lower().endswith((".npy", ".npz")):
+        raise ConfigError(f"--out must end with .npy or .npz; received {out!r}")
+    check_output_path(out, what)
+
+
 def check_output_path(path, what: str = "checkpoint") -> None:
     """Fail before any work when ``path`` cannot be written: its folder must exist."""
     if path is None:
@@ -200,10 +209,7 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json):
     """
     from zoo.checkpoint import load_model
 
-    if out is not None:
-        if not out.lower().endswith((".npy", ".npz")):
-            raise ConfigError(f"--out must end with .npy or .npz; received {out!r}")
-        check_output_path(out, "predictions")
+    check_array_output(out, "predictions")
     model, spec, loss, ck = load_model(checkpoint)
     _notes(ck)
     x = read_inputs(input_path, spec.input_shape)

@@ -8,7 +8,7 @@ from zoo.cli.checkpoints import (
     _notes,
     _prediction_table,
     _write_arrays,
-    check_output_path,
+    check_array_output,
     read_inputs,
 )
 from zoo.cli.common import echo, emit_json
@@ -32,10 +32,7 @@ def encode_command(checkpoint, input_path, out, batch_size, as_json):
     """
     from zoo.checkpoint import load_model
 
-    if out is not None:
-        if not out.lower().endswith((".npy", ".npz")):
-            raise ConfigError(f"--out must end with .npy or .npz; received {out!r}")
-        check_output_path(out, "codes")
+    check_array_output(out, "codes")
     model, spec, _, ck = load_model(checkpoint)
     if not callable(getattr(model, "encode", None)):
         raise ConfigError(f"checkpoint {ck.path}: its model ({ck.arch}) has no encoder; "
