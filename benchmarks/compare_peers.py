@@ -66,7 +66,7 @@ def contenders(args) -> list[tuple[str, list, dict]]:
             argv = [args.peer_python, os.path.join(args.peer_dir, f"{name}_ref.py")]
             out.append((name, argv, {}))
             if not args.no_single_thread_peers:
-                out.append((f"{name}, 1 thread", argv, ONE_THREAD))
+                out.append((f"{name}, 1-thread flags", argv, ONE_THREAD))
     return out
 
 
@@ -201,7 +201,8 @@ def main(argv=None) -> None:
         what = (f"`python benchmarks/compare_peers.py --runs {args.runs}`: per run, "
                 f"`benchmarks/steps.py` (zoo's `Trainer.train_step`, BLAS single-threaded by "
                 f"zoo's default), `torch_ref.py` and `jax_ref.py` as they come and with one "
-                f"thread (`OMP_NUM_THREADS=1`, XLA without its multi-threaded Eigen), one "
+                f"thread (`OMP_NUM_THREADS=1`; for JAX `XLA_FLAGS` without the multi-threaded Eigen, which "
+                f"XLA's CPU runtime does not fully honour: it still used ~1.3 cores), one "
                 f"workload at a time, in an order rotated every round; medians of "
                 f"{args.runs} rounds, 5 warm-up steps then 2 s each. One step = forward + loss "
                 f"+ backward + SGD-momentum update, float32 (DESIGN.md section 5). 'Per round' "
