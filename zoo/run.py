@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import zoo
+from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
 
-DEFAULT_DATASET = "mnist1d"
 DEFAULT_EPOCHS = 50
 DEFAULT_PATIENCE = 10
 DEFAULT_BATCH_SIZE = 64

@@ -13,7 +13,7 @@ from zoo.cli.checkpoints import (
 from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import record_train_run, store_options
 from zoo.errors import ConfigError
-from zoo.run import DEFAULT_DATASET
+from zoo.data import DEFAULT_DATASET
 
 
 def training_options(fn):
