@@ -18,6 +18,14 @@ from zoo.kernels.conv import _check, _out
 
 
 # -- 2-D -------------------------------------------------------------------------------------
+def _check_backward(name, grad, indices, rank):
+    """The gradient and the forward pass's argmax indices must fit each other."""
+    _check(f"{name}: grad", grad, rank)
+    if indices.shape != grad.shape or indices.dtype != np.int32:
+        raise DataError(f"{name}: indices must be int32 of shape {grad.shape}; "
+                        f"received {describe_array(indices)}")
+
+
 @njit
 def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
     n_, c_, h_, w_ = x.shape
@@ -145,10 +153,7 @@ def max_pool2d(x, pool_size, stride, padding, output_size, out=None, indices=Non
 
 def max_pool2d_backward(grad, indices, input_shape, out=None):
     """Route ``grad`` ``(N, C, OH, OW)`` to the argmax positions of the forward pass."""
-    _check("max_pool2d_backward: grad", grad, 4)
-    if indices.shape != grad.shape or indices.dtype != np.int32:
-        raise DataError(f"max_pool2d_backward: indices must be int32 of shape {grad.shape}; "
-                        f"received {describe_array(indices)}")
+    _check_backward("max_pool2d_backward", grad, indices, 4)
     dx = _out(out, tuple(input_shape), grad.dtype, "max_pool2d_backward")
     _max2d_backward(grad, indices, dx.reshape(*dx.shape[:2], -1))
     return dx
@@ -243,10 +248,7 @@ def max_pool1d(x, pool_size, stride, padding, output_size, out=None, indices=Non
 
 
 def max_pool1d_backward(grad, indices, input_shape, out=None):
-    _check("max_pool1d_backward: grad", grad, 3)
-    if indices.shape != grad.shape or indices.dtype != np.int32:
-        raise DataError(f"max_pool1d_backward: indices must be int32 of shape {grad.shape}; "
-                        f"received {describe_array(indices)}")
+    _check_backward("max_pool1d_backward", grad, indices, 3)
     dx = _out(out, tuple(input_shape), grad.dtype, "max_pool1d_backward")
     _max1d_backward(grad, indices, dx)
     return dx
