@@ -14,6 +14,7 @@ import pytest
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
 from zoo.gradcheck import check_layer
+from zoo.kernels import blas
 from zoo.layers.base import Layer
 from zoo.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from zoo.layers.sequence import ImageToSequence, TimeMean, VectorToSequence
@@ -223,7 +224,7 @@ def split_blocks(monkeypatch):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_row_blocks_give_the_same_result_in_parallel_or_in_turn(cell, split_blocks,
                                                                  monkeypatch):
-    if R._blas_local_threads() is None:
+    if blas.local_thread_setter() is None:
         pytest.skip("numpy's BLAS cannot be held to one thread per caller: no parallel blocks")
     pools = []
     monkeypatch.setattr(R, "_pool", lambda workers, pool=R._pool: pools.append(1) or pool(workers))
@@ -247,7 +248,7 @@ def test_row_blocks_give_the_same_result_in_parallel_or_in_turn(cell, split_bloc
 
 
 def test_blocks_run_in_turn_while_the_other_threads_lag(split_blocks):
-    if R._blas_local_threads() is None:
+    if blas.local_thread_setter() is None:
         pytest.skip("numpy's BLAS cannot be held to one thread per caller: no parallel blocks")
     import threading
     import time

@@ -30,10 +30,16 @@ def test_blas_threads_default_to_one_and_keep_the_users_choice():
     env = {"PATH": "/bin"}
     limit_blas_threads(env)
     assert all(env[name] == "1" for name in BLAS_THREAD_VARIABLES)
-    for name in BLAS_THREAD_VARIABLES:  # any one set by the user: all left alone
+    assert "ZOO_BLAS_THREADS" not in env  # zoo's large GEMMs: chosen while training
+    assert env["OPENBLAS_THREAD_TIMEOUT"] == "20"
+    for name in BLAS_THREAD_VARIABLES:  # any one set by the user: all left alone...
         env = {name: "2"}
         limit_blas_threads(env)
-        assert env == {name: "2"}
+        assert env == {name: "2", "ZOO_BLAS_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "20"}
+    env = {"OMP_NUM_THREADS": "3", "ZOO_BLAS_THREADS": "auto", "OPENBLAS_THREAD_TIMEOUT": "4"}
+    limit_blas_threads(env)  # ...and so are ZOO_BLAS_THREADS and the timeout
+    assert env == {"OMP_NUM_THREADS": "3", "ZOO_BLAS_THREADS": "auto",
+                   "OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 def test_trainer_skips_the_first_layers_input_gradient_with_identical_updates():

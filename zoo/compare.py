@@ -46,8 +46,9 @@ MAXIMISED = {"accuracy": True, "probe_accuracy": True, "r2": True, "mse": False}
 # A job whose worker process dies while it runs alone is given up after this many deaths.
 POOL_MAX_DEATHS = 2
 # What a worker's BLAS and numba may use: the cores shared out between the worker processes.
+# Workers share the cores, so each gets a fixed share (ZOO_BLAS_THREADS too: no governor).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")
+                    "NUMBA_NUM_THREADS", "ZOO_BLAS_THREADS")
 
 # One zoo job at a time per process, whatever the executor's thread count: numba's parallel
 # layer must not be entered from several threads at once (a Dask worker may have several).

@@ -7,16 +7,25 @@ BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THR
 
 
 def limit_blas_threads(environ=os.environ) -> None:
-    """Run BLAS single-threaded unless the user chose a thread count.
+    """One BLAS thread for everything but zoo's large GEMMs, unless the user chose a count.
 
-    zoo's GEMMs are small (a batch of 32-128 rows): OpenBLAS's second thread saves little on
-    an idle 2-core machine and, when the cores are busy (other processes, or ``zoo compare``'s
-    workers), its spin-waiting threads make each step 10-50x slower (benchmarks/README.md has
-    the measurements). Must run before numpy is imported. If the user set any of these
-    variables, all are left alone (OpenBLAS falls back to ``OMP_NUM_THREADS``), so
-    ``OPENBLAS_NUM_THREADS=2 zoo train ...`` or ``OMP_NUM_THREADS=2 zoo train ...`` opts back in.
+    Must run before numpy is imported. A second OpenBLAS thread pays only for large products,
+    and only while the other core is idle; elsewhere its spin-waiting costs up to 10x when
+    the cores are busy. So OpenBLAS starts with one thread, and zoo's large GEMMs
+    (``zoo.kernels.blas.Gemm``) get more while training only when the step times say it pays
+    (``zoo.training.threads``; ``ZOO_BLAS_THREADS`` fixes their count instead). An idle
+    OpenBLAS thread spins 2**20 cycles (under a millisecond) before it sleeps, not OpenBLAS's
+    default 2**28, so a failed try of two threads costs the core's other user little.
+
+    If the user set any of the thread variables, they are left alone and, unless
+    ``ZOO_BLAS_THREADS`` is set too, that count also applies to zoo's GEMMs:
+    ``OPENBLAS_NUM_THREADS=2 zoo train ...`` always uses two threads.
     """
-    if any(environ.get(name) for name in BLAS_THREAD_VARIABLES):
+    environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+    chosen = [environ[name] for name in BLAS_THREAD_VARIABLES if environ.get(name)]
+    if chosen:
+        if not environ.get("ZOO_BLAS_THREADS") and chosen[0].strip().isdigit():
+            environ["ZOO_BLAS_THREADS"] = chosen[0].strip()
         return
     for name in BLAS_THREAD_VARIABLES:
         environ[name] = "1"

@@ -10,7 +10,7 @@ kernel submodule at module level.
 import importlib
 
 _SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm", "recurrent",
-               "resample")
+               "resample", "blas")
 
 
 def __getattr__(name):

@@ -18,7 +18,8 @@ the loops run on row blocks in parallel threads (numpy and the cells release the
 OpenBLAS held to one thread in each: no synchronisation per step, and no spinning BLAS
 threads fighting over a busy core. When the other threads keep lagging (cores busy with
 other processes), the blocks run in turn in the calling thread; so they do without a way to
-hold OpenBLAS to one thread per caller (``openblas_set_num_threads_local``, OpenBLAS 0.3.27+).
+set OpenBLAS's thread count at run time (``openblas_set_num_threads_local``, OpenBLAS 0.3.27+;
+``zoo.kernels.blas``).
 The number of blocks depends only on the sizes and ``NUMBA_NUM_THREADS`` (which caps the
 threads, as for zoo's other kernels), so results are the same either way.
 
@@ -42,9 +43,6 @@ exact.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import glob
 import math
 import os
 import time
@@ -57,6 +55,7 @@ from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
 from zoo.kernels._jit import njit
+from zoo.kernels.blas import local_thread_setter
 
 _FLOATS = (np.float32, np.float64)
 # float32 constants keep float32 arithmetic in float32 (a Python 1 or 0.5 would promote it to
@@ -285,7 +284,6 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
 
 
 # -- threads and BLAS ------------------------------------------------------------------------
-_BLAS_LOCAL = []  # [setter or None], looked up once
 _POOL = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
 # Running estimate of (parallel time) / (the calling thread's own block time); serial would
 # be about the number of blocks. Above BALANCE_LIMIT x blocks, blocks run in turn, with a
@@ -294,52 +292,6 @@ _POOL = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
 _BALANCE = {"ratio": 1.0, "skipped": 0, "interval": 16}
 BALANCE_LIMIT = 0.8
 PROBE_MIN, PROBE_MAX = 16, 1024
-
-
-def _blas_local_threads():
-    """``openblas_set_num_threads_local`` of the OpenBLAS numpy uses, or None.
-
-    Sets the BLAS thread count of the calling thread only and returns the previous one.
-    """
-    if _BLAS_LOCAL:
-        return _BLAS_LOCAL[0]
-    setter = None
-    here = os.path.dirname(np.__file__)
-    patterns = [os.path.join(here, os.pardir, "numpy.libs", "*openblas*"),
-                os.path.join(here, ".dylibs", "*openblas*")]
-    try:  # show_config's layout is not a stable API
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        if "openblas" in str(blas.get("name", "")).lower() and blas.get("lib directory"):
-            patterns.append(os.path.join(blas["lib directory"], "*openblas*"))
-    except (AttributeError, KeyError, TypeError, ValueError):
-        blas = None
-    for path in (p for pattern in patterns for p in sorted(glob.glob(pattern))):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes = [ctypes.c_int]
-        fn.restype = ctypes.c_int
-        setter = fn
-        break
-    _BLAS_LOCAL.append(setter)
-    return setter
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Hold numpy's OpenBLAS to one thread in the calling thread (a no-op without the means).
-
-    Small LAPACK/BLAS calls (the QR of an orthogonal initialisation) otherwise spin up
-    threads that, on a core busy with another process, make them 100x slower.
-    """
-    setter = _blas_local_threads()
-    previous = setter(1) if setter is not None else None
-    try:
-        yield
-    finally:
-        if setter is not None:
-            setter(previous)
 
 
 def _blocks(rows: int, work: int) -> int:
@@ -359,7 +311,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         if _POOL.get("pid") == os.getpid():
             _POOL["pool"].shutdown(wait=False)
         _POOL.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="zoo-recurrent",
-                                             initializer=_blas_local_threads(), initargs=(1,)),
+                                             initializer=local_thread_setter(), initargs=(1,)),
                      pid=os.getpid(), size=workers)
     return _POOL["pool"]
 
@@ -374,7 +326,7 @@ def _parallel(fn, rows: int, blocks: int) -> list:
     are too small to gain from more, and spinning BLAS threads on a busy core cost up to 10x.
     """
     cuts = [rows * i // blocks for i in range(blocks + 1)]
-    setter = _blas_local_threads()
+    setter = local_thread_setter()
     parallel = blocks > 1 and setter is not None
     if parallel and _BALANCE["ratio"] > BALANCE_LIMIT * blocks:
         _BALANCE["skipped"] += 1

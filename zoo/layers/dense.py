@@ -16,7 +16,8 @@ RELU_LIKE = ("relu", "leaky_relu", "gelu")
 class Dense(Layer):
     """Fully connected layer over the last axis, with an optional fused activation.
 
-    The product is one BLAS GEMM into a buffer reused while the batch shape stays the same;
+    The product is one BLAS GEMM into a buffer reused while the batch shape stays the same
+    (a ``kernels.blas.Gemm`` where it is large enough to use several threads);
     the bias and activation are applied to it in place by one kernel, and backward is one
     kernel (activation gradient and bias gradient together) plus two GEMMs.
 
@@ -86,6 +87,11 @@ class Dense(Layer):
         self._rows = x.size // x.shape[-1]
         self._out_shape = (*x.shape[:-1], self.units)
         self._work = None  # training buffers for this shape, made on first use
+        # The three products for this shape: forward, weight gradient, input gradient.
+        rows, fan_in, dt = self._rows, x.shape[-1], self._dt
+        self._gemms = (kernels.blas.gemm_or_none(rows, fan_in, self.units, dt) or np.dot,
+                       kernels.blas.gemm_or_none(fan_in, rows, self.units, dt) or np.dot,
+                       kernels.blas.gemm_or_none(rows, self.units, fan_in, dt) or np.dot)
         return x
 
     def _training_buffers(self):
@@ -104,7 +110,7 @@ class Dense(Layer):
         else:  # inference returns a fresh array: callers may keep outputs of several batches
             y = np.empty((self._rows, self.units), self._dt)
             pre = np.empty_like(y) if self.activation == "gelu" else None
-        np.dot(x2, self.weight.value, out=y)
+        self._gemms[0](x2, self.weight.value, y)
         if self.activation is not None or self.use_bias:
             bias = self.bias.value if self.use_bias else self._zero_bias
             kernels.dense.bias_act(y, bias, self.activation, self.negative_slope, pre,
@@ -127,10 +133,10 @@ class Dense(Layer):
             dz = g2
             if self.use_bias:
                 kernels.dense.bias_grad(g2, self.bias.grad, check=False)
-        np.dot(self._x2.T, dz, out=self.weight.grad)
+        self._gemms[1](self._x2.T, dz, self.weight.grad)
         if not self.needs_input_grad:
             return None
-        gx = np.dot(dz, self.weight.value.T, out=buffers[3])
+        gx = self._gemms[2](dz, self.weight.value.T, buffers[3])
         return gx if len(self._shape) == 2 else gx.reshape(self._shape)
 
     def get_config(self):

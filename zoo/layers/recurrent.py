@@ -41,7 +41,7 @@ def orthogonal(shape: tuple, rng: np.random.Generator) -> np.ndarray:
     """``(units, G*units)``: each ``(units, units)`` gate block a random orthogonal matrix."""
     units, width = shape
     blocks = []
-    with kernels.recurrent.single_threaded_blas():
+    with kernels.blas.single_threaded():
         for _ in range(width // units):
             q, r = np.linalg.qr(rng.standard_normal((units, units)))
             blocks.append(q * np.sign(np.diag(r)))  # the sign fix makes q uniform (Haar)

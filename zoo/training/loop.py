@@ -19,6 +19,7 @@ from zoo.training.callbacks import Callback, History
 from zoo.training.flat import flatten_parameters
 from zoo.training.metrics import task_metrics
 from zoo.training.state import TrainState
+from zoo.training.threads import make_governor
 
 INTERRUPTED = "interrupted: stopped by the user (Ctrl-C)"
 
@@ -88,6 +89,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.finish_note: str | None = None  # e.g. "restored the weights of epoch 12"
         self._interrupted = False
+        # How many threads the large GEMMs use, chosen from the step times (same bits).
+        self._governor = make_governor()
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, x, y, x_val=None, y_val=None) -> list[dict]:
@@ -146,12 +149,16 @@ class Trainer:
         The whole of the per-batch work; ``fit`` adds batching and bookkeeping around it and
         ``benchmarks/steps.py`` times exactly this. Returns the batch's loss.
         """
+        governor = self._governor
+        start = time.perf_counter() if governor is not None else 0.0
         value = self.loss.forward(self.model.forward(xb, training=True), tb)
         self.model.backward(self.loss.backward())
         if self.clip_norm is not None:
             clip_grad_norm(self._grads_list, self.clip_norm)
         self.optimizer.step(self._values_list, self._grads_list)
         self.step += 1
+        if governor is not None and not governor.observe(time.perf_counter() - start):
+            self._governor = None  # steps too short for threads to matter: stop timing them
         return value
 
     def metric_names(self, has_val: bool) -> list[str]:

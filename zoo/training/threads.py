@@ -1,0 +1,120 @@
+"""How many threads zoo's large GEMMs use while training: chosen by measuring the steps.
+
+On an idle 2-core machine a second BLAS thread makes an MLP step 1.5-1.7x faster. When another
+process keeps the other core busy, most steps still run fast, but now and then the second
+thread is descheduled and the step waits for it for a whole time slice (30-80 ms against 1 ms):
+on average two threads are then 2-4x slower than one. Which holds is not known in advance and
+changes while a run goes on. Both choices give the same bits (``zoo.kernels.blas``), so this
+is a matter of speed alone, and the governor treats it as a two-armed bandit over the *mean*
+step time (a median would hide the stalls): it keeps the faster arm, tries the other for a few
+steps now and then, tries it more and more rarely while it keeps losing, and tries it at once
+when the current arm has become slower than the other was when last measured.
+
+``ZOO_BLAS_THREADS=N`` fixes the count instead (``1``: never a second thread);
+unset or ``auto`` lets the governor choose between one thread and every available core.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from zoo.kernels import blas
+
+# Steps the governor lets pass before it measures (buffers are made, caches warm up).
+WARMUP = 3
+# Steps measured to know an arm: the current arm's recent window, and a trial of the other
+# (plus one first step not counted: the other arm's threads wake up).
+WINDOW = 16
+# Steps between trials: from FIRST_INTERVAL, doubled after each trial the other arm loses,
+# up to MAX_INTERVAL (a trial that loses on a busy machine costs a few steps' time).
+FIRST_INTERVAL, MAX_INTERVAL = 32, 2048
+# An arm must be this much faster to replace the current one (step times are noisy).
+MARGIN = 0.05
+# Steps shorter than this (seconds) have no GEMM worth a second thread: the governor retires.
+MIN_STEP = 100e-6
+
+
+class ThreadGovernor:
+    """Sets ``zoo.kernels.blas`` threads before each training step from the steps' times.
+
+    Call ``observe(seconds)`` after every step. It returns False once the governor has
+    retired (the steps are too short to gain anything), after which the caller stops timing.
+    """
+
+    def __init__(self, most: int):
+        self.arms = (1, most)
+        self.current = 1
+        self.window = deque(maxlen=WINDOW)  # the current arm's recent step times
+        self.estimate = {1: None, most: None}  # mean step time when last measured
+        self.trial: list | None = None  # the other arm's step times while on trial
+        self.skip = WARMUP  # steps not to count
+        self.until_trial = 0  # the first trial as soon as the current arm is known
+        self.interval = FIRST_INTERVAL
+        self.switches = 0
+        blas.set_threads(self.current)
+
+    @property
+    def other(self) -> int:
+        return self.arms[1] if self.current == self.arms[0] else self.arms[0]
+
+    def _mean(self) -> float:
+        return sum(self.window) / len(self.window)
+
+    def observe(self, seconds: float) -> bool:
+        if self.trial is not None:
+            self._observe_trial(seconds)
+            return True
+        if self.skip:
+            self.skip -= 1
+            return True
+        self.window.append(seconds)
+        self.until_trial -= 1
+        if len(self.window) < WINDOW:
+            return True
+        mean = self._mean()
+        if self.switches == 0 and self.current == 1 and mean < MIN_STEP:
+            return False  # nothing here is worth a second thread
+        other = self.estimate[self.other]
+        if self.until_trial <= 0 or (other is not None and mean > (1 + MARGIN) * other):
+            self.trial = []
+            blas.set_threads(self.other)
+        return True
+
+    def _observe_trial(self, seconds: float) -> None:
+        self.trial.append(seconds)
+        counted = self.trial[1:]
+        # The current arm would take about this long for the whole trial: once the trial has
+        # spent more than that, the other arm cannot win (one stall of 50 ms decides it).
+        budget = WINDOW * self._mean()
+        if len(counted) < WINDOW and sum(counted) <= budget:
+            return
+        trial_mean = sum(counted) / max(len(counted), 1)
+        self.estimate[self.other] = trial_mean
+        if len(counted) == WINDOW and trial_mean < (1 - MARGIN) * self._mean():
+            self.estimate[self.current] = self._mean()
+            self.current = self.other
+            self.window = deque(counted, maxlen=WINDOW)
+            self.interval = FIRST_INTERVAL
+            self.switches += 1
+        else:
+            self.interval = min(2 * self.interval, MAX_INTERVAL)
+            self.skip = 1  # the first step back is a transition too
+        self.trial = None
+        self.until_trial = self.interval
+        blas.set_threads(self.current)
+
+
+def make_governor() -> ThreadGovernor | None:
+    """A governor if the thread count is "auto" and more than one is possible, else None.
+
+    With ``ZOO_BLAS_THREADS=N`` it sets N threads and returns None.
+    """
+    fixed = blas.configured_threads()
+    if fixed is not None:
+        blas.set_threads(fixed)
+        return None
+    most = blas.available_cpus()
+    if most < 2 or blas.local_thread_setter() is None:
+        blas.set_threads(1)
+        return None
+    return ThreadGovernor(most)
