@@ -25,7 +25,7 @@ Each section says which script wrote it and when. The machine is shared and nois
 ratios measured in one job, not absolute numbers across sections.
 """
 
-SECTIONS = ("steps", "threads", "coldstart")
+SECTIONS = ("steps", "steps-busy", "threads", "threads-busy", "coldstart")
 
 
 def cpu_model() -> str:

@@ -11,13 +11,20 @@ docs/benchmarks.md:
     python benchmarks/compare_peers.py --runs 5
     python benchmarks/compare_peers.py mlp cnn --runs 3 --no-write
 
-``--threads`` instead measures zoo alone with one and with two BLAS threads, interleaved, and
-rewrites the ``threads`` section (the evidence for zoo's single-thread default).
+``--threads`` instead measures zoo alone with its large GEMMs on one BLAS thread, on two,
+and as the governor chooses (``ZOO_BLAS_THREADS=1``, ``2``, ``auto``), interleaved, and
+rewrites the ``threads`` section. ``--busy`` runs either while another process keeps one
+core busy (a Python busy loop started here), as on a shared machine, and writes the
+``-busy`` section instead:
+
+    python benchmarks/compare_peers.py --runs 3 --busy
+    python benchmarks/compare_peers.py --threads --runs 3 --busy
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -58,8 +65,9 @@ def contenders(args) -> list[tuple[str, list, dict]]:
     """``(name, argv without workloads, environment changes)`` of everyone to run."""
     zoo = ("zoo", [sys.executable, STEPS, "--seconds", str(args.seconds)], {})
     if args.threads:
-        return [("zoo, 1 BLAS thread", zoo[1], {n: "1" for n in THREAD_VARIABLES}),
-                ("zoo, 2 BLAS threads", zoo[1], {n: "2" for n in THREAD_VARIABLES})]
+        return [("zoo, 1 thread", zoo[1], {"ZOO_BLAS_THREADS": "1"}),
+                ("zoo, 2 threads", zoo[1], {"ZOO_BLAS_THREADS": "2"}),
+                ("zoo, auto", zoo[1], {"ZOO_BLAS_THREADS": "auto"})]
     out = [zoo]
     if args.peer_python:
         for name in ("torch", "jax"):
@@ -136,16 +144,32 @@ def steps_table(results: dict, workloads, ratios) -> tuple[list[str], list[str]]
 
 
 def threads_table(results: dict, workloads, ratios=None) -> tuple[list[str], list[str]]:
-    one, two = list(results)
-    rows = ["| workload | 1 BLAS thread (steps/s) | 2 BLAS threads (steps/s) | 2 / 1 |",
-            "|---|---|---|---|"]
+    one, two, auto = list(results)
+    rows = ["| workload | 1 thread (steps/s) | 2 threads (steps/s) | auto (steps/s) "
+            "| auto / best of 1 and 2 |", "|---|---|---|---|---|"]
     summary = []
     for w in workloads:
-        a, b = median(results[one][w]), median(results[two][w])
-        ratio = f"{b / a:.2f}x" if a and b else "n/a"
-        rows.append(f"| {w} | {fmt(a)} | {fmt(b)} | {ratio} |")
-        summary.append(f"{w}: 1 thread {fmt(a)}, 2 threads {fmt(b)}: {ratio}")
+        a, b, c = (median(results[n][w]) for n in (one, two, auto))
+        best = max(v for v in (a, b) if v) if a or b else None
+        ratio = f"{c / best:.2f}x" if c and best else "n/a"
+        rows.append(f"| {w} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {ratio} |")
+        summary.append(f"{w}: 1 thread {fmt(a)}, 2 threads {fmt(b)}, auto {fmt(c)}: "
+                       f"{ratio} of the better fixed count")
     return rows, summary
+
+
+@contextlib.contextmanager
+def busy_core(busy: bool):
+    """With ``busy``, a child process spinning on one core for the duration of the block."""
+    if not busy:
+        yield
+        return
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def main(argv=None) -> None:
@@ -162,7 +186,10 @@ def main(argv=None) -> None:
     parser.add_argument("--no-single-thread-peers", action="store_true",
                         help="run the peers only as they come, not also with one thread")
     parser.add_argument("--threads", action="store_true",
-                        help="zoo alone, 1 vs 2 BLAS threads (the 'threads' section)")
+                        help="zoo alone: 1, 2 and auto BLAS threads (the 'threads' section)")
+    parser.add_argument("--busy", action="store_true",
+                        help="keep one core busy with another process while measuring "
+                             "(the '-busy' sections)")
     parser.add_argument("--no-write", action="store_true",
                         help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--doc", default=_docs.DOC, help="the generated document")
@@ -175,9 +202,10 @@ def main(argv=None) -> None:
     if args.peer_python and not os.path.exists(args.peer_python):
         parser.error(f"--peer-python {args.peer_python} does not exist; pass '' for zoo alone")
 
-    load_before = _docs.load()
-    results, ratios = measure(args)
-    load_after = _docs.load()
+    with busy_core(args.busy):
+        load_before = _docs.load()
+        results, ratios = measure(args)
+        load_after = _docs.load()
 
     table = threads_table if args.threads else steps_table
     rows, summary = table(results, args.workloads, ratios)
@@ -187,20 +215,26 @@ def main(argv=None) -> None:
     ours = _docs.versions(modules=("numpy", "numba"))
     lines = _docs.machine_lines(load_before, load_after)
     lines.append("- zoo side: " + ", ".join(f"{k} {v}" for k, v in ours.items()))
+    busy = " --busy" if args.busy else ""
+    while_busy = (", while another process keeps one core busy (`--busy`: a Python busy "
+                  "loop)" if args.busy else "")
     if args.threads:
-        title = "## BLAS threads: zoo with one and with two"
-        what = (f"`python benchmarks/compare_peers.py --threads --runs {args.runs}`: "
-                f"`benchmarks/steps.py` with `OPENBLAS_NUM_THREADS` (and `OMP_`, `MKL_`) set "
-                f"to 1, then 2, interleaved; medians of {args.runs} runs of "
-                f"{args.seconds:g} s per workload.")
+        title = "## BLAS threads: zoo's large GEMMs on one, on two, and as measured"
+        what = (f"`python benchmarks/compare_peers.py --threads --runs {args.runs}{busy}`: "
+                f"`benchmarks/steps.py` with `ZOO_BLAS_THREADS` set to 1, 2 and `auto` (the "
+                f"default: the trainer's governor chooses from the step times), interleaved"
+                f"{while_busy}; medians of {args.runs} runs of {args.seconds:g} s per "
+                f"workload, each run a fresh process that starts its choice from nothing.")
     else:
-        title = "## Training steps per second: zoo against PyTorch and JAX"
+        title = ("## Training steps per second: zoo against PyTorch and JAX"
+                 + (", one core busy" if args.busy else ""))
         if args.peer_python:
             theirs = _docs.versions(args.peer_python, ("torch", "jax", "numpy"))
             lines.append("- peer side: " + ", ".join(f"{k} {v}" for k, v in theirs.items()))
-        what = (f"`python benchmarks/compare_peers.py --runs {args.runs}`: per run, "
-                f"`benchmarks/steps.py` (zoo's `Trainer.train_step`, BLAS single-threaded by "
-                f"zoo's default), `torch_ref.py` and `jax_ref.py` as they come and with one "
+        what = (f"`python benchmarks/compare_peers.py --runs {args.runs}{busy}`: per run"
+                f"{while_busy}, `benchmarks/steps.py` (zoo's `Trainer.train_step` as "
+                f"`zoo train` runs it: one OpenBLAS thread, the large GEMMs on one or two as "
+                f"the governor measures), `torch_ref.py` and `jax_ref.py` as they come and with one "
                 f"thread (`OMP_NUM_THREADS=1`; for JAX `XLA_FLAGS` without the multi-threaded "
                 f"Eigen, which XLA's CPU runtime does not fully honour: it still used ~1.3 "
                 f"cores), one "
@@ -211,7 +245,8 @@ def main(argv=None) -> None:
                 f"within a round). The last column is the best peer DESIGN.md measured on a "
                 f"quieter day.")
     body = "\n".join([title, "", what, "", *lines, "", *rows])
-    _docs.write_section("threads" if args.threads else "steps", body, args.doc)
+    section = ("threads" if args.threads else "steps") + ("-busy" if args.busy else "")
+    _docs.write_section(section, body, args.doc)
     print(f"wrote {os.path.relpath(args.doc)}", file=sys.stderr)
 
 

@@ -11,8 +11,9 @@ sum against one whole ``train_step``.
     python benchmarks/kernels.py                  # both parts, every workload
     python benchmarks/kernels.py --part layers cnn
 
-BLAS single-threaded, as ``zoo`` runs it (``zoo.cli.limit_blas_threads``). The machine is
-noisy: read the ratios and the shares, not the absolute times.
+BLAS on one thread (``zoo.cli.limit_blas_threads``; no trainer's governor runs here, so the
+large dense products stay on one too). The machine is noisy: read the ratios and the shares,
+not the absolute times.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ batch, inputs uniform in [0, 1), integer labels in [0, 10), 5 warm-up steps, the
     python benchmarks/steps.py mlp-small cnn   # some of them
     python benchmarks/steps.py lstm --runs 3   # three lines
 
-BLAS runs single-threaded unless ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` say otherwise,
-the policy of the ``zoo`` command (``zoo.cli.limit_blas_threads``).
+BLAS threads as under the ``zoo`` command (``zoo.cli.limit_blas_threads``): OpenBLAS starts
+with one, and the trainer's governor lets the large dense products use more when the step
+times say it pays; ``ZOO_BLAS_THREADS=1`` (or ``2``) fixes their count.
 
 LeNet-5's ``relu -> maxpool2`` runs as ``maxpool2 -> relu`` (the same function for a
 non-decreasing activation, a quarter of the activation work), as the ``cnn`` plugin's
