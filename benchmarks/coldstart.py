@@ -81,6 +81,13 @@ def med(rows, key) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def accuracy(rows) -> str:
+    """The runs' test accuracy (the same seed: the same for every run), or n/a."""
+    values = sorted({round(100 * r["test"]["accuracy"], 2) for r in rows
+                     if (r.get("test") or {}).get("accuracy") is not None})
+    return " / ".join(f"{v:.1f}%" for v in values) or "n/a"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", action="append", help="architectures (default: mlp, cnn)")
@@ -103,14 +110,14 @@ def main(argv=None) -> None:
     lines = [(f"zoo --help: median {statistics.median(helps):.3f} s, min {min(helps):.3f} s, "
              f"max {max(helps):.3f} s ({len(helps)} runs)")]
     rows = [("| command | cache | wall to result (s) | compile + cache loads (s) | "
-            "training (s) | steps |"), "|---|---|---|---|---|---|"]
+            "training (s) | steps | test accuracy |"), "|---|---|---|---|---|---|---|"]
     for arch, r in results.items():
         for kind in ("cold", "warm"):
             rs = r[kind]
             what = "empty" if kind == "cold" else "warm (second run)"
             rows.append(f"| `zoo train --arch {arch}` ({rs[0]['dataset']}) | {what} | "
                         f"{med(rs, 'wall_s'):.2f} | {med(rs, 'compile_s'):.2f} | "
-                        f"{med(rs, 'train_s'):.2f} | {rs[0]['steps']:,} |")
+                        f"{med(rs, 'train_s'):.2f} | {rs[0]['steps']:,} | {accuracy(rs)} |")
         lines.append(f"zoo train --arch {arch}: cold {med(r['cold'], 'wall_s'):.2f} s "
                      f"(compile {med(r['cold'], 'compile_s'):.2f} s), warm "
                      f"{med(r['warm'], 'wall_s'):.2f} s (cache loads "

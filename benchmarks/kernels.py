@@ -12,7 +12,7 @@ sum against one whole ``train_step``.
     python benchmarks/kernels.py --part layers cnn
 
 BLAS on one thread (``zoo.cli.limit_blas_threads``; no trainer's governor runs here, so the
-large dense products stay on one too). The machine is noisy: read the ratios and the shares,
+large dense products stay on one too, or on ``--threads N``). The machine is noisy: read the ratios and the shares,
 not the absolute times.
 """
 
@@ -180,10 +180,14 @@ def kernel_part() -> None:
         print(f"{name:52} {a:9.1f} {b:9.1f} {b / a:8.2f}x", flush=True)
 
 
-def layer_part(workloads) -> None:
+def layer_part(workloads, threads: int = 1) -> None:
+    from zoo.kernels import blas
+
     c = time.perf_counter
     for name in workloads:
         trainer, xb, tb = steps.make_trainer(name)
+        trainer._governor = None  # a fixed count, so every part is timed with the same one
+        blas.set_threads(threads)
         model, loss, opt = trainer.model, trainer.loss, trainer.optimizer
         layers = model.layers
         for _ in range(5):
@@ -215,7 +219,8 @@ def layer_part(workloads) -> None:
         scale = 1e6 / reps
         total = (fw.sum() + bw.sum() + parts.sum()) * scale
         step = statistics.median(whole) * 1e6
-        print(f"\n{name}: one train_step {step:,.0f} us (median); the parts below add up to "
+        print(f"\n{name}: one train_step {step:,.0f} us (median, large GEMMs on {threads} "
+              f"BLAS thread{'s' if threads > 1 else ''}); the parts below add up to "
               f"{total:,.0f} us (means)")
         print(f"  {'layer':44} {'forward us':>11} {'backward us':>12} {'share':>6}")
         for i, layer in enumerate(layers):
@@ -233,11 +238,14 @@ def main(argv=None) -> None:
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                         help=f"for the layers part: some of {', '.join(steps.WORKLOADS)}")
     parser.add_argument("--part", choices=("kernels", "layers", "both"), default="both")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads for the large GEMMs in the layers part (as "
+                             "ZOO_BLAS_THREADS; default 1)")
     args = parser.parse_args(argv)
     if args.part in ("kernels", "both"):
         kernel_part()
     if args.part in ("layers", "both"):
-        layer_part(args.workloads or list(steps.WORKLOADS))
+        layer_part(args.workloads or list(steps.WORKLOADS), max(1, args.threads))
 
 
 if __name__ == "__main__":

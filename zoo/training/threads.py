@@ -25,6 +25,8 @@ WARMUP = 3
 # Steps measured to know an arm: the current arm's recent window, and a trial of the other
 # (plus one first step not counted: the other arm's threads wake up).
 WINDOW = 16
+# A trial that is no faster than the current arm after this many counted steps ends there.
+MIN_TRIAL = 4
 # Steps between trials: from FIRST_INTERVAL, doubled after each trial the other arm loses,
 # up to MAX_INTERVAL (a trial that loses on a busy machine costs a few steps' time).
 FIRST_INTERVAL, MAX_INTERVAL = 32, 2048
@@ -85,13 +87,15 @@ class ThreadGovernor:
         counted = self.trial[1:]
         # The current arm would take about this long for the whole trial: once the trial has
         # spent more than that, the other arm cannot win (one stall of 50 ms decides it).
-        budget = WINDOW * self._mean()
-        if len(counted) < WINDOW and sum(counted) <= budget:
+        # And once a few steps show it no faster, a full window would only confirm it.
+        mean = self._mean()
+        losing = len(counted) >= MIN_TRIAL and sum(counted) >= len(counted) * mean
+        if len(counted) < WINDOW and sum(counted) <= WINDOW * mean and not losing:
             return
         trial_mean = sum(counted) / max(len(counted), 1)
         self.estimate[self.other] = trial_mean
-        if len(counted) == WINDOW and trial_mean < (1 - MARGIN) * self._mean():
-            self.estimate[self.current] = self._mean()
+        if len(counted) == WINDOW and trial_mean < (1 - MARGIN) * mean:
+            self.estimate[self.current] = mean
             self.current = self.other
             self.window = deque(counted, maxlen=WINDOW)
             self.interval = FIRST_INTERVAL
