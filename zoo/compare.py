@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from zoo.errors import ConfigError
+from zoo.kernels.blas import available_cpus
 from zoo.runs import now_iso, plugin_versions
 
 # Job keys that are not RunConfig fields.
@@ -263,12 +264,6 @@ def compare(archs, seeds=(0, 1, 2), *, dataset=None, options=None, workers=None,
 
 
 # -- executors -------------------------------------------------------------------------------
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
 
 def make_executor(workers: int | None, scheduler: str | None, n_jobs: int):
     """The executor for ``workers`` / ``scheduler`` (see ``Comparison.run``)."""

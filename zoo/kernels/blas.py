@@ -75,7 +75,7 @@ def local_thread_setter():
 
 @contextlib.contextmanager
 def blas_threads(n: int):
-    """Run the calling thread's BLAS calls with ``n`` threads inside the block (if it can)."""
+    """Run BLAS calls with ``n`` threads inside the block (if the BLAS lets zoo set it)."""
     setter = local_thread_setter()
     previous = setter(n) if setter is not None else None
     try:
@@ -86,7 +86,7 @@ def blas_threads(n: int):
 
 
 def single_threaded():
-    """Hold numpy's OpenBLAS to one thread in the calling thread (a no-op without the means).
+    """Hold numpy's OpenBLAS to one thread inside the block (a no-op without the means).
 
     Small LAPACK/BLAS calls (the QR of an orthogonal initialisation) otherwise spin up
     threads that, on a core busy with another process, make them 100x slower.

@@ -7,7 +7,7 @@ on average two threads are then 2-4x slower than one. Which holds is not known i
 changes while a run goes on. Both choices give the same bits (``zoo.kernels.blas``), so this
 is a matter of speed alone, and the governor treats it as a two-armed bandit over the *mean*
 step time (a median would hide the stalls): it keeps the faster arm, tries the other for a few
-steps now and then, tries it more and more rarely while it keeps losing, and tries it at once
+steps now and then, tries it ever more rarely while it keeps losing, and tries it at once
 when the current arm has become slower than the other was when last measured.
 
 ``ZOO_BLAS_THREADS=N`` fixes the count instead (``1``: never a second thread);
@@ -27,9 +27,11 @@ WARMUP = 3
 WINDOW = 16
 # A trial that is no faster than the current arm after this many counted steps ends there.
 MIN_TRIAL = 4
-# Steps between trials: from FIRST_INTERVAL, doubled after each trial the other arm loses,
-# up to MAX_INTERVAL (a trial that loses on a busy machine costs a few steps' time).
+# Steps between trials: from FIRST_INTERVAL, four times as many after each trial the other
+# arm loses, up to MAX_INTERVAL: a trial of two threads that loses on a busy machine costs a
+# stalled step (tens of milliseconds), so they must thin out fast.
 FIRST_INTERVAL, MAX_INTERVAL = 32, 2048
+BACKOFF = 4
 # An arm must be this much faster to replace the current one (step times are noisy).
 MARGIN = 0.05
 # Steps shorter than this (seconds) have no GEMM worth a second thread: the governor retires.
@@ -101,7 +103,7 @@ class ThreadGovernor:
             self.interval = FIRST_INTERVAL
             self.switches += 1
         else:
-            self.interval = min(2 * self.interval, MAX_INTERVAL)
+            self.interval = min(BACKOFF * self.interval, MAX_INTERVAL)
             self.skip = 1  # the first step back is a transition too
         self.trial = None
         self.until_trial = self.interval
