@@ -46,8 +46,8 @@ METRICS = ("accuracy", "probe_accuracy", "r2", "mse")
 MAXIMISED = {"accuracy": True, "probe_accuracy": True, "r2": True, "mse": False}
 # A job whose worker process dies while it runs alone is given up after this many deaths.
 POOL_MAX_DEATHS = 2
-# What a worker's BLAS and numba may use: the cores shared out between the worker processes.
-# Workers share the cores, so each gets a fixed share (ZOO_BLAS_THREADS too: no governor).
+# What a worker's BLAS and numba may use: the cores shared out between the worker processes,
+# a fixed share (ZOO_BLAS_THREADS too, so no worker's governor tries another's cores).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS", "ZOO_BLAS_THREADS")
 
@@ -264,7 +264,6 @@ def compare(archs, seeds=(0, 1, 2), *, dataset=None, options=None, workers=None,
 
 
 # -- executors -------------------------------------------------------------------------------
-
 def make_executor(workers: int | None, scheduler: str | None, n_jobs: int):
     """The executor for ``workers`` / ``scheduler`` (see ``Comparison.run``)."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)

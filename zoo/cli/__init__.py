@@ -10,8 +10,9 @@ def limit_blas_threads(environ=os.environ) -> None:
     """One BLAS thread for everything but zoo's large GEMMs, unless the user chose a count.
 
     Must run before numpy is imported. A second OpenBLAS thread pays only for large products,
-    and only while the other core is idle; elsewhere its spin-waiting costs up to 10x when
-    the cores are busy. So OpenBLAS starts with one thread, and zoo's large GEMMs
+    and only while the other core is idle; when another process keeps that core busy, each
+    product waits for the descheduled thread (steps up to 25x slower, benchmarks/README.md).
+    So OpenBLAS starts with one thread, and zoo's large GEMMs
     (``zoo.kernels.blas.Gemm``) get more while training only when the step times say it pays
     (``zoo.training.threads``; ``ZOO_BLAS_THREADS`` fixes their count instead). An idle
     OpenBLAS thread spins 2**20 cycles (under a millisecond) before it sleeps, not OpenBLAS's
