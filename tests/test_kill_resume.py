@@ -40,7 +40,7 @@ TOTAL_STEPS = 230
 
 LAUNCHER = r'''
 import os, sys, time, types
-import zoo.safetensors_io as writer
+import zoo.atomic as writer
 
 class PausingOS(types.ModuleType):
     """The os module, except that the N-th checkpoint replace waits to be killed."""

@@ -35,6 +35,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from zoo.atomic import atomic_open
 from zoo.errors import ConfigError
 from zoo.kernels.blas import available_cpus
 from zoo.runs import now_iso, plugin_versions
@@ -569,17 +570,8 @@ def default_out_dir() -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def rows_csv(rows: list[dict]) -> str:

@@ -11,7 +11,6 @@ temporary file renamed into place, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -134,13 +133,10 @@ def _lines(axes, x, r, labels):
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from zoo.atomic import atomic_open
+
+    with atomic_open(path) as f:
+        fig.savefig(f, format=path.suffix.lower().lstrip("."), dpi=110)
 
 
 def plot_run(run, path, *, split: str = "test") -> int:

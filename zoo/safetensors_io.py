@@ -42,13 +42,13 @@ import hmac
 import json
 import os
 import re
-import secrets
 import stat
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
+from zoo.atomic import atomic_open
 from zoo.errors import CheckpointError
 from zoo.safetensors_header import DTYPES, parse_header
 from zoo.safetensors_header import METADATA_KEY as _METADATA
@@ -250,52 +250,12 @@ def _atomic_write(path, where, chunks) -> None:
         raise CheckpointError(f"{where}: cannot write: the folder {folder} does not exist")
     if os.path.isdir(target):
         raise CheckpointError(f"{where}: cannot write: it is a folder")
-    tmp = None
     try:
-        tmp, fd = _create_temp(folder, os.path.basename(target))
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(target) as f:
             for chunk in chunks:
                 f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        tmp = None
     except OSError as exc:
         raise CheckpointError(f"{where}: cannot write: {exc.strerror or exc}") from exc
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    _fsync_folder(folder)
-
-
-def _create_temp(folder: str, base: str) -> tuple[str, int]:
-    """A new file beside the target, created with the default permissions (umask applies)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0)
-    while True:
-        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            return tmp, os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename durable. Best effort: Windows and some filesystems cannot fsync a folder,
-    and by now the new file is in place, so failing here would misreport what happened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- reading -----------------------------------------------------------------------------------

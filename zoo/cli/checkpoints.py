@@ -9,8 +9,6 @@ run exactly where it stopped.
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
 
 import click
 
@@ -311,24 +309,13 @@ def _write_arrays(out, arrays: dict) -> None:
     """Write .npy (the main array) or .npz (all of them), atomically."""
     import numpy as np
 
-    path = Path(out)
-    # Created like any new file (mode 0o666 less the umask), beside the target for os.replace.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix.lower() == ".npz":
-                np.savez(f, **arrays)
-            else:
-                np.save(f, arrays.get("probabilities", arrays.get("values")),
-                        allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from zoo.atomic import atomic_open
+
+    with atomic_open(out) as f:
+        if str(out).lower().endswith(".npz"):
+            np.savez(f, **arrays)
+        else:
+            np.save(f, arrays.get("probabilities", arrays.get("values")), allow_pickle=False)
 
 
 COMMANDS = [evaluate_command, predict_command]

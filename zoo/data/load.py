@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from zoo.atomic import atomic_open
 from zoo.data.dataset import Dataset
 from zoo.data.files import EXTENSIONS, load_file
 from zoo.errors import ConfigError, DataError
@@ -104,15 +104,6 @@ def export_dataset(dataset: Dataset, path) -> Path:
         arrays["y_train"], arrays["y_test"] = dataset.y_train, dataset.y_test
     if dataset.classes:
         arrays["classes"] = np.array([str(c) for c in dataset.classes])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        np.savez_compressed(f, **arrays)
     return path
