@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zoo import conformance
-from zoo.checkpoint import save_run
+from zoo.kit import conformance
+from zoo.checkpoints.checkpoint import save_run
 from zoo.cli.main import cli
 from zoo.data.dataset import Dataset
 from zoo.data.spec import DataSpec

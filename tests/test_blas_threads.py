@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from zoo.cli.main import cli
 from zoo.errors import ConfigError
-from zoo.gradcheck import check_layer
+from zoo.kit.gradcheck import check_layer
 from zoo.kernels import blas
 from zoo.layers.conv import Conv2D
 from zoo.layers.dense import Dense

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zoo.checkpoint import (
+from zoo.checkpoints.checkpoint import (
     attach,
     best_path_for,
     load_checkpoint,
@@ -24,7 +24,7 @@ from zoo.cli.main import cli
 from zoo.errors import CheckpointError, ConfigError
 from zoo.plugins import get_host
 from zoo.run import Run, RunConfig
-from zoo.safetensors_io import read_checkpoint
+from zoo.checkpoints.safetensors_io import read_checkpoint
 from zoo.training.callbacks import Callback
 from zoo.training.loop import INTERRUPTED
 
@@ -286,7 +286,7 @@ def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
     import copy
 
     from zoo.errors import ZooError
-    from zoo.safetensors_io import checkpoint_bytes
+    from zoo.checkpoints.safetensors_io import checkpoint_bytes
 
     run = Run(RunConfig(**CONFIG, epochs=1))
     attach(run, tmp_path / "good.ckpt")
@@ -320,7 +320,7 @@ def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
 
 
 def test_a_file_from_other_versions_loads_with_a_note(tmp_path):
-    from zoo.safetensors_io import write_checkpoint
+    from zoo.checkpoints.safetensors_io import write_checkpoint
 
     run = Run(RunConfig(arch="mlp", dataset="xor", options={"hidden": "4"}, epochs=1))
     run.fit()

@@ -17,7 +17,7 @@ import tracemalloc
 import numpy as np
 import safetensors.numpy as stnp
 
-from zoo import safetensors_io as st
+from zoo.checkpoints import safetensors_io as st
 from zoo.errors import CheckpointError
 
 SEED = 8_2024

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from zoo import compare as zc
+from zoo.compare import runner as zc
 from zoo.cli.compare import parse_arch_options, parse_archs, parse_seeds, summary_table
 from zoo.cli.main import cli
 from zoo.errors import ConfigError
@@ -323,7 +323,7 @@ def invoke(*args):
 
 def test_cli_prints_the_table_saves_files_records_jobs_and_exits_1_on_a_failure(test_plugins,
                                                                                 tmp_path):
-    from zoo.runs import RunStore
+    from zoo.runstore import RunStore
 
     out, store = tmp_path / "out", tmp_path / "runs.db"
     result = invoke("compare", "--arch", "boom,mlp", "--seeds", "2", "-o", "mlp.hidden=16",

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from zoo import conformance
+from zoo.kit import conformance
 from zoo.architecture import Architecture, Option
 from zoo.layers.base import Layer
 from zoo.model import Sequential
@@ -236,7 +236,7 @@ def test_a_model_zoo_cannot_save_is_caught():
     arch = Architecture("bare", "a single layer", ("classify",),
                         lambda spec, opts: Lin(spec.output_size))
     conformance.check_architecture(arch, kinds=["vector"], checks=["shapes", "gradients"])
-    with pytest.raises(AssertionError, match="saving the trained run with zoo.checkpoint"):
+    with pytest.raises(AssertionError, match="saving the trained run with zoo.checkpoints.checkpoint"):
         conformance.check_architecture(arch, kinds=["vector"], checks=["training"])
 
 
@@ -280,14 +280,14 @@ def test_fixtures_from_the_pytest_plugin(zoo_conformance, zoo_host):
 
     assert zoo_conformance is zoo.testing
     assert zoo_host is get_host()
-    assert zoo_conformance.check_layer.__module__ == "zoo.gradcheck"
+    assert zoo_conformance.check_layer.__module__ == "zoo.kit.gradcheck"
     assert zoo_conformance.check_architecture is conformance.check_architecture
     zoo_conformance.check_layer(Lin(3, tanh=True), (4,))
 
 
 def test_importing_zoo_testing_stays_light():
     code = ("import sys, zoo.testing; "
-            "print(sorted(m for m in ('numpy', 'numba', 'zoo.conformance') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'numba', 'zoo.kit.conformance') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"

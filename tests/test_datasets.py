@@ -30,7 +30,7 @@ def test_builtin_datasets_are_registered_with_matching_task_and_kind(host):
         dataset = info.load(7)
         assert isinstance(dataset, Dataset)
         assert (dataset.task, dataset.kind) == (info.task, info.kind), name
-        assert info.plugin == "zoo.data.builtin"
+        assert info.plugin == "zoo.plugins.builtin.datasets"
         described = dataset.describe()
         for key in ("summary", "source", "licence", "citation", "classes", "input_shape"):
             assert key in described, (name, key)

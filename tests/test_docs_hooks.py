@@ -110,7 +110,7 @@ def test_example_register_datasets(load_example):
 
 def test_example_register_losses(load_example):
     from zoo.errors import ConfigError, DataError
-    from zoo.gradcheck import check_loss
+    from zoo.kit.gradcheck import check_loss
 
     host, record, module = load_example("register_losses")
     assert record.registered == {"losses": ["huber"]}

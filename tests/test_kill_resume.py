@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from zoo.checkpoint import load_checkpoint
+from zoo.checkpoints.checkpoint import load_checkpoint
 from zoo.errors import CheckpointError
-from zoo.safetensors_io import read_checkpoint, read_metadata
+from zoo.checkpoints.safetensors_io import read_checkpoint, read_metadata
 
 
 def subprocess_env(**extra):

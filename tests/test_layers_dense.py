@@ -7,7 +7,7 @@ import pytest
 
 from zoo import initializers
 from zoo.errors import ConfigError, DataError
-from zoo.gradcheck import check_layer
+from zoo.kit.gradcheck import check_layer
 from zoo.layers.activations import (
     GELU,
     Activation,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ConfigError, DataError
-from zoo.gradcheck import check_loss
+from zoo.kit.gradcheck import check_loss
 from zoo.losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
 
 
@@ -144,8 +144,8 @@ def test_registered_losses_and_no_numba_at_import(fresh_host):
 def test_importing_losses_and_optimizers_does_not_import_numba():
     import subprocess
 
-    code = ("import sys, zoo.losses, zoo.optimizers, zoo.losses_builtin, "
-            "zoo.optimizers_builtin, zoo.layers.dense, zoo.layers.activations, "
+    code = ("import sys, zoo.losses, zoo.optimizers, zoo.plugins.builtin.losses, "
+            "zoo.plugins.builtin.optimizers, zoo.layers.dense, zoo.layers.activations, "
             "zoo.layers.dropout, zoo.layers.reshape, zoo.initializers; "
             "print('numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,7 +7,7 @@ import pytest
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
-from zoo.gradcheck import check_layer
+from zoo.kit.gradcheck import check_layer
 from zoo.layers.norm import BatchNorm
 from zoo.layers.pool import (
     AvgPool1D,

@@ -13,7 +13,7 @@ import pytest
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
-from zoo.gradcheck import _numeric_grad, check_layer
+from zoo.kit.gradcheck import _numeric_grad, check_layer
 from zoo.kernels import blas
 from zoo.layers.base import Layer
 from zoo.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
@@ -153,7 +153,7 @@ def test_the_float32_tanh_is_accurate_and_saturates():
 
 
 def _numeric(f, array, eps=1e-6):
-    """Central differences of ``f()`` for every entry of ``array`` (zoo.gradcheck's)."""
+    """Central differences of ``f()`` for every entry of ``array`` (zoo.kit.gradcheck's)."""
     _, grads = _numeric_grad(f, array, eps, max_entries=array.size, rng=None)
     return grads.reshape(array.shape)
 

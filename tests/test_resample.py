@@ -5,7 +5,7 @@ import pytest
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
-from zoo.gradcheck import check_layer
+from zoo.kit.gradcheck import check_layer
 from zoo.layers.noise import GaussianNoise
 from zoo.layers.resample import Upsample1D, Upsample2D
 

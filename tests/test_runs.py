@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from zoo.cli.main import cli
 from zoo.errors import ConfigError
-from zoo.runs import RunStore, headline_metric
+from zoo.runstore import RunStore, headline_metric
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -157,7 +157,7 @@ def test_zoo_runs_errors_are_one_line_exit_2(tmp_path):
 
 WRITER = """
 import sys, time
-from zoo.runs import RunStore
+from zoo.runstore import RunStore
 path, tag, n, start, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), \
     float(sys.argv[5])
 while time.time() < start:

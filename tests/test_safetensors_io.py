@@ -12,7 +12,7 @@ import pytest
 import safetensors
 import safetensors.numpy as stnp
 
-from zoo import safetensors_io as st
+from zoo.checkpoints import safetensors_io as st
 from zoo.errors import CheckpointError
 
 ALL_DTYPES = [np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.float16, np.uint32, np.int32,

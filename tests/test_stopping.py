@@ -589,4 +589,4 @@ def test_builtins_are_registered_through_the_plugin_hook():
                                      "max_epochs", "max_steps", "max_time", "non_finite",
                                      "target"]
     assert host.criteria.get("early_stopping") is EarlyStopping
-    assert host.criteria.owner("max_epochs") == "zoo.training.criteria_builtin"
+    assert host.criteria.owner("max_epochs") == "zoo.plugins.builtin.criteria"

@@ -3,7 +3,7 @@
 import pytest
 
 from zoo.errors import ConfigError
-from zoo.training.criteria_builtin import BUILTIN_CRITERIA
+from zoo.plugins.builtin.criteria import BUILTIN_CRITERIA
 from zoo.training.stopping import AllOf, AnyOf, Criterion, EarlyStopping, MaxEpochs
 from zoo.training.stopspec import format_value, parse_stop, parse_stops
 

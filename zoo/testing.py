@@ -13,7 +13,7 @@ Every built-in architecture passes these checks in zoo's own tests; a plugin pas
 The finer checks (``check_output_shapes``, ``check_gradients``, ``check_determinism``,
 ``check_config``, ``check_checkpoint_round_trip``, ``check_training``, with ``tiny_spec`` and
 ``build_model`` to set them up) and ``check_layer`` (a float64 finite-difference check of one
-layer, from ``zoo.gradcheck``) are importable from here too; ``zoo.conformance`` documents each.
+layer, from ``zoo.kit.gradcheck``) are importable from here too; ``zoo.kit.conformance`` documents each.
 
 This module is also a pytest plugin, registered with the entry point ``zoo = "zoo.testing"`` in
 the group ``pytest11``, so any test suite in an environment with zoo installed gets the fixtures
@@ -29,7 +29,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported on first use instead (see __getattr__), to keep startup light
-    from zoo.conformance import (
+    from zoo.kit.conformance import (
         build_model,
         check_architecture,
         check_checkpoint_round_trip,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # imported on first use instead (see __getattr__), to keep st
         tiny_dataset,
         tiny_spec,
     )
-    from zoo.gradcheck import check_layer
+    from zoo.kit.gradcheck import check_layer
 
 __all__ = [
     "build_model",
@@ -65,8 +65,8 @@ __all__ = [
     "tiny_spec",
 ]
 
-_FROM = {name: "zoo.conformance" for name in __all__}
-_FROM["check_layer"] = "zoo.gradcheck"
+_FROM = {name: "zoo.kit.conformance" for name in __all__}
+_FROM["check_layer"] = "zoo.kit.gradcheck"
 
 
 def __getattr__(name):

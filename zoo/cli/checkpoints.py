@@ -85,7 +85,7 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     Returns ``(run, checkpointer)``; the checkpointer writes ``save`` (or, on resume, back to
     the resumed file) at the end of training and at the ``every`` cadence.
     """
-    from zoo.checkpoint import attach, parse_every, resume_run
+    from zoo.checkpoints.checkpoint import attach, parse_every, resume_run
     from zoo.run import Run
 
     cadence = parse_every(every)
@@ -142,7 +142,7 @@ def report_checkpoints(checkpointer, json_mode: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate_command(checkpoint, dataset, split, as_json):
     """Loss and metrics of a saved model on a dataset's test split."""
-    from zoo.checkpoint import _check_data_fits, load_model
+    from zoo.checkpoints.checkpoint import _check_data_fits, load_model
     from zoo.data.load import load_dataset
     from zoo.training.loop import evaluate
 
@@ -205,7 +205,7 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json):
     INPUT.npy holds one example of the model's input shape, or a batch of them (the first axis
     counts examples). It is read without pickle; it must be numeric and finite.
     """
-    from zoo.checkpoint import load_model
+    from zoo.checkpoints.checkpoint import load_model
 
     check_array_output(out, "predictions")
     model, spec, loss, ck = load_model(checkpoint)

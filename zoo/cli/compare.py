@@ -71,7 +71,7 @@ def _count(value) -> str:
 
 def summary_table(result: dict) -> str:
     """The comparison table, best first."""
-    from zoo.compare import METRICS
+    from zoo.compare.runner import METRICS
 
     summary = result["summary"]
     names = [m for m in METRICS if any(m in s["metrics"] for s in summary)]
@@ -106,8 +106,8 @@ def summary_table(result: dict) -> str:
 
 def job_line(row: dict, done: int, total: int) -> str:
     """One line per finished job."""
-    from zoo.compare import stop_name
-    from zoo.runs import headline_metric
+    from zoo.compare.runner import stop_name
+    from zoo.runstore import headline_metric
 
     head = f"[{done}/{total}] {row['arch']} seed {row['seed']}"
     if row["status"] != "ok":
@@ -208,7 +208,7 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, lr, stop
     seeds, and print one table (best first). Exit code 1 if any job failed."""
     from pathlib import Path
 
-    from zoo.compare import Comparison, check_scheduler, save_results
+    from zoo.compare.runner import Comparison, check_scheduler, save_results
 
     seed_values = parse_seeds(seeds, seed_list)
     arch_options = parse_arch_options(options)

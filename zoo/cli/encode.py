@@ -30,7 +30,7 @@ def encode_command(checkpoint, input_path, out, batch_size, as_json):
     INPUT.npy holds one example of the model's input shape, or a batch of them (the first axis
     counts examples). It is read without pickle; it must be numeric and finite.
     """
-    from zoo.checkpoint import load_model
+    from zoo.checkpoints.checkpoint import load_model
 
     check_array_output(out, "codes")
     model, spec, _, ck = load_model(checkpoint)

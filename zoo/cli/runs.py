@@ -23,7 +23,7 @@ def open_store(path, no_store: bool = False, *, create: bool = True):
     """The ``RunStore`` the options name, or ``None`` with ``--no-store``."""
     if no_store:
         return None
-    from zoo.runs import RunStore
+    from zoo.runstore import RunStore
 
     return RunStore(path, create=create)
 
@@ -36,7 +36,7 @@ def record_train_run(result: dict, config: dict, store=None, no_store: bool = Fa
         return None
     from datetime import datetime, timedelta, timezone
 
-    from zoo.runs import default_store_path
+    from zoo.runstore import default_store_path
 
     finished = datetime.now(timezone.utc)
     seconds = (result.get("train_time_s") or 0) + (result.get("compile_time_s") or 0)
@@ -87,7 +87,7 @@ def runs_group():
               help="Print {\"store\", \"runs\"} as one JSON object on stdout.")
 def list_command(limit, group, arch, store, as_json):
     """List recorded runs, most recent first."""
-    from zoo.runs import RunStore, default_store_path
+    from zoo.runstore import RunStore, default_store_path
 
     path = store or default_store_path()
     if not os.path.exists(path):

@@ -38,7 +38,7 @@ from pathlib import Path
 from zoo.atomic import atomic_open
 from zoo.errors import ConfigError
 from zoo.kernels.blas import available_cpus
-from zoo.runs import now_iso, plugin_versions
+from zoo.runstore import now_iso, plugin_versions
 
 # Job keys that are not RunConfig fields.
 JOB_EXTRAS = ("group", "index")

@@ -26,7 +26,7 @@ The checks, in the order ``check_architecture`` runs them:
 - ``check_training``: two epochs of the real training loop on tiny random data: the loss is
   finite, the weights and the predictions move, every parameter still reaches the outputs once
   the trainer has moved it into its flat buffer (a layer that kept its own reference to a
-  parameter array at build time stops seeing updates), the run saved by ``zoo.checkpoint``
+  parameter array at build time stops seeing updates), the run saved by ``zoo.checkpoints.checkpoint``
   (as ``zoo train --save`` does) loads back into a model that predicts identically, and the
   same seed reproduces the run bit for bit.
 """
@@ -319,7 +319,7 @@ def check_gradients(arch, spec: DataSpec, options=None, *, seed: int = 0, batch:
 
     Up to ``max_entries`` entries of each array are perturbed; every parameter is covered.
     """
-    from zoo.gradcheck import check_layer
+    from zoo.kit.gradcheck import check_layer
 
     arch = get_architecture(arch)
     model = build_model(arch, spec, options, seed=seed, dtype=np.float64)
@@ -454,10 +454,10 @@ def check_checkpoint_round_trip(arch, spec: DataSpec, options=None, *, seed: int
                                 folder=None) -> None:
     """Save parameters, buffers, options and spec to a file; rebuild from it; same outputs.
 
-    The file is a zoo checkpoint (``zoo.safetensors_io``). The model is rebuilt from the file's
+    The file is a zoo checkpoint (``zoo.checkpoints.safetensors_io``). The model is rebuilt from the file's
     metadata alone with another seed, so nothing but the file carries the weights across.
     """
-    from zoo.safetensors_io import read_checkpoint, write_checkpoint
+    from zoo.checkpoints.safetensors_io import read_checkpoint, write_checkpoint
 
     arch = get_architecture(arch)
     where = _where(arch, spec)
@@ -560,7 +560,7 @@ def _check_parameters_reach_outputs(model: Layer, x: np.ndarray, where: str) -> 
 
 def _check_saved_run(run, host, expected: np.ndarray, where: str) -> None:
     """``zoo train --save`` then ``zoo evaluate``: the saved run's model predicts the same."""
-    from zoo.checkpoint import load_model, save_run
+    from zoo.checkpoints.checkpoint import load_model, save_run
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "run.ckpt")
@@ -568,7 +568,7 @@ def _check_saved_run(run, host, expected: np.ndarray, where: str) -> None:
             save_run(run, path)
             model, _, _, _ = load_model(path, host=host)
         except Exception as exc:
-            raise AssertionError(f"{where}: saving the trained run with zoo.checkpoint and "
+            raise AssertionError(f"{where}: saving the trained run with zoo.checkpoints.checkpoint and "
                                  f"loading it back failed: {type(exc).__name__}: {exc}") from None
     got = model.forward(run.x_train[:4].copy(), training=False)
     if not np.array_equal(got, expected):

@@ -27,7 +27,7 @@ Every other metadata value of a checkpoint is a JSON document (``write_checkpoin
 
 Loading validates everything before allocating the data: the file is a regular file, the header
 length is within a cap and the file, the header is a JSON object of the expected shape (parsed
-by ``zoo.safetensors_header``, which never builds more than the header describes), every dtype
+by ``zoo.checkpoints.safetensors_header``, which never builds more than the header describes), every dtype
 is in the allow-list ``DTYPES``, every shape's byte count matches its offsets, the offsets tile
 the data area exactly, metadata values are strings, and for checkpoints the hash matches.
 Anything wrong raises ``zoo.errors.CheckpointError`` with one line naming the file and the
@@ -50,8 +50,8 @@ import numpy as np
 
 from zoo.atomic import atomic_open
 from zoo.errors import CheckpointError
-from zoo.safetensors_header import DTYPES, parse_header
-from zoo.safetensors_header import METADATA_KEY as _METADATA
+from zoo.checkpoints.safetensors_header import DTYPES, parse_header
+from zoo.checkpoints.safetensors_header import METADATA_KEY as _METADATA
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",

@@ -24,10 +24,10 @@ ENTRY_POINT_GROUP = "zoo"
 # Core components (losses, optimizers, criteria, datasets) are plugins too, registered before
 # the entry points so a third party cannot shadow them by accident.
 BUILTIN_MODULES = (
-    "zoo.data.builtin",
-    "zoo.losses_builtin",
-    "zoo.optimizers_builtin",
-    "zoo.training.criteria_builtin",
+    "zoo.plugins.builtin.datasets",
+    "zoo.plugins.builtin.losses",
+    "zoo.plugins.builtin.optimizers",
+    "zoo.plugins.builtin.criteria",
 )
 
 KINDS = {

@@ -1,6 +1,6 @@
 """Checkpoints of training runs: save, load, resume bit-exactly, and load a model to use it.
 
-One checkpoint is one file in the safetensors layout, written through ``zoo.safetensors_io``
+One checkpoint is one file in the safetensors layout, written through ``zoo.checkpoints.safetensors_io``
 (atomic, hashed, validated before anything is allocated; never pickle, never a name imported
 from the file). Tensors, readable by any safetensors tool:
 
@@ -256,7 +256,7 @@ def load_checkpoint(path) -> Checkpoint:
     anything wrong is one ``CheckpointError`` naming the file and the problem. Nothing is
     imported or executed.
     """
-    from zoo.safetensors_io import read_checkpoint
+    from zoo.checkpoints.safetensors_io import read_checkpoint
 
     tensors, metadata = read_checkpoint(path)
     where = f"checkpoint {os.fspath(path)}"
@@ -294,7 +294,7 @@ def save_run(run, path, *, live_state: dict | None = None, checkpointing: dict |
             raise CheckpointError(f"checkpoint {os.fspath(path)}: not written: {bad[0]}"
                                   f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} "
                                   f"holds NaN or Inf (the run diverged)")
-    from zoo.safetensors_io import write_checkpoint
+    from zoo.checkpoints.safetensors_io import write_checkpoint
 
     write_checkpoint(path, tensors, metadata)
     return Path(path)
@@ -363,7 +363,7 @@ def _jsonable(value):
 def named_generators(model) -> dict:
     """Every ``numpy.random.Generator`` kept in a layer's ``rng``, by layer path.
 
-    Layers are found as ``zoo.conformance.iter_layers`` finds them: in attributes holding a
+    Layers are found as ``zoo.kit.conformance.iter_layers`` finds them: in attributes holding a
     Layer or a list of Layers. ``Sequential``'s ``layers`` list gives paths such as ``"2"``.
     """
     from zoo.layers.base import Layer

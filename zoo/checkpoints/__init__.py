@@ -1,0 +1,1 @@
+"""Checkpoints: one safetensors file per run, saved atomically, resumed bit-exactly."""
