@@ -12,7 +12,8 @@ sum against one whole ``train_step``.
     python benchmarks/kernels.py --part layers cnn
 
 BLAS on one thread (``zoo.cli.limit_blas_threads``; no trainer's governor runs here, so the
-large dense products stay on one too, or on ``--threads N``). The machine is noisy: read the ratios and the shares,
+large dense products stay on one too, or on ``--threads N``). The machine is noisy: read the
+ratios and the shares,
 not the absolute times.
 """
 
@@ -26,8 +27,8 @@ from zoo.cli import limit_blas_threads
 
 limit_blas_threads()
 
-import numpy as np
-import steps
+import numpy as np  # noqa: E402  (after limit_blas_threads, on purpose)
+import steps  # noqa: E402
 
 F32 = np.float32
 

@@ -34,7 +34,7 @@ from zoo.cli import limit_blas_threads
 
 limit_blas_threads()  # zoo's default, before numpy is imported
 
-import numpy as np
+import numpy as np  # noqa: E402  (after limit_blas_threads, on purpose)
 
 # name: (model factory, input shape without batch, batch, loss name)
 WORKLOADS = {}

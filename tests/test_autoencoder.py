@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zoo.kit import conformance
 from zoo.checkpoints.checkpoint import save_run
 from zoo.cli.main import cli
 from zoo.data.dataset import Dataset
 from zoo.data.spec import DataSpec
 from zoo.errors import ConfigError, DataError
+from zoo.kit import conformance
 from zoo.layers.noise import GaussianNoise
 from zoo.plugins import get_host
 from zoo.run import Run, RunConfig

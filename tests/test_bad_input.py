@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from zoo.checkpoints.checkpoint import load_checkpoint, load_model, resume_run, save_run
+from zoo.checkpoints.safetensors_io import read_checkpoint, write_checkpoint, write_safetensors
 from zoo.cli.main import cli
 from zoo.errors import CheckpointError, ConfigError, DataError, ZooError
 from zoo.run import Run, RunConfig
-from zoo.checkpoints.safetensors_io import read_checkpoint, write_checkpoint, write_safetensors
 
 TINY = {"hidden": "4"}
 

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from zoo.cli.main import cli
 from zoo.errors import ConfigError
-from zoo.kit.gradcheck import check_layer
 from zoo.kernels import blas
+from zoo.kit.gradcheck import check_layer
 from zoo.layers.conv import Conv2D
 from zoo.layers.dense import Dense
 from zoo.layers.reshape import Flatten

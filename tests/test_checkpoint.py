@@ -19,12 +19,12 @@ from zoo.checkpoints.checkpoint import (
     resume_run,
     save_run,
 )
+from zoo.checkpoints.safetensors_io import read_checkpoint
 from zoo.cli.checkpoints import prediction_arrays
 from zoo.cli.main import cli
 from zoo.errors import CheckpointError, ConfigError
 from zoo.plugins import get_host
 from zoo.run import Run, RunConfig
-from zoo.checkpoints.safetensors_io import read_checkpoint
 from zoo.training.callbacks import Callback
 from zoo.training.loop import INTERRUPTED
 
@@ -285,8 +285,8 @@ def _paths(value, prefix=()):
 def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
     import copy
 
-    from zoo.errors import ZooError
     from zoo.checkpoints.safetensors_io import checkpoint_bytes
+    from zoo.errors import ZooError
 
     run = Run(RunConfig(**CONFIG, epochs=1))
     attach(run, tmp_path / "good.ckpt")

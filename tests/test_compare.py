@@ -11,9 +11,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from zoo.compare import runner as zc
 from zoo.cli.compare import parse_arch_options, parse_archs, parse_seeds, summary_table
 from zoo.cli.main import cli
+from zoo.compare import runner as zc
 from zoo.errors import ConfigError
 
 try:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from zoo.checkpoints.checkpoint import load_checkpoint
-from zoo.errors import CheckpointError
 from zoo.checkpoints.safetensors_io import read_checkpoint, read_metadata
+from zoo.errors import CheckpointError
 
 
 def subprocess_env(**extra):

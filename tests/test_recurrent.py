@@ -13,8 +13,8 @@ import pytest
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
-from zoo.kit.gradcheck import _numeric_grad, check_layer
 from zoo.kernels import blas
+from zoo.kit.gradcheck import _numeric_grad, check_layer
 from zoo.layers.base import Layer
 from zoo.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from zoo.layers.sequence import ImageToSequence, TimeMean, VectorToSequence

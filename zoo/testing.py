@@ -13,7 +13,8 @@ Every built-in architecture passes these checks in zoo's own tests; a plugin pas
 The finer checks (``check_output_shapes``, ``check_gradients``, ``check_determinism``,
 ``check_config``, ``check_checkpoint_round_trip``, ``check_training``, with ``tiny_spec`` and
 ``build_model`` to set them up) and ``check_layer`` (a float64 finite-difference check of one
-layer, from ``zoo.kit.gradcheck``) are importable from here too; ``zoo.kit.conformance`` documents each.
+layer, from ``zoo.kit.gradcheck``) are importable from here too; ``zoo.kit.conformance``
+documents each.
 
 This module is also a pytest plugin, registered with the entry point ``zoo = "zoo.testing"`` in
 the group ``pytest11``, so any test suite in an environment with zoo installed gets the fixtures

@@ -1,6 +1,7 @@
 """Checkpoints of training runs: save, load, resume bit-exactly, and load a model to use it.
 
-One checkpoint is one file in the safetensors layout, written through ``zoo.checkpoints.safetensors_io``
+One checkpoint is one file in the safetensors layout, written through
+``zoo.checkpoints.safetensors_io``
 (atomic, hashed, validated before anything is allocated; never pickle, never a name imported
 from the file). Tensors, readable by any safetensors tool:
 

@@ -27,7 +27,8 @@ Every other metadata value of a checkpoint is a JSON document (``write_checkpoin
 
 Loading validates everything before allocating the data: the file is a regular file, the header
 length is within a cap and the file, the header is a JSON object of the expected shape (parsed
-by ``zoo.checkpoints.safetensors_header``, which never builds more than the header describes), every dtype
+by ``zoo.checkpoints.safetensors_header``, which never builds more than the header describes),
+every dtype
 is in the allow-list ``DTYPES``, every shape's byte count matches its offsets, the offsets tile
 the data area exactly, metadata values are strings, and for checkpoints the hash matches.
 Anything wrong raises ``zoo.errors.CheckpointError`` with one line naming the file and the
@@ -49,9 +50,9 @@ from typing import NamedTuple
 import numpy as np
 
 from zoo.atomic import atomic_open
-from zoo.errors import CheckpointError
 from zoo.checkpoints.safetensors_header import DTYPES, parse_header
 from zoo.checkpoints.safetensors_header import METADATA_KEY as _METADATA
+from zoo.errors import CheckpointError
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -399,7 +400,7 @@ def _finish(data, entries, metadata, where, checkpoint) -> TensorFile:
         _verify(entries, data, metadata, where)
         metadata = _decode_checkpoint_metadata(metadata, where)
     tensors = {}
-    for name, code, shape, begin, end in entries:
+    for name, code, shape, begin, _end in entries:
         dtype = DTYPES[code]
         arr = np.ndarray(shape, dtype=dtype, buffer=data, offset=begin)  # a view, one object
         if code == "BOOL" and arr.size and arr.view(np.uint8).max() > 1:

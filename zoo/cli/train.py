@@ -12,8 +12,8 @@ from zoo.cli.checkpoints import (
 )
 from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import record_train_run, store_options
-from zoo.errors import ConfigError
 from zoo.data import DEFAULT_DATASET
+from zoo.errors import ConfigError
 
 
 def training_options(fn):

@@ -40,7 +40,8 @@ class DataSpec:
         if self.input_range is not None:
             object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
         if self.kind not in KINDS:
-            raise ConfigError(f"data kind must be one of {', '.join(KINDS)}; received {self.kind!r}")
+            raise ConfigError(f"data kind must be one of {', '.join(KINDS)}; "
+                              f"received {self.kind!r}")
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}; received {self.task!r}")
         expected_rank = {"vector": 1, "sequence": 2, "image": 3}[self.kind]

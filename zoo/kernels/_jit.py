@@ -30,7 +30,8 @@ def _choose_cache_dir() -> str:
         os.environ.get("NUMBA_CACHE_DIR"),
         os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                      "zoo", "numba"),
-        os.path.join(tempfile.gettempdir(), f"zoo-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"),
+        os.path.join(tempfile.gettempdir(),
+                     f"zoo-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"),
     ):
         if candidate and _writable_dir(candidate):
             return candidate

@@ -8,7 +8,8 @@
 - ``softmax(logits)`` for predictions.
 
 Sums are accumulated in float64 whatever the array dtype; the two cross-entropies compile
-without fast-math, whose reassociation would undo their cancellation-safe ordering. A kernel that meets an invalid target
+without fast-math, whose reassociation would undo their cancellation-safe ordering. A kernel
+that meets an invalid target
 (a label out of range, a BCE target outside [0, 1]) returns -1 instead of scanning the targets
 beforehand (two extra passes per step); the wrapper then finds it and raises DataError.
 """

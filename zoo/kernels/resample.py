@@ -122,7 +122,7 @@ def upsample2d(x, factor: tuple, out=None):
 
 
 def upsample2d_backward(grad_out, factor: tuple, out=None):
-    """The gradient of ``upsample2d``: block sums, ``(N, C, H * sh, W * sw)`` -> ``(N, C, H, W)``."""
+    """The gradient of ``upsample2d``: block sums, ``(N, C, H*sh, W*sw)`` -> ``(N, C, H, W)``."""
     _check("upsample2d_backward: grad_out", grad_out, 4)
     _factor("upsample2d_backward", tuple(factor))
     sh, sw = factor

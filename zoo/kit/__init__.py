@@ -1,1 +1,1 @@
-"""The conformance kit behind ``zoo.testing``: gradient checks and the checks every plugin passes."""
+"""The conformance kit behind ``zoo.testing``: gradient checks and what every plugin passes."""

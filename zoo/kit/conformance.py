@@ -26,7 +26,8 @@ The checks, in the order ``check_architecture`` runs them:
 - ``check_training``: two epochs of the real training loop on tiny random data: the loss is
   finite, the weights and the predictions move, every parameter still reaches the outputs once
   the trainer has moved it into its flat buffer (a layer that kept its own reference to a
-  parameter array at build time stops seeing updates), the run saved by ``zoo.checkpoints.checkpoint``
+  parameter array at build time stops seeing updates), the run saved by
+  ``zoo.checkpoints.checkpoint``
   (as ``zoo train --save`` does) loads back into a model that predicts identically, and the
   same seed reproduces the run bit for bit.
 """
@@ -454,7 +455,8 @@ def check_checkpoint_round_trip(arch, spec: DataSpec, options=None, *, seed: int
                                 folder=None) -> None:
     """Save parameters, buffers, options and spec to a file; rebuild from it; same outputs.
 
-    The file is a zoo checkpoint (``zoo.checkpoints.safetensors_io``). The model is rebuilt from the file's
+    The file is a zoo checkpoint (``zoo.checkpoints.safetensors_io``). The model is rebuilt from
+    the file's
     metadata alone with another seed, so nothing but the file carries the weights across.
     """
     from zoo.checkpoints.safetensors_io import read_checkpoint, write_checkpoint
@@ -568,7 +570,7 @@ def _check_saved_run(run, host, expected: np.ndarray, where: str) -> None:
             save_run(run, path)
             model, _, _, _ = load_model(path, host=host)
         except Exception as exc:
-            raise AssertionError(f"{where}: saving the trained run with zoo.checkpoints.checkpoint and "
+            raise AssertionError(f"{where}: saving the trained run with zoo.checkpoints and "
                                  f"loading it back failed: {type(exc).__name__}: {exc}") from None
     got = model.forward(run.x_train[:4].copy(), training=False)
     if not np.array_equal(got, expected):

@@ -2,7 +2,8 @@
 
 Each is im2col (numba) + one GEMM (numpy BLAS) + col2im (numba), except stride-1 Conv2D layers
 with few weights per filter (LeNet's first layer), which run a direct kernel; see
-``zoo.kernels.conv``. The geometry helpers here (``conv_geometry`` and the argument checks) are shared with pooling.
+``zoo.kernels.conv``. The geometry helpers here (``conv_geometry`` and the argument checks) are
+shared with pooling.
 
 LeCun et al., "Gradient-Based Learning Applied to Document Recognition", 1998.
 """
@@ -180,7 +181,8 @@ class Conv2D(_Conv):
     Input shape: ``(N, C, H, W)``. Output shape: ``(N, filters, OH, OW)``.
 
     ``needs_input_grad = False`` (for a model's first layer) skips the input gradient;
-    backward then returns None. Stride-1 layers with at most ``DIRECT_MAX_TAPS`` weights per filter run a direct kernel;
+    backward then returns None. Stride-1 layers with at most ``DIRECT_MAX_TAPS`` weights per
+    filter run a direct kernel;
     the others im2col + GEMM (``zoo.kernels.conv``).
     """
 

@@ -216,7 +216,7 @@ class PluginHost:
                     if owner is not None:
                         self._fail(record, f"{label} {name!r} is already registered by {owner}")
                         continue
-                    if hasattr(value, "plugin") and not getattr(value, "plugin"):
+                    if hasattr(value, "plugin") and not value.plugin:
                         value = _with_plugin(value, record.name)
                     registry.add(name, value, record.name, aliases)
                     record.registered.setdefault(kind, []).append(name)

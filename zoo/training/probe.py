@@ -50,7 +50,8 @@ def linear_probe(train_codes, train_labels, eval_sets: dict, *, num_classes: int
         raise DataError(f"linear_probe: train_labels must have shape ({len(x)},); received "
                         f"{describe_array(train_labels)}")
     if num_classes is None:
-        num_classes = int(max([y.max(), *(np.max(l) for c, l in eval_sets.values() if len(l))]))
+        num_classes = int(max([y.max(), *(np.max(labels) for _, labels in eval_sets.values()
+                                          if len(labels))]))
         num_classes += 1
     # Standardised codes make one learning rate fit every autoencoder's code scale.
     mean = x.mean(axis=0)
