@@ -15,7 +15,7 @@ import numpy as np
 
 from zoo.errors import ConfigError, DataError, describe_array
 from zoo.optimizers import clip_grad_norm
-from zoo.training.callbacks import Callback, History
+from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters
 from zoo.training.metrics import task_metrics
 from zoo.training.state import TrainState
@@ -102,8 +102,8 @@ class Trainer:
         target = x if self.task == "reconstruct" else y
         n = len(x)
         self.batches_per_epoch = -(-n // self.batch_size)
-        step_callbacks = [c for c in self.callbacks
-                          if type(c).on_step_end is not Callback.on_step_end]
+        step_callbacks = overriding(self.callbacks, "on_step_end")
+        checked_callbacks = overriding(self.callbacks, "on_step_checked")
         for cb in self.callbacks:
             cb.on_train_begin(self)
         if self.step == 0:  # a fresh run: a monitor that will never exist fails now, not later
@@ -133,11 +133,16 @@ class Trainer:
                         cb.on_step_end(self)
                     state = TrainState("step", self.epoch, self.step, self.elapsed, value,
                                        model=self.model)
-                    if self.engine.check(state) or self._interrupted:
+                    stop = self.engine.check(state)
+                    for cb in checked_callbacks:
+                        cb.on_step_checked(self, state, stop)
+                    if stop or self._interrupted:
                         break
                 if self.batch_index >= self.batches_per_epoch:
                     self._end_epoch(x_val, y_val, has_val, t_start)
         self.stop_reason = self.engine.reason if self.engine.stopped else INTERRUPTED
+        for cb in self.callbacks:
+            cb.on_before_finish(self)
         self.finish_note = self.engine.finish(self.model)
         for cb in self.callbacks:
             cb.on_train_end(self)
@@ -207,6 +212,10 @@ class Trainer:
             "rng": self.rng.bit_generator.state, "history": self.history.rows,
             "permutation": self.permutation,
         }
+
+    def position(self) -> TrainState:
+        """Where the run stands, as the stopping engine's ``restore`` needs it."""
+        return TrainState("epoch", self.epoch, self.step, self.elapsed, self.last_loss)
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("epoch", "step", "batch_index", "elapsed", "epoch_loss_sum",

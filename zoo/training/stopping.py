@@ -202,10 +202,16 @@ class Criterion:
     (``"step"`` or ``"epoch"``), validate their arguments in ``__init__``, extend ``reset()``
     and list in ``_state`` the attributes ``state_dict()`` saves. ``get_config()`` reads the
     constructor's parameters back from attributes of the same names.
+
+    A *budget* (class attribute ``budget = True``: ``max_epochs``, ``max_steps``,
+    ``max_time``, or a plugin's criterion that sets it) is a limit on the run's position and
+    nothing else: it keeps no state, a resumed run re-checks it at the saved position
+    (``restored``), and on resume a new budget may replace the saved one of the same name.
     """
 
     name = "criterion"
     every = "epoch"
+    budget = False
     stop = False  # class defaults, so a subclass that skips super().__init__() still works
     reason: str | None = None
     _state: tuple = ()
@@ -227,6 +233,15 @@ class Criterion:
 
     def update(self, state) -> None:
         raise NotImplementedError
+
+    def restored(self, state) -> None:
+        """A run resumes at ``state`` (its saved position) after ``load_state_dict``.
+
+        A budget checks its (possibly new) limit now; every other criterion keeps the flag it
+        saved, exactly as in an uninterrupted run.
+        """
+        if self.budget:
+            self.update(state)
 
     def _fire(self, reason: str) -> None:
         self.stop = True
@@ -287,6 +302,7 @@ class MaxEpochs(Criterion):
     """Stop after ``epochs`` epochs (Lightning's ``max_epochs``)."""
 
     name = "max_epochs"
+    budget = True
     every = "epoch"
 
     def __init__(self, epochs: int):
@@ -304,6 +320,7 @@ class MaxSteps(Criterion):
     """Stop after ``steps`` optimizer steps (Lightning's ``max_steps``)."""
 
     name = "max_steps"
+    budget = True
     every = "step"
 
     def __init__(self, steps: int):
@@ -322,6 +339,7 @@ class MaxTime(Criterion):
     """Stop once training has run ``seconds`` (a number, '30m', '2h' or 'DD:HH:MM:SS')."""
 
     name = "max_time"
+    budget = True
 
     def __init__(self, seconds, every: str = "step"):
         super().__init__()
@@ -600,6 +618,15 @@ class _Composite(Criterion):
                 member.update(state)
         self._combine()
 
+    def restored(self, state) -> None:
+        for member in self.criteria:
+            member.restored(state)
+        self._combine()
+
+    def _combine(self) -> None:
+        """Set this composite's flag from its members' flags."""
+        raise NotImplementedError
+
     def walk(self):
         yield self
         for member in self.criteria:
@@ -701,7 +728,8 @@ class StoppingEngine:
             divergence.
 
     The trainer calls ``reset(metrics=...)`` when training starts, ``check(state)`` after every
-    step and every epoch, and ``finish(model)`` at the end.
+    step and every epoch, and ``finish(model)`` at the end; a resumed run calls
+    ``restore(...)`` instead of ``reset``.
     """
 
     def __init__(self, criteria=(), always=None):
@@ -745,7 +773,11 @@ class StoppingEngine:
                 hit = True
         if not (hit or self.stopped):
             return False
-        # Flags of criteria not checked now still hold from their own last check.
+        return self._settle()
+
+    def _settle(self) -> bool:
+        """Stop or not on the criteria's flags; flags of criteria not checked now still hold
+        from their own last check."""
         for c in self._ordered:
             if c.stop:
                 self.stopped, self.reason, self.criterion = True, c.reason, c.fired.name
@@ -789,31 +821,59 @@ class StoppingEngine:
         """JSON-serialisable state; the best weights come separately from ``arrays()``."""
         return {
             "stopped": self.stopped, "reason": self.reason, "criterion": self.criterion,
-            "criteria": [{"name": c.name, "config": c.get_config(), "state": c.state_dict()}
-                         for c in self._ordered],
+            "criteria": [{"name": c.name, "budget": c.budget, "config": c.get_config(),
+                          "state": c.state_dict()} for c in self._ordered],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from ``state_dict()``. The criteria must have the same names in the same order;
-        their arguments may differ (a resumed run may raise ``max_epochs`` or ``patience``):
-        the next check re-evaluates them.
+        """Take back ``state_dict()``: the state of every criterion that keeps one.
+
+        The criteria that are not budgets must have the same names in the same order; their
+        arguments may differ (a resumed run may raise ``patience``). Budgets keep no state: they
+        are matched by nothing and re-checked by ``restore``, so a resumed run may give other
+        budgets than the saved run (a larger ``max_epochs``, a ``max_steps`` added).
         """
+        for index, c in self._pair(state):
+            c.load_state_dict(state["criteria"][index].get("state") or {})
+        self.stopped, self.reason, self.criterion = (
+            bool(state["stopped"]), state["reason"], state["criterion"])
+
+    def _pair(self, state: dict) -> list:
+        """``(index in the saved list, criterion)`` for every criterion that is not a budget."""
         missing = [k for k in ("stopped", "reason", "criterion", "criteria") if k not in state]
         if missing:
             raise CheckpointError(f"the saved stopping state lacks {', '.join(missing)}")
         saved = state["criteria"]
-        names = [c.name for c in self._ordered]
-        saved_names = ([s.get("name") if isinstance(s, dict) else None for s in saved]
-                       if isinstance(saved, list) else None)
+        if not isinstance(saved, list) or not all(isinstance(s, dict) for s in saved):
+            raise CheckpointError("the saved stopping state's criteria must be a list of "
+                                  f"objects; received {type(saved).__name__}")
+        indices = [i for i, s in enumerate(saved) if s.get("budget") is not True]
+        keeping = [c for c in self._ordered if not c.budget]
+        saved_names = [saved[i].get("name") for i in indices]
+        names = [c.name for c in keeping]
         if saved_names != names:
             raise CheckpointError(
-                f"stopping criteria do not match the checkpoint: it has "
-                f"{', '.join(map(str, saved_names or [])) or 'none'}; this run has "
-                f"{', '.join(names) or 'none'}")
-        for c, s in zip(self._ordered, saved, strict=True):
-            c.load_state_dict(s.get("state") or {})
-        self.stopped, self.reason, self.criterion = (
-            bool(state["stopped"]), state["reason"], state["criterion"])
+                f"stopping criteria do not match the checkpoint: apart from budgets it has "
+                f"{', '.join(map(str, saved_names)) or 'none'}; this run has "
+                f"{', '.join(names) or 'none'} (on resume --stop may change the arguments of "
+                f"the checkpoint's criteria and replace or add budgets, not add or drop others)")
+        return list(zip(indices, keeping, strict=True))
+
+    def restore(self, state: dict, arrays: dict, position) -> bool:
+        """Resume from ``state_dict()`` and ``arrays()`` at ``position`` (a ``TrainState``).
+
+        Every criterion hears ``restored(position)``: budgets re-check their limits at the
+        saved position, the others keep their saved flags. Returns whether the run is already
+        over (a spent budget, or a criterion that had fired).
+        """
+        self.load_state_dict(state)
+        # Arrays are keyed by the saved list's positions, which budgets may shift.
+        for index, c in self._pair(state):
+            prefix = f"{index}/"
+            c.load_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        for c in self._ordered:
+            c.restored(position)
+        return self._settle()
 
     def arrays(self) -> dict:
         """Arrays to store beside ``state_dict()``: ``{"<i>/best/<param>": array}``."""
