@@ -9,10 +9,12 @@ import pickle
 
 import numpy as np
 import pytest
+import safetensors.numpy
 from click.testing import CliRunner
 
-from zoo.checkpoints.checkpoint import load_checkpoint, load_model, resume_run, save_run
-from zoo.checkpoints.safetensors_io import read_checkpoint, write_checkpoint, write_safetensors
+from zoo.checkpoints.checkpoint import load_checkpoint, load_model, save_run
+from zoo.checkpoints.format import read_checkpoint, write_checkpoint
+from zoo.checkpoints.resume import resume_run
 from zoo.cli.main import cli
 from zoo.errors import CheckpointError, ConfigError, DataError, ZooError
 from zoo.run import Run, RunConfig
@@ -251,7 +253,7 @@ def _dataset(y_test):
 
 
 def _plain_safetensors(folder):
-    write_safetensors(folder / "plain.safetensors", {"w": np.ones(3, np.float32)})
+    safetensors.numpy.save_file({"w": np.ones(3, np.float32)}, folder / "plain.safetensors")
     return folder / "plain.safetensors"
 
 

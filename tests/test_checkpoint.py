@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zoo.checkpoints.checkpoint import (
-    attach,
-    best_path_for,
-    load_checkpoint,
-    load_model,
-    parse_every,
-    resume_run,
-    save_run,
-)
-from zoo.checkpoints.safetensors_io import read_checkpoint
+from zoo.checkpoints.callback import attach, best_path_for, parse_every
+from zoo.checkpoints.checkpoint import load_checkpoint, load_model, save_run
+from zoo.checkpoints.format import read_checkpoint
+from zoo.checkpoints.resume import resume_run
 from zoo.cli.checkpoints import prediction_arrays
 from zoo.cli.main import cli
 from zoo.errors import CheckpointError, ConfigError
@@ -285,7 +279,7 @@ def _paths(value, prefix=()):
 def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
     import copy
 
-    from zoo.checkpoints.safetensors_io import checkpoint_bytes
+    from zoo.checkpoints.format import checkpoint_bytes
     from zoo.errors import ZooError
 
     run = Run(RunConfig(**CONFIG, epochs=1))
@@ -320,7 +314,7 @@ def test_every_metadata_field_missing_or_mistyped_is_one_zoo_error(tmp_path):
 
 
 def test_a_file_from_other_versions_loads_with_a_note(tmp_path):
-    from zoo.checkpoints.safetensors_io import write_checkpoint
+    from zoo.checkpoints.format import write_checkpoint
 
     run = Run(RunConfig(arch="mlp", dataset="xor", options={"hidden": "4"}, epochs=1))
     run.fit()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from zoo.checkpoints.checkpoint import load_checkpoint
-from zoo.checkpoints.safetensors_io import read_checkpoint, read_metadata
+from zoo.checkpoints.format import read_checkpoint, read_metadata
 from zoo.errors import CheckpointError
 
 

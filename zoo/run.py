@@ -181,7 +181,12 @@ class Run:
         has_val = len(self.x_val) > 0
         names = {getattr(c, "name", None) for c in stop_criteria}
         epochs = self.config.epochs or defaults.get("epochs", DEFAULT_EPOCHS)
-        if self.config.epochs is not None or "max_epochs" not in names:
+        if self.config.epochs is not None:  # --epochs and --stop max_epochs=M must agree
+            given = [c for c in stop_criteria if getattr(c, "name", None) == "max_epochs"]
+            if any(getattr(c, "epochs", None) != self.config.epochs for c in given):
+                raise ConfigError(f"the epoch budget is given twice: --epochs "
+                                  f"{self.config.epochs} and --stop {given[0]!r}; give one")
+        if "max_epochs" not in names:
             stop_criteria = [criteria.get("max_epochs")(epochs), *stop_criteria]
         if not self.config.stop:
             stop_criteria.append(criteria.get("early_stopping")(

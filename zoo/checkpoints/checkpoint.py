@@ -1,9 +1,8 @@
-"""Checkpoints of training runs: save, load, resume bit-exactly, and load a model to use it.
+"""A checkpoint of a training run: what it holds, how it is validated, saving and using it.
 
-One checkpoint is one file in the safetensors layout, written through
-``zoo.checkpoints.safetensors_io``
-(atomic, hashed, validated before anything is allocated; never pickle, never a name imported
-from the file). Tensors, readable by any safetensors tool:
+One checkpoint is one file written and read by ``zoo.checkpoints.format`` (safetensors, with
+zoo's JSON metadata and a content hash, written atomically; never pickle, never a name
+imported from the file). Tensors, readable by any safetensors tool:
 
 - ``model.<name>``: the model's parameters and buffers as the run left them (after early
   stopping put the best epoch's weights back), e.g. ``model.0.weight``;
@@ -11,48 +10,42 @@ from the file). Tensors, readable by any safetensors tool:
   with, the latter (what a resumed run starts from);
 - ``optimizer.<slot>``: the optimizer's per-parameter state (moments, velocities);
 - ``trainer.permutation``: the current epoch's data order, when saved mid-epoch;
-- ``stopping.<key>``: arrays of the stopping engine (early stopping's best weights).
+- ``stopping.<i>/<key>``: arrays of the stopping engine's i-th criterion (early stopping's
+  best weights).
 
 Metadata (JSON values): ``zoo_version``; ``architecture`` (name, options, the plugin that
 provides it and its version); ``data`` (the ``DataSpec``, dataset name and source, classes,
-number of training examples); ``config`` (the ``RunConfig``); ``training`` (resolved batch
-size, optimizer, learning rate, clip norm and loss); ``trainer`` (epoch, step, batch position,
+number of training examples); ``config`` (the ``RunConfig``, with ``stop`` spelled out as the
+criteria the run used, see ``zoo.checkpoints.resume``); ``training`` (resolved batch size,
+optimizer, learning rate, clip norm and loss); ``trainer`` (epoch, step, batch position,
 elapsed time, running epoch loss, the data-order generator's state, history); ``generators``
 (the state of every layer's ``rng``); ``optimizer`` (name, config, step); ``stopping`` (the
 engine's state); ``stop_reason``; ``checkpointing`` (the ``--checkpoint-every`` cadence and the
-best value seen so far).
+best value seen so far). ``load_checkpoint`` checks every field's presence and type.
 
-Resume: ``resume_run(path)`` rebuilds the ``Run`` from the stored config, resolving the
-architecture only through the installed plugins, and loads every state, so that training k
-epochs, saving and resuming to N ends with the same weights as N epochs straight (same machine,
-same thread count). To make that hold when early stopping restores its best weights at the end
-of a run, the weights training was continuing with are captured just before that restore by a
-``Checkpointer`` callback; ``attach(run)`` adds one.
+The callback that writes checkpoints as a run trains is ``zoo.checkpoints.callback``; resuming
+is ``zoo.checkpoints.resume``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 import zoo
+from zoo.checkpoints.format import read_checkpoint, write_checkpoint
 from zoo.errors import CheckpointError, ConfigError, DataError
-from zoo.training.callbacks import Callback
 
 __all__ = [
     "Checkpoint",
-    "Checkpointer",
-    "attach",
-    "best_path_for",
+    "check_data_fits",
     "load_checkpoint",
     "load_model",
-    "parse_every",
-    "resume_run",
+    "load_model_state",
+    "named_generators",
+    "run_state",
     "save_run",
 ]
 
@@ -61,12 +54,6 @@ RESUME_MODEL = "resume.model."
 OPTIMIZER = "optimizer."
 PERMUTATION = "trainer.permutation"
 STOPPING = "stopping."
-
-# Fields of RunConfig a resumed run must share with its checkpoint: they define the model, the
-# data or the meaning of the saved optimizer state.
-FIXED_ON_RESUME = ("arch", "dataset", "optimizer", "dtype", "validation_split", "seed")
-BUDGETS = ("max_epochs", "max_steps", "max_time")
-
 
 # -- the metadata schema -------------------------------------------------------------------------
 
@@ -149,7 +136,7 @@ class Checkpoint:
     Attributes:
         path: the file.
         metadata: the decoded metadata (see the module docstring).
-        tensors: every tensor by name (views into one buffer the size of the data area).
+        tensors: every tensor by name.
         model_state: ``model.*`` without the prefix: the weights to evaluate and predict with.
         resume_state: the weights a resumed run continues from (``resume.model.*`` when the
             file has them, else ``model_state``).
@@ -257,8 +244,6 @@ def load_checkpoint(path) -> Checkpoint:
     anything wrong is one ``CheckpointError`` naming the file and the problem. Nothing is
     imported or executed.
     """
-    from zoo.checkpoints.safetensors_io import read_checkpoint
-
     tensors, metadata = read_checkpoint(path)
     where = f"checkpoint {os.fspath(path)}"
     _check_schema(metadata, _schema(), where)
@@ -295,8 +280,6 @@ def save_run(run, path, *, live_state: dict | None = None, checkpointing: dict |
             raise CheckpointError(f"checkpoint {os.fspath(path)}: not written: {bad[0]}"
                                   f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} "
                                   f"holds NaN or Inf (the run diverged)")
-    from zoo.checkpoints.safetensors_io import write_checkpoint
-
     write_checkpoint(path, tensors, metadata)
     return Path(path)
 
@@ -320,6 +303,9 @@ def run_state(run, *, live_state=None, checkpointing=None) -> tuple[dict, dict]:
     arch = run.architecture
     record = run.host.records.get(arch.plugin) if arch.plugin else None
     config = run.config.to_dict()
+    # The criteria the run used, spelled out (the epoch budget and defaults included), so a
+    # resumed run merges new budgets into them (zoo.checkpoints.resume.resumed_stop).
+    config["stop"], config["epochs"] = [repr(c) for c in run.engine.criteria], None
     source = config["dataset"]
     if source not in run.host.datasets and os.path.exists(source):
         # A file: resume and evaluate from another folder still find it.
@@ -392,289 +378,18 @@ def named_generators(model) -> dict:
 
 
 def _captured_live_state(run):
+    """What a ``Checkpointer`` of ``run`` captured before early stopping restored its best."""
+    from zoo.checkpoints.callback import Checkpointer
+
     for cb in run.trainer.callbacks:
         if isinstance(cb, Checkpointer) and cb.run is run:
             return cb.live_state
     return None
 
 
-# -- the callback: periodic, best and final checkpoints ------------------------------------------
+# -- using a trained model ----------------------------------------------------------------------
 
-_EVERY = re.compile(r"\s*([0-9]+)\s*(steps?|epochs?)?\s*", re.IGNORECASE)
-
-
-def parse_every(text) -> tuple[str, int] | None:
-    """``--checkpoint-every``: ``"N"`` or ``"Nepochs"`` -> ``("epoch", N)``; ``"Nsteps"`` ->
-    ``("step", N)``; None stays None."""
-    if text is None:
-        return None
-    match = _EVERY.fullmatch(str(text))
-    if match is None or int(match[1]) <= 0:
-        raise ConfigError(f"--checkpoint-every expects a positive number of epochs (5 or "
-                          f"5epochs) or steps (200steps); received {text!r}")
-    unit = (match[2] or "epoch").lower().rstrip("s")
-    return unit, int(match[1])
-
-
-def format_every(every: tuple[str, int] | None) -> str | None:
-    return None if every is None else f"{every[1]}{every[0]}s"
-
-
-def best_path_for(path) -> Path:
-    """Where the best checkpoint goes beside ``path``: ``run.ckpt`` -> ``run.best.ckpt``."""
-    path = Path(path)
-    if path.suffix:
-        return path.with_name(f"{path.stem}.best{path.suffix}")
-    return path.with_name(path.name + ".best")
-
-
-class Checkpointer(Callback):
-    """Saves a run: the latest to ``path`` every N epochs or steps and at the end, the best
-    epoch to ``best_path``.
-
-    "Best" is early stopping's best epoch when the run has an ``early_stopping`` criterion,
-    else the lowest ``val_loss`` (``train_loss`` without a validation split). A checkpoint is
-    written only from finite weights and a finite loss: a diverged run (``non_finite``) never
-    replaces a good file. Step checkpoints are taken after the stopping engine has checked the
-    step, so a run resumed from one makes exactly the checks the original made.
-
-    With no ``path`` it only captures the weights training was continuing with before early
-    stopping restores the best ones, which ``save_run`` stores for an exact resume.
-
-    Args:
-        run: the ``Run`` (``attach`` adds the callback to its trainer).
-        path: the latest / final checkpoint, or None.
-        every: ``("epoch", N)`` or ``("step", N)`` (see ``parse_every``), or None for the
-            end of the run only.
-        best_path: where the best epoch goes (default ``best_path_for(path)`` when ``every``
-            is given; the best is tracked only with a cadence).
-        best: the saved ``{"monitor", "value", "epoch"}`` of a resumed run.
-    """
-
-    def __init__(self, run, path=None, every=None, best_path=None, best=None):
-        self.run = run
-        self.path = None if path is None else Path(path)
-        self.every = every
-        if every is not None and path is None:
-            raise ConfigError("--checkpoint-every needs a file to write: give --save PATH")
-        self.best_path = (Path(best_path) if best_path is not None
-                          else best_path_for(path) if every is not None else None)
-        self.best = best
-        self.live_state: dict | None = None
-        self.written: Path | None = None
-        self.best_written: Path | None = None
-        self.skipped: str | None = None  # why the final checkpoint was not written
-        self.saves = 0
-        self._wrapped = False
-
-    # -- hooks into the engine -----------------------------------------------------------------
-    def on_train_begin(self, trainer):
-        if self._wrapped:
-            return
-        self._wrapped = True
-        engine = trainer.engine
-        finish = engine.finish
-
-        def finish_capturing(model):
-            # Early stopping may now put the best epoch's weights back; keep the weights
-            # training was continuing with, which is what a resumed run must start from.
-            self.live_state = model.state_dict()
-            return finish(model)
-
-        engine.finish = finish_capturing
-        if self.every is not None and self.every[0] == "step":
-            check, n = engine.check, self.every[1]
-
-            def check_then_save(state):
-                stop = check(state)
-                if state.at == "step" and not stop and state.step % n == 0:
-                    self._save_latest(trainer)
-                return stop
-
-            engine.check = check_then_save
-
-    def on_epoch_end(self, trainer, state):
-        if self.every is None:
-            return
-        healthy = self._healthy(trainer)
-        if healthy and self._is_best(state):
-            self._write(self.best_path, trainer)
-            self.best_written = self.best_path
-        if self.every[0] == "epoch" and state.epoch % self.every[1] == 0 and healthy:
-            self._save_latest(trainer)
-
-    def on_train_end(self, trainer):
-        if self.path is None:
-            return
-        if self.run.engine.diverged or not self._healthy(trainer, live=True):
-            kept = "; it keeps the last finite checkpoint" if self.path.exists() else ""
-            self.skipped = (f"checkpoint not written to {self.path}: the weights are not "
-                            f"finite ({self.run.engine.reason or 'the run diverged'}){kept}")
-            return
-        self._write(self.path, trainer)
-        self.written = self.path
-        self.run.checkpoint_path = str(self.path)
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _save_latest(self, trainer):
-        if self._healthy(trainer):
-            self._write(self.path, trainer)
-
-    def _healthy(self, trainer, live: bool = False) -> bool:
-        if not math.isfinite(trainer.last_loss) and trainer.step > 0:
-            return False
-        if not np.isfinite(trainer.values).all():
-            return False
-        if live and self.live_state is not None:
-            return all(np.isfinite(v).all() for v in self.live_state.values()
-                       if v.dtype.kind == "f")
-        return True
-
-    def _is_best(self, state) -> bool:
-        keepers = [c for c in self.run.engine.walk() if c.name == "early_stopping"]
-        if keepers:
-            keeper = next((c for c in keepers if getattr(c, "restore_best", False)), keepers[0])
-            if keeper.best_epoch == state.epoch:
-                self.best = {"monitor": keeper.monitor, "value": keeper.best,
-                             "epoch": state.epoch}
-                return True
-            return False
-        monitor = "val_loss" if "val_loss" in state.metrics else "train_loss"
-        value = state.metrics.get(monitor)
-        if value is None or not math.isfinite(value):
-            return False
-        if self.best is None or self.best.get("monitor") != monitor \
-                or value < self.best.get("value", math.inf):
-            self.best = {"monitor": monitor, "value": float(value), "epoch": state.epoch}
-            return True
-        return False
-
-    def _write(self, path, trainer) -> None:
-        # Mid-run the model holds the live weights; at the end live_state has them.
-        live = self.live_state if trainer.stop_reason is not None else None
-        save_run(self.run, path, live_state=live, checkpointing=self.metadata())
-        self.saves += 1
-
-    def metadata(self) -> dict:
-        return {"every": format_every(self.every), "best": self.best}
-
-
-def attach(run, path=None, every=None, best_path=None, best=None) -> Checkpointer:
-    """Add a ``Checkpointer`` to ``run``'s trainer (before ``fit()``) and return it."""
-    checkpointer = Checkpointer(run, path, every, best_path, best)
-    run.trainer.callbacks.append(checkpointer)
-    return checkpointer
-
-
-# -- resuming ------------------------------------------------------------------------------------
-
-def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, every="saved",
-               host=None):
-    """Rebuild the ``Run`` saved in ``path`` and load every state, ready to ``fit()`` on.
-
-    Args:
-        path: a checkpoint written by ``save_run``.
-        overrides: ``RunConfig`` fields to change, e.g. ``{"epochs": 20}`` (a larger budget)
-            or ``{"lr": 1e-4}``. Fields in ``FIXED_ON_RESUME`` (architecture, dataset,
-            optimizer, dtype, validation split, seed) must equal the checkpoint's; those that
-            differ are refused in one ``ConfigError`` naming them all.
-        callbacks: callbacks for the new run's trainer.
-        save: where the new run's ``Checkpointer`` writes (None: it writes nothing, but still
-            captures what an exact later ``save_run`` needs).
-        every: the checkpoint cadence (see ``parse_every``); by default the checkpoint's own.
-
-    Raises ``ConfigError`` when the run has nothing left to do under its (new) budget.
-    The run's ``Checkpointer`` is ``run.checkpointer``; the loaded file ``run.resumed_from``.
-    """
-    from zoo.run import Run, RunConfig
-
-    ck = load_checkpoint(path)
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
-    stored = _stored_config(ck, RunConfig)
-    overrides = dict(overrides or {})
-    names = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"resume: unknown settings {', '.join(unknown)}; expected RunConfig "
-                          f"fields ({', '.join(sorted(names))})")
-    _refuse_changes(ck, stored, overrides, host)
-    merged = {**stored, **overrides}
-    if "options" in overrides:
-        merged["options"] = {**stored["options"], **overrides["options"]}
-    if merged.get("stop") is not None:
-        merged["stop"] = tuple(merged["stop"])
-    config = RunConfig(**merged)
-    run = Run(config, host=host, callbacks=callbacks)
-    _check_data_fits(ck, run.spec, run.dataset, "the dataset")
-    if len(run.x_train) != ck.metadata["data"]["train_examples"]:
-        raise CheckpointError(f"{ck.where}: the dataset now has {len(run.x_train)} training "
-                              f"examples; the checkpoint was trained on "
-                              f"{ck.metadata['data']['train_examples']}")
-    load_run_state(run, ck, lr=overrides.get("lr"),
-                   batch_size_changed="batch_size" in overrides
-                   and run.batch_size != ck.metadata["training"]["batch_size"])
-    saved = ck.metadata["checkpointing"]
-    if every == "saved":
-        try:
-            every = parse_every(saved["every"]) if save is not None else None
-        except ConfigError as exc:
-            raise CheckpointError(f"{ck.where}: the saved cadence is invalid: {exc}") from None
-    run.checkpointer = attach(run, save, every, best=saved["best"])
-    run.resumed_from = ck
-    return run
-
-
-def _stored_config(ck: Checkpoint, RunConfig) -> dict:
-    config = dict(ck.config)
-    names = {f.name for f in fields(RunConfig)}
-    if set(config) - names:
-        raise CheckpointError(f"{ck.where}: the stored run config has unexpected fields "
-                              f"{sorted(set(config) - names)}")
-    config["stop"] = tuple(config["stop"])
-    config["arch"] = ck.arch  # the name the file's architecture record gives
-    try:
-        RunConfig(**config).validate()
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{ck.where}: the stored run config is invalid: {exc}") from None
-    return config
-
-
-def _refuse_changes(ck: Checkpoint, stored: dict, overrides: dict, host) -> None:
-    """One ConfigError naming every fixed field the overrides change."""
-    differ = []
-    training = ck.metadata["training"]
-    for name in FIXED_ON_RESUME:
-        if name not in overrides or overrides[name] is None:
-            continue
-        given, saved = overrides[name], stored.get(name)
-        if name == "arch":
-            saved = ck.arch
-            try:
-                given = host.architectures.get(given).name
-            except ConfigError:
-                pass
-        elif name == "optimizer":
-            saved = training["optimizer"]
-        elif name == "dataset" and _same_dataset(given, saved, ck):
-            continue
-        if given != saved:
-            differ.append(f"{name}: checkpoint {saved!r}, given {given!r}")
-    if differ:
-        raise ConfigError(f"cannot resume {ck.path}: {'; '.join(differ)} (leave these out to "
-                          f"continue the checkpoint's run, or start a new run without --resume)")
-
-
-def _same_dataset(given: str, saved: str, ck: Checkpoint) -> bool:
-    if given == saved or given == ck.metadata["data"]["source"]:
-        return True
-    return os.path.exists(given) and os.path.abspath(given) in (
-        os.path.abspath(saved), ck.metadata["data"]["source"])
-
-
-def _check_data_fits(ck: Checkpoint, spec, dataset, what: str) -> None:
+def check_data_fits(ck: Checkpoint, spec, dataset, what: str) -> None:
     """The data must have the shape, kind, task and classes the model was built for."""
     saved = ck.spec
     diffs = []
@@ -691,30 +406,8 @@ def _check_data_fits(ck: Checkpoint, spec, dataset, what: str) -> None:
                         f"{', '.join(diffs)}")
 
 
-def load_run_state(run, ck: Checkpoint, *, lr=None, batch_size_changed=False) -> None:
-    """Load model, optimizer, trainer, layer generators and stopping state from ``ck``."""
-    where = ck.where
-    _load_model_state(run.model, ck.resume_state, where)
-    _load_optimizer(run, ck, lr)
-    _load_trainer(run, ck, batch_size_changed)
-    _load_generators(run.model, ck.metadata["generators"], where)
-    engine = run.engine
-    try:
-        engine.load_state_dict(ck.metadata["stopping"])
-        engine.load_arrays({k: np.array(v) for k, v in ck.stopping_arrays.items()})
-    except CheckpointError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
-    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-        raise CheckpointError(f"{where}: the saved stopping state is malformed: "
-                              f"{type(exc).__name__}: {exc}") from None
-    _reevaluate_budgets(run)
-    if engine.stopped:
-        raise ConfigError(f"nothing to resume: the run in {ck.path} stopped at epoch "
-                          f"{run.trainer.epoch}, step {run.trainer.step} ({engine.reason}); "
-                          f"give a larger budget (--epochs, --stop max_steps=...) to continue")
-
-
-def _load_model_state(model, state: dict, where: str) -> None:
+def load_model_state(model, state: dict, where: str) -> None:
+    """Load ``state`` into ``model``, refusing another dtype than the model's."""
     targets = {name: p.value for name, p in model.named_parameters()}
     targets.update(dict(model.named_buffers()))
     for name, target in targets.items():
@@ -726,94 +419,6 @@ def _load_model_state(model, state: dict, where: str) -> None:
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
 
-
-def _load_optimizer(run, ck: Checkpoint, lr) -> None:
-    meta = ck.metadata["optimizer"]
-    state = {**meta, "slots": {k: np.array(v) for k, v in ck.optimizer_slots.items()}}
-    try:
-        run.optimizer.load_state_dict(state)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{ck.where}: {exc}") from None
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise CheckpointError(f"{ck.where}: the saved optimizer state does not fit: "
-                              f"{type(exc).__name__}: {exc}") from None
-    if lr is not None:
-        run.optimizer.lr = float(lr)
-
-
-def _load_trainer(run, ck: Checkpoint, batch_size_changed: bool) -> None:
-    where, saved, trainer = ck.where, ck.trainer, run.trainer
-    n = len(run.x_train)
-    perm = ck.permutation
-    batches = -(-n // run.batch_size)
-    for key in ("epoch", "step", "batch_index", "epoch_examples"):
-        if saved[key] < 0:
-            raise CheckpointError(f"{where}: trainer {key} must be >= 0; received {saved[key]}")
-    if perm is not None:
-        if batch_size_changed:
-            raise ConfigError(f"cannot resume {ck.path} with another batch size: it was saved "
-                              f"in the middle of an epoch (give the same --batch-size, or resume "
-                              f"from a checkpoint taken at the end of an epoch)")
-        if perm.ndim != 1 or len(perm) != n or perm.dtype != np.int64 \
-                or not np.array_equal(np.sort(perm), np.arange(n)):
-            raise CheckpointError(f"{where}: trainer.permutation must be a permutation of the "
-                                  f"{n} training examples; received {perm.dtype} array of "
-                                  f"shape {perm.shape}")
-        if saved["batch_index"] > batches:
-            raise CheckpointError(f"{where}: batch_index {saved['batch_index']} is past the "
-                                  f"{batches} batches of an epoch")
-    state = {**saved, "permutation": None if perm is None else np.array(perm)}
-    try:
-        previous = trainer.rng.bit_generator.state
-        trainer.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        trainer.rng.bit_generator.state = previous
-        raise CheckpointError(f"{where}: the saved trainer state is malformed: "
-                              f"{type(exc).__name__}: {exc}") from None
-
-
-def _load_generators(model, saved: dict, where: str) -> None:
-    generators = named_generators(model)
-    if set(generators) != set(saved):
-        raise CheckpointError(f"{where}: the model's random generators "
-                              f"{sorted(generators) or 'none'} do not match the checkpoint's "
-                              f"{sorted(saved) or 'none'}")
-    for name, rng in generators.items():
-        try:
-            rng.bit_generator.state = saved[name]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise CheckpointError(f"{where}: generator state of layer {name} is malformed: "
-                                  f"{type(exc).__name__}: {exc}") from None
-
-
-def _reevaluate_budgets(run) -> None:
-    """Apply the (possibly new) budgets to the saved position before training on.
-
-    Budgets (max_epochs, max_steps, max_time) depend only on the position, so they are
-    re-checked now; every other criterion keeps the flag it had, exactly as in an
-    uninterrupted run. The engine then stops or not on the combined flags.
-    """
-    from zoo.training.state import TrainState
-
-    trainer, engine = run.trainer, run.engine
-    state = TrainState("epoch", trainer.epoch, trainer.step, trainer.elapsed,
-                       trainer.last_loss)
-    walked = list(engine.walk())
-    for criterion in walked:
-        if criterion.name in BUDGETS:
-            criterion.update(state)
-    for criterion in reversed(walked):  # members before the composites holding them
-        if hasattr(criterion, "_combine"):
-            criterion._combine()
-    for criterion in (*engine.always, *engine.criteria):
-        if criterion.stop:
-            engine.stopped, engine.reason = True, criterion.reason
-            engine.criterion = criterion.fired.name
-            return
-    engine.stopped, engine.reason, engine.criterion = False, None, None
-
-
-# -- using a trained model ----------------------------------------------------------------------
 
 def load_model(path, *, host=None):
     """The trained model of a checkpoint, for evaluation and prediction.
@@ -845,10 +450,11 @@ def load_model(path, *, host=None):
                               f"received {dtype_name!r}")
     model = architecture.build(ck.spec, dict(options))
     _build(model, ck.spec.input_shape, np.random.default_rng(0), DTYPES[dtype_name])
-    _load_model_state(model, ck.model_state, ck.where)
+    load_model_state(model, ck.model_state, ck.where)
     loss_name = ck.metadata["training"]["loss"]
     try:
         loss = host.losses.get(loss_name)()
     except ConfigError as exc:
         raise CheckpointError(f"{ck.where}: {exc}") from None
     return model, ck.spec, loss, ck
+

@@ -85,7 +85,8 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     Returns ``(run, checkpointer)``; the checkpointer writes ``save`` (or, on resume, back to
     the resumed file) at the end of training and at the ``every`` cadence.
     """
-    from zoo.checkpoints.checkpoint import attach, parse_every, resume_run
+    from zoo.checkpoints.callback import attach, parse_every
+    from zoo.checkpoints.resume import resume_run
     from zoo.run import Run
 
     cadence = parse_every(every)
@@ -142,7 +143,7 @@ def report_checkpoints(checkpointer, json_mode: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate_command(checkpoint, dataset, split, as_json):
     """Loss and metrics of a saved model on a dataset's test split."""
-    from zoo.checkpoints.checkpoint import _check_data_fits, load_model
+    from zoo.checkpoints.checkpoint import check_data_fits, load_model
     from zoo.data.load import load_dataset
     from zoo.training.loop import evaluate
 
@@ -152,7 +153,7 @@ def evaluate_command(checkpoint, dataset, split, as_json):
     if spec.task != "reconstruct" and data.task != spec.task:
         raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
                         f"{spec.task!r}; received {data.task!r}")
-    _check_data_fits(ck, data.spec.with_task(spec.task), data, "dataset")
+    check_data_fits(ck, data.spec.with_task(spec.task), data, "dataset")
     # The same parts as the training run: its validation split of the training data.
     x_train, y_train, x_val, y_val = data.split_validation(ck.config["validation_split"],
                                                            seed=0)

@@ -27,7 +27,7 @@ The checks, in the order ``check_architecture`` runs them:
   finite, the weights and the predictions move, every parameter still reaches the outputs once
   the trainer has moved it into its flat buffer (a layer that kept its own reference to a
   parameter array at build time stops seeing updates), the run saved by
-  ``zoo.checkpoints.checkpoint``
+  ``zoo.checkpoints``
   (as ``zoo train --save`` does) loads back into a model that predicts identically, and the
   same seed reproduces the run bit for bit.
 """
@@ -455,11 +455,10 @@ def check_checkpoint_round_trip(arch, spec: DataSpec, options=None, *, seed: int
                                 folder=None) -> None:
     """Save parameters, buffers, options and spec to a file; rebuild from it; same outputs.
 
-    The file is a zoo checkpoint (``zoo.checkpoints.safetensors_io``). The model is rebuilt from
-    the file's
-    metadata alone with another seed, so nothing but the file carries the weights across.
+    The file is a zoo checkpoint (``zoo.checkpoints.format``). The model is rebuilt from the
+    file's metadata alone with another seed, so nothing but the file carries the weights across.
     """
-    from zoo.checkpoints.safetensors_io import read_checkpoint, write_checkpoint
+    from zoo.checkpoints.format import read_checkpoint, write_checkpoint
 
     arch = get_architecture(arch)
     where = _where(arch, spec)
