@@ -113,19 +113,20 @@ def resumed_stop(saved, epochs, stop, registry) -> tuple[str, ...]:
         registry: the criteria registry the specs are parsed with.
 
     Each given criterion replaces every saved top-level criterion of the same name (in the
-    first one's place), or is appended. Raises ``ConfigError`` when the epoch budget is
-    given twice.
+    first one's place), or is appended. Raises ``ConfigError`` when ``epochs`` and a
+    ``max_epochs`` spec disagree.
     """
     from zoo.training.stopspec import parse_stop
 
     merged = [(parse_stop(spec, registry), spec) for spec in saved]
     given = [parse_stop(spec, registry) for spec in stop or ()]
-    if epochs is not None:
-        if any(c.name == "max_epochs" for c in given):
+    if epochs is not None:  # --epochs and --stop max_epochs=M must agree, as on a new run
+        twice = [c for c in given if c.name == "max_epochs"]
+        if any(getattr(c, "epochs", None) != epochs for c in twice):
             raise ConfigError(f"the epoch budget is given twice: --epochs {epochs} and --stop "
-                              f"{next(repr(c) for c in given if c.name == 'max_epochs')}; "
-                              f"give one")
-        given.insert(0, registry.get("max_epochs")(epochs))
+                              f"{twice[0]!r}; give one")
+        if not twice:
+            given.insert(0, registry.get("max_epochs")(epochs))
     for criterion in given:
         same = [i for i, (old, _) in enumerate(merged) if old.name == criterion.name]
         entry = (criterion, repr(criterion))

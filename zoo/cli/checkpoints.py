@@ -35,8 +35,9 @@ def checkpoint_options(fn):
         "--resume", metavar="PATH", default=None,
         help="Continue the run saved in this checkpoint: same weights, optimizer state, "
              "random streams, data order and stopping state. Settings not given come from the "
-             "checkpoint; a larger --epochs extends the budget. Saves back to PATH unless "
-             "--save is given.")(fn)
+             "checkpoint; --epochs and budget --stop specs (max_epochs, max_steps, max_time) "
+             "replace the checkpoint's budget of the same name or add one. Saves back to PATH "
+             "unless --save is given.")(fn)
     fn = click.option(
         "--save", metavar="PATH", default=None,
         help="Write a checkpoint here when training ends, also after Ctrl-C "
