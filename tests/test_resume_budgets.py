@@ -105,3 +105,18 @@ def test_resume_refuses_conflicting_budgets_and_new_stateful_criteria(tmp_path):
     result = _zoo("train", "--resume", run, code=2)  # the saved budget is spent
     assert "nothing to resume" in result.stderr and "give a larger budget" in result.stderr
     assert run.read_bytes() == before
+
+
+def test_a_file_without_budget_marks_is_refused_for_resume_only(tmp_path):
+    from zoo.checkpoints.format import write_checkpoint
+
+    run = tmp_path / "m.ckpt"
+    _train(*BASE, "--epochs", "1", "--save", run)
+    tensors, metadata = read_checkpoint(run)
+    for criterion in metadata["stopping"]["criteria"]:
+        del criterion["budget"]
+    write_checkpoint(tmp_path / "old.ckpt", dict(tensors), metadata)
+    result = _zoo("train", "--resume", tmp_path / "old.ckpt", "--epochs", "3", code=2)
+    assert "older layout of the stopping state" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    _zoo("evaluate", tmp_path / "old.ckpt")

@@ -68,6 +68,7 @@ def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, 
         from zoo.plugins import get_host
 
         host = get_host()
+    _check_resumable(ck)
     stored = _stored_config(ck, RunConfig)
     overrides = dict(overrides or {})
     names = {f.name for f in fields(RunConfig)}
@@ -136,6 +137,16 @@ def resumed_stop(saved, epochs, stop, registry) -> tuple[str, ...]:
         else:
             merged.append(entry)
     return tuple(spec for _, spec in merged)
+
+
+def _check_resumable(ck: Checkpoint) -> None:
+    """Files from before budgets were marked store the criteria as typed, not spelled out:
+    their budgets cannot be told apart, so they are evaluated and used, not resumed."""
+    saved = ck.metadata["stopping"].get("criteria")
+    if isinstance(saved, list) and any(isinstance(c, dict) and "budget" not in c for c in saved):
+        raise CheckpointError(f"{ck.where}: written by zoo {ck.metadata['zoo_version']} in an "
+                              f"older layout of the stopping state (no 'budget' marks); it can "
+                              f"be evaluated and predicted with, but not resumed")
 
 
 def _stored_config(ck: Checkpoint, RunConfig) -> dict:
