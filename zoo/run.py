@@ -34,7 +34,8 @@ class RunConfig:
         arch: a registered architecture name.
         dataset: a registered dataset name or a path to user data.
         options: architecture options (strings as typed after ``-o`` or typed values).
-        epochs: the epoch budget (``max_epochs``), unless a ``--stop`` spec sets its own.
+        epochs: the epoch budget (``max_epochs``); a top-level ``--stop max_epochs`` spec may
+            give it instead, or the same value again (another value is refused).
         stop: ``--stop`` specs; when given they replace the default early stopping.
         validation_split: fraction of the training split held out for validation.
     """
