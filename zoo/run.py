@@ -17,6 +17,7 @@ import numpy as np
 import zoo
 from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
+from zoo.plugins.host import resolve_host
 
 DEFAULT_EPOCHS = 50
 DEFAULT_PATIENCE = 10
@@ -122,16 +123,16 @@ class Run:
     """One training run, set up from a ``RunConfig``: the objects the loop and checkpoints use.
 
     ``Run(config)`` resolves every name and validates every value before anything heavy
-    happens; ``fit()`` trains; ``result()`` evaluates and reports.
+    happens; ``fit()`` trains; ``result()`` evaluates and reports. Every name (architecture,
+    dataset, optimizer, loss, stopping criteria) is looked up in ``host`` (default: the
+    process-wide one), and nowhere else.
     """
 
     def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=()):
         from zoo.data.load import load_dataset
-        from zoo.plugins import get_host
-
         config.validate()
         self.config = config
-        self.host = host or get_host()
+        self.host = resolve_host(host)
         self.architecture = self.host.architectures.get(config.arch)
         self.options = self.architecture.resolve_options(config.options)
         defaults = self.architecture.defaults
@@ -142,7 +143,9 @@ class Run:
         optimizer_factory = self.host.optimizers.get(self.optimizer_name)
         stop_criteria = self._parse_stops()
 
-        self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        if dataset is None:
+            dataset = load_dataset(config.dataset, host=self.host)
+        self.dataset = dataset
         task = self.architecture.task_for(self.dataset.task)
         if self.dataset.kind not in self.architecture.data_kinds:
             raise ConfigError(f"architecture {config.arch} works on "

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zoo.errors import ConfigError
+from zoo.plugins.host import resolve_host
 
 DEFAULT_STORE = "zoo-runs.db"
 SCHEMA_VERSION = 1
@@ -99,10 +100,7 @@ def plugin_versions(host=None) -> dict:
     import zoo
 
     versions = {"zoo": zoo.__version__}
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     for name, record in host.records.items():
         if not record.builtin:
             versions[name] = record.version

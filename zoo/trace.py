@@ -85,19 +85,20 @@ def worked_example() -> dict:
     return figures
 
 
-def train_until_stop(stops=("loss_below=0.001",), max_steps: int = 10_000, lr: float = LR):
+def train_until_stop(stops=("loss_below=0.001",), max_steps: int = 10_000, lr: float = LR,
+                     host=None):
     """Keep training the whole network (all layers) until a stopping criterion fires.
 
     The note's flowchart: forward -> loss -> backward -> update -> check the stop rules.
     Returns ``(history, stop_reason)`` where history lists (step, loss).
     """
-    from zoo.plugins import get_host
+    from zoo.plugins import resolve_host
     from zoo.training.callbacks import Callback
     from zoo.training.loop import Trainer
     from zoo.training.stopping import StoppingEngine
     from zoo.training.stopspec import parse_stop
 
-    host = get_host()
+    host = resolve_host(host)
     model, loss, _ = build_network()
     optimizer = host.optimizers.get("sgd")(lr=lr)
     criteria = [parse_stop(spec, host.criteria) for spec in stops]

@@ -124,10 +124,10 @@ class Comparison:
     def __init__(self, archs, seeds=(0, 1, 2), *, dataset=None, options=None, host=None,
                  group: str | None = None, **training):
         from zoo.data.load import load_dataset
-        from zoo.plugins import get_host
+        from zoo.plugins import resolve_host
         from zoo.run import DEFAULT_DATASET, RunConfig
 
-        host = host or get_host()
+        host = resolve_host(host)
         dataset = DEFAULT_DATASET if dataset is None else os.fspath(dataset)
         options = {k: dict(v) for k, v in (options or {}).items()}
         archs = [a.strip() for a in archs if a and a.strip()]

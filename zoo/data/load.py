@@ -13,6 +13,7 @@ from zoo.atomic import atomic_open
 from zoo.data.dataset import Dataset
 from zoo.data.files import EXTENSIONS, load_file
 from zoo.errors import ConfigError, DataError
+from zoo.plugins.host import resolve_host
 
 _FILE_OPTIONS = ("label_column", "task", "kind", "test_fraction")
 # "adding-200" means the registered dataset "adding" with length=200 (any loader taking length).
@@ -31,10 +32,7 @@ def load_dataset(name_or_path: str, *, seed: int = 42, host=None, **options) -> 
         **options: options of the dataset's loader (``length=200`` for ``adding``;
             ``label_column=``, ``task=``, ``kind=``, ``test_fraction=`` for files).
     """
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     registry = host.datasets
     name = os.fspath(name_or_path)
     if name in registry:

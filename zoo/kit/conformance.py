@@ -44,6 +44,7 @@ import numpy as np
 from zoo.architecture import Architecture, Option
 from zoo.data.spec import KINDS, TASKS, DataSpec
 from zoo.layers.base import Layer, Parameter
+from zoo.plugins.host import resolve_host
 
 # Tiny shapes, one per kind of data: enough for a convolution, a pooling and a recurrence.
 TINY_SHAPES = {"vector": (8,), "sequence": (6, 2), "image": (1, 8, 8)}
@@ -67,10 +68,7 @@ def get_architecture(name_or_architecture, host=None) -> Architecture:
     if not isinstance(name_or_architecture, str):
         raise TypeError("expected an architecture name or an Architecture; received "
                         f"{type(name_or_architecture).__name__}")
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     return host.architectures.get(name_or_architecture)
 
 
@@ -188,10 +186,7 @@ def check_registration(name_or_architecture, *, host=None) -> Architecture:
     if problems:
         raise AssertionError(f"architecture {name!r}: " + "; ".join(problems))
 
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     options = arch.resolve_options()
     for kind in arch.data_kinds:
         for task in arch.tasks:
@@ -205,9 +200,9 @@ def check_registration(name_or_architecture, *, host=None) -> Architecture:
 
 
 def check_output_shapes(arch, spec: DataSpec, options=None, *, seed: int = 0,
-                        batch: int = 3) -> Layer:
+                        batch: int = 3, host=None) -> Layer:
     """Build in float32 and run forward and backward on a batch; returns the built model."""
-    arch = get_architecture(arch)
+    arch = get_architecture(arch, host)
     where = _where(arch, spec)
     model = arch.build(spec, dict(arch.resolve_options(options)))
     if isinstance(model, Layer) and model.built:
@@ -315,14 +310,14 @@ class _Replay(Layer):
 
 def check_gradients(arch, spec: DataSpec, options=None, *, seed: int = 0, batch: int = 2,
                     training: bool = True, max_entries: int = GRADIENT_ENTRIES,
-                    atol: float = 1e-6, rtol: float = 1e-5) -> None:
+                    atol: float = 1e-6, rtol: float = 1e-5, host=None) -> None:
     """Float64 finite differences of every parameter (and of the input) of the whole model.
 
     Up to ``max_entries`` entries of each array are perturbed; every parameter is covered.
     """
     from zoo.kit.gradcheck import check_layer
 
-    arch = get_architecture(arch)
+    arch = get_architecture(arch, host)
     model = build_model(arch, spec, options, seed=seed, dtype=np.float64)
     for name, p in model.named_parameters():
         if p.value.dtype != np.float64:
@@ -341,9 +336,10 @@ def _weights(model: Layer) -> dict:
     return state
 
 
-def check_determinism(arch, spec: DataSpec, options=None, *, seed: int = 0) -> None:
+def check_determinism(arch, spec: DataSpec, options=None, *, seed: int = 0,
+                      host=None) -> None:
     """Same seed: same weights and outputs (training mode too); another seed: other weights."""
-    arch = get_architecture(arch)
+    arch = get_architecture(arch, host)
     where = _where(arch, spec)
     x = _inputs(spec, 3, seed, np.float32)
     runs = []
@@ -385,9 +381,9 @@ def _one_line_repr(obj, where: str) -> str:
     return text
 
 
-def check_config(arch, spec: DataSpec, options=None) -> None:
+def check_config(arch, spec: DataSpec, options=None, *, host=None) -> None:
     """Options round-trip through JSON and ``-o``; reprs and configs are sane and stable."""
-    arch = get_architecture(arch)
+    arch = get_architecture(arch, host)
     where = _where(arch, spec)
     resolved = arch.resolve_options(options)
     try:
@@ -452,7 +448,7 @@ def load_model_state(model: Layer, state: dict) -> None:
 
 
 def check_checkpoint_round_trip(arch, spec: DataSpec, options=None, *, seed: int = 0,
-                                folder=None) -> None:
+                                folder=None, host=None) -> None:
     """Save parameters, buffers, options and spec to a file; rebuild from it; same outputs.
 
     The file is a zoo checkpoint (``zoo.checkpoints.format``). The model is rebuilt from the
@@ -460,7 +456,7 @@ def check_checkpoint_round_trip(arch, spec: DataSpec, options=None, *, seed: int
     """
     from zoo.checkpoints.format import read_checkpoint, write_checkpoint
 
-    arch = get_architecture(arch)
+    arch = get_architecture(arch, host)
     where = _where(arch, spec)
     resolved = arch.resolve_options(options)
     model = build_model(arch, spec, resolved, seed=seed)
@@ -584,10 +580,7 @@ def check_training(arch, spec: DataSpec, options=None, *, seed: int = 0, epochs:
 
     arch = get_architecture(arch, host)
     where = _where(arch, spec)
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     host = _HostWith(host, arch)
     dataset = tiny_dataset(spec, seed=seed)
     if spec.task == "reconstruct" and "reconstruct" not in arch.tasks:
@@ -676,12 +669,10 @@ def check_architecture(name_or_architecture, *, kinds=None, tasks=None, options=
                 continue
             fn = CHECKS[check]
             try:
-                if check == "training":
-                    fn(arch, spec, options, seed=seed, host=host)
-                elif check == "config":
-                    fn(arch, spec, options)
+                if check == "config":
+                    fn(arch, spec, options, host=host)
                 else:
-                    fn(arch, spec, options, seed=seed)
+                    fn(arch, spec, options, seed=seed, host=host)
             except AssertionError:
                 raise
             except Exception as exc:
@@ -697,10 +688,7 @@ def check_plugin(plugin_name: str, *, host=None, **kwargs) -> dict:
     Returns ``{architecture name: [what was checked]}``. Extra keyword arguments go to
     ``check_architecture``.
     """
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     record = host.records.get(plugin_name)
     if record is None:
         installed = ", ".join(sorted(r.name for r in host.records.values() if not r.builtin))

@@ -2,6 +2,10 @@
 
 ``host`` loads plugins and owns the registries; ``builtin`` holds zoo's own registrations of
 datasets, losses, optimizers and stopping criteria, made through the same hooks a plugin uses.
+
+The host is passed, not looked up: library functions take ``host=None`` and resolve it once with
+``resolve_host`` (the process-wide ``get_host()`` when none is given), then hand it down. Only the
+CLI, the outermost caller, uses ``get_host()`` directly.
 """
 
 from zoo.plugins.host import (
@@ -13,6 +17,7 @@ from zoo.plugins.host import (
     Registry,
     get_host,
     reset_host,
+    resolve_host,
 )
 
 __all__ = [
@@ -24,4 +29,5 @@ __all__ = [
     "Registry",
     "get_host",
     "reset_host",
+    "resolve_host",
 ]

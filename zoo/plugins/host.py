@@ -257,6 +257,16 @@ def get_host() -> PluginHost:
     return _HOST
 
 
+def resolve_host(host: PluginHost | None = None) -> PluginHost:
+    """``host`` if given, else the process-wide one.
+
+    Every library entry point that needs a registry takes ``host=None`` and resolves it here
+    once, then passes the resolved host down to everything it calls: a run set up with its own
+    host never reads the process-wide one.
+    """
+    return host if host is not None else get_host()
+
+
 def reset_host(host: PluginHost | None = None) -> None:
     """Forget the loaded plugins (tests), or install a given host."""
     global _HOST

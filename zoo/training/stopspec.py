@@ -325,9 +325,9 @@ def parse_stop(spec: str, registry=None):
         raise ConfigError(f"--stop expects a spec string such as max_epochs=50; "
                           f"received {type(spec).__name__} {spec!r}")
     if registry is None:
-        from zoo.plugins import get_host
+        from zoo.plugins.host import resolve_host
 
-        registry = get_host().criteria
+        registry = resolve_host().criteria
     parser = _Parser(spec)
     return parser.build(parser.parse(), registry)
 
