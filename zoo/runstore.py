@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zoo.errors import ConfigError
+from zoo.jsonable import jsonable
 from zoo.plugins.host import resolve_host
 
 DEFAULT_STORE = "zoo-runs.db"
@@ -108,20 +109,7 @@ def plugin_versions(host=None) -> dict:
 
 
 def _dumps(value) -> str:
-    return json.dumps(_jsonable(value), sort_keys=True)
-
-
-def _jsonable(value):
-    """JSON has no NaN/Inf or numpy scalars: store NaN/Inf as null, numpy values as Python."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    return value
+    return json.dumps(jsonable(value), sort_keys=True)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 import click
 
 from zoo.errors import ConfigError
+from zoo.jsonable import jsonable
 
 
 def parse_key_values(pairs, flag: str = "-o") -> dict:
@@ -22,28 +22,9 @@ def parse_key_values(pairs, flag: str = "-o") -> dict:
     return options
 
 
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _finite(value):
-    """JSON has no NaN/Inf: report them as null rather than emit invalid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def emit_json(obj) -> None:
     """Print exactly one JSON object on stdout."""
-    sys.stdout.write(json.dumps(_finite(obj), default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(jsonable(obj)) + "\n")
     sys.stdout.flush()
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from zoo.atomic import atomic_open
 from zoo.errors import ConfigError
+from zoo.jsonable import jsonable
 from zoo.kernels.blas import available_cpus
 from zoo.runstore import now_iso, plugin_versions
 
@@ -623,8 +624,6 @@ def save_results(result: dict, out=None) -> dict:
     Returns ``{"dir", "results.csv", "summary.csv", "results.json", "curves.png", "note"}``;
     ``curves.png`` is ``None`` and ``note`` says why when matplotlib is not installed.
     """
-    from zoo.cli.common import _finite as finite_json
-
     out = Path(out) if out is not None else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     files = {"dir": str(out)}
@@ -642,7 +641,7 @@ def save_results(result: dict, out=None) -> dict:
                          "(pip install 'archzoo[plot]')")
     payload = dict(result, files=files)
     _write_atomic(out / "results.json",
-                  json.dumps(finite_json(payload), indent=1, default=str).encode())
+                  json.dumps(jsonable(payload), indent=1, default=str).encode())
     return files
 
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from zoo.architecture import Architecture, Option
 from zoo.data.spec import KINDS, TASKS, DataSpec
+from zoo.jsonable import jsonable
 from zoo.layers.base import Layer, Parameter
 from zoo.plugins.host import resolve_host
 
@@ -387,7 +388,7 @@ def check_config(arch, spec: DataSpec, options=None, *, host=None) -> None:
     where = _where(arch, spec)
     resolved = arch.resolve_options(options)
     try:
-        as_json = json.loads(json.dumps(resolved, default=_jsonable))
+        as_json = json.loads(json.dumps(jsonable(resolved)))
     except TypeError as exc:
         raise AssertionError(f"{where}: options {resolved} are not JSON-serialisable (a "
                              f"checkpoint stores them as JSON): {exc}") from None
@@ -411,19 +412,11 @@ def check_config(arch, spec: DataSpec, options=None, *, host=None) -> None:
             raise AssertionError(f"{at}.get_config() must return a dict; received "
                                  f"{type(config).__name__}")
         try:
-            json.dumps(config, default=_jsonable)
+            json.dumps(jsonable(config))
         except TypeError as exc:
             raise AssertionError(f"{at}.get_config() is not JSON-serialisable: {exc}") from None
     if configs[0] != configs[1]:
         raise AssertionError(f"{where}: the same options built models with different configs")
-
-
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} {value!r}")
 
 
 def model_state(model: Layer) -> dict:
