@@ -16,25 +16,15 @@ from zoo.architecture import Architecture, Option
 READOUTS = ("last", "mean")
 
 OPTIONS = (
-    Option("hidden", int, 128, "units of each recurrent layer (per direction)"),
-    Option("layers", int, 1, "stacked recurrent layers"),
+    Option("hidden", int, 128, "units of each recurrent layer (per direction)", minimum=1,
+           log=True),
+    Option("layers", int, 1, "stacked recurrent layers", minimum=1),
     Option("bidirectional", bool, False, "read each sequence both ways and concatenate"),
-    Option("dropout", float, 0.0, "dropout rate after each recurrent layer (0 = none)"),
+    Option("dropout", float, 0.0, "dropout rate after each recurrent layer (0 = none)",
+           minimum=0, maximum=1, exclusive_maximum=True),
     Option("readout", str, "last", "what feeds the head: the last step's state or the mean "
            "of all steps' states", READOUTS),
 )
-
-
-def _check_options(name, options):
-    from zoo.errors import ConfigError
-
-    for key in ("hidden", "layers"):
-        if options[key] <= 0:
-            raise ConfigError(f"{name}: option {key} must be a positive integer; "
-                              f"received {key}={options[key]!r}")
-    if not 0 <= options["dropout"] < 1:
-        raise ConfigError(f"{name}: option dropout must be in [0, 1); "
-                          f"received dropout={options['dropout']!r}")
 
 
 def builder(name, cell_name):
@@ -47,7 +37,6 @@ def builder(name, cell_name):
         from zoo.layers.sequence import ImageToSequence, TimeMean, VectorToSequence
         from zoo.model import Sequential
 
-        _check_options(name, options)
         cell = getattr(recurrent, cell_name)
         layers = []
         if spec.kind == "image":

@@ -23,8 +23,8 @@ import math
 
 from zoo.architecture import Architecture, Option
 from zoo.hookspecs import hookimpl
+from zoo.kernels import ACTIVATIONS
 
-ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
 LOSSES = ("auto", "mse", "bce")
 
 
@@ -36,24 +36,14 @@ def choose_loss(spec, options) -> str:
     return "bce" if low_high is not None and low_high[0] >= 0 and low_high[1] <= 1 else "mse"
 
 
-def _check_options(spec, options):
+def _check_fits(spec, options):
+    """What the option declarations cannot say: an odd window, and bce only on [0, 1] data."""
     from zoo.errors import ConfigError
 
-    def fail(name, expected):
-        raise ConfigError(f"autoencoder: option {name} must be {expected}; "
-                          f"received {name}={options[name]!r}")
-
-    if options["code_size"] <= 0:
-        fail("code_size", "a positive integer")
-    if any(h <= 0 for h in options["hidden"]):
-        fail("hidden", "positive integers such as 256,64 (or empty)")
-    if options["variant"] == "conv" and (not options["channels"]
-                                         or min(options["channels"]) <= 0):
-        fail("channels", "one or more positive integers such as 16,32")
-    if options["kernel_size"] < 0 or (options["kernel_size"] and options["kernel_size"] % 2 == 0):
-        fail("kernel_size", "an odd positive integer (or 0 for the default)")
-    if not options["noise"] >= 0 or options["noise"] == float("inf"):
-        fail("noise", "a finite number >= 0")
+    kernel_size = options["kernel_size"]
+    if kernel_size % 2 == 0 and kernel_size != 0:  # same-size convolutions need a centre tap
+        raise ConfigError(f"autoencoder: option kernel_size must be an odd positive integer "
+                          f"(or 0 for the default); received kernel_size={kernel_size}")
     if options["loss"] == "bce" and spec.input_range is not None \
             and not (spec.input_range[0] >= 0 and spec.input_range[1] <= 1):
         low, high = spec.input_range
@@ -67,7 +57,7 @@ def build(spec, options):
     from zoo.layers.noise import GaussianNoise
     from zoo.model import Sequential
 
-    _check_options(spec, options)
+    _check_fits(spec, options)
     make = _conv if options["variant"] == "conv" else _dense
     encoder, decoder = make(spec, options)
     if options["noise"] > 0:
@@ -142,16 +132,18 @@ OPTIONS = (
     Option("variant", str, "dense", "dense: flatten and dense layers; conv: strided "
            "convolutions down and upsampling + convolutions up (images, sequences, vectors)",
            ("dense", "conv")),
-    Option("code_size", int, 32, "size of the code the encoder compresses each example to"),
+    Option("code_size", int, 32, "size of the code the encoder compresses each example to",
+           minimum=1, log=True),
     Option("hidden", "ints", (256,), "dense variant: units of the encoder's hidden layers, "
-           "mirrored in the decoder, e.g. 256,64 (empty for none)"),
+           "mirrored in the decoder, e.g. 256,64 (empty for none)", minimum=1, log=True),
     Option("channels", "ints", (16, 32), "conv variant: channels of each level, mirrored in the "
-           "decoder; a level halves the signal where its size allows"),
-    Option("kernel_size", int, 0, "conv variant: convolution window (0 = 3 on images, 5 on "
-           "sequences and vectors)"),
+           "decoder; a level halves the signal where its size allows", minimum=1, min_items=1,
+           log=True),
+    Option("kernel_size", int, 0, "conv variant: convolution window, odd (0 = 3 on images, 5 "
+           "on sequences and vectors)", minimum=0),
     Option("activation", str, "relu", "activation after each hidden layer", ACTIVATIONS),
     Option("noise", float, 0.0, "denoising: standard deviation of the Gaussian noise added to "
-           "the input while training (scored on clean inputs; 0 = none)"),
+           "the input while training (scored on clean inputs; 0 = none)", minimum=0),
     Option("loss", str, "auto", "auto: binary cross-entropy on sigmoid outputs for inputs within "
            "[0, 1], else mean squared error on linear outputs", LOSSES),
 )

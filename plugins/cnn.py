@@ -13,8 +13,8 @@ Layer imports stay inside the builder so listing plugins never imports numerics.
 
 from zoo.architecture import Architecture, Option
 from zoo.hookspecs import hookimpl
+from zoo.kernels import ACTIVATIONS
 
-ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
 PRESETS = ("none", "lenet5")
 
 
@@ -48,25 +48,6 @@ def _activation(name):
     return get_activation(name)
 
 
-def _check_options(options):
-    from zoo.errors import ConfigError
-
-    def fail(name, expected):
-        raise ConfigError(f"cnn: option {name} must be {expected}; "
-                          f"received {name}={options[name]!r}")
-
-    if not options["channels"] or min(options["channels"]) <= 0:
-        fail("channels", "one or more positive integers such as 32,64")
-    if options["hidden"] and min(options["hidden"]) <= 0:
-        fail("hidden", "positive integers such as 128 (or empty)")
-    if options["kernel_size"] < 0:
-        fail("kernel_size", "a positive integer (or 0 for the default)")
-    if options["depth"] <= 0:
-        fail("depth", "a positive integer")
-    if not 0 <= options["dropout"] < 1:
-        fail("dropout", "in [0, 1)")
-
-
 def build(spec, options):
     from zoo.layers.dense import Dense
     from zoo.layers.dropout import Dropout
@@ -74,7 +55,6 @@ def build(spec, options):
     from zoo.layers.reshape import Flatten
     from zoo.model import Sequential
 
-    _check_options(options)
     conv, pools, global_pool, sizes, layers = _layers_for(spec)
     if options["preset"] == "lenet5":
         return Sequential(layers + _lenet5(spec, conv, pools["max"], sizes), name="cnn-lenet5")
@@ -144,19 +124,20 @@ OPTIONS = (
     Option("preset", str, "none", "a fixed classic network instead of the options below: "
            "lenet5 (LeNet-5, DESIGN.md's cnn workload)", PRESETS),
     Option("channels", "ints", (32, 64), "output channels of the convolutions of each block, "
-           "e.g. 32,64 (each block ends with a 2x pooling)"),
+           "e.g. 32,64 (each block ends with a 2x pooling)", minimum=1, min_items=1, log=True),
     Option("kernel_size", int, 0, "convolution window (0 = 5 on sequences and vectors, "
-           "3 on images)"),
-    Option("depth", int, 1, "convolutions per block"),
+           "3 on images)", minimum=0),
+    Option("depth", int, 1, "convolutions per block", minimum=1),
     Option("pooling", str, "max", "pooling at the end of each block", ("max", "avg", "none")),
     Option("batch_norm", bool, True, "batch normalisation after each convolution"),
     Option("global_pool", bool, False, "global average pooling instead of flattening before "
            "the head"),
     Option("hidden", "ints", (256,), "units of the dense layers of the head, e.g. 256 "
-           "(empty for none)"),
+           "(empty for none)", minimum=1, log=True),
     Option("activation", str, "relu", "activation after each convolution and hidden layer",
            ACTIVATIONS),
-    Option("dropout", float, 0.25, "dropout rate before each dense layer (0 = none)"),
+    Option("dropout", float, 0.25, "dropout rate before each dense layer (0 = none)",
+           minimum=0, maximum=1, exclusive_maximum=True),
 )
 
 # Defaults measured with ``zoo train --arch cnn --json`` over seeds 0-3 (test accuracy):

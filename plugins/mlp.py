@@ -6,8 +6,7 @@ Registered through the entry point ``mlp = zoo_plugins.mlp`` exactly as a third-
 
 from zoo.architecture import Architecture, Option
 from zoo.hookspecs import hookimpl
-
-ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
+from zoo.kernels import ACTIVATIONS
 
 
 def build(spec, options):
@@ -27,9 +26,11 @@ def build(spec, options):
 
 
 OPTIONS = (
-    Option("hidden", "ints", (256, 256), "units of each hidden layer, e.g. 256,128"),
+    Option("hidden", "ints", (256, 256), "units of each hidden layer, e.g. 256,128",
+           minimum=1, log=True),
     Option("activation", str, "relu", "activation after each hidden layer", ACTIVATIONS),
-    Option("dropout", float, 0.2, "dropout rate after each hidden layer (0 = none)"),
+    Option("dropout", float, 0.2, "dropout rate after each hidden layer (0 = none)",
+           minimum=0, maximum=1, exclusive_maximum=True),
 )
 
 MLP = Architecture(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.checks import describe_range
 from zoo.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -18,6 +20,21 @@ class Option:
 
     ``type`` is ``int``, ``float``, ``str``, ``bool`` or ``"ints"`` (a comma-separated
     list of integers such as ``channels=16,32``).
+
+    What a value may be is declared, not hand-checked in ``build``, so every plugin's options
+    are refused with the same one line (``cnn: option depth must be a positive integer;
+    received depth=0``) and tools can read the ranges:
+
+    Args:
+        choices: the values it may take (any type).
+        minimum, maximum: inclusive bounds of an ``int`` or ``float`` option, or of each item
+            of an ``"ints"`` option; ``exclusive_maximum=True`` leaves ``maximum`` out
+            (``dropout``: ``minimum=0, maximum=1, exclusive_maximum=True`` is [0, 1)).
+            A ``float`` option is always finite.
+        min_items: for ``"ints"``, how many items it needs at least (``1``: not empty).
+        log: the option spans orders of magnitude (a learning rate, a width): a
+            hyper-parameter search should sample it on a log scale. Needs ``minimum > 0``.
+            It changes nothing in parsing.
     """
 
     name: str
@@ -25,6 +42,24 @@ class Option:
     default: Any
     help: str
     choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_maximum: bool = False
+    min_items: int = 0
+    log: bool = False
+
+    def __post_init__(self):
+        ranged = (self.minimum, self.maximum) != (None, None) or self.min_items or self.log
+        if ranged and self.type not in (int, float, "ints"):
+            raise ValueError(f"option {self.name}: minimum, maximum, min_items and log apply to "
+                             f"int, float and \"ints\" options; this one is {self.type_name()}")
+        if self.minimum is not None and self.maximum is not None \
+                and self.minimum > self.maximum:
+            raise ValueError(f"option {self.name}: minimum {self.minimum} is above maximum "
+                             f"{self.maximum}")
+        if self.log and (self.minimum is None or self.minimum <= 0):
+            raise ValueError(f"option {self.name}: log=True needs a minimum > 0; "
+                             f"received minimum={self.minimum}")
 
     def parse(self, value):
         """Convert a string (or an already typed value) to this option's type, or raise."""
@@ -47,18 +82,45 @@ class Option:
                 raise ValueError
             else:
                 parsed = self.type(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             kind = "comma-separated integers" if self.type == "ints" else self.type.__name__
             raise ConfigError(f"option {self.name} expects {kind}; received {value!r}") from None
         if self.choices is not None and parsed not in self.choices:
-            raise ConfigError(
-                f"option {self.name} must be one of {', '.join(map(str, self.choices))}; "
-                f"received {value!r}"
-            )
+            self._refuse(parsed, "one of " + ", ".join(map(str, self.choices)))
+        if self.type == "ints":
+            if len(parsed) < self.min_items or not all(self._in_range(v) for v in parsed):
+                self._refuse(parsed, self.expected())
+        elif self.type in (int, float):
+            finite = self.type is int or math.isfinite(parsed)
+            if not finite or not self._in_range(parsed):
+                self._refuse(parsed, self.expected())
         return parsed
 
+    def expected(self) -> str:
+        """What a value must be, in words: ``"in [0, 1)"``, ``"a positive integer"``..."""
+        if self.type == "ints":
+            text = describe_range("integer", self.minimum, self.maximum, plural=True,
+                                  exclusive_maximum=self.exclusive_maximum)
+            return f"one or more {text}" if self.min_items else f"{text} (or empty)"
+        if self.type in (int, float):
+            return describe_range("integer" if self.type is int else "number", self.minimum,
+                                  self.maximum, exclusive_maximum=self.exclusive_maximum)
+        return "one of " + ", ".join(map(str, self.choices)) if self.choices else self.type_name()
+
+    def _in_range(self, v) -> bool:
+        if self.minimum is not None and v < self.minimum:
+            return False
+        if self.maximum is not None:
+            return v < self.maximum if self.exclusive_maximum else v <= self.maximum
+        return True
+
+    def _refuse(self, parsed, expected: str):
+        shown = ",".join(map(str, parsed)) if isinstance(parsed, tuple) else parsed
+        raise ConfigError(f"option {self.name} must be {expected}; "
+                          f"received {self.name}={shown!r}")
+
     def type_name(self) -> str:
-        return "ints" if self.type == "ints" else self.type.__name__
+        return "ints" if self.type == "ints" else getattr(self.type, "__name__", str(self.type))
 
 
 @dataclass(frozen=True)
@@ -101,7 +163,11 @@ class Architecture:
         """Defaults overlaid with ``given`` (strings or typed values), each checked."""
         resolved = {opt.name: opt.default for opt in self.options}
         for key, value in (given or {}).items():
-            resolved[key] = self.option(key).parse(value)
+            option = self.option(key)
+            try:
+                resolved[key] = option.parse(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.name}: {exc}") from None
         return resolved
 
     def task_for(self, data_task: str) -> str:

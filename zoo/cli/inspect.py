@@ -63,7 +63,10 @@ def info_command(arch, as_json):
     a = get_host().architectures.get(arch)
     options = [{"name": o.name, "type": o.type_name(),
                 "default": list(o.default) if isinstance(o.default, tuple) else o.default,
-                "choices": list(o.choices) if o.choices else None, "help": o.help}
+                "choices": list(o.choices) if o.choices else None, "help": o.help,
+                "minimum": o.minimum, "maximum": o.maximum,
+                "exclusive_maximum": o.exclusive_maximum, "min_items": o.min_items,
+                "log": o.log, "expected": o.expected()}
                for o in a.options]
     info = {"name": a.name, "summary": a.summary, "tasks": list(a.tasks),
             "data_kinds": list(a.data_kinds), "plugin": a.plugin, "options": options,
@@ -81,8 +84,8 @@ def info_command(arch, as_json):
         for o in options:
             default = o["default"]
             default = ",".join(map(str, default)) if isinstance(default, list) else default
-            helptext = o["help"] + (f" (one of {', '.join(map(str, o['choices']))})"
-                                    if o["choices"] else "")
+            ranged = o["choices"] or o["minimum"] is not None or o["maximum"] is not None
+            helptext = o["help"] + (f" ({o['expected']})" if ranged else "")
             rows.append([o["name"], o["type"], default, helptext])
         click.echo("\noptions (-o NAME=VALUE):")
         click.echo(table(rows, ["name", "type", "default", "help"]))

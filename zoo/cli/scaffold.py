@@ -55,7 +55,6 @@ Registered through the entry point ``$name = "$module"`` in the group ``zoo``
 """
 
 from zoo.architecture import Architecture, Option
-from zoo.errors import ConfigError
 from zoo.hookspecs import hookimpl
 
 # The zoo plugin API this module is written for; another major version refuses to load it.
@@ -70,9 +69,6 @@ def build(spec, options):
     from zoo.layers.reshape import Flatten
     from zoo.model import Sequential
 
-    if options["depth"] < 0:
-        raise ConfigError(f"$name: depth must be a non-negative integer; "
-                          f"received depth={options['depth']}")
     layers = [Flatten()] if len(spec.input_shape) > 1 else []
     for _ in range(options["depth"]):
         layers.append(Dense(options["width"], activation=options["activation"]))
@@ -86,8 +82,9 @@ ARCHITECTURE = Architecture(
     tasks=("classify", "regress"),
     build=build,
     options=(
-        Option("width", int, 64, "units of each hidden layer"),
-        Option("depth", int, 2, "number of hidden layers"),
+        # Declared ranges: zoo refuses -o depth=-1 with one line before build is called.
+        Option("width", int, 64, "units of each hidden layer", minimum=1, log=True),
+        Option("depth", int, 2, "number of hidden layers", minimum=0),
         Option("activation", str, "relu", "activation after each hidden layer",
                ("relu", "tanh", "gelu")),
     ),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import ConfigError, DataError, describe_array
+from zoo.kernels import ACTIVATIONS
 from zoo.kernels._jit import njit
 from zoo.kernels.activations import (
     check_float,
@@ -31,7 +32,8 @@ from zoo.kernels.activations import (
     scalar_tanh,
 )
 
-ACTIVATIONS = (None, "relu", "leaky_relu", "tanh", "sigmoid", "gelu")
+# None: the bias alone (a linear layer).
+BIAS_ACTIVATIONS = (None, *ACTIVATIONS)
 
 
 # -- forward: y = act(y + b) in place -------------------------------------------------------
@@ -177,7 +179,7 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | No
     checks, for a layer that made every array itself (``bias`` must then be given).
     """
     if check:
-        _check_activation("bias_act", activation, ACTIVATIONS)
+        _check_activation("bias_act", activation, BIAS_ACTIVATIONS)
         check_float("bias_act", "y", y)
         if y.ndim == 0:
             raise DataError("bias_act: y must have at least one axis; received a scalar")

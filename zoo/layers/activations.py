@@ -12,9 +12,8 @@ import numpy as np
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError, describe_array
+from zoo.kernels import ACTIVATIONS
 from zoo.layers.base import Layer
-
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 
 
 def check_activation(layer: str, value, *, allow_none: bool = False):

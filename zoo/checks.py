@@ -1,0 +1,119 @@
+"""Argument checks: one module, one message shape.
+
+Every constructor and option that takes a user's value checks it here, so a bad value always
+gets the same single line::
+
+    Dense: units must be a positive integer; received units=0
+
+``owner`` names what takes the argument (a layer, an optimizer, a dataset, an architecture);
+without one the line starts with the argument's name. Each check returns the value converted
+to the plain Python type (``int``, ``float``, ``bool``), never a numpy scalar.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from zoo.errors import ConfigError
+
+__all__ = ["boolean", "describe_range", "fail", "integer", "integers", "number", "one_of"]
+
+
+def fail(owner: str | None, name: str, value, expected: str) -> ConfigError:
+    """The error for ``name=value`` when ``expected`` was expected (raise it)."""
+    prefix = f"{owner}: " if owner else ""
+    return ConfigError(f"{prefix}{name} must be {expected}; received {name}={value!r}")
+
+
+def describe_range(kind: str, minimum=None, maximum=None, *, exclusive_maximum: bool = False,
+                   plural: bool = False) -> str:
+    """``"a positive integer"``, ``"in [0, 1)"``, ``"a finite number >= 0"``...
+
+    ``kind`` is ``"integer"`` or ``"number"``; ``plural`` for lists (``"positive integers"``).
+    """
+    noun = kind + ("s" if plural else "")
+    if minimum is not None and maximum is not None:
+        span = f"in [{minimum:g}, {maximum:g}{')' if exclusive_maximum else ']'}"
+        if kind == "number" and not plural:
+            return span
+        phrase = f"{noun} {span}"
+    elif kind == "integer" and maximum is None and minimum in (0, 1):
+        phrase = f"{'positive' if minimum == 1 else 'non-negative'} {noun}"
+    else:
+        phrase = ("finite " if kind == "number" else "") + noun
+        if maximum is not None:
+            phrase += f" {'<' if exclusive_maximum else '<='} {maximum:g}"
+        elif minimum is not None:
+            phrase += f" >= {minimum:g}"
+    if plural:
+        return phrase
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def _in_range(value, minimum, maximum, exclusive_maximum) -> bool:
+    if minimum is not None and value < minimum:
+        return False
+    if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
+        return False
+    return True
+
+
+def integer(owner: str | None, name: str, value, *, minimum=None, maximum=None) -> int:
+    """An integer (not a bool; a float only if it is whole) within the bounds, inclusive."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not _in_range(value, minimum, maximum, False):
+        raise fail(owner, name, value, describe_range("integer", minimum, maximum))
+    return int(value)
+
+
+def integers(owner: str | None, name: str, value, *, minimum=None, maximum=None,
+             min_items: int = 0) -> tuple:
+    """A sequence of integers, each within the bounds, at least ``min_items`` of them."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else None
+    ok = items is not None and len(items) >= min_items and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        and _in_range(v, minimum, maximum, False) for v in items)
+    if not ok:
+        expected = describe_range("integer", minimum, maximum, plural=True)
+        expected = f"one or more {expected}" if min_items else f"{expected} (or empty)"
+        raise fail(owner, name, value, expected)
+    return tuple(int(v) for v in items)
+
+
+def number(owner: str | None, name: str, value, *, minimum=None, maximum=None,
+           exclusive_minimum: bool = False, exclusive_maximum: bool = False,
+           allow_none: bool = False, expected: str | None = None) -> float | None:
+    """A finite real number (not a bool) within the bounds; ``None`` too if ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value) and _in_range(value, minimum, maximum, exclusive_maximum) \
+        and not (exclusive_minimum and value == minimum)
+    if not ok:
+        if expected is None:
+            if exclusive_minimum and minimum == 0 and maximum is None:
+                expected = "a positive finite number"
+            else:
+                expected = describe_range("number", minimum, maximum,
+                                          exclusive_maximum=exclusive_maximum)
+            if allow_none:
+                expected += " or None"
+        raise fail(owner, name, value, expected)
+    return float(value)
+
+
+def boolean(owner: str | None, name: str, value) -> bool:
+    """``True`` or ``False`` (numpy's ``bool_`` too); no other truthy values."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise fail(owner, name, value, "True or False")
+    return bool(value)
+
+
+def one_of(owner: str | None, name: str, value, choices):
+    """``value`` if it is among ``choices``."""
+    if value not in choices:
+        raise fail(owner, name, value, "one of " + ", ".join(map(str, choices)))
+    return value
