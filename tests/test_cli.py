@@ -92,4 +92,4 @@ def test_real_subprocess_error_has_no_traceback(subprocess_env):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("zoo: error: lr must be a positive finite number; "
-                                   "received -1.0")
+                                   "received lr=-1.0")

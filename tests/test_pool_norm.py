@@ -226,7 +226,7 @@ def test_batch_norm_float32_matches_float64():
 def test_batch_norm_arguments_and_inputs_are_validated():
     with pytest.raises(ConfigError, match=r"BatchNorm: momentum must be in \[0, 1\]"):
         BatchNorm(momentum=1.5)
-    with pytest.raises(ConfigError, match="BatchNorm: eps must be a positive number"):
+    with pytest.raises(ConfigError, match="BatchNorm: eps must be a positive finite number"):
         BatchNorm(eps=0)
     with pytest.raises(ConfigError, match="BatchNorm expects vectors"):
         BatchNorm().build((1, 2, 3, 4), np.random.default_rng(0))

@@ -17,7 +17,8 @@ import numbers
 
 from zoo.errors import ConfigError
 
-__all__ = ["boolean", "describe_range", "fail", "integer", "integers", "number", "one_of"]
+__all__ = ["boolean", "describe_range", "fail", "fraction", "int_tuple", "integer", "integers",
+           "number", "one_of", "positive_int", "positive_number"]
 
 
 def fail(owner: str | None, name: str, value, expected: str) -> ConfigError:
@@ -27,25 +28,27 @@ def fail(owner: str | None, name: str, value, expected: str) -> ConfigError:
 
 
 def describe_range(kind: str, minimum=None, maximum=None, *, exclusive_maximum: bool = False,
-                   plural: bool = False) -> str:
+                   exclusive_minimum: bool = False, plural: bool = False) -> str:
     """``"a positive integer"``, ``"in [0, 1)"``, ``"a finite number >= 0"``...
 
     ``kind`` is ``"integer"`` or ``"number"``; ``plural`` for lists (``"positive integers"``).
     """
     noun = kind + ("s" if plural else "")
     if minimum is not None and maximum is not None:
-        span = f"in [{minimum:g}, {maximum:g}{')' if exclusive_maximum else ']'}"
+        span = (f"in {'(' if exclusive_minimum else '['}{minimum:g}, "
+                f"{maximum:g}{')' if exclusive_maximum else ']'}")
         if kind == "number" and not plural:
             return span
         phrase = f"{noun} {span}"
-    elif kind == "integer" and maximum is None and minimum in (0, 1):
-        phrase = f"{'positive' if minimum == 1 else 'non-negative'} {noun}"
+    elif maximum is None and (kind, minimum, exclusive_minimum) in (("integer", 1, False),
+                                                                     ("number", 0, True)):
+        phrase = f"positive {'finite ' if kind == 'number' else ''}{noun}"
     else:
         phrase = ("finite " if kind == "number" else "") + noun
         if maximum is not None:
             phrase += f" {'<' if exclusive_maximum else '<='} {maximum:g}"
         elif minimum is not None:
-            phrase += f" >= {minimum:g}"
+            phrase += f" {'>' if exclusive_minimum else '>='} {minimum:g}"
     if plural:
         return phrase
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
@@ -60,13 +63,26 @@ def _in_range(value, minimum, maximum, exclusive_maximum) -> bool:
 
 
 def integer(owner: str | None, name: str, value, *, minimum=None, maximum=None) -> int:
-    """An integer (not a bool; a float only if it is whole) within the bounds, inclusive."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    """An integer (numpy's too; not a bool, not a float) within the bounds, inclusive."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
             or not _in_range(value, minimum, maximum, False):
         raise fail(owner, name, value, describe_range("integer", minimum, maximum))
     return int(value)
+
+
+def positive_int(owner: str | None, name: str, value) -> int:
+    """``integer(..., minimum=1)``: ``Dense: units must be a positive integer; ...``."""
+    return integer(owner, name, value, minimum=1)
+
+
+def fraction(owner: str | None, name: str, value, *, allow_one: bool = False) -> float:
+    """A rate in [0, 1) (or [0, 1] with ``allow_one``), such as a dropout rate."""
+    return number(owner, name, value, minimum=0, maximum=1, exclusive_maximum=not allow_one)
+
+
+def positive_number(owner: str | None, name: str, value) -> float:
+    """A finite number > 0, such as a learning rate or an epsilon."""
+    return number(owner, name, value, minimum=0, exclusive_minimum=True)
 
 
 def integers(owner: str | None, name: str, value, *, minimum=None, maximum=None,
@@ -83,6 +99,21 @@ def integers(owner: str | None, name: str, value, *, minimum=None, maximum=None,
     return tuple(int(v) for v in items)
 
 
+def int_tuple(owner: str | None, name: str, value, rank: int, minimum: int = 1) -> tuple:
+    """An int, or a sequence of ``rank`` ints, each >= ``minimum``, as a ``rank``-tuple
+    (a layer's ``kernel_size=3`` or ``kernel_size=(3, 5)``)."""
+    items = value if isinstance(value, (tuple, list)) else (value,) * rank
+    ok = len(items) == rank and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+        for v in items)
+    if not ok:
+        expected = describe_range("integer", minimum)
+        if rank > 1:
+            expected += f" or a tuple of {rank} such integers"
+        raise fail(owner, name, value, expected)
+    return tuple(int(v) for v in items)
+
+
 def number(owner: str | None, name: str, value, *, minimum=None, maximum=None,
            exclusive_minimum: bool = False, exclusive_maximum: bool = False,
            allow_none: bool = False, expected: str | None = None) -> float | None:
@@ -94,11 +125,9 @@ def number(owner: str | None, name: str, value, *, minimum=None, maximum=None,
         and not (exclusive_minimum and value == minimum)
     if not ok:
         if expected is None:
-            if exclusive_minimum and minimum == 0 and maximum is None:
-                expected = "a positive finite number"
-            else:
-                expected = describe_range("number", minimum, maximum,
-                                          exclusive_maximum=exclusive_maximum)
+            expected = describe_range("number", minimum, maximum,
+                                      exclusive_minimum=exclusive_minimum,
+                                      exclusive_maximum=exclusive_maximum)
             if allow_none:
                 expected += " or None"
         raise fail(owner, name, value, expected)

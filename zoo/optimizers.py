@@ -15,22 +15,8 @@ import math
 import numpy as np
 
 from zoo import kernels
+from zoo.checks import boolean, fraction, number, positive_number
 from zoo.errors import CheckpointError, ConfigError, DataError, describe_array
-
-
-def _number(cls: str, name: str, value, *, low=0.0, high=math.inf, low_open=False,
-            high_open=True, what=None) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = math.isfinite(v) and (v > low if low_open else v >= low) \
-            and (v < high if high_open else v <= high)
-    if not ok:
-        if what is None:
-            what = (f"in [{low:g}, {high:g})" if math.isfinite(high)
-                    else f"a finite number >= {low:g}")
-        raise ConfigError(f"{cls}: {name} must be {what}; received {name}={value!r}")
-    return float(value)
 
 
 class Optimizer:
@@ -45,8 +31,8 @@ class Optimizer:
 
     def __init__(self, lr: float, weight_decay: float = 0.0):
         cls = type(self).__name__
-        self.lr = _number(cls, "lr", lr, low_open=True, what="a positive finite number")
-        self.weight_decay = _number(cls, "weight_decay", weight_decay)
+        self.lr = positive_number(cls, "lr", lr)
+        self.weight_decay = number(cls, "weight_decay", weight_decay, minimum=0)
         self.iterations = 0
         self._slots: list[tuple] | None = None  # per parameter: its slot arrays
         self._seen: list | None = None  # the (param, grad) arrays checked and given slots
@@ -189,10 +175,8 @@ class SGD(Optimizer):
     def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _number("SGD", "momentum", momentum, high=1.0)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise ConfigError(f"SGD: nesterov must be True or False; received "
-                              f"nesterov={nesterov!r}")
+        self.momentum = fraction("SGD", "momentum", momentum)
+        nesterov = boolean("SGD", "nesterov", nesterov)
         if nesterov and self.momentum == 0:
             raise ConfigError("SGD: nesterov=True needs momentum > 0; received momentum=0")
         self.nesterov = bool(nesterov)
@@ -221,10 +205,9 @@ class RMSProp(Optimizer):
     def __init__(self, lr: float, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.alpha = _number("RMSProp", "alpha", alpha, high=1.0)
-        self.eps = _number("RMSProp", "eps", eps, low_open=True,
-                           what="a positive finite number")
-        self.momentum = _number("RMSProp", "momentum", momentum, high=1.0)
+        self.alpha = fraction("RMSProp", "alpha", alpha)
+        self.eps = positive_number("RMSProp", "eps", eps)
+        self.momentum = fraction("RMSProp", "momentum", momentum)
 
     def slot_names(self):
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
@@ -252,9 +235,9 @@ class Adam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
         cls = type(self).__name__
-        self.beta1 = _number(cls, "beta1", beta1, high=1.0)
-        self.beta2 = _number(cls, "beta2", beta2, high=1.0)
-        self.eps = _number(cls, "eps", eps, low_open=True, what="a positive finite number")
+        self.beta1 = fraction(cls, "beta1", beta1)
+        self.beta2 = fraction(cls, "beta2", beta2)
+        self.eps = positive_number(cls, "eps", eps)
 
     def slot_names(self):
         return ("exp_avg", "exp_avg_sq")
@@ -291,8 +274,7 @@ def clip_grad_norm(grads: list, max_norm: float) -> float:
     Returns the norm before clipping. A non-finite norm is returned without scaling, so the
     divergence stays visible to the stopping rules instead of being zeroed out.
     """
-    max_norm = _number("clip_grad_norm", "max_norm", max_norm, low_open=True,
-                       what="a positive finite number")
+    max_norm = positive_number("clip_grad_norm", "max_norm", max_norm)
     total = math.sqrt(kernels.optim.squared_norm(grads))
     if math.isfinite(total) and total > max_norm:
         kernels.optim.scale_(grads, max_norm / (total + 1e-6))

@@ -8,13 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 import zoo
+from zoo import checks
 from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
 from zoo.plugins.host import resolve_host
@@ -56,26 +56,15 @@ class RunConfig:
 
     def validate(self) -> None:
         """Reject bad values before any data is generated or any kernel compiles."""
-        def positive_int(name, value):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value <= 0):
-                raise ConfigError(f"{name} must be a positive integer; received {value!r}")
-
-        positive_int("epochs", self.epochs)
-        positive_int("batch_size", self.batch_size)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) is not None:
+                checks.positive_int(None, name, getattr(self, name))
         for name in ("lr", "clip_norm"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float))
-                                          and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a positive finite number; received {value!r}")
-        if not (isinstance(self.validation_split, (int, float))
-                and 0 <= self.validation_split < 1):
-            raise ConfigError("validation_split must be in [0, 1); "
-                              f"received {self.validation_split!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; received {self.dtype!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer; received {self.seed!r}")
+            if getattr(self, name) is not None:
+                checks.positive_number(None, name, getattr(self, name))
+        checks.fraction(None, "validation_split", self.validation_split)
+        checks.one_of(None, "dtype", self.dtype, tuple(DTYPES))
+        checks.integer(None, "seed", self.seed, minimum=0)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from zoo import checks
 from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import open_store, store_options
 from zoo.cli.train import training_options
@@ -37,9 +38,7 @@ def parse_seeds(seeds: int | None, seed_list: str | None) -> list[int]:
                               f"received {seed_list!r}")
         return values
     n = DEFAULT_SEEDS if seeds is None else seeds
-    if n <= 0:
-        raise ConfigError(f"--seeds must be a positive integer; received {n}")
-    return list(range(n))
+    return list(range(checks.positive_int(None, "--seeds", n)))
 
 
 def parse_arch_options(pairs) -> dict:
@@ -212,8 +211,8 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, lr, stop
 
     seed_values = parse_seeds(seeds, seed_list)
     arch_options = parse_arch_options(options)
-    if workers is not None and workers <= 0:
-        raise ConfigError(f"--jobs must be a positive integer; received {workers}")
+    if workers is not None:
+        checks.positive_int(None, "--jobs", workers)
     if scheduler:
         check_scheduler(scheduler)
     comparison = Comparison(parse_archs(archs), seed_values, dataset=dataset,

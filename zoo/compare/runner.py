@@ -35,6 +35,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from zoo import checks
 from zoo.atomic import atomic_open
 from zoo.errors import ConfigError
 from zoo.jsonable import jsonable
@@ -268,9 +269,8 @@ def compare(archs, seeds=(0, 1, 2), *, dataset=None, options=None, workers=None,
 # -- executors -------------------------------------------------------------------------------
 def make_executor(workers: int | None, scheduler: str | None, n_jobs: int):
     """The executor for ``workers`` / ``scheduler`` (see ``Comparison.run``)."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers <= 0):
-        raise ConfigError(f"jobs must be a positive integer; received {workers!r}")
+    if workers is not None:
+        checks.positive_int(None, "jobs", workers)
     if scheduler:
         return DaskExecutor(scheduler, workers)
     workers = workers or min(available_cpus(), n_jobs)

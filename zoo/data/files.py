@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import checks
 from zoo.data.dataset import Dataset
 from zoo.data.spec import KINDS, TASKS
 from zoo.errors import ConfigError, DataError, describe_array
@@ -79,12 +80,12 @@ def load_file(path, *, seed: int = 42, label_column: str | None = None, task: st
         test_fraction: the share held out when the file has no test split.
     """
     path = Path(path)
-    if task is not None and task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}; received task={task!r}")
-    if kind is not None and kind not in KINDS:
-        raise ConfigError(f"kind must be one of {', '.join(KINDS)}; received kind={kind!r}")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ConfigError(f"test_fraction must be in (0, 1); received {test_fraction!r}")
+    if task is not None:
+        checks.one_of(None, "task", task, TASKS)
+    if kind is not None:
+        checks.one_of(None, "kind", kind, KINDS)
+    test_fraction = checks.number(None, "test_fraction", test_fraction, minimum=0, maximum=1,
+                                  exclusive_minimum=True, exclusive_maximum=True)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; expected a .npz or .csv file or "
                         f"a folder of IDX files")

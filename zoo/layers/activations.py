@@ -6,12 +6,10 @@ One class does the work; the named layers are configurations of it. The maths is
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from zoo import kernels
-from zoo.errors import ConfigError, DataError, describe_array
+from zoo import checks, kernels
+from zoo.errors import DataError, describe_array
 from zoo.kernels import ACTIVATIONS
 from zoo.layers.base import Layer
 
@@ -23,15 +21,12 @@ def check_activation(layer: str, value, *, allow_none: bool = False):
     if isinstance(value, str) and value.lower() in ACTIVATIONS:
         return value.lower()
     known = ", ".join(ACTIVATIONS) + (" or None" if allow_none else "")
-    raise ConfigError(f"{layer}: activation must be one of {known}; received activation={value!r}")
+    raise checks.fail(layer, "activation", value, f"one of {known}")
 
 
 def check_slope(layer: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{layer}: negative_slope must be a finite number >= 0; "
-                          f"received negative_slope={value!r}")
-    return float(value)
+    """``leaky_relu``'s slope for negative inputs: a finite number >= 0."""
+    return checks.number(layer, "negative_slope", value, minimum=0)
 
 
 class Activation(Layer):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# Layers have long imported these two checks from here; they live in zoo.checks.
+from zoo.checks import fraction, positive_int  # noqa: F401
 from zoo.errors import ConfigError, DataError, describe_array
 
 
@@ -112,18 +114,3 @@ class Layer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
-
-def positive_int(layer: str, name: str, value) -> int:
-    """Validate a positive integer argument the Keras way ('Received: units=0')."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{layer}: {name} must be a positive integer; received {name}={value!r}")
-    return int(value)
-
-
-def fraction(layer: str, name: str, value, *, allow_one: bool = False) -> float:
-    """Validate a rate in [0, 1) (or [0, 1])."""
-    ok = isinstance(value, (int, float)) and (0 <= value <= 1 if allow_one else 0 <= value < 1)
-    if not ok:
-        top = "1]" if allow_one else "1)"
-        raise ConfigError(f"{layer}: {name} must be in [0, {top}; received {name}={value!r}")
-    return float(value)

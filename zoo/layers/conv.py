@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import kernels
+from zoo import checks, kernels
+from zoo.checks import int_tuple, positive_int
 from zoo.errors import ConfigError
 from zoo.initializers import get_initializer, name_of
-from zoo.layers.base import Layer, positive_int
+from zoo.layers.base import Layer
 
 PADDING_MODES = ("valid", "same")
 # Conv2D runs the direct kernel for stride 1 and at most this many weights per filter
@@ -30,20 +31,6 @@ _AXES = {1: ("length",), 2: ("height", "width")}
 
 
 # -- argument checks and geometry (shared with pooling) --------------------------------------
-def int_tuple(layer: str, name: str, value, rank: int, minimum: int = 1) -> tuple:
-    """An int or a sequence of ``rank`` ints, each >= ``minimum``, as a tuple."""
-    items = value if isinstance(value, (tuple, list)) else (value,) * rank
-    ok = len(items) == rank and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum
-        for v in items)
-    if not ok:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        if rank > 1:
-            kind += f" or a tuple of {rank} such integers"
-        raise ConfigError(f"{layer}: {name} must be {kind}; received {name}={value!r}")
-    return tuple(int(v) for v in items)
-
-
 def padding_arg(layer: str, value, rank: int, modes=PADDING_MODES):
     """``"valid"``, ``"same"`` (if in ``modes``) or non-negative ints per axis."""
     if isinstance(value, str):
@@ -92,10 +79,7 @@ class _Conv(Layer):
         self.stride = int_tuple(cls, "stride", stride, n)
         self.padding = padding_arg(cls, padding, n)
         self.dilation = int_tuple(cls, "dilation", dilation, n)
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise ConfigError(f"{cls}: use_bias must be True or False; "
-                              f"received use_bias={use_bias!r}")
-        self.use_bias = bool(use_bias)
+        self.use_bias = checks.boolean(cls, "use_bias", use_bias)
         try:
             self.kernel_initializer = get_initializer(kernel_initializer or "he_uniform")
         except ConfigError as exc:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import kernels
+from zoo import checks, kernels
+from zoo.checks import positive_int
 from zoo.errors import ConfigError
 from zoo.initializers import get_initializer, name_of
 from zoo.layers.activations import accept_grad, check_activation, check_slope
-from zoo.layers.base import Layer, positive_int
+from zoo.layers.base import Layer
 
 RELU_LIKE = ("relu", "leaky_relu", "gelu")
 
@@ -45,10 +46,7 @@ class Dense(Layer):
         super().__init__(name)
         self.units = positive_int("Dense", "units", units)
         self.activation = check_activation("Dense", activation, allow_none=True)
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise ConfigError(f"Dense: use_bias must be True or False; received "
-                              f"use_bias={use_bias!r}")
-        self.use_bias = bool(use_bias)
+        self.use_bias = checks.boolean("Dense", "use_bias", use_bias)
         if kernel_initializer is None:
             kernel_initializer = ("he_uniform" if self.activation in RELU_LIKE
                                   else "glorot_uniform")

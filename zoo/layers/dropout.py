@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.checks import fraction
 from zoo.layers.activations import accept_grad
-from zoo.layers.base import Layer, fraction
+from zoo.layers.base import Layer
 
 
 class Dropout(Layer):

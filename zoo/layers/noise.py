@@ -6,11 +6,9 @@ ICML 2008.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from zoo.errors import ConfigError
+from zoo import checks
 from zoo.layers.activations import accept_grad
 from zoo.layers.base import Layer
 
@@ -31,11 +29,7 @@ class GaussianNoise(Layer):
 
     def __init__(self, stddev: float, name: str | None = None):
         super().__init__(name)
-        if isinstance(stddev, bool) or not isinstance(stddev, (int, float)) \
-                or not math.isfinite(stddev) or stddev < 0:
-            raise ConfigError(f"GaussianNoise: stddev must be a finite number >= 0; "
-                              f"received stddev={stddev!r}")
-        self.stddev = float(stddev)
+        self.stddev = checks.number("GaussianNoise", "stddev", stddev, minimum=0)
         self.rng = None
         self._noisy = None
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from zoo import kernels
+from zoo.checks import fraction, number
 from zoo.errors import ConfigError, DataError
-from zoo.layers.base import Layer, fraction
+from zoo.layers.base import Layer
 
 
 class BatchNorm(Layer):
@@ -35,9 +36,7 @@ class BatchNorm(Layer):
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name=None):
         super().__init__(name)
         self.momentum = fraction("BatchNorm", "momentum", momentum, allow_one=True)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ConfigError(f"BatchNorm: eps must be a positive number; received eps={eps!r}")
-        self.eps = float(eps)
+        self.eps = number("BatchNorm", "eps", eps, minimum=0, exclusive_minimum=True)
 
     def build(self, input_shape, rng):
         if len(input_shape) not in (1, 2, 3):

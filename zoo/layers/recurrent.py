@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import kernels
+from zoo import checks, kernels
+from zoo.checks import positive_int
 from zoo.errors import ConfigError, DataError, describe_array
-from zoo.layers.base import Layer, positive_int
+from zoo.layers.base import Layer
 
 
 def orthogonal(shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -59,12 +60,8 @@ class _Recurrent(Layer):
         super().__init__(name)
         kind = type(self).__name__
         self.units = positive_int(kind, "units", units)
-        for flag, value in (("return_sequences", return_sequences), ("reverse", reverse)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ConfigError(f"{kind}: {flag} must be True or False; "
-                                  f"received {flag}={value!r}")
-        self.return_sequences = bool(return_sequences)
-        self.reverse = bool(reverse)
+        self.return_sequences = checks.boolean(kind, "return_sequences", return_sequences)
+        self.reverse = checks.boolean(kind, "reverse", reverse)
         self.initial_state = None
         self.initial_state_grad = None
         self.needs_input_grad = True

@@ -6,14 +6,14 @@ arithmetic is numpy BLAS plus numba kernels inside the layers, loss and optimize
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
 
 import numpy as np
 
-from zoo.errors import ConfigError, DataError, describe_array
+from zoo import checks
+from zoo.errors import DataError, describe_array
 from zoo.optimizers import clip_grad_norm
 from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters
@@ -59,12 +59,9 @@ class Trainer:
     def __init__(self, model, loss, optimizer, engine, *, task: str, batch_size: int = 32,
                  rng: np.random.Generator | None = None, clip_norm: float | None = None,
                  callbacks=(), eval_batch_size: int = 512):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size <= 0:
-            raise ConfigError(f"batch_size must be a positive integer; received {batch_size!r}")
-        if clip_norm is not None and not (isinstance(clip_norm, (int, float))
-                                          and math.isfinite(clip_norm) and clip_norm > 0):
-            raise ConfigError(f"clip_norm must be a positive number; received {clip_norm!r}")
+        checks.positive_int(None, "batch_size", batch_size)
+        if clip_norm is not None:
+            checks.positive_number(None, "clip_norm", clip_norm)
         self.model, self.loss, self.optimizer, self.engine = model, loss, optimizer, engine
         self.task = task
         self.batch_size = int(batch_size)
