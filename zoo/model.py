@@ -33,8 +33,7 @@ class Sequential(Layer):
         shape = tuple(input_shape)
         self.input_shape = shape
         for layer in self.layers:
-            layer.dtype = self.dtype
-            shape = tuple(layer.build(shape, rng))
+            shape = tuple(layer.build(shape, rng, dtype=self.dtype))
         self.output_shape = shape
         self.built = True
         return shape

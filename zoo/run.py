@@ -147,7 +147,7 @@ class Run:
         dtype = DTYPES[config.dtype]
         init_rng = np.random.default_rng([config.seed, 1])
         self.model = self.architecture.build(self.spec, dict(self.options))
-        _build(self.model, self.spec.input_shape, init_rng, dtype)
+        self.model.build(self.spec.input_shape, init_rng, dtype=dtype)
         self.loss = self.host.losses.get(self.architecture.default_loss(self.spec, self.options))()
         self.optimizer = optimizer_factory(lr=self.lr)
         self.engine = self._engine(stop_criteria)
@@ -230,15 +230,6 @@ class Run:
             history=history,
             notes=[*self.engine.notes, *([trainer.finish_note] if trainer.finish_note else [])],
         )
-
-
-def _build(model, input_shape, rng, dtype) -> None:
-    """Build a model in ``dtype``; containers take dtype, plain layers get it set first."""
-    if hasattr(model, "layers"):
-        model.build(input_shape, rng, dtype=dtype)
-    else:
-        model.dtype = dtype
-        model.build(input_shape, rng)
 
 
 def train(config: RunConfig, *, callbacks=(), host=None, dataset=None) -> RunResult:

@@ -106,14 +106,12 @@ def expected_output_shape(spec: DataSpec) -> tuple:
 def build_model(arch: Architecture, spec: DataSpec, options=None, *, seed: int = 0,
                 dtype=np.float32) -> Layer:
     """Build ``arch`` for ``spec`` exactly as ``zoo train`` does (same generator, same dtype)."""
-    from zoo.run import _build
-
     resolved = arch.resolve_options(options)
     model = arch.build(spec, dict(resolved))
     if not isinstance(model, Layer):
         raise AssertionError(f"{_where(arch, spec)}: build(spec, options) must return a zoo "
                              f"Layer (such as Sequential); received {type(model).__name__}")
-    _build(model, spec.input_shape, np.random.default_rng([seed, 1]), dtype)
+    model.build(spec.input_shape, np.random.default_rng([seed, 1]), dtype=dtype)
     return model
 
 

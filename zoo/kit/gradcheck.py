@@ -52,11 +52,7 @@ def check_layer(layer, input_shape, *, batch: int = 3, seed: int = 0, training: 
     """
     rng = np.random.default_rng(seed)
     if not layer.built:
-        if hasattr(layer, "layers"):
-            layer.build(tuple(input_shape), rng, dtype=np.float64)
-        else:
-            layer.dtype = np.float64
-            layer.build(tuple(input_shape), rng)
+        layer.build(tuple(input_shape), rng, dtype=np.float64)
     if x is None:
         x = rng.standard_normal((batch, *input_shape))
     x = np.ascontiguousarray(x, dtype=np.float64)

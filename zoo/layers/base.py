@@ -15,6 +15,9 @@ Two rules keep models fast and checkpoints exact:
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 # Layers have long imported these two checks from here; they live in zoo.checks.
@@ -39,10 +42,20 @@ class Parameter:
 class Layer:
     """Base class: subclasses override ``build``, ``forward``, ``backward``, ``get_config``.
 
-    ``dtype`` is float32 unless a container (or a gradient check) sets float64 before
-    ``build``. Parameters are created with ``add_parameter`` and non-trainable state (running
-    statistics) with ``add_buffer`` so models can save and load them by name.
+    ``build(input_shape, rng, dtype=None)`` allocates the parameters in ``dtype`` (float32
+    unless given; a gradient check builds in float64) and returns the output shape. A subclass
+    may define ``build(self, input_shape, rng)`` without ``dtype``, as layers written before
+    zoo passed it do: ``dtype=`` then sets ``self.dtype`` before that ``build`` runs (see
+    ``__init_subclass__``), so every layer is built the same way. Containers pass ``dtype`` on
+    to their children. Parameters are created with ``add_parameter`` and non-trainable state
+    (running statistics) with ``add_buffer`` so models can save and load them by name.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        build = cls.__dict__.get("build")
+        if build is not None and not _takes_dtype(build):
+            cls.build = _with_dtype(build)
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -54,8 +67,10 @@ class Layer:
         self._buffers: dict[str, np.ndarray] = {}
 
     # -- to override -------------------------------------------------------------------------
-    def build(self, input_shape: tuple, rng: np.random.Generator) -> tuple:
-        """Allocate parameters for ``input_shape`` and return the output shape."""
+    def build(self, input_shape: tuple, rng: np.random.Generator, dtype=None) -> tuple:
+        """Allocate parameters for ``input_shape`` in ``dtype``; return the output shape."""
+        if dtype is not None:
+            self.dtype = np.dtype(dtype).type
         self.input_shape = self.output_shape = tuple(input_shape)
         self.built = True
         return self.output_shape
@@ -114,3 +129,22 @@ class Layer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
+
+def _takes_dtype(build) -> bool:
+    try:
+        params = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        return True
+    return "dtype" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _with_dtype(build):
+    """``build(self, input_shape, rng)`` as ``build(self, input_shape, rng, dtype=None)``."""
+
+    @functools.wraps(build)
+    def build_in_dtype(self, input_shape, rng, dtype=None):
+        if dtype is not None:
+            self.dtype = np.dtype(dtype).type
+        return build(self, input_shape, rng)
+
+    return build_in_dtype

@@ -351,8 +351,7 @@ class Bidirectional(Layer):
         if dtype is not None:
             self.dtype = np.dtype(dtype).type
         for layer in self.layers:
-            layer.dtype = self.dtype
-            shape = layer.build(input_shape, rng)
+            shape = layer.build(input_shape, rng, dtype=self.dtype)
         self.input_shape = tuple(input_shape)
         self.output_shape = (*shape[:-1], 2 * shape[-1])
         self.built = True

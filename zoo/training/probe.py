@@ -61,8 +61,7 @@ def linear_probe(train_codes, train_labels, eval_sets: dict, *, num_classes: int
 
     rng = np.random.default_rng([seed, 0x9B0BE])
     classifier = Dense(num_classes)
-    classifier.dtype = np.float64
-    classifier.build((x.shape[1],), rng)
+    classifier.build((x.shape[1],), rng, dtype=np.float64)
     classifier.needs_input_grad = False
     values, grads = flatten_parameters(classifier)
     loss = SoftmaxCrossEntropy()
