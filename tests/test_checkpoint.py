@@ -14,9 +14,9 @@ from zoo.checkpoints.callback import attach, best_path_for, parse_every
 from zoo.checkpoints.checkpoint import load_checkpoint, load_model, save_run
 from zoo.checkpoints.format import read_checkpoint
 from zoo.checkpoints.resume import resume_run
-from zoo.cli.checkpoints import prediction_arrays
 from zoo.cli.main import cli
 from zoo.errors import CheckpointError, ConfigError
+from zoo.inference import prediction_arrays
 from zoo.plugins import get_host
 from zoo.run import Run, RunConfig
 from zoo.training.callbacks import Callback

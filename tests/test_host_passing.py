@@ -5,6 +5,8 @@ import pytest
 
 from zoo.checkpoints.checkpoint import load_model, resume_run, save_run
 from zoo.data.dataset import Dataset, DatasetInfo
+from zoo.errors import ConfigError
+from zoo.inference import evaluate_checkpoint
 from zoo.plugins import PluginHost, get_host, reset_host, resolve_host
 from zoo.run import Run, RunConfig
 from zoo.runstore import plugin_versions
@@ -55,6 +57,13 @@ def test_run_save_load_and_resume_use_only_the_given_host(own_host, tmp_path):
     model, spec, _, _ = load_model(path, host=own_host)
     x = run.x_train[:4].copy()
     assert np.array_equal(model.forward(x, training=False), run.model.forward(x, training=False))
+
+    report = evaluate_checkpoint(path, host=own_host)  # the library behind `zoo evaluate`
+    assert report["dataset"] == "only_here" and report["metrics"] == result.test
+    assert evaluate_checkpoint(path, split="val", host=own_host)["metrics"] == result.val
+    with pytest.raises(ConfigError, match="split must be one of test, val, train; "
+                                          "received split='dev'"):
+        evaluate_checkpoint(path, split="dev", host=own_host)
 
     resumed = resume_run(path, {"epochs": 2}, host=own_host)
     resumed.fit()

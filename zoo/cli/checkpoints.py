@@ -13,7 +13,7 @@ import os
 import click
 
 from zoo.cli.common import echo, emit_json, table
-from zoo.errors import ConfigError, DataError, describe_array
+from zoo.errors import ConfigError
 
 # ``zoo train`` parameter -> RunConfig field, for telling what the user typed on resume.
 TRAIN_SETTINGS = {"arch": "arch", "options": "options", "dataset": "dataset",
@@ -103,7 +103,7 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
         where = (f"epoch {trainer.epoch + 1}, batch {trainer.batch_index + 1}"
                  if trainer.permutation is not None else f"the start of epoch {trainer.epoch + 1}")
         echo(f"resuming {resume} at step {trainer.step} ({where})", json_mode)
-        _notes(run.resumed_from)
+        print_notes(run.resumed_from)
         return run, run.checkpointer
     if not config.arch:
         raise click.UsageError("Missing option '--arch' (required unless --resume is given).")
@@ -114,7 +114,8 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     return run, attach(run, save, cadence)
 
 
-def _notes(ck) -> None:
+def print_notes(ck) -> None:
+    """The checkpoint's notes (e.g. other plugin versions) on stderr."""
     from zoo.plugins import get_host
 
     for note in ck.notes(get_host()):
@@ -144,47 +145,18 @@ def report_checkpoints(checkpointer, json_mode: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate_command(checkpoint, dataset, split, as_json):
     """Loss and metrics of a saved model on a dataset's test split."""
-    from zoo.checkpoints.checkpoint import check_data_fits, load_model
-    from zoo.data.load import load_dataset
-    from zoo.training.loop import evaluate
+    from zoo.checkpoints.checkpoint import load_model
+    from zoo.inference import evaluate_model
 
     model, spec, loss, ck = load_model(checkpoint)
-    _notes(ck)
-    data = load_dataset(dataset if dataset is not None else ck.config["dataset"])
-    if spec.task != "reconstruct" and data.task != spec.task:
-        raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
-                        f"{spec.task!r}; received {data.task!r}")
-    check_data_fits(ck, data.spec.with_task(spec.task), data, "dataset")
-    # The same parts as the training run: its validation split of the training data.
-    x_train, y_train, x_val, y_val = data.split_validation(ck.config["validation_split"],
-                                                           seed=0)
-    if split == "test":
-        x, y = data.x_test, data.y_test
-    else:
-        x, y = (x_val, y_val) if split == "val" else (x_train, y_train)
-        if len(x) == 0:
-            raise DataError(f"the run of {ck.path} had no validation split; expected "
-                            f"--split test or train")
-    metrics = evaluate(model, loss, x.astype(model.dtype, copy=False), y, spec.task)
-    if spec.task == "reconstruct" and split != "train":
-        # As 'zoo train' reports it: a linear probe of the codes, trained on the train part.
-        from types import SimpleNamespace
-
-        from zoo.training.probe import add_probe_accuracy
-
-        like_run = SimpleNamespace(dataset=data, model=model, spec=spec, x_train=x_train,
-                                   y_train=y_train, x_val=x_val, y_val=y_val,
-                                   config=SimpleNamespace(seed=ck.config["seed"]))
-        add_probe_accuracy(like_run, *((metrics, {}) if split == "val" else ({}, metrics)))
-    report = {"checkpoint": ck.path, "arch": ck.arch, "dataset": data.name, "split": split,
-              "examples": len(x), "task": spec.task, "metrics": metrics,
-              "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
+    print_notes(ck)
+    report = evaluate_model(model, spec, loss, ck, dataset=dataset, split=split)
     if as_json:
         emit_json(report)
         return
-    rows = [[name, f"{value:.4f}"] for name, value in metrics.items()]
-    echo(f"{ck.arch} from {ck.path} (epoch {ck.epoch}, step {ck.step}) on {data.name} "
-         f"{split} ({len(x)} examples, {spec.task})", False)
+    rows = [[name, f"{value:.4f}"] for name, value in report["metrics"].items()]
+    echo(f"{ck.arch} from {ck.path} (epoch {ck.epoch}, step {ck.step}) on {report['dataset']} "
+         f"{split} ({report['examples']} examples, {spec.task})", False)
     echo(table(rows, ["metric", "value"], ["<", ">"]), False)
 
 
@@ -208,15 +180,16 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json):
     counts examples). It is read without pickle; it must be numeric and finite.
     """
     from zoo.checkpoints.checkpoint import load_model
+    from zoo.inference import prediction_arrays, read_inputs, write_arrays
 
     check_array_output(out, "predictions")
     model, spec, loss, ck = load_model(checkpoint)
-    _notes(ck)
+    print_notes(ck)
     x = read_inputs(input_path, spec.input_shape)
     outputs = model.predict(x, batch_size=batch_size)
     arrays = prediction_arrays(outputs, spec, loss)
     if out is not None:
-        _write_arrays(out, arrays)
+        write_arrays(out, arrays)
     report = {"checkpoint": ck.path, "task": spec.task, "examples": len(x),
               "out": out, **{k: v.tolist() for k, v in arrays.items()}}
     if spec.task == "classify" and ck.classes:
@@ -228,68 +201,10 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json):
         written = list(arrays) if out.lower().endswith(".npz") else list(arrays)[:1]
         echo(f"wrote {len(x)} predictions ({', '.join(written)}) to {out}", False)
         return
-    echo(_prediction_table(arrays, ck.classes), False)
+    echo(prediction_table(arrays, ck.classes), False)
 
 
-def read_inputs(path, input_shape):
-    """Examples from a .npy file, checked against ``input_shape`` (batch axis optional)."""
-    import numpy as np
-
-    expected = tuple(input_shape)
-    shape_text = ", ".join(map(str, expected))
-    try:
-        with open(path, "rb") as f:
-            x = np.load(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"input {path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"input {path}: is a folder; expected a .npy file") from None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(f"input {path}: holds Python objects, which would need pickle to "
-                            f"load; expected a numeric .npy array of shape (N, {shape_text})") \
-                from None
-        raise DataError(f"input {path}: not a .npy array ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"input {path}: cannot read it as a .npy array ({exc})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise DataError(f"input {path}: is an .npz archive; expected a .npy file holding one "
-                        f"array of shape (N, {shape_text})")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"input {path}: expected numbers; received {describe_array(x)}")
-    if x.shape == expected:
-        x = x[None]
-    if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
-        raise DataError(f"input {path}: expected shape (N, {shape_text}) or ({shape_text}"
-                        f"{',' if len(expected) == 1 else ''}) for this model; received "
-                        f"{describe_array(x)}")
-    if len(x) == 0:
-        raise DataError(f"input {path}: is empty; expected at least one example of shape "
-                        f"{expected}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise DataError(f"input {path}: contains {bad} NaN or Inf values; expected finite "
-                        f"numbers")
-    return x
-
-
-def prediction_arrays(outputs, spec, loss) -> dict:
-    """Classifiers: ``probabilities`` and ``labels``; otherwise ``values`` (reconstructions in
-    the input's shape)."""
-    import numpy as np
-
-    if spec.task == "classify":
-        probabilities = np.asarray(loss.activate(outputs))
-        return {"probabilities": probabilities,
-                "labels": np.argmax(probabilities, axis=1).astype(np.int64)}
-    values = np.asarray(loss.activate(outputs))
-    if spec.task == "reconstruct" and values.shape[1:] != tuple(spec.input_shape):
-        values = values.reshape(len(values), *spec.input_shape)
-    return {"values": values}
-
-
-def _prediction_table(arrays, classes) -> str:
+def prediction_table(arrays, classes) -> str:
     import numpy as np
 
     if "labels" in arrays:
@@ -305,19 +220,6 @@ def _prediction_table(arrays, classes) -> str:
     with np.printoptions(precision=4, suppress=True, threshold=8, edgeitems=3):
         rows = [[i, np.array2string(v, separator=", ")] for i, v in enumerate(values)]
     return table(rows, ["example", "values"])
-
-
-def _write_arrays(out, arrays: dict) -> None:
-    """Write .npy (the main array) or .npz (all of them), atomically."""
-    import numpy as np
-
-    from zoo.atomic import atomic_open
-
-    with atomic_open(out) as f:
-        if str(out).lower().endswith(".npz"):
-            np.savez(f, **arrays)
-        else:
-            np.save(f, arrays.get("probabilities", arrays.get("values")), allow_pickle=False)
 
 
 COMMANDS = [evaluate_command, predict_command]

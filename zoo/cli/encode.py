@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import click
 
-from zoo.cli.checkpoints import (
-    _notes,
-    _prediction_table,
-    _write_arrays,
-    check_array_output,
-    read_inputs,
-)
+from zoo.cli.checkpoints import check_array_output, prediction_table, print_notes
 from zoo.cli.common import echo, emit_json
 from zoo.errors import ConfigError
 
@@ -31,6 +25,7 @@ def encode_command(checkpoint, input_path, out, batch_size, as_json):
     counts examples). It is read without pickle; it must be numeric and finite.
     """
     from zoo.checkpoints.checkpoint import load_model
+    from zoo.inference import read_inputs, write_arrays
 
     check_array_output(out, "codes")
     model, spec, _, ck = load_model(checkpoint)
@@ -38,12 +33,12 @@ def encode_command(checkpoint, input_path, out, batch_size, as_json):
         raise ConfigError(f"checkpoint {ck.path}: its model ({ck.arch}) has no encoder; "
                           f"zoo encode needs an autoencoder checkpoint (zoo train --arch "
                           f"autoencoder --save PATH)")
-    _notes(ck)
+    print_notes(ck)
     x = read_inputs(input_path, spec.input_shape)
     codes = model.encode(x, batch_size=batch_size)
     if out is not None:
-        # _write_arrays saves 'values' to a .npy file and every array, by name, to a .npz one
-        _write_arrays(out, {"codes" if out.lower().endswith(".npz") else "values": codes})
+        # write_arrays saves 'values' to a .npy file and every array, by name, to a .npz one
+        write_arrays(out, {"codes" if out.lower().endswith(".npz") else "values": codes})
     if as_json:
         emit_json({"checkpoint": ck.path, "examples": len(x), "code_size": codes.shape[1],
                    "out": out, "codes": codes.tolist()})
@@ -51,7 +46,7 @@ def encode_command(checkpoint, input_path, out, batch_size, as_json):
     if out is not None:
         echo(f"wrote {len(x)} codes of size {codes.shape[1]} to {out}", False)
         return
-    echo(_prediction_table({"values": codes}, None).replace("values", "code", 1), False)
+    echo(prediction_table({"values": codes}, None).replace("values", "code", 1), False)
 
 
 COMMANDS = [encode_command]

@@ -34,7 +34,8 @@ from zoo.kernels._jit import njit
 _FLOATS = (np.float32, np.float64)
 
 
-def _check(name: str, x: np.ndarray, ndim: int, dtype=None) -> None:
+def check_array(name: str, x: np.ndarray, ndim: int, dtype=None) -> None:
+    """A float32/float64 C-contiguous array of rank ``ndim`` (and ``dtype`` if given)."""
     if not isinstance(x, np.ndarray) or x.ndim != ndim or x.dtype.type not in _FLOATS:
         raise DataError(f"{name} must be a float32 or float64 array of rank {ndim}; "
                         f"received {describe_array(x)}")
@@ -44,7 +45,8 @@ def _check(name: str, x: np.ndarray, ndim: int, dtype=None) -> None:
         raise DataError(f"{name} must be C-contiguous; received a strided view")
 
 
-def _out(out, shape, dtype, name):
+def output_array(out, shape, dtype, name):
+    """``out`` if it fits (shape, dtype, contiguous), a new array if it is ``None``."""
     if out is None:
         return np.empty(shape, dtype)
     if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
@@ -166,8 +168,8 @@ def pad2d(x, padding, out):
 
     Only the interior is written: give a zeroed ``out`` once and reuse it, the border stays zero.
     """
-    _check("pad2d: x", x, 4)
-    _check("pad2d: out", out, 4, x.dtype)
+    check_array("pad2d: x", x, 4)
+    check_array("pad2d: out", out, 4, x.dtype)
     ph, pw = padding
     if out.shape[:2] != x.shape[:2] or out.shape[2] < ph + x.shape[2] \
             or out.shape[3] < pw + x.shape[3]:
@@ -179,8 +181,8 @@ def pad2d(x, padding, out):
 
 def crop2d(xp, padding, input_shape, out=None):
     """The interior of a padded buffer: the inverse of ``pad2d``."""
-    _check("crop2d: xp", xp, 4)
-    out = _out(out, tuple(input_shape), xp.dtype, "crop2d")
+    check_array("crop2d: xp", xp, 4)
+    out = output_array(out, tuple(input_shape), xp.dtype, "crop2d")
     (ph, pw), (h, w) = padding, input_shape[2:]
     out[...] = xp[:, :, ph:ph + h, pw:pw + w]
     return out
@@ -208,7 +210,7 @@ def im2col2d(xp, kernel_size, stride, dilation, output_size, out=None, wide=Fals
     WP)``), so each row of ``cols`` is one contiguous copy per example; the ``WP - OW`` columns
     after each output row are unused.
     """
-    _check("im2col2d: xp", xp, 4)
+    check_array("im2col2d: xp", xp, 4)
     _check_padded("im2col2d", xp, kernel_size, stride, dilation, output_size)
     (kh, kw), (oh, ow) = kernel_size, output_size
     n, c, hp, wp = xp.shape
@@ -216,10 +218,10 @@ def im2col2d(xp, kernel_size, stride, dilation, output_size, out=None, wide=Fals
         if tuple(stride) != (1, 1):
             raise DataError(f"im2col2d: the wide layout needs stride (1, 1); received {stride}")
         m = wide_length(output_size, wp)
-        cols = _out(out, (c * kh * kw, n * m), xp.dtype, "im2col2d")
+        cols = output_array(out, (c * kh * kw, n * m), xp.dtype, "im2col2d")
         _im2col2d_wide(xp.reshape(n, c, hp * wp), cols, kh, kw, *dilation, wp, m)
         return cols
-    cols = _out(out, (c * kh * kw, n * oh * ow), xp.dtype, "im2col2d")
+    cols = output_array(out, (c * kh * kw, n * oh * ow), xp.dtype, "im2col2d")
     _im2col2d(xp, cols, kh, kw, *stride, *dilation, oh, ow)
     return cols
 
@@ -228,14 +230,14 @@ def col2im2d(cols, padded_shape, kernel_size, stride, dilation, output_size, out
              wide=False):
     """Scatter-add columns (laid out as ``im2col2d`` makes them) back to a padded image buffer
     of ``padded_shape``, zeroed first."""
-    _check("col2im2d: cols", cols, 2)
+    check_array("col2im2d: cols", cols, 2)
     (kh, kw), (oh, ow) = kernel_size, output_size
     n, c, hp, wp = padded_shape
     m = wide_length(output_size, wp) if wide else oh * ow
     if cols.shape != (c * kh * kw, n * m):
         raise DataError(f"col2im2d: cols must have shape {(c * kh * kw, n * m)}; "
                         f"received {describe_array(cols)}")
-    dxp = _out(out, tuple(padded_shape), cols.dtype, "col2im2d")
+    dxp = output_array(out, tuple(padded_shape), cols.dtype, "col2im2d")
     _check_padded("col2im2d", dxp, kernel_size, stride, dilation, output_size)
     if wide:
         if tuple(stride) != (1, 1):
@@ -250,8 +252,8 @@ def fnp_to_nfp(y, bias, out, pitch=None):
     """Output images from the GEMM result: ``out[n, f, r, t] = y[f, n * L + r * pitch + t]
     + bias[f]``, ``L = y.shape[1] // N``; ``pitch`` is OW (default) or WP for the wide layout.
     ``bias`` may be None. Returns ``out``."""
-    _check("fnp_to_nfp: y", y, 2)
-    _check("fnp_to_nfp: out", out, 4, y.dtype)
+    check_array("fnp_to_nfp: y", y, 2)
+    check_array("fnp_to_nfp: out", out, 4, y.dtype)
     n, f, oh, ow = out.shape
     pitch = ow if pitch is None else pitch
     m = y.shape[1] // n
@@ -266,8 +268,8 @@ def fnp_to_nfp(y, bias, out, pitch=None):
 def nfp_to_fnp(g, out, db=None, pitch=None):
     """The inverse move for output gradients ``(N, F, OH, OW) -> (F, N * L)``, zeros in the
     unused columns of the wide layout; ``db[f]``, if given, gets the sum over n, r, t."""
-    _check("nfp_to_fnp: g", g, 4)
-    _check("nfp_to_fnp: out", out, 2, g.dtype)
+    check_array("nfp_to_fnp: g", g, 4)
+    check_array("nfp_to_fnp: out", out, 2, g.dtype)
     n, f, oh, ow = g.shape
     pitch = ow if pitch is None else pitch
     m = wide_length((oh, ow), pitch)
@@ -379,12 +381,12 @@ def conv2d_direct(xp, weight, bias, dilation, output_size, out=None):
 
     ``bias`` may be None.
     """
-    _check("conv2d_direct: xp", xp, 4)
-    _check("conv2d_direct: weight", weight, 4, xp.dtype)
+    check_array("conv2d_direct: xp", xp, 4)
+    check_array("conv2d_direct: weight", weight, 4, xp.dtype)
     _check_padded("conv2d_direct", xp, weight.shape[2:], (1, 1), dilation, output_size)
     n, wp = xp.shape[0], xp.shape[3]
     f = weight.shape[0]
-    out = _out(out, (n, f, *output_size), xp.dtype, "conv2d_direct")
+    out = output_array(out, (n, f, *output_size), xp.dtype, "conv2d_direct")
     use_bias = bias is not None
     _direct2d(xp.reshape(n, -1), _taps(xp.shape, weight.shape[2:], dilation),
               weight.reshape(f, -1), bias if use_bias else np.empty(0, xp.dtype), out, wp,
@@ -396,9 +398,9 @@ def conv2d_direct_backward(grad, xp, weight, dilation, dweight, dbias=None, inpu
     """Gradients of ``conv2d_direct``: fills ``dweight`` (and ``dbias``); returns the gradient
     with respect to the padded input (crop it with ``crop2d``), or None if not ``input_grad``.
     """
-    _check("conv2d_direct_backward: grad", grad, 4)
-    _check("conv2d_direct_backward: xp", xp, 4, grad.dtype)
-    _check("conv2d_direct_backward: dweight", dweight, 4, grad.dtype)
+    check_array("conv2d_direct_backward: grad", grad, 4)
+    check_array("conv2d_direct_backward: xp", xp, 4, grad.dtype)
+    check_array("conv2d_direct_backward: dweight", dweight, 4, grad.dtype)
     n, wp = xp.shape[0], xp.shape[3]
     f = weight.shape[0]
     # per-example partial sums, added up below: keeps float32 sums short
@@ -453,20 +455,20 @@ def _col2im1d(cols, dx, k, s, p, d, ot):
 
 def im2col1d(x, kernel_size, stride, padding, dilation, output_size, out=None):
     """Lower sequences ``(N, T, F)`` to rows ``(N * OT, K * F)`` (all arguments ints)."""
-    _check("im2col1d: x", x, 3)
+    check_array("im2col1d: x", x, 3)
     n, _, f = x.shape
-    cols = _out(out, (n * output_size, kernel_size * f), x.dtype, "im2col1d")
+    cols = output_array(out, (n * output_size, kernel_size * f), x.dtype, "im2col1d")
     _im2col1d(x, cols, kernel_size, stride, padding, dilation, output_size)
     return cols
 
 
 def col2im1d(cols, input_shape, kernel_size, stride, padding, dilation, output_size, out=None):
     """Scatter-add rows ``(N * OT, K * F)`` back to sequences ``input_shape``."""
-    _check("col2im1d: cols", cols, 2)
+    check_array("col2im1d: cols", cols, 2)
     n, _, f = input_shape
     if cols.shape != (n * output_size, kernel_size * f):
         raise DataError(f"col2im1d: cols must have shape {(n * output_size, kernel_size * f)}; "
                         f"received {describe_array(cols)}")
-    dx = _out(out, tuple(input_shape), cols.dtype, "col2im1d")
+    dx = output_array(out, tuple(input_shape), cols.dtype, "col2im1d")
     _col2im1d(cols, dx, kernel_size, stride, padding, dilation, output_size)
     return dx

@@ -18,7 +18,7 @@ import numpy as np
 
 from zoo.errors import DataError, describe_array
 from zoo.kernels._jit import njit
-from zoo.kernels.conv import _check, _out
+from zoo.kernels.conv import check_array, output_array
 
 
 # -- channels first: x viewed as (N, C, S) ---------------------------------------------------
@@ -166,16 +166,16 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, momentum, eps
 
     In training the running statistics are updated in place.
     """
-    _check("batch_norm_forward: x", x, x.ndim)
+    check_array("batch_norm_forward: x", x, x.ndim)
     if x.ndim < 2:
         raise DataError(f"batch_norm_forward: x needs a batch and a channel axis; "
                         f"received {describe_array(x)}")
     channels = x.shape[-1] if channels_last else x.shape[1]
     _check_vectors("batch_norm_forward", x.dtype, channels, weight=weight, bias=bias,
                    running_mean=running_mean, running_var=running_var)
-    out = _out(out, x.shape, x.dtype, "batch_norm_forward")
-    mean = _out(mean, (channels,), x.dtype, "batch_norm_forward mean")
-    invstd = _out(invstd, (channels,), x.dtype, "batch_norm_forward invstd")
+    out = output_array(out, x.shape, x.dtype, "batch_norm_forward")
+    mean = output_array(mean, (channels,), x.dtype, "batch_norm_forward mean")
+    invstd = output_array(invstd, (channels,), x.dtype, "batch_norm_forward invstd")
     kernel = _forward_cl if channels_last else _forward_cf
     kernel(_view(x, channels_last), weight, bias, running_mean, running_var, float(momentum),
            float(eps), bool(training), _view(out, channels_last), mean, invstd)
@@ -189,15 +189,15 @@ def batch_norm_backward(grad, x, weight, mean, invstd, training, channels_last=F
     ``training`` must match the forward pass: with batch statistics the gradient flows through
     the mean and variance too; with running statistics the layer is a per-channel affine map.
     """
-    _check("batch_norm_backward: grad", grad, grad.ndim)
-    _check("batch_norm_backward: x", x, grad.ndim, grad.dtype)
+    check_array("batch_norm_backward: grad", grad, grad.ndim)
+    check_array("batch_norm_backward: x", x, grad.ndim, grad.dtype)
     if grad.shape != x.shape:
         raise DataError(f"batch_norm_backward: grad must have the input's shape {x.shape}; "
                         f"received {describe_array(grad)}")
     channels = x.shape[-1] if channels_last else x.shape[1]
-    dx = _out(out, x.shape, x.dtype, "batch_norm_backward")
-    dweight = _out(dweight, (channels,), x.dtype, "batch_norm_backward dweight")
-    dbias = _out(dbias, (channels,), x.dtype, "batch_norm_backward dbias")
+    dx = output_array(out, x.shape, x.dtype, "batch_norm_backward")
+    dweight = output_array(dweight, (channels,), x.dtype, "batch_norm_backward dweight")
+    dbias = output_array(dbias, (channels,), x.dtype, "batch_norm_backward dbias")
     _check_vectors("batch_norm_backward", x.dtype, channels, weight=weight, mean=mean,
                    invstd=invstd)
     kernel = _backward_cl if channels_last else _backward_cf

@@ -14,13 +14,13 @@ import numpy as np
 
 from zoo.errors import DataError, describe_array
 from zoo.kernels._jit import njit
-from zoo.kernels.conv import _check, _out
+from zoo.kernels.conv import check_array, output_array
 
 
 # -- 2-D -------------------------------------------------------------------------------------
 def _check_backward(name, grad, indices, rank):
     """The gradient and the forward pass's argmax indices must fit each other."""
-    _check(f"{name}: grad", grad, rank)
+    check_array(f"{name}: grad", grad, rank)
     if indices.shape != grad.shape or indices.dtype != np.int32:
         raise DataError(f"{name}: indices must be int32 of shape {grad.shape}; "
                         f"received {describe_array(indices)}")
@@ -139,11 +139,11 @@ def max_pool2d(x, pool_size, stride, padding, output_size, out=None, indices=Non
     ``pool_size``, ``stride``, ``padding`` and ``output_size`` are ``(h, w)`` pairs; padding
     must be less than the pool size so every window holds at least one input element.
     """
-    _check("max_pool2d: x", x, 4)
+    check_array("max_pool2d: x", x, 4)
     n, c = x.shape[:2]
     shape = (n, c, *output_size)
-    out = _out(out, shape, x.dtype, "max_pool2d")
-    indices = _out(indices, shape, np.int32, "max_pool2d indices")
+    out = output_array(out, shape, x.dtype, "max_pool2d")
+    indices = output_array(indices, shape, np.int32, "max_pool2d indices")
     if tuple(pool_size) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
         _max2d_k2s2(x, out, indices)
     else:
@@ -154,23 +154,23 @@ def max_pool2d(x, pool_size, stride, padding, output_size, out=None, indices=Non
 def max_pool2d_backward(grad, indices, input_shape, out=None):
     """Route ``grad`` ``(N, C, OH, OW)`` to the argmax positions of the forward pass."""
     _check_backward("max_pool2d_backward", grad, indices, 4)
-    dx = _out(out, tuple(input_shape), grad.dtype, "max_pool2d_backward")
+    dx = output_array(out, tuple(input_shape), grad.dtype, "max_pool2d_backward")
     _max2d_backward(grad, indices, dx.reshape(*dx.shape[:2], -1))
     return dx
 
 
 def avg_pool2d(x, pool_size, stride, padding, output_size, out=None):
     """Average-pool images ``(N, C, H, W)`` (padding counts as zeros)."""
-    _check("avg_pool2d: x", x, 4)
-    out = _out(out, (*x.shape[:2], *output_size), x.dtype, "avg_pool2d")
+    check_array("avg_pool2d: x", x, 4)
+    out = output_array(out, (*x.shape[:2], *output_size), x.dtype, "avg_pool2d")
     _avg2d(x, out, *pool_size, *stride, *padding)
     return out
 
 
 def avg_pool2d_backward(grad, input_shape, pool_size, stride, padding, out=None):
     """Spread ``grad`` evenly over each window of the forward pass."""
-    _check("avg_pool2d_backward: grad", grad, 4)
-    dx = _out(out, tuple(input_shape), grad.dtype, "avg_pool2d_backward")
+    check_array("avg_pool2d_backward: grad", grad, 4)
+    dx = output_array(out, tuple(input_shape), grad.dtype, "avg_pool2d_backward")
     _avg2d_backward(grad, dx, *pool_size, *stride, *padding)
     return dx
 
@@ -239,32 +239,32 @@ def _avg1d_backward(g, dx, k, s, p):
 
 def max_pool1d(x, pool_size, stride, padding, output_size, out=None, indices=None):
     """Max-pool sequences ``(N, T, F)`` over T; returns ``(out, indices)`` (int32 steps)."""
-    _check("max_pool1d: x", x, 3)
+    check_array("max_pool1d: x", x, 3)
     shape = (x.shape[0], output_size, x.shape[2])
-    out = _out(out, shape, x.dtype, "max_pool1d")
-    indices = _out(indices, shape, np.int32, "max_pool1d indices")
+    out = output_array(out, shape, x.dtype, "max_pool1d")
+    indices = output_array(indices, shape, np.int32, "max_pool1d indices")
     _max1d(x, out, indices, pool_size, stride, padding)
     return out, indices
 
 
 def max_pool1d_backward(grad, indices, input_shape, out=None):
     _check_backward("max_pool1d_backward", grad, indices, 3)
-    dx = _out(out, tuple(input_shape), grad.dtype, "max_pool1d_backward")
+    dx = output_array(out, tuple(input_shape), grad.dtype, "max_pool1d_backward")
     _max1d_backward(grad, indices, dx)
     return dx
 
 
 def avg_pool1d(x, pool_size, stride, padding, output_size, out=None):
     """Average-pool sequences ``(N, T, F)`` over T (padding counts as zeros)."""
-    _check("avg_pool1d: x", x, 3)
-    out = _out(out, (x.shape[0], output_size, x.shape[2]), x.dtype, "avg_pool1d")
+    check_array("avg_pool1d: x", x, 3)
+    out = output_array(out, (x.shape[0], output_size, x.shape[2]), x.dtype, "avg_pool1d")
     _avg1d(x, out, pool_size, stride, padding)
     return out
 
 
 def avg_pool1d_backward(grad, input_shape, pool_size, stride, padding, out=None):
-    _check("avg_pool1d_backward: grad", grad, 3)
-    dx = _out(out, tuple(input_shape), grad.dtype, "avg_pool1d_backward")
+    check_array("avg_pool1d_backward: grad", grad, 3)
+    dx = output_array(out, tuple(input_shape), grad.dtype, "avg_pool1d_backward")
     _avg1d_backward(grad, dx, pool_size, stride, padding)
     return dx
 
@@ -295,29 +295,29 @@ def _global_avg_cl(x, out):
 
 def global_avg_pool2d(x, out=None):
     """Mean over H and W: ``(N, C, H, W) -> (N, C)``."""
-    _check("global_avg_pool2d: x", x, 4)
-    out = _out(out, x.shape[:2], x.dtype, "global_avg_pool2d")
+    check_array("global_avg_pool2d: x", x, 4)
+    out = output_array(out, x.shape[:2], x.dtype, "global_avg_pool2d")
     _global_avg_cf(x.reshape(x.shape[0], x.shape[1], -1), out)
     return out
 
 
 def global_avg_pool2d_backward(grad, input_shape, out=None):
-    _check("global_avg_pool2d_backward: grad", grad, 2)
-    dx = _out(out, tuple(input_shape), grad.dtype, "global_avg_pool2d_backward")
+    check_array("global_avg_pool2d_backward: grad", grad, 2)
+    dx = output_array(out, tuple(input_shape), grad.dtype, "global_avg_pool2d_backward")
     np.multiply(grad[:, :, None, None], 1.0 / (input_shape[2] * input_shape[3]), out=dx)
     return dx
 
 
 def global_avg_pool1d(x, out=None):
     """Mean over T: ``(N, T, F) -> (N, F)``."""
-    _check("global_avg_pool1d: x", x, 3)
-    out = _out(out, (x.shape[0], x.shape[2]), x.dtype, "global_avg_pool1d")
+    check_array("global_avg_pool1d: x", x, 3)
+    out = output_array(out, (x.shape[0], x.shape[2]), x.dtype, "global_avg_pool1d")
     _global_avg_cl(x, out)
     return out
 
 
 def global_avg_pool1d_backward(grad, input_shape, out=None):
-    _check("global_avg_pool1d_backward: grad", grad, 2)
-    dx = _out(out, tuple(input_shape), grad.dtype, "global_avg_pool1d_backward")
+    check_array("global_avg_pool1d_backward: grad", grad, 2)
+    dx = output_array(out, tuple(input_shape), grad.dtype, "global_avg_pool1d_backward")
     np.multiply(grad[:, None, :], 1.0 / input_shape[1], out=dx)
     return dx

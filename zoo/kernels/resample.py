@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from zoo.errors import DataError
 from zoo.kernels._jit import njit
-from zoo.kernels.conv import _check, _out
+from zoo.kernels.conv import check_array, output_array
 
 
 # -- 1-D, channels last ----------------------------------------------------------------------
@@ -89,47 +89,47 @@ def _factor(name: str, factor) -> None:
 
 def upsample1d(x, factor: int, out=None):
     """``(N, T, F)`` -> ``(N, T * factor, F)``, each step repeated ``factor`` times."""
-    _check("upsample1d: x", x, 3)
+    check_array("upsample1d: x", x, 3)
     _factor("upsample1d", (factor,))
     n, t, f = x.shape
-    out = _out(out, (n, t * factor, f), x.dtype, "upsample1d")
+    out = output_array(out, (n, t * factor, f), x.dtype, "upsample1d")
     _up1d(x, out, factor)
     return out
 
 
 def upsample1d_backward(grad_out, factor: int, out=None):
     """The gradient of ``upsample1d``: ``(N, T * factor, F)`` -> ``(N, T, F)`` block sums."""
-    _check("upsample1d_backward: grad_out", grad_out, 3)
+    check_array("upsample1d_backward: grad_out", grad_out, 3)
     _factor("upsample1d_backward", (factor,))
     n, tt, f = grad_out.shape
     if tt % factor:
         raise DataError(f"upsample1d_backward: grad_out has {tt} steps, not a multiple of "
                         f"factor {factor}")
-    out = _out(out, (n, tt // factor, f), grad_out.dtype, "upsample1d_backward")
+    out = output_array(out, (n, tt // factor, f), grad_out.dtype, "upsample1d_backward")
     _up1d_backward(grad_out, out, factor)
     return out
 
 
 def upsample2d(x, factor: tuple, out=None):
     """``(N, C, H, W)`` -> ``(N, C, H * sh, W * sw)``, each pixel an ``sh x sw`` block."""
-    _check("upsample2d: x", x, 4)
+    check_array("upsample2d: x", x, 4)
     _factor("upsample2d", tuple(factor))
     sh, sw = factor
     n, c, h, w = x.shape
-    out = _out(out, (n, c, h * sh, w * sw), x.dtype, "upsample2d")
+    out = output_array(out, (n, c, h * sh, w * sw), x.dtype, "upsample2d")
     _up2d(x, out, sh, sw)
     return out
 
 
 def upsample2d_backward(grad_out, factor: tuple, out=None):
     """The gradient of ``upsample2d``: block sums, ``(N, C, H*sh, W*sw)`` -> ``(N, C, H, W)``."""
-    _check("upsample2d_backward: grad_out", grad_out, 4)
+    check_array("upsample2d_backward: grad_out", grad_out, 4)
     _factor("upsample2d_backward", tuple(factor))
     sh, sw = factor
     n, c, hh, ww = grad_out.shape
     if hh % sh or ww % sw:
         raise DataError(f"upsample2d_backward: grad_out of spatial size {(hh, ww)} is not a "
                         f"multiple of factor {(sh, sw)}")
-    out = _out(out, (n, c, hh // sh, ww // sw), grad_out.dtype, "upsample2d_backward")
+    out = output_array(out, (n, c, hh // sh, ww // sw), grad_out.dtype, "upsample2d_backward")
     _up2d_backward(grad_out, out, sh, sw)
     return out

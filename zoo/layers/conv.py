@@ -27,7 +27,7 @@ PADDING_MODES = ("valid", "same")
 DIRECT_MAX_TAPS = 25
 # Conv2D's input gradient is computed this many column entries at a time (512 KB in float32).
 CHUNK_ELEMENTS = 1 << 17
-_AXES = {1: ("length",), 2: ("height", "width")}
+AXES = {1: ("length",), 2: ("height", "width")}
 
 
 # -- argument checks and geometry (shared with pooling) --------------------------------------
@@ -92,7 +92,7 @@ class _Conv(Layer):
         pads, outs = [], []
         for ax, size in enumerate(spatial):
             padding = self.padding if isinstance(self.padding, str) else self.padding[ax]
-            pad, out = conv_geometry(cls, _AXES[self.rank][ax], size, self.kernel_size[ax],
+            pad, out = conv_geometry(cls, AXES[self.rank][ax], size, self.kernel_size[ax],
                                      self.stride[ax], self.dilation[ax], padding)
             pads.append(pad)
             outs.append(out)

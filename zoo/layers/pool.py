@@ -11,7 +11,7 @@ import numpy as np
 from zoo import kernels
 from zoo.errors import ConfigError
 from zoo.layers.base import Layer
-from zoo.layers.conv import _AXES, conv_geometry, int_tuple
+from zoo.layers.conv import AXES, conv_geometry, int_tuple
 
 
 class _Pool(Layer):
@@ -40,7 +40,7 @@ class _Pool(Layer):
                               f"received input shape {tuple(input_shape)}")
         spatial = input_shape[1:] if self.rank == 2 else input_shape[:1]
         self.out_size = tuple(
-            conv_geometry(cls, _AXES[self.rank][ax], size, self.pool_size[ax], self.stride[ax],
+            conv_geometry(cls, AXES[self.rank][ax], size, self.pool_size[ax], self.stride[ax],
                           1, self.padding[ax])[1]
             for ax, size in enumerate(spatial))
         self.input_shape = tuple(input_shape)

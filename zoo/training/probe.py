@@ -100,21 +100,36 @@ def _codes(codes, what: str) -> np.ndarray:
     return np.ascontiguousarray(codes, dtype=np.float64)
 
 
-def add_probe_accuracy(run, val: dict, test: dict) -> None:
-    """Add ``probe_accuracy`` to a run's ``val`` and ``test`` metrics where it means something.
+def probe_accuracy(model, dataset, task: str, parts, *, seed: int,
+                   splits=("val", "test")) -> dict:
+    """``{split: accuracy}`` of a linear probe on ``model``'s codes, where it means something.
 
-    That is: the run reconstructs, its dataset is labelled for classification and its model has
-    ``encode``. The probe trains on the codes of the run's training part.
+    That is: the model reconstructs (``task``), ``dataset`` is labelled for classification and
+    the model has ``encode``; otherwise ``{}``. ``parts`` is ``(x_train, y_train, x_val, y_val)``
+    as ``Dataset.split_validation`` gives them: the probe trains on the codes of the training
+    part and is scored on the ``splits`` asked for (``val``, ``test``) that have examples.
     """
-    dataset, model = run.dataset, run.model
-    if run.spec.task != "reconstruct" or dataset.task != "classify" \
-            or not callable(getattr(model, "encode", None)) or run.y_train is None:
-        return
-    sets = {"test": (model.encode(dataset.x_test), dataset.y_test)}
-    if val and len(run.x_val):
-        sets["val"] = (model.encode(run.x_val), run.y_val)
-    scores = linear_probe(model.encode(run.x_train), run.y_train, sets,
-                          num_classes=dataset.num_classes, seed=run.config.seed)
+    x_train, y_train, x_val, y_val = parts
+    if task != "reconstruct" or dataset.task != "classify" \
+            or not callable(getattr(model, "encode", None)) or y_train is None:
+        return {}
+    sets = {}
+    if "test" in splits:
+        sets["test"] = (model.encode(dataset.x_test), dataset.y_test)
+    if "val" in splits and len(x_val):
+        sets["val"] = (model.encode(x_val), y_val)
+    if not sets:
+        return {}
+    return linear_probe(model.encode(x_train), y_train, sets, num_classes=dataset.num_classes,
+                        seed=seed)
+
+
+def add_probe_accuracy(run, val: dict, test: dict) -> None:
+    """Add ``probe_accuracy`` to a ``Run``'s ``val`` and ``test`` metrics (see
+    ``probe_accuracy``); ``val`` only when it is not empty."""
+    parts = (run.x_train, run.y_train, run.x_val, run.y_val)
+    scores = probe_accuracy(run.model, run.dataset, run.spec.task, parts, seed=run.config.seed,
+                            splits=("val", "test") if val else ("test",))
     for name, metrics in (("val", val), ("test", test)):
         if name in scores:
             metrics["probe_accuracy"] = scores[name]

@@ -1,0 +1,134 @@
+"""Using a trained model: evaluate a checkpoint on a dataset split, read examples to predict on,
+turn outputs into predictions, write them. ``zoo evaluate``, ``zoo predict`` and ``zoo encode``
+are these functions plus printing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.atomic import atomic_open
+from zoo.errors import DataError, describe_array
+
+SPLITS = ("test", "val", "train")
+
+
+def evaluate_checkpoint(path, *, dataset=None, split: str = "test", host=None) -> dict:
+    """``evaluate_model`` on the model saved in checkpoint ``path``."""
+    from zoo.checkpoints.checkpoint import load_model
+
+    return evaluate_model(*load_model(path, host=host), dataset=dataset, split=split, host=host)
+
+
+def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
+                   host=None) -> dict:
+    """Loss and metrics of a saved model on one split of a dataset, as ``zoo train`` reports.
+
+    Args:
+        model, spec, loss, ck: what ``zoo.checkpoints.checkpoint.load_model`` returns.
+        dataset: a dataset name or path (default: the one the checkpoint was trained on); it
+            must fit the checkpoint's data description.
+        split: ``test``; or ``val`` / ``train``, the parts the training run split its training
+            data into (same fraction, same seed).
+        host: the plugin host to load the dataset from (default: the process-wide one).
+
+    Returns the report ``zoo evaluate --json`` prints: checkpoint, arch, dataset, split,
+    examples, task, metrics (with the linear probe's ``probe_accuracy`` for an autoencoder on
+    labelled data), epoch, step, stop_reason.
+    """
+    from zoo import checks
+    from zoo.checkpoints.checkpoint import check_data_fits
+    from zoo.data.load import load_dataset
+    from zoo.training.loop import evaluate
+    from zoo.training.probe import probe_accuracy
+
+    checks.one_of(None, "split", split, SPLITS)
+    data = load_dataset(dataset if dataset is not None else ck.config["dataset"], host=host)
+    if spec.task != "reconstruct" and data.task != spec.task:
+        raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
+                        f"{spec.task!r}; received {data.task!r}")
+    check_data_fits(ck, data.spec.with_task(spec.task), data, "dataset")
+    # The same parts as the training run: its validation split of the training data.
+    parts = data.split_validation(ck.config["validation_split"], seed=0)
+    x_train, y_train, x_val, y_val = parts
+    if split == "test":
+        x, y = data.x_test, data.y_test
+    else:
+        x, y = (x_val, y_val) if split == "val" else (x_train, y_train)
+        if len(x) == 0:
+            raise DataError(f"the run of {ck.path} had no validation split; expected "
+                            f"--split test or train")
+    metrics = evaluate(model, loss, x.astype(model.dtype, copy=False), y, spec.task)
+    if split != "train":
+        # As 'zoo train' reports it: a linear probe of the codes, trained on the train part.
+        scores = probe_accuracy(model, data, spec.task, parts, seed=ck.config["seed"],
+                                splits=(split,))
+        if split in scores:
+            metrics["probe_accuracy"] = scores[split]
+    return {"checkpoint": ck.path, "arch": ck.arch, "dataset": data.name, "split": split,
+            "examples": len(x), "task": spec.task, "metrics": metrics,
+            "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
+
+
+def read_inputs(path, input_shape):
+    """Examples from a .npy file, checked against ``input_shape`` (batch axis optional)."""
+    expected = tuple(input_shape)
+    shape_text = ", ".join(map(str, expected))
+    try:
+        with open(path, "rb") as f:
+            x = np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"input {path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"input {path}: is a folder; expected a .npy file") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(f"input {path}: holds Python objects, which would need pickle to "
+                            f"load; expected a numeric .npy array of shape (N, {shape_text})") \
+                from None
+        raise DataError(f"input {path}: not a .npy array ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"input {path}: cannot read it as a .npy array ({exc})") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise DataError(f"input {path}: is an .npz archive; expected a .npy file holding one "
+                        f"array of shape (N, {shape_text})")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"input {path}: expected numbers; received {describe_array(x)}")
+    if x.shape == expected:
+        x = x[None]
+    if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
+        raise DataError(f"input {path}: expected shape (N, {shape_text}) or ({shape_text}"
+                        f"{',' if len(expected) == 1 else ''}) for this model; received "
+                        f"{describe_array(x)}")
+    if len(x) == 0:
+        raise DataError(f"input {path}: is empty; expected at least one example of shape "
+                        f"{expected}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise DataError(f"input {path}: contains {bad} NaN or Inf values; expected finite "
+                        f"numbers")
+    return x
+
+
+def prediction_arrays(outputs, spec, loss) -> dict:
+    """Classifiers: ``probabilities`` and ``labels``; otherwise ``values`` (reconstructions in
+    the input's shape)."""
+    if spec.task == "classify":
+        probabilities = np.asarray(loss.activate(outputs))
+        return {"probabilities": probabilities,
+                "labels": np.argmax(probabilities, axis=1).astype(np.int64)}
+    values = np.asarray(loss.activate(outputs))
+    if spec.task == "reconstruct" and values.shape[1:] != tuple(spec.input_shape):
+        values = values.reshape(len(values), *spec.input_shape)
+    return {"values": values}
+
+
+def write_arrays(out, arrays: dict) -> None:
+    """Write ``out``: a ``.npy`` file holds the main array (``probabilities``, else ``values``),
+    a ``.npz`` file every array by name. Atomically: the file appears complete or not at all."""
+    with atomic_open(out) as f:
+        if str(out).lower().endswith(".npz"):
+            np.savez(f, **arrays)
+        else:
+            np.save(f, arrays.get("probabilities", arrays.get("values")), allow_pickle=False)
