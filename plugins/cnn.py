@@ -5,7 +5,8 @@ It adapts to the data: ``Conv1D`` over time on sequences ``(T, F)`` and on vecto
 ``depth`` convolutions (``same`` padding, optional batch norm, activation) and a 2x pooling
 while the signal is at least 2 long; the head flattens (or global-average-pools) into dense
 layers and a ``Dense(output_size)`` of logits. ``preset=lenet5`` builds LeNet-5 (LeCun et al.,
-"Gradient-Based Learning Applied to Document Recognition", 1998), DESIGN.md's ``cnn`` workload.
+"Gradient-Based Learning Applied to Document Recognition", 1998), the benchmarks' ``cnn``
+workload (docs/benchmarks.md).
 
 Registered through the entry point ``cnn = zoo_plugins.cnn`` exactly as a third-party plugin.
 Layer imports stay inside the builder so listing plugins never imports numerics.
@@ -122,7 +123,7 @@ def _lenet5(spec, conv, pool, sizes):
 
 OPTIONS = (
     Option("preset", str, "none", "a fixed classic network instead of the options below: "
-           "lenet5 (LeNet-5, DESIGN.md's cnn workload)", PRESETS),
+           "lenet5 (LeNet-5, the benchmarks' cnn workload)", PRESETS),
     Option("channels", "ints", (32, 64), "output channels of the convolutions of each block, "
            "e.g. 32,64 (each block ends with a 2x pooling)", minimum=1, min_items=1, log=True),
     Option("kernel_size", int, 0, "convolution window (0 = 5 on sequences and vectors, "

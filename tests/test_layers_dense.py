@@ -307,7 +307,7 @@ def test_same_seed_same_initial_weights_in_both_dtypes():
     np.testing.assert_allclose(a.weight.value, b.weight.value, rtol=1e-7)
 
 
-# -- the seed note's worked example (DESIGN.md section 6) -------------------------------------
+# -- the seed note's worked example (docs/architecture.md) --------------------------------------
 @pytest.mark.parametrize("fused", [False, True])
 def test_seed_worked_example(fused):
     if fused:

@@ -1,4 +1,4 @@
-"""The seed note's worked example holds DESIGN.md section 6's exact figures."""
+"""The seed note's worked example holds the exact figures of docs/architecture.md."""
 
 import json
 

@@ -1,7 +1,7 @@
 """The seed note's worked example, replayed with zoo's real layers, loss and optimizer.
 
 A 3-2-1 sigmoid network, x = (2, 3, -1), y = 1, loss C = (a - y)^2, learning rate 0.1
-(DESIGN.md section 6). ``worked_example()`` returns every intermediate figure; the CLI
+(docs/architecture.md, "The seed note's worked example"). ``worked_example()`` returns every intermediate figure; the CLI
 (``zoo trace``) prints them step by step, with the places where the note's own figures differ.
 """
 
