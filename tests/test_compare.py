@@ -271,6 +271,7 @@ def test_in_process_reports_the_failing_job_in_its_row(in_process):
     assert [s["arch"] for s in in_process["summary"]] == ["mlp", "boom"]
 
 
+@pytest.mark.slow
 def test_local_pool_gives_the_same_rows_despite_a_killed_worker(in_process, tmp_path,
                                                                 monkeypatch):
     marker = tmp_path / "killed"
@@ -282,6 +283,7 @@ def test_local_pool_gives_the_same_rows_despite_a_killed_worker(in_process, tmp_
     check_against_reference(result, in_process, marker)
 
 
+@pytest.mark.slow
 def test_a_job_that_always_kills_its_worker_fails_in_its_row(test_plugins, monkeypatch):
     monkeypatch.setenv("ZOO_TEST_KILL_MARKER", "always")
     monkeypatch.setattr(zc, "POOL_MAX_DEATHS", 1)  # one death when alone is proof enough
@@ -292,6 +294,7 @@ def test_a_job_that_always_kills_its_worker_fails_in_its_row(test_plugins, monke
     assert killer["error"].startswith("the worker process died while running this job 2 times")
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_rows_despite_a_killed_worker(in_process, tmp_path,
                                                                         monkeypatch):
     pytest.importorskip("distributed")
@@ -304,6 +307,7 @@ def test_dask_local_cluster_gives_the_same_rows_despite_a_killed_worker(in_proce
     check_against_reference(result, in_process, marker)
 
 
+@pytest.mark.slow
 def test_dask_reports_a_job_it_gives_up_on(test_plugins, monkeypatch):
     dask = pytest.importorskip("dask")
     monkeypatch.setenv("ZOO_TEST_KILL_MARKER", "always")

@@ -163,6 +163,7 @@ def _softmax_regression_accuracy(x_train, y_train, x_test, y_test, steps=300, lr
     return float(np.mean((x_test @ w).argmax(axis=1) == y_test))
 
 
+@pytest.mark.slow
 def test_mnist1d_logistic_regression_baseline_is_near_the_published_32_percent():
     d = mnist1d.load(42)
     accuracy = _softmax_regression_accuracy(d.x_train, d.y_train, d.x_test, d.y_test)

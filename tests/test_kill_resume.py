@@ -112,6 +112,7 @@ def _kill(proc):
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_killed_at_a_random_step_then_resumed(straight, tmp_path):
     target = random.Random().randrange(5, TOTAL_STEPS - 100)
     proc = _zoo(*TRAIN, "--save", "run.ckpt", "--checkpoint-every", "1steps", cwd=tmp_path,
@@ -155,6 +156,7 @@ def test_killed_while_writing_a_checkpoint_then_resumed(straight, tmp_path):
     _same_weights(straight, tmp_path / "run.ckpt")
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_final_checkpoint_then_resumed(straight, tmp_path):
     target = random.Random().randrange(5, TOTAL_STEPS - 100)
     proc = _zoo(*TRAIN, "--save", "run.ckpt", "--checkpoint-every", "1steps", "--json",

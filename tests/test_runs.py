@@ -204,6 +204,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path, timeout):
     assert store.get(runs[0]["id"])["history"][-1]["tag"] == runs[0]["arch"]
 
 
+@pytest.mark.slow
 def test_two_zoo_train_processes_at_once_are_both_recorded(tmp_path):
     path = tmp_path / "runs.db"
     env = subprocess_env(ZOO_STORE=str(path))

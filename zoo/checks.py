@@ -54,7 +54,7 @@ def describe_range(kind: str, minimum=None, maximum=None, *, exclusive_maximum: 
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _in_range(value, minimum, maximum, exclusive_maximum) -> bool:
+def _in_range(value: float, minimum, maximum, exclusive_maximum: bool) -> bool:
     if minimum is not None and value < minimum:
         return False
     if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
@@ -65,7 +65,7 @@ def _in_range(value, minimum, maximum, exclusive_maximum) -> bool:
 def integer(owner: str | None, name: str, value, *, minimum=None, maximum=None) -> int:
     """An integer (numpy's too; not a bool, not a float) within the bounds, inclusive."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not _in_range(value, minimum, maximum, False):
+            or not _in_range(int(value), minimum, maximum, False):
         raise fail(owner, name, value, describe_range("integer", minimum, maximum))
     return int(value)
 
@@ -91,8 +91,8 @@ def integers(owner: str | None, name: str, value, *, minimum=None, maximum=None,
     items = tuple(value) if isinstance(value, (tuple, list)) else None
     ok = items is not None and len(items) >= min_items and all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool)
-        and _in_range(v, minimum, maximum, False) for v in items)
-    if not ok:
+        and _in_range(int(v), minimum, maximum, False) for v in items)
+    if items is None or not ok:
         expected = describe_range("integer", minimum, maximum, plural=True)
         expected = f"one or more {expected}" if min_items else f"{expected} (or empty)"
         raise fail(owner, name, value, expected)
@@ -104,7 +104,7 @@ def int_tuple(owner: str | None, name: str, value, rank: int, minimum: int = 1) 
     (a layer's ``kernel_size=3`` or ``kernel_size=(3, 5)``)."""
     items = value if isinstance(value, (tuple, list)) else (value,) * rank
     ok = len(items) == rank and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= minimum
         for v in items)
     if not ok:
         expected = describe_range("integer", minimum)
@@ -116,20 +116,16 @@ def int_tuple(owner: str | None, name: str, value, rank: int, minimum: int = 1) 
 
 def number(owner: str | None, name: str, value, *, minimum=None, maximum=None,
            exclusive_minimum: bool = False, exclusive_maximum: bool = False,
-           allow_none: bool = False, expected: str | None = None) -> float | None:
-    """A finite real number (not a bool) within the bounds; ``None`` too if ``allow_none``."""
-    if value is None and allow_none:
-        return None
+           expected: str | None = None) -> float:
+    """A finite real number (not a bool) within the bounds."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and math.isfinite(value) and _in_range(value, minimum, maximum, exclusive_maximum) \
+        and math.isfinite(value) and _in_range(float(value), minimum, maximum, exclusive_maximum) \
         and not (exclusive_minimum and value == minimum)
     if not ok:
         if expected is None:
             expected = describe_range("number", minimum, maximum,
                                       exclusive_minimum=exclusive_minimum,
                                       exclusive_maximum=exclusive_maximum)
-            if allow_none:
-                expected += " or None"
         raise fail(owner, name, value, expected)
     return float(value)
 

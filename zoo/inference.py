@@ -131,4 +131,5 @@ def write_arrays(out, arrays: dict) -> None:
         if str(out).lower().endswith(".npz"):
             np.savez(f, **arrays)
         else:
-            np.save(f, arrays.get("probabilities", arrays.get("values")), allow_pickle=False)
+            main = arrays["probabilities"] if "probabilities" in arrays else arrays["values"]
+            np.save(f, main, allow_pickle=False)

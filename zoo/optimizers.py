@@ -63,7 +63,7 @@ class Optimizer:
                     self._prepare(params, grads)
                     break
         self.iterations += 1
-        for p, g, slots in zip(params, grads, self._slots):
+        for p, g, slots in zip(params, grads, self._slots or ()):
             self._update(p, g, *slots)
 
     def _check_pair(self, p, g, i="") -> None:
@@ -134,7 +134,7 @@ class Optimizer:
                 raise CheckpointError(f"{cls}: saved slot {key} must be a float array; "
                                       f"received {describe_array(value)}")
         try:
-            self.__init__(**state["config"])
+            self.__init__(**state["config"])  # type: ignore[misc]  # re-run with saved config
         except (TypeError, ConfigError) as exc:
             raise CheckpointError(f"{cls}: saved config does not fit: {exc}") from None
         self.iterations = int(step)
@@ -142,7 +142,7 @@ class Optimizer:
 
     def _place_loaded(self, params) -> list:
         cls = type(self).__name__
-        loaded, self._loaded = self._loaded, None
+        loaded, self._loaded = self._loaded or {}, None
         expected = {f"{slot}.{i}" for i in range(len(params)) for slot in self.slot_names()}
         if loaded and set(loaded) != expected:
             raise CheckpointError(f"{cls}: saved slots {sorted(loaded)} do not fit "

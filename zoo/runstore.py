@@ -274,7 +274,8 @@ class RunStore:
     def list(self, limit: int | None = 20, *, group: str | None = None,
              arch: str | None = None) -> list[dict]:
         """The most recent runs first: one summary dict per run (no config, no history)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if group:
             where.append("grp = ?")
             args.append(group)

@@ -85,7 +85,7 @@ def __dir__():
 try:
     import pytest
 except ImportError:  # zoo.testing works without pytest; only the fixtures need it
-    pytest = None
+    pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
 

@@ -1,8 +1,9 @@
 """The seed note's worked example, replayed with zoo's real layers, loss and optimizer.
 
-A 3-2-1 sigmoid network, x = (2, 3, -1), y = 1, loss C = (a - y)^2, learning rate 0.1
-(docs/architecture.md, "The seed note's worked example"). ``worked_example()`` returns every intermediate figure; the CLI
-(``zoo trace``) prints them step by step, with the places where the note's own figures differ.
+A 3-2-1 sigmoid network, x = (2, 3, -1), y = 1, loss C = (a - y)^2, learning rate 0.1 (the
+figures are in docs/architecture.md, "The seed note's worked example"). ``worked_example()``
+returns every intermediate figure; the CLI (``zoo trace``) prints them step by step, with the
+places where the note's own figures differ.
 """
 
 from __future__ import annotations

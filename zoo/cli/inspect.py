@@ -18,7 +18,7 @@ def _summary(obj) -> str:
 
 
 def _entry(kind: str, name: str, obj, owner: str) -> dict:
-    entry = {"name": name, "summary": _summary(obj), "plugin": owner}
+    entry: dict[str, object] = {"name": name, "summary": _summary(obj), "plugin": owner}
     if kind == "architectures":
         entry["tasks"] = list(obj.tasks)
     if kind == "datasets":

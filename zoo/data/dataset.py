@@ -48,13 +48,16 @@ class Dataset:
     def num_classes(self) -> int | None:
         if self.task != "classify":
             return len(self.classes) if self.classes else None
-        return len(self.classes) if self.classes else int(self.y_train.max()) + 1
+        if self.classes:
+            return len(self.classes)
+        assert self.y_train is not None  # __post_init__ made labels of classify data
+        return int(self.y_train.max()) + 1
 
     @property
     def spec(self) -> DataSpec:
         if self.task == "classify":
-            out = self.num_classes
-        elif self.task == "regress":
+            out = int(self.num_classes or 0)
+        elif self.task == "regress" and self.y_train is not None:
             out = self.y_train.shape[1]
         else:
             out = int(np.prod(self.x_train.shape[1:]))
@@ -89,8 +92,8 @@ class Dataset:
                 if y.min() < 0 or y.max() >= k:
                     raise DataError(f"dataset {self.name}: y_{split} labels must be in "
                                     f"[0, {k}); received values from {y.min()} to {y.max()}")
-        elif self.task == "regress" and not (np.isfinite(self.y_train).all()
-                                             and np.isfinite(self.y_test).all()):
+        elif self.task == "regress" and self.y_train is not None and self.y_test is not None \
+                and not (np.isfinite(self.y_train).all() and np.isfinite(self.y_test).all()):
             raise DataError(f"dataset {self.name}: targets contain NaN or Inf")
 
     def split_validation(self, fraction: float, seed: int):

@@ -6,6 +6,7 @@ import inspect
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def export_dataset(dataset: Dataset, path) -> Path:
         path = path.with_name(path.name + ".npz")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot export to {path}: folder {path.parent} does not exist")
-    arrays = {"x_train": dataset.x_train, "x_test": dataset.x_test,
+    arrays: dict[str, Any] = {"x_train": dataset.x_train, "x_test": dataset.x_test,
               "kind": np.array(dataset.kind)}
     if dataset.y_train is not None:
         arrays["y_train"], arrays["y_test"] = dataset.y_train, dataset.y_test

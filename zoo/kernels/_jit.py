@@ -44,7 +44,7 @@ os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR  # numba reads it when first imported
 import numba  # noqa: E402
 from numba.core import event as _event  # noqa: E402
 
-numba.config.CACHE_DIR = CACHE_DIR  # in case numba was imported before zoo
+numba.config.CACHE_DIR = CACHE_DIR  # type: ignore[attr-defined]  # numba read it already
 
 # Fast-math without 'nnan'/'ninf': a NaN must still reach the loss so the non_finite
 # criterion can stop the run.
@@ -96,7 +96,7 @@ def _timed_cache_load(load):
 try:
     from numba.core.caching import Cache as _Cache
 
-    _Cache.load_overload = _timed_cache_load(_Cache.load_overload)
+    _Cache.load_overload = _timed_cache_load(_Cache.load_overload)  # type: ignore[method-assign]
 except (ImportError, AttributeError):  # a numba without this internal: cache loads go uncounted
     pass
 

@@ -225,6 +225,7 @@ def forward(name: str, x: np.ndarray, out: np.ndarray | None = None,
     if check:
         check_float(name, "x", x)
         out = output(name, out, x)
+    assert out is not None, "check=False needs out"
     KERNELS[name][0](x, out, negative_slope)
     return out
 
@@ -238,6 +239,7 @@ def backward(name: str, grad_out: np.ndarray, cached: np.ndarray,
         check_float(fn, "grad_out", grad_out)
         check_float(fn, "y" if BACKWARD_FROM[name] == "output" else "x", cached, grad_out)
         out = output(fn, out, grad_out)
+    assert out is not None, "check=False needs out"
     KERNELS[name][1](grad_out, cached, out, negative_slope)
     return out
 

@@ -207,6 +207,7 @@ def bias_grad(grad_out: np.ndarray, out: np.ndarray | None = None,
         if out is None:
             out = np.empty(grad_out.shape[-1], grad_out.dtype)
         _check_vector("bias_grad", "out", out, grad_out)
+    assert out is not None, "check=False needs out"
     _bias_grad(grad_out, out)
     return out
 
@@ -232,6 +233,7 @@ def act_backward(grad_out: np.ndarray, cached: np.ndarray, activation: str,
         if bias_grad is None:
             bias_grad = np.empty(grad_out.shape[-1], grad_out.dtype)  # scratch, discarded
         _check_vector("act_backward", "bias_grad", bias_grad, grad_out)
+    assert out is not None, "check=False needs out"
     _BACKWARD[activation](grad_out, cached, out, bias_grad,
                           0.0 if activation == "relu" else negative_slope)
     return out

@@ -284,7 +284,7 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
 
 
 # -- threads and BLAS ------------------------------------------------------------------------
-_POOL = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
+_POOL: dict = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
 # Running estimate of (parallel time) / (the calling thread's own block time); serial would
 # be about the number of blocks. Above BALANCE_LIMIT x blocks, blocks run in turn, with a
 # parallel probe after PROBE_MIN calls, then twice as many after each probe that fails
@@ -302,7 +302,8 @@ def _blocks(rows: int, work: int) -> int:
     """
     if work < MIN_WORK:
         return 1
-    return max(1, min(int(numba.config.NUMBA_NUM_THREADS), rows // MIN_ROWS_PER_BLOCK))
+    threads = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    return max(1, min(threads, rows // MIN_ROWS_PER_BLOCK))
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -38,6 +38,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -513,6 +515,8 @@ def tiny_dataset(spec: DataSpec, *, examples: int = 24, seed: int = 0):
     rng = np.random.default_rng([seed, 11])
     x_train = rng.standard_normal((examples, *spec.input_shape))
     x_test = rng.standard_normal((examples // 2, *spec.input_shape))
+    y_train: np.ndarray
+    y_test: np.ndarray
     if spec.task == "classify":
         y_train = np.arange(examples) % spec.output_size
         y_test = np.arange(examples // 2) % spec.output_size
@@ -610,7 +614,7 @@ def check_training(arch, spec: DataSpec, options=None, *, seed: int = 0, epochs:
     return results[0].to_dict()
 
 
-CHECKS = {
+CHECKS: dict[str, Callable[..., Any]] = {
     "shapes": check_output_shapes,
     "gradients": check_gradients,
     "determinism": check_determinism,

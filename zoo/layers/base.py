@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +62,10 @@ class Layer:
         self.name = name
         self.dtype = np.float32
         self.built = False
-        self.input_shape: tuple | None = None
-        self.output_shape: tuple | None = None
+        # Tuples once built, None before: typed Any so code that runs after build reads them
+        # without a None check at every use.
+        self.input_shape: Any = None
+        self.output_shape: Any = None
         self._params: dict[str, Parameter] = {}
         self._buffers: dict[str, np.ndarray] = {}
 

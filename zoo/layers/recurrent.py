@@ -65,7 +65,7 @@ class _Recurrent(Layer):
         self.initial_state = None
         self.initial_state_grad = None
         self.needs_input_grad = True
-        self._key = None
+        self._key: tuple | None = None
 
     def build(self, input_shape, rng):
         kind = type(self).__name__
@@ -137,6 +137,7 @@ class _Recurrent(Layer):
             if state is None:
                 buf[name][0] = 0
                 continue
+            assert arrays is not None  # a state was given
             s = arrays[i]
             if not isinstance(s, np.ndarray) or s.shape != (n, self.units):
                 raise DataError(f"{kind}: initial_state must have shape ({n}, {self.units}); "

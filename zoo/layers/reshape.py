@@ -45,7 +45,7 @@ class Reshape(Layer):
         ok = shape is not None and len(shape) > 0 and all(
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and (d > 0 or d == -1)
             for d in shape) and shape.count(-1) <= 1
-        if not ok:
+        if shape is None or not ok:
             raise ConfigError("Reshape: target_shape must be a non-empty tuple of positive "
                               "integers, at most one of them -1; received "
                               f"target_shape={target_shape!r}")

@@ -16,6 +16,7 @@ from zoo.layers.base import Layer
 class _Adapter(Layer):
     RANK = 0
     WHAT = ""
+    _n = 0  # the batch size of the last forward pass
 
     def build(self, input_shape, rng):
         if len(input_shape) != self.RANK:

@@ -197,7 +197,7 @@ class PluginHost:
             # first plugin to register a name keeps it.
             for impl in caller.get_hookimpls():
                 record = self.records[impl.plugin_name]
-                staged = []
+                staged: list[tuple] = []
 
                 def register(item, factory=None, aliases=(), _staged=staged):
                     _staged.append((item, factory, tuple(aliases)))

@@ -38,6 +38,7 @@ def linear_probe(train_codes, train_labels, eval_sets: dict, *, num_classes: int
     Returns:
         ``{name: accuracy}`` for each non-empty eval set.
     """
+    from zoo.layers.base import Layer
     from zoo.layers.dense import Dense
     from zoo.losses import SoftmaxCrossEntropy
     from zoo.optimizers import AdamW
@@ -61,8 +62,9 @@ def linear_probe(train_codes, train_labels, eval_sets: dict, *, num_classes: int
 
     rng = np.random.default_rng([seed, 0x9B0BE])
     classifier = Dense(num_classes)
-    classifier.build((x.shape[1],), rng, dtype=np.float64)
     classifier.needs_input_grad = False
+    layer: Layer = classifier  # Layer.build takes dtype for every layer (see Layer)
+    layer.build((x.shape[1],), rng, dtype=np.float64)
     values, grads = flatten_parameters(classifier)
     loss = SoftmaxCrossEntropy()
     optimizer = AdamW(lr=lr, weight_decay=weight_decay)

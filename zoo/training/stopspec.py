@@ -159,7 +159,7 @@ class _Parser:
 
     def arguments(self, name: str) -> list:
         self.take()  # "("
-        args = []
+        args: list = []
         while True:
             token = self.peek()
             if token is None:
