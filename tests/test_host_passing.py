@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from zoo.checkpoints.checkpoint import load_model, resume_run, save_run
+from zoo.checkpoints.checkpoint import load_model, save_run
+from zoo.checkpoints.resume import resume_run
 from zoo.data.dataset import Dataset, DatasetInfo
 from zoo.errors import ConfigError
 from zoo.inference import evaluate_checkpoint

@@ -37,6 +37,8 @@ import numpy as np
 import zoo
 from zoo.checkpoints.format import read_checkpoint, write_checkpoint
 from zoo.errors import CheckpointError, ConfigError, DataError
+from zoo.jsonable import jsonable
+from zoo.plugins.host import resolve_host
 
 __all__ = [
     "Checkpoint",
@@ -312,39 +314,32 @@ def run_state(run, *, live_state=None, checkpointing=None) -> tuple[dict, dict]:
         source = config["dataset"] = os.path.abspath(source)
     metadata = {
         "zoo_version": zoo.__version__,
-        "architecture": {"name": arch.name, "options": _jsonable(run.options),
+        "architecture": {"name": arch.name, "options": metadata_json(run.options),
                          "plugin": arch.plugin or "", "plugin_version":
                          record.version if record is not None else None},
         "data": {"spec": run.spec.to_dict(), "dataset": run.dataset.name, "source": source,
-                 "classes": _jsonable(run.dataset.classes),
+                 "classes": metadata_json(run.dataset.classes),
                  "train_examples": len(run.x_train)},
-        "config": _jsonable(config),
+        "config": metadata_json(config),
         "training": {"batch_size": int(run.batch_size), "optimizer": run.optimizer_name,
                      "lr": float(run.lr),
                      "clip_norm": None if run.clip_norm is None else float(run.clip_norm),
                      "loss": arch.default_loss(run.spec, run.options)},
-        "trainer": _jsonable({k: v for k, v in tstate.items() if k != "permutation"}),
-        "generators": {name: _jsonable(rng.bit_generator.state)
+        "trainer": metadata_json({k: v for k, v in tstate.items() if k != "permutation"}),
+        "generators": {name: metadata_json(rng.bit_generator.state)
                        for name, rng in named_generators(model).items()},
-        "optimizer": _jsonable({k: v for k, v in opt_state.items() if k != "slots"}),
-        "stopping": _jsonable(run.engine.state_dict()),
+        "optimizer": metadata_json({k: v for k, v in opt_state.items() if k != "slots"}),
+        "stopping": metadata_json(run.engine.state_dict()),
         "stop_reason": trainer.stop_reason,
         "checkpointing": checkpointing or {"every": None, "best": None},
     }
     return tensors, metadata
 
 
-def _jsonable(value):
-    """Tuples to lists and numpy scalars to Python numbers, so the metadata is plain JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+def metadata_json(value):
+    """Plain JSON for the metadata; NaN and Infinity are kept (a criterion's best starts at inf
+    and Python's json reads them back)."""
+    return jsonable(value, keep_nonfinite=True)
 
 
 def named_generators(model) -> dict:
@@ -427,13 +422,10 @@ def load_model(path, *, host=None):
     weights, the ``DataSpec`` it was trained for, the loss it was trained with, and the
     ``Checkpoint``. The architecture is resolved through the installed plugins by name.
     """
-    from zoo.run import DTYPES, _build
+    from zoo.run import DTYPES
 
     ck = load_checkpoint(path)
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     try:
         architecture = host.architectures.get(ck.arch)
     except ConfigError as exc:
@@ -449,7 +441,7 @@ def load_model(path, *, host=None):
         raise CheckpointError(f"{ck.where}: dtype must be one of {', '.join(DTYPES)}; "
                               f"received {dtype_name!r}")
     model = architecture.build(ck.spec, dict(options))
-    _build(model, ck.spec.input_shape, np.random.default_rng(0), DTYPES[dtype_name])
+    model.build(ck.spec.input_shape, np.random.default_rng(0), dtype=DTYPES[dtype_name])
     load_model_state(model, ck.model_state, ck.where)
     loss_name = ck.metadata["training"]["loss"]
     try:

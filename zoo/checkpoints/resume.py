@@ -33,6 +33,7 @@ from zoo.checkpoints.checkpoint import (
     named_generators,
 )
 from zoo.errors import CheckpointError, ConfigError
+from zoo.plugins.host import resolve_host
 
 __all__ = ["FIXED_ON_RESUME", "load_run_state", "resume_run", "resumed_stop"]
 
@@ -64,10 +65,7 @@ def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, 
     from zoo.run import Run, RunConfig
 
     ck = load_checkpoint(path)
-    if host is None:
-        from zoo.plugins import get_host
-
-        host = get_host()
+    host = resolve_host(host)
     _check_resumable(ck)
     stored = _stored_config(ck, RunConfig)
     overrides = dict(overrides or {})
