@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +161,9 @@ class Run:
         self.train_time = 0.0
         self.compile_time = 0.0
         self.checkpoint_path: str | None = None
+        # Set by zoo.checkpoints: the Checkpointer writing this run, the checkpoint it resumed.
+        self.checkpointer: Any = None
+        self.resumed_from: Any = None
 
     def _parse_stops(self) -> list:
         from zoo.training.stopspec import parse_stop

@@ -388,7 +388,7 @@ def check_data_fits(ck: Checkpoint, spec, dataset, what: str) -> None:
     """The data must have the shape, kind, task and classes the model was built for."""
     saved = ck.spec
     diffs = []
-    compared = ("input_shape", "kind", "task", "output_size")
+    compared: tuple[str, ...] = ("input_shape", "kind", "task", "output_size")
     if saved.task == "classify":
         compared += ("num_classes",)
     for field in compared:

@@ -201,7 +201,7 @@ def _content_digest(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, st
     digest.update(json.dumps(index, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
     digest.update(b"\n")
     for name in names:
-        digest.update(tensors[name].reshape(-1).view(np.uint8))
+        digest.update(tensors[name].reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 

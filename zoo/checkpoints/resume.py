@@ -178,7 +178,7 @@ def _refuse_changes(ck: Checkpoint, stored: dict, overrides: dict, host) -> None
                 pass
         elif name == "optimizer":
             saved = training["optimizer"]
-        elif name == "dataset" and _same_dataset(given, saved, ck):
+        elif name == "dataset" and _same_dataset(given, str(saved), ck):
             continue
         if given != saved:
             differ.append(f"{name}: checkpoint {saved!r}, given {given!r}")

@@ -160,7 +160,8 @@ class _Monitor:
 
     def __init__(self, owner: str, requested: str):
         self.owner, self.requested = owner, requested
-        self.name = self.note = None
+        self.name: str | None = None
+        self.note: str | None = None
 
     def reset(self) -> None:
         self.name = self.note = None
@@ -284,15 +285,17 @@ class Criterion:
         """Take back what ``arrays()`` returned."""
 
     def get_config(self) -> dict:
-        return {p.name: getattr(self, p.name) for p in _parameters(type(self))}
+        params = _parameters(type(self))  # type: ignore[arg-type]  # mypy: classes as cache keys
+        return {p.name: getattr(self, p.name) for p in params}
 
     def __repr__(self) -> str:
         # The --stop syntax, so a repr can be pasted back on the command line.
         from zoo.training.stopspec import format_value
 
         config = self.get_config()
+        params = _parameters(type(self))  # type: ignore[arg-type]  # mypy: classes as cache keys
         shown = [f"{p.name}={format_value(config[p.name])}"
-                 for i, p in enumerate(_parameters(type(self)))
+                 for i, p in enumerate(params)
                  if i == 0 or p.default is p.empty or config[p.name] != p.default]
         return f"{self.name}({', '.join(shown)})"
 
