@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.checks import describe_range
+from zoo.checks import describe_range, in_range
 from zoo.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -88,11 +88,11 @@ class Option:
         if self.choices is not None and parsed not in self.choices:
             self._refuse(parsed, "one of " + ", ".join(map(str, self.choices)))
         if self.type == "ints":
-            if len(parsed) < self.min_items or not all(self._in_range(v) for v in parsed):
+            if len(parsed) < self.min_items or not all(self._fits(v) for v in parsed):
                 self._refuse(parsed, self.expected())
         elif self.type in (int, float):
             finite = self.type is int or math.isfinite(parsed)
-            if not finite or not self._in_range(parsed):
+            if not finite or not self._fits(parsed):
                 self._refuse(parsed, self.expected())
         return parsed
 
@@ -107,12 +107,8 @@ class Option:
                                   self.maximum, exclusive_maximum=self.exclusive_maximum)
         return "one of " + ", ".join(map(str, self.choices)) if self.choices else self.type_name()
 
-    def _in_range(self, v) -> bool:
-        if self.minimum is not None and v < self.minimum:
-            return False
-        if self.maximum is not None:
-            return v < self.maximum if self.exclusive_maximum else v <= self.maximum
-        return True
+    def _fits(self, v) -> bool:
+        return in_range(v, self.minimum, self.maximum, self.exclusive_maximum)
 
     def _refuse(self, parsed, expected: str):
         shown = ",".join(map(str, parsed)) if isinstance(parsed, tuple) else parsed

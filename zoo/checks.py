@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 from zoo.errors import ConfigError
 
-__all__ = ["boolean", "describe_range", "fail", "fraction", "int_tuple", "integer", "integers",
+__all__ = ["boolean", "describe_range", "fail", "fraction", "in_range", "int_tuple", "integer",
            "number", "one_of", "positive_int", "positive_number"]
 
 
@@ -54,7 +55,8 @@ def describe_range(kind: str, minimum=None, maximum=None, *, exclusive_maximum: 
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _in_range(value: float, minimum, maximum, exclusive_maximum: bool) -> bool:
+def in_range(value: float, minimum=None, maximum=None, exclusive_maximum: bool = False) -> bool:
+    """``minimum <= value <= maximum`` (``< maximum`` if exclusive); ``None`` is no bound."""
     if minimum is not None and value < minimum:
         return False
     if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
@@ -65,7 +67,7 @@ def _in_range(value: float, minimum, maximum, exclusive_maximum: bool) -> bool:
 def integer(owner: str | None, name: str, value, *, minimum=None, maximum=None) -> int:
     """An integer (numpy's too; not a bool, not a float) within the bounds, inclusive."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not _in_range(int(value), minimum, maximum, False):
+            or not in_range(int(value), minimum, maximum, False):
         raise fail(owner, name, value, describe_range("integer", minimum, maximum))
     return int(value)
 
@@ -85,20 +87,6 @@ def positive_number(owner: str | None, name: str, value) -> float:
     return number(owner, name, value, minimum=0, exclusive_minimum=True)
 
 
-def integers(owner: str | None, name: str, value, *, minimum=None, maximum=None,
-             min_items: int = 0) -> tuple:
-    """A sequence of integers, each within the bounds, at least ``min_items`` of them."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else None
-    ok = items is not None and len(items) >= min_items and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool)
-        and _in_range(int(v), minimum, maximum, False) for v in items)
-    if items is None or not ok:
-        expected = describe_range("integer", minimum, maximum, plural=True)
-        expected = f"one or more {expected}" if min_items else f"{expected} (or empty)"
-        raise fail(owner, name, value, expected)
-    return tuple(int(v) for v in items)
-
-
 def int_tuple(owner: str | None, name: str, value, rank: int, minimum: int = 1) -> tuple:
     """An int, or a sequence of ``rank`` ints, each >= ``minimum``, as a ``rank``-tuple
     (a layer's ``kernel_size=3`` or ``kernel_size=(3, 5)``)."""
@@ -115,24 +103,24 @@ def int_tuple(owner: str | None, name: str, value, rank: int, minimum: int = 1) 
 
 
 def number(owner: str | None, name: str, value, *, minimum=None, maximum=None,
-           exclusive_minimum: bool = False, exclusive_maximum: bool = False,
-           expected: str | None = None) -> float:
+           exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> float:
     """A finite real number (not a bool) within the bounds."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and math.isfinite(value) and _in_range(float(value), minimum, maximum, exclusive_maximum) \
+        and math.isfinite(value) and in_range(float(value), minimum, maximum, exclusive_maximum) \
         and not (exclusive_minimum and value == minimum)
     if not ok:
-        if expected is None:
-            expected = describe_range("number", minimum, maximum,
-                                      exclusive_minimum=exclusive_minimum,
-                                      exclusive_maximum=exclusive_maximum)
-        raise fail(owner, name, value, expected)
+        raise fail(owner, name, value, describe_range("number", minimum, maximum,
+                                                      exclusive_minimum=exclusive_minimum,
+                                                      exclusive_maximum=exclusive_maximum))
     return float(value)
 
 
 def boolean(owner: str | None, name: str, value) -> bool:
     """``True`` or ``False`` (numpy's ``bool_`` too); no other truthy values."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    # numpy only if it is loaded (a numpy bool implies it is): option parsing imports this
+    # module, and `zoo list` does not import numpy.
+    np = sys.modules.get("numpy")
+    if not isinstance(value, bool) and not (np is not None and isinstance(value, np.bool_)):
         raise fail(owner, name, value, "True or False")
     return bool(value)
 
