@@ -8,6 +8,7 @@ each of those into a ``PluginError``. ``ZOO_LOAD_PLUGINS=a,b`` loads only the na
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -18,6 +19,7 @@ import pluggy
 
 from zoo import API_VERSION, hookspecs
 from zoo.errors import ConfigError, PluginError
+from zoo.plugins.validate import check_registration, one_line, safe_repr
 
 ENTRY_POINT_GROUP = "zoo"
 
@@ -41,7 +43,9 @@ KINDS = {
 
 
 class Registry:
-    """A table of named things of one kind. The host owns names, aliases and duplicates."""
+    """A table of named things of one kind. Names and aliases share one namespace: once a word
+    is taken, as a name or as an alias, nothing else can take it, and a name always resolves
+    before an alias."""
 
     def __init__(self, label: str):
         self.label = label
@@ -56,21 +60,39 @@ class Registry:
         canonical = self._aliases.get(name, name)
         return self._owners.get(canonical)
 
+    def conflict(self, name: str, aliases=()) -> str | None:
+        """Why ``name`` with ``aliases`` cannot be registered, or None."""
+        for word in (name, *aliases):
+            what = repr(word) if word == name else f"{name}: alias {word!r}"
+            if word in self._items:
+                return f"{self.label} {what} is already registered by {self._owners[word]}"
+            if word in self._aliases:
+                canonical = self._aliases[word]
+                return (f"{self.label} {what} is already an alias of {canonical}, registered "
+                        f"by {self._owners[canonical]}")
+        return None
+
     def add(self, name: str, item, owner: str, aliases=()) -> None:
+        problem = self.conflict(name, aliases)
+        if problem is not None:
+            raise PluginError(problem)
         self._items[name] = item
         self._owners[name] = owner
         for alias in aliases:
             self._aliases[alias] = name
 
+    def _canonical(self, name: str) -> str:
+        return name if name in self._items else self._aliases.get(name, name)
+
     def get(self, name: str):
-        canonical = self._aliases.get(name, name)
+        canonical = self._canonical(name)
         if canonical not in self._items:
             installed = ", ".join(self.names()) or "none"
             raise ConfigError(f"unknown {self.label} {name!r}; installed: {installed}")
         return self._items[canonical]
 
     def owner(self, name: str) -> str:
-        return self._owners[self._aliases.get(name, name)]
+        return self._owners[self._canonical(name)]
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -142,27 +164,61 @@ class PluginHost:
 
     # -- loading -----------------------------------------------------------------------------
     def _fail(self, record: PluginRecord, reason: str) -> None:
+        reason = one_line(reason)
         record.error = reason if record.error is None else f"{record.error}; {reason}"
         if self.strict:
             raise PluginError(f"plugin {record.name}: {reason}")
+
+    def _guard(self, record: PluginRecord, what: str, call):
+        """``(True, call())``, or ``(False, None)`` with the plugin's failure recorded.
+
+        Whatever a plugin raises is isolated, ``SystemExit`` included: a plugin must not end
+        zoo. Only Ctrl-C goes through.
+        """
+        try:
+            return True, call()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - see the docstring
+            self._fail(record, f"{what}: {describe_exception(exc)}")
+            return False, None
 
     def _load(self) -> None:
         for module_name in BUILTIN_MODULES:
             module = importlib.import_module(module_name)
             self._add_module(PluginRecord(module_name, builtin=True, module=module_name), module)
+        seen = set()
         for ep in self._entry_points():
             if self.only is not None and ep.name not in self.only:
                 continue
+            seen.add(ep.name)
             record = PluginRecord(ep.name, module=ep.value)
             record.version = ep.dist.version if ep.dist is not None else None
-            try:
-                module = ep.load()
-            except Exception as exc:  # a broken plugin must not take zoo down
-                self.records[ep.name] = record
-                self._fail(record, f"failed to import: {type(exc).__name__}: {exc}")
+            if ep.name in self.records or self.pm.has_plugin(ep.name):
+                # Refused before its module is imported: zoo runs no code of a plugin it drops.
+                taken = self.records.get(ep.name)
+                record.name = self._unique_name(f"{ep.name} ({_distribution(ep)})")
+                self.records[record.name] = record
+                owner = _describe_record(taken) if taken else "another plugin"
+                self._fail(record, f"the plugin name {ep.name!r} is already taken by {owner}")
                 continue
-            self._add_module(record, module)
+            self.records[ep.name] = record
+            ok, module = self._guard(record, "failed to import", ep.load)
+            if ok:
+                self._add_module(record, module)
+        for name in sorted(set(self.only or ()) - seen):
+            record = self.records[self._unique_name(name)] = PluginRecord(name)
+            installed = ", ".join(sorted({ep.name for ep in self._entry_points()})) or "none"
+            self._fail(record, f"not found: no installed plugin is named {name!r} "
+                               f"(ZOO_LOAD_PLUGINS); installed: {installed}")
         self._call_register_hooks()
+
+    def _unique_name(self, name: str) -> str:
+        unique, n = name, 1
+        while unique in self.records:
+            n += 1
+            unique = f"{name} #{n}"
+        return unique
 
     def _entry_points(self):
         eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -171,27 +227,34 @@ class PluginHost:
 
     def _add_module(self, record: PluginRecord, module) -> None:
         self.records[record.name] = record
-        needed = getattr(module, "ZOO_API", None)
-        if needed is not None and str(needed).split(".")[0] != API_VERSION:
-            self._fail(record, f"needs zoo plugin API {needed}; this zoo provides {API_VERSION}")
+        ok, needed = self._guard(record, "failed to read ZOO_API", lambda: _api_of(module))
+        if not ok:
             return
-        if record.name in self.pm.list_name_plugin() or self.pm.is_registered(module):
+        if needed is not None and needed.split(".")[0] != API_VERSION:
+            self._fail(record, f"needs zoo plugin API {needed[:40]}; "
+                               f"this zoo provides {API_VERSION}")
+            return
+        if self.pm.has_plugin(record.name) or self.pm.is_registered(module):
             self._fail(record, "is registered twice")
             return
         try:
             self.pm.register(module, name=record.name)
             self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            self.pm.unregister(name=record.name)
-            self._fail(record, f"invalid hook: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a wrong hook must not end zoo
+            if self.pm.has_plugin(record.name):
+                self.pm.unregister(name=record.name)
+            reason = (one_line(exc) if isinstance(exc, pluggy.PluginValidationError)
+                      else describe_exception(exc))
+            self._fail(record, f"invalid hook: {reason}")
             return
         record.hooks = sorted(
             caller.name for caller in self.pm.get_hookcallers(module) or ()
         )
 
     def _call_register_hooks(self) -> None:
-        for kind, (hook_name, label) in KINDS.items():
-            registry = self.registries[kind]
+        for kind, (hook_name, _) in KINDS.items():
             caller = getattr(self.pm.hook, hook_name)
             # get_hookimpls() is in registration order (pluggy *calls* them in reverse); the
             # first plugin to register a name keeps it.
@@ -200,50 +263,112 @@ class PluginHost:
                 staged: list[tuple] = []
 
                 def register(item, factory=None, aliases=(), _staged=staged):
-                    _staged.append((item, factory, tuple(aliases)))
+                    _staged.append((item, factory, aliases))
 
-                try:
-                    impl.function(register)
-                except Exception as exc:
-                    self._fail(record, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
+                if impl.hookwrapper or getattr(impl, "wrapper", False):
+                    self._fail(record, f"{hook_name} must be a plain hook, not a wrapper")
                     continue
-                for item, factory, aliases in staged:
-                    name, value = (item, factory) if isinstance(item, str) else (item.name, item)
-                    if value is None or not isinstance(name, str) or not name:
-                        self._fail(record, f"{hook_name} registered an invalid {label}: {item!r}")
-                        continue
-                    owner = registry.taken_by(name)
-                    if owner is not None:
-                        self._fail(record, f"{label} {name!r} is already registered by {owner}")
-                        continue
-                    if hasattr(value, "plugin") and not value.plugin:
-                        value = _with_plugin(value, record.name)
-                    registry.add(name, value, record.name, aliases)
-                    record.registered.setdefault(kind, []).append(name)
+                ok, _ = self._guard(record, f"raised in {hook_name}",
+                                    lambda f=impl.function, r=register: f(r))
+                if ok:  # a hook that raised registers nothing
+                    for item, factory, aliases in staged:
+                        self._register(kind, record, hook_name, item, factory, aliases)
+
+    def _register(self, kind, record, hook_name, item, factory, aliases) -> None:
+        registry = self.registries[kind]
+        label = KINDS[kind][1]
+        try:
+            name, value, aliases = check_registration(kind, label, item, factory, aliases)
+        except PluginError as exc:
+            self._fail(record, f"{hook_name}: {exc}")
+            return
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - e.g. a property of the item that raises
+            self._fail(record, f"{hook_name} registered an invalid {label}: "
+                               f"{describe_exception(exc)}")
+            return
+        problem = registry.conflict(name, aliases)
+        if problem is not None:
+            self._fail(record, f"{problem}; refused")
+            return
+        if kind in ("architectures", "datasets") and not value.plugin:
+            value = dataclasses.replace(value, plugin=record.name)
+        registry.add(name, value, record.name, aliases)
+        record.registered.setdefault(kind, []).append(name)
 
     def add_commands(self, cli) -> None:
-        """Let plugins add click commands; a plugin that raises is reported, not fatal."""
+        """Let plugins add click commands; each plugin's additions are checked afterwards.
+
+        A command whose name is taken (a zoo command, or one an earlier plugin added) is
+        refused and the original kept; a plugin that raises adds nothing.
+        """
+        import click
+
+        owners = {name: "zoo" for name in cli.commands}
         for impl in self.pm.hook.register_commands.get_hookimpls():
-            try:
-                impl.function(cli)
-            except Exception as exc:
-                self._fail(self.records[impl.plugin_name],
-                           f"raised in register_commands: {type(exc).__name__}: {exc}")
+            record = self.records[impl.plugin_name]
+            before = cli.commands
+            cli.commands = dict(before)
+            ok, _ = self._guard(record, "raised in register_commands",
+                                lambda f=impl.function: f(cli))
+            after, cli.commands = cli.commands, before
+            if not ok or not isinstance(after, dict):
+                continue
+            for name in sorted(set(before) - set(after)):
+                self._fail(record, f"register_commands removed the command {name!r}; kept")
+            for name, command in after.items():
+                if before.get(name) is command:
+                    continue
+                if name in before:
+                    taken = "a zoo command" if owners[name] == "zoo" else \
+                        f"added by plugin {owners[name]}"
+                    self._fail(record, f"register_commands: command {name!r} is already "
+                                       f"{taken}; refused")
+                elif not isinstance(name, str) or not isinstance(command, click.Command):
+                    self._fail(record, f"register_commands added {safe_repr(command)} as "
+                                       f"{safe_repr(name)}; expected a click command")
+                else:
+                    before[name] = command
+                    owners[name] = record.name
+                    record.registered.setdefault("commands", []).append(name)
 
     def report_problems(self, stream=None) -> None:
         """One line per broken plugin on stderr, so a user knows why something is missing."""
         stream = stream or sys.stderr
         for record in self.problems:
             status = "partly loaded" if record.registered else "not loaded"
-            print(f"zoo: plugin {record.name} {status}: {record.error}", file=stream)
+            print(f"zoo: plugin {one_line(record.name)} {status}: {record.error}", file=stream)
 
 
-def _with_plugin(value, plugin_name):
-    import dataclasses
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` on one line, even for an exception whose ``str`` raises."""
+    try:
+        message = one_line(str(exc))
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001
+        message = "(its message cannot be shown)"
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
-    if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value, plugin=plugin_name)
-    return value
+
+def _api_of(module) -> str | None:
+    needed = getattr(module, "ZOO_API", None)
+    return None if needed is None else one_line(str(needed))
+
+
+def _distribution(ep) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else ep.value
+
+
+def _describe_record(record: PluginRecord) -> str:
+    if record.builtin or record.module and record.module.startswith("zoo_plugins."):
+        return f"zoo's built-in plugin {record.name}"
+    version = f" {record.version}" if record.version else ""
+    return f"the plugin {record.name}{version} ({record.module})"
 
 
 _HOST: PluginHost | None = None
