@@ -290,7 +290,7 @@ class PluginHost:
             return
         problem = registry.conflict(name, aliases)
         if problem is not None:
-            self._fail(record, f"{problem}; refused")
+            self._fail(record, f"{hook_name}: {problem}; refused")
             return
         if kind in ("architectures", "datasets") and not value.plugin:
             value = dataclasses.replace(value, plugin=record.name)
