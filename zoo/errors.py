@@ -33,3 +33,23 @@ def describe_array(x) -> str:
     if shape is None:
         return type(x).__name__
     return f"{dtype} array of shape {tuple(shape)}"
+
+
+# Control characters (C0, DEL, C1) and Unicode line/paragraph separators: anything that would
+# break a one-line message or drive a terminal. A file name may contain any of them.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_UNPRINTABLE.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def printable(text) -> str:
+    """``text`` on one line: newlines and other control characters escaped as in Python."""
+    return str(text).translate(_UNPRINTABLE)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'PATH: Permission denied' for an ``OSError`` about a file, else its message."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    where = f"{exc.filename}" if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"{where}: {reason}"

@@ -156,6 +156,7 @@ class RunStore:
         conn = self._conn
         conn.execute("PRAGMA foreign_keys = ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self._check_not_foreign()
         if version > SCHEMA_VERSION:
             raise ConfigError(f"run store {self.path} was written by a newer zoo (schema "
                               f"{version}; this zoo reads up to {SCHEMA_VERSION})")
@@ -179,6 +180,20 @@ class RunStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _check_not_foreign(self) -> None:
+        """Refuse an SQLite file another program made: zoo never adds its tables to it, and
+        never reads a ``runs`` table that is not its own."""
+        tables = {row[0] for row in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")} - {"sqlite_sequence"}
+        if not tables:
+            return
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if "epochs" in tables and set(_SUMMARY_COLUMNS) <= columns:
+            return
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(f"{self.path} is an SQLite database of another program (tables: "
+                          f"{shown}), not a zoo run store; give --store a new file")
 
     def _retry(self, operation):
         """Run ``operation``, retrying with jittered backoff while the database stays locked
@@ -294,6 +309,9 @@ class RunStore:
     def get(self, run_id: int) -> dict:
         """One run in full: the summary fields plus ``config``, ``result``, ``versions`` and
         ``history`` (the per-epoch metric rows). Raises ``ConfigError`` for an unknown id."""
+        if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 < run_id < 2 ** 63:
+            raise ConfigError(f"no run {run_id} in {self.path}; run ids are positive integers "
+                              "(zoo runs list)")
         row = self._retry(lambda: self._conn.execute(
             "SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone())
         if row is None:

@@ -43,10 +43,10 @@ def main():
     except Exception as exc:  # strict mode: a broken plugin is an error, reported in one line
         import sys
 
-        from zoo.errors import ZooError
+        from zoo.errors import ZooError, printable
 
         if not isinstance(exc, ZooError):
             raise
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        print(f"zoo: error: {printable(exc)}", file=sys.stderr)
         sys.exit(2)
     cli()

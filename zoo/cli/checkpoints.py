@@ -8,8 +8,6 @@ run exactly where it stopped.
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from zoo.cli.common import echo, emit_json, table
@@ -67,16 +65,13 @@ def check_array_output(out, what: str) -> None:
 
 
 def check_output_path(path, what: str = "checkpoint") -> None:
-    """Fail before any work when ``path`` cannot be written: its folder must exist."""
+    """Fail before any work when ``path`` cannot be written: a real temp file is created and
+    removed beside it, named as the final save names it (``zoo.atomic.probe_writable``)."""
     if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"cannot write the {what} to {path}: the folder {folder} does not "
-                          f"exist")
-    if os.path.isdir(path):
-        raise ConfigError(f"cannot write the {what} to {path}: it is a folder; expected a "
-                          f"file path")
+    from zoo.atomic import probe_writable
+
+    probe_writable(path, what)
 
 
 def open_train_run(config, given: set[str], *, save=None, resume=None, every=None,

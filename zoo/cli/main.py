@@ -1,8 +1,10 @@
 """The ``zoo`` command group: error policy and command registration.
 
-Errors: a ``ZooError`` or a click usage error prints one line on stderr and exits 2; any other
-exception during a run prints one line and exits 1. ``zoo --debug`` (or ``ZOO_DEBUG=1``) shows
-the traceback instead.
+Errors: a ``ZooError``, a click usage error or an ``OSError`` on a path the user gave (permission,
+name length, I/O) prints one line on stderr and exits 2; any other exception during a run
+prints one line and exits 1. Every message is made printable first: a file name holding a
+newline or another control character is escaped, so an error is always one line. ``zoo
+--debug`` (or ``ZOO_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import click
 
 from zoo import __version__
-from zoo.errors import ZooError
+from zoo.errors import ZooError, describe_os_error, printable
 
 
 def _debug_requested(args) -> bool:
@@ -39,23 +41,31 @@ class ZooGroup(click.Group):
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
-            click.echo(f"zoo: error: {exc.format_message()}{hint}", err=True)
-            sys.exit(2)
+            _error(f"{exc.format_message()}{hint}")
         except ZooError as exc:
             if debug:
                 raise
-            click.echo(f"zoo: error: {exc}", err=True)
-            sys.exit(2)
+            _error(exc)
+        except OSError as exc:
+            if debug:
+                raise
+            _error(describe_os_error(exc))
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             sys.exit(130)
         except Exception as exc:
             if debug:
                 raise
-            click.echo(f"zoo: failed: {type(exc).__name__}: {exc} (run with --debug for the "
-                       "traceback)", err=True)
+            click.echo(printable(f"zoo: failed: {type(exc).__name__}: {exc} (run with --debug "
+                                 "for the traceback)"), err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _error(message) -> None:
+    """The one line of a usage or input error, and exit code 2."""
+    click.echo(f"zoo: error: {printable(message)}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})

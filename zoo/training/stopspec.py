@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from zoo.errors import ConfigError
 
 COMPOSITES = ("all_of", "any_of")
+# Specs come from the command line and from checkpoints: nesting deeper than this is refused
+# before the recursive-descent parser (and the composites built from it) could exhaust the
+# stack. Real specs nest two or three levels.
+MAX_DEPTH = 32
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT = re.compile(r"[+-]?\d+\Z")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?\Z")
@@ -94,9 +98,11 @@ class _Parser:
         self.spec = spec
         self.tokens = self._tokenize()
         self.i = 0
+        self.depth = 0
 
     def fail(self, message: str):
-        raise ConfigError(f"--stop {self.spec!r}: {message}")
+        spec = self.spec if len(self.spec) <= 120 else self.spec[:117] + "..."
+        raise ConfigError(f"--stop {spec!r}: {message}")
 
     def _tokenize(self) -> list:
         spec, tokens, i = self.spec, [], 0
@@ -159,6 +165,9 @@ class _Parser:
 
     def arguments(self, name: str) -> list:
         self.take()  # "("
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(f"criteria nest more than {MAX_DEPTH} levels deep")
         args: list = []
         while True:
             token = self.peek()
@@ -166,6 +175,7 @@ class _Parser:
                 self.fail(f"expected ')' to close {name + '('!r}")
             if _is(token, ")"):
                 self.take()
+                self.depth -= 1
                 return args
             if token.kind == "word" and _is(self.peek(1), "="):
                 if not _NAME.match(token.text):
