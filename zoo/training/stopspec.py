@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from zoo.errors import ConfigError
 
 COMPOSITES = ("all_of", "any_of")
-# Specs come from the command line and from checkpoints: nesting deeper than this is refused
-# before the recursive-descent parser (and the composites built from it) could exhaust the
-# stack. Real specs nest two or three levels.
+# Specs come from the command line and from checkpoints: parentheses nested deeper than this
+# (``all_of(`` and a criterion's own call each count) are refused before the recursive-descent
+# parser (and the composites built from it) could exhaust the stack. Real specs nest 2 or 3.
 MAX_DEPTH = 32
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT = re.compile(r"[+-]?\d+\Z")

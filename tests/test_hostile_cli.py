@@ -1,0 +1,213 @@
+"""Hostile command lines and file systems: one ``zoo: error:`` line and exit 2, decided early.
+
+Deep ``--stop`` nesting, control characters and 5000-character paths, permission and
+name-length errors on user paths, absurd run ids, foreign run stores; unwritable ``--save``
+targets found before training, temp names within the file-system limit, and stale temp files
+of killed saves removed by the next save.
+"""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from zoo import atomic
+from zoo.cli.main import cli
+from zoo.errors import ConfigError, printable
+from zoo.runstore import RunStore
+from zoo.training.stopspec import MAX_DEPTH, parse_stop
+
+XOR = ["train", "--arch", "mlp", "--dataset", "xor", "-o", "hidden=4", "--epochs", "1"]
+
+
+def zoo(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zoo: error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def nested(depth: int) -> str:
+    return "all_of(" * depth + "max_epochs=1" + ")" * depth
+
+
+# -- --stop nesting ------------------------------------------------------------------------------
+def test_deep_stop_nesting_is_refused_not_a_recursion_error():
+    with pytest.raises(ConfigError, match=f"criteria nest more than {MAX_DEPTH} levels deep"):
+        parse_stop(nested(3000), {"max_epochs": object})
+    line = one_error_line(zoo(*XOR, "--stop", nested(3000)))
+    assert f"nest more than {MAX_DEPTH} levels" in line and len(line) < 300
+
+
+def test_nesting_up_to_the_limit_still_parses():
+    # MAX_DEPTH counts parentheses: the innermost max_epochs(1) of the repr is one level.
+    criterion = parse_stop(nested(MAX_DEPTH - 1))
+    assert repr(criterion).count("all_of(") == MAX_DEPTH - 1
+    assert parse_stop(repr(criterion)) is not None  # repr parses back
+
+
+# -- paths ----------------------------------------------------------------------------------------
+def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path):
+    bad = str(tmp_path / "bad\nname.csv")
+    line = one_error_line(zoo(*XOR[:3], "--dataset", bad))
+    assert printable(bad) in line and "bad\\nname.csv" in line
+    line = one_error_line(zoo(*XOR, "--save", str(tmp_path / "no\rsuch" / "m\x1b[2J.ckpt")))
+    assert "no\\rsuch" in line and "m\\x1b[2J.ckpt" in line
+
+
+def test_printable_escapes_every_control_character():
+    assert printable("a\nb\tc\x00d\x7fe\x85f\u2028g") == "a\\nb\\tc\\x00d\\x7fe\\x85f\\u2028g"
+    assert printable("ünïcödé ok") == "ünïcödé ok"
+
+
+def test_a_5000_character_path_is_one_line(tmp_path):
+    long = "/" + "a" * 5000 + ".csv"
+    line = one_error_line(zoo(*XOR[:3], "--dataset", long))
+    assert "File name too long" in line
+    result = zoo(*XOR, "--save", "/" + "a" * 5000 + ".ckpt")
+    line = one_error_line(result)
+    assert "cannot write the checkpoint" in line and "File name too long" in line
+    assert "training mlp" not in result.output  # refused before any work
+
+
+def test_os_errors_on_user_paths_are_one_line_exit_2(monkeypatch, tmp_path):
+    # Root reads mode-000 files, so the error is raised where the data loader opens the path.
+    path = str(tmp_path / "secret.csv")
+
+    def denied(name, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr("zoo.data.load.load_dataset", denied)
+    line = one_error_line(zoo(*XOR[:3], "--dataset", path))
+    assert line == f"zoo: error: {path}: Permission denied"
+
+
+# -- --save probed before training ---------------------------------------------------------------
+def test_an_unwritable_save_folder_is_found_before_training(monkeypatch, tmp_path):
+    def refuse(folder, base):
+        raise PermissionError(13, "Permission denied", os.path.join(folder, base))
+
+    monkeypatch.setattr(atomic, "_create_temp", refuse)
+    target = tmp_path / "m.ckpt"
+    result = zoo(*XOR, "--save", str(target))
+    line = one_error_line(result)
+    assert line == (f"zoo: error: cannot write the checkpoint to {target}: Permission denied "
+                    f"(the folder {tmp_path} is not writable)")
+    assert "training mlp" not in result.output
+
+
+def test_a_legal_250_character_target_name_saves(tmp_path):
+    target = tmp_path / ("m" * 245 + ".ckpt")
+    assert len(target.name) == 250
+    result = zoo(*XOR, "--save", str(target), "--no-store")
+    assert result.exit_code == 0, result.output
+    assert target.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temp left
+
+
+@pytest.mark.parametrize("name", ["m" * 255, "é" * 127, "x" * 200 + "\n" + "é" * 20, "a.ckpt"])
+def test_temp_names_fit_the_name_limit(tmp_path, name):
+    temp = atomic.temp_name(str(tmp_path), name)
+    assert len(os.fsencode(temp)) <= 255
+    fd = os.open(tmp_path / temp, os.O_CREAT | os.O_WRONLY)  # a real, legal file name
+    os.close(fd)
+    entry = next(e for e in os.scandir(tmp_path) if e.name == temp)
+    match = atomic._TEMP.match(entry.name)
+    assert match and int(match["pid"]) == os.getpid()
+
+
+# -- stale temps ----------------------------------------------------------------------------------
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_next_save_removes_only_temps_whose_writer_is_gone(tmp_path, monkeypatch):
+    base = "run.ckpt"
+    host, target = atomic._host_tag(), atomic._digest(base, 8)
+    def temp(pid, base_tag=target, host_tag=host, stem=base):
+        path = tmp_path / f".{stem}.{base_tag}.{host_tag}.{pid}.0123abcd.tmp"
+        path.write_bytes(b"partial")
+        return path
+
+    dead, alive = temp(dead_pid()), temp(os.getppid())
+    other_host = temp(dead_pid(), host_tag="abcdef" if host != "abcdef" else "fedcba")
+    other_target = temp(dead_pid(), base_tag=atomic._digest("other.ckpt", 8), stem="other.ckpt")
+    old_scheme = tmp_path / f".{base}.0123456789ab.tmp"
+    old_scheme.write_bytes(b"partial")
+    old_and_old = tmp_path / f".{base}.ba9876543210.tmp"
+    old_and_old.write_bytes(b"partial")
+    stale = time.time() - atomic.STALE_AGE - 60
+    os.utime(old_and_old, (stale, stale))
+    unrelated = tmp_path / ".run.ckpt.notes.tmp"
+    unrelated.write_bytes(b"mine")
+
+    with atomic.atomic_open(tmp_path / base) as f:
+        f.write(b"done")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert not dead.exists() and not old_and_old.exists()
+    assert {alive.name, other_host.name, other_target.name, old_scheme.name, unrelated.name,
+            base} == left
+    # Another machine's temp (a shared folder) goes only when it is old enough.
+    os.utime(other_host, (stale, stale))
+    assert atomic.remove_stale_temps(str(tmp_path), base) == [str(other_host)]
+
+
+KILLED_SAVE = """
+import os, signal, sys
+from zoo.atomic import atomic_open
+with atomic_open(sys.argv[1]) as f:
+    f.write(b"x" * 100000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_save_killed_with_sigkill_leaves_a_temp_the_next_save_removes(tmp_path):
+    target = tmp_path / "model.ckpt"
+    done = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(target)], timeout=120,
+                          check=False)
+    assert done.returncode == -9
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and not target.exists()
+    with atomic.atomic_open(target) as f:
+        f.write(b"complete")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.ckpt"]
+    assert target.read_bytes() == b"complete"
+
+
+# -- the run store --------------------------------------------------------------------------------
+def test_an_absurd_run_id_is_one_line(tmp_path):
+    store = tmp_path / "runs.db"
+    RunStore(store).close()
+    for run_id in ("100000000000000000000", "9223372036854775808", "0"):
+        line = one_error_line(zoo("runs", "show", run_id, "--store", str(store)))
+        assert line.startswith(f"zoo: error: no run {run_id} in {store}"), line
+
+
+def test_a_foreign_sqlite_file_is_never_written_into(tmp_path):
+    foreign = tmp_path / "notes.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text)")
+        conn.execute("CREATE TABLE runs (id, what)")  # a table named like zoo's, not zoo's
+    before = foreign.read_bytes()
+    with pytest.raises(ConfigError, match=r"is an SQLite database of another program \(tables: "
+                                          r"notes, runs\), not a zoo run store"):
+        RunStore(foreign)
+    for args in (["runs", "list"], ["runs", "show", "1"]):
+        one_error_line(zoo(*args, "--store", str(foreign)))
+    assert foreign.read_bytes() == before
+    not_sqlite = tmp_path / "text.db"
+    not_sqlite.write_text("just text\n" * 100)
+    assert "file is not a database" in one_error_line(zoo("runs", "list", "--store",
+                                                          str(not_sqlite)))
