@@ -6,6 +6,7 @@ targets found before training, temp names within the file-system limit, and stal
 of killed saves removed by the next save.
 """
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -211,3 +212,112 @@ def test_a_foreign_sqlite_file_is_never_written_into(tmp_path):
     not_sqlite.write_text("just text\n" * 100)
     assert "file is not a database" in one_error_line(zoo("runs", "list", "--store",
                                                           str(not_sqlite)))
+
+
+# -- predict: inputs that are not what they claim, outputs that overflow -------------------------
+@pytest.fixture(scope="module")
+def xor_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "xor.ckpt"
+    result = zoo(*XOR, "--save", str(path), "--no-store")
+    assert result.exit_code == 0, result.output
+    return path
+
+
+# Each of these rows overflows float32 inside the first dense layer (3e38 + 3e38 = inf).
+OVERFLOW = [[3e38, 3e38], [0.1, 0.2], [-3e38, 3e38], [0.3, -0.4]]
+
+
+def test_predictions_that_overflow_are_an_error_naming_the_rows(xor_checkpoint, tmp_path):
+    import numpy as np
+
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.array(OVERFLOW, np.float32))
+    result = zoo("predict", str(xor_checkpoint), str(inputs))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "zoo: error: predictions are not finite (NaN or Inf) for 2 of 4 examples, rows 0, 2: "
+        "the model overflowed on them; --allow-nonfinite writes them flagged"]
+    out = tmp_path / "p.npz"
+    result = zoo("predict", str(xor_checkpoint), str(inputs), "--allow-nonfinite",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "zoo: warning: 2 of 4 predictions are not finite, rows 0, 2 (flagged: finite false, "
+        "label -1)"]
+    with np.load(out) as saved:
+        assert saved["finite"].tolist() == [False, True, False, True]
+        assert saved["labels"][[0, 2]].tolist() == [-1, -1]
+        assert saved["labels"][[1, 3]].min() >= 0
+        assert np.isfinite(saved["probabilities"][[1, 3]]).all()
+    result = zoo("predict", str(xor_checkpoint), str(inputs), "--allow-nonfinite", "--json")
+    report = json.loads(result.stdout)
+    assert report["finite"] == [False, True, False, True] and report["labels"][0] == -1
+    assert report["probabilities"][0] == [None, None]
+    table = zoo("predict", str(xor_checkpoint), str(inputs), "--allow-nonfinite").stdout
+    assert table.splitlines()[2].split()[:2] == ["0", "-"] and "not finite" in table
+
+
+def test_inputs_beyond_the_models_float_range_are_refused(xor_checkpoint, tmp_path):
+    import numpy as np
+
+    inputs = tmp_path / "x64.npy"
+    np.save(inputs, np.array([[0.5, 0.5], [1e300, 1.0]]))
+    line = one_error_line(zoo("predict", str(xor_checkpoint), str(inputs)))
+    assert line == (f"zoo: error: input {inputs}: 1 value is beyond the range of the model's "
+                    "float32 (|x| <= 3.403e+38), in row 1")
+
+
+def npy_claiming(path, shape):
+    """A valid .npy header claiming ``shape`` float64, followed by 16 bytes of data."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    path.write_bytes(buffer.getvalue() + bytes(16))
+
+
+@pytest.mark.parametrize("make, diagnosis", [
+    (lambda p, ck: p.write_bytes(ck.read_bytes()),
+     "is a safetensors file (a zoo checkpoint?); give the checkpoint first and a .npy file of "
+     "inputs second"),
+    (lambda p, ck: p.write_bytes(__import__("pickle").dumps({"x": [1.0, 2.0]})),
+     "holds pickled Python objects, which zoo never loads; expected a .npy array"),
+    (lambda p, ck: __import__("numpy").savez(p.with_suffix(".npz"), x=[1.0]) or
+     p.with_suffix(".npz").rename(p), "is an .npz (zip) archive"),
+    (lambda p, ck: p.write_text("0.1,0.2\n"), "not a .npy file (no NUMPY header)"),
+    (lambda p, ck: npy_claiming(p, (2 ** 36, 1024)),
+     "its header claims 562,949,953,421,312 bytes of data (float64 array of shape "
+     "(68719476736, 1024)); the file holds 16"),
+    (lambda p, ck: os.mkfifo(p), "not a regular file (a pipe, device or socket)"),
+])
+def test_predict_inputs_get_the_right_diagnosis(xor_checkpoint, tmp_path, make, diagnosis):
+    inputs = tmp_path / "in.npy"
+    make(inputs, xor_checkpoint)
+    line = one_error_line(zoo("predict", str(xor_checkpoint), str(inputs)))
+    assert line.startswith(f"zoo: error: input {inputs}: ") and diagnosis in line, line
+
+
+def test_no_numpy_warning_reaches_the_terminal(xor_checkpoint, tmp_path):
+    import numpy as np
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_DEBUG", "PYTHONWARNINGS")}
+    diverging = subprocess.run(
+        [sys.executable, "-m", "zoo", *XOR, "--epochs", "3", "--optimizer", "sgd",
+         "--lr", "1e30", "--no-store"], capture_output=True, text=True, env=env, timeout=300,
+        check=False)
+    assert diverging.returncode == 0, diverging.stderr
+    assert "stopped: non_finite" in diverging.stdout
+    assert "Warning" not in diverging.stderr and "encountered" not in diverging.stderr
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.array(OVERFLOW, np.float32))
+    overflow = subprocess.run(
+        [sys.executable, "-m", "zoo", "predict", str(xor_checkpoint), str(inputs),
+         "--allow-nonfinite"], capture_output=True, text=True, env=env, timeout=300,
+        check=False)
+    assert overflow.returncode == 0
+    assert overflow.stderr.splitlines() == [
+        "zoo: warning: 2 of 4 predictions are not finite, rows 0, 2 (flagged: finite false, "
+        "label -1)"]

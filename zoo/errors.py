@@ -1,13 +1,16 @@
 """The errors zoo raises on purpose.
 
 ``ZooError`` and its subclasses mean "the input or the configuration is wrong": the CLI
-prints their message on one line and exits with code 2. Anything else escaping a run is a
-failure during the run (exit code 1).
+prints their message on one line and exits with code 2 (``NumericError``, a computation that
+gave NaN or Inf, exits with code 1). Anything else escaping a run is a failure during the run
+(exit code 1).
 """
 
 
 class ZooError(Exception):
     """Bad input or configuration, reported to the user in one line."""
+
+    exit_code = 2
 
 
 class ConfigError(ZooError, ValueError):
@@ -24,6 +27,13 @@ class CheckpointError(ZooError):
 
 class PluginError(ZooError):
     """A plugin failed to load or registered something invalid."""
+
+
+class NumericError(ZooError):
+    """A computation gave NaN or Inf where a number was due (a model that overflows on an
+    input). Not the input's fault as such, so the CLI exits with code 1."""
+
+    exit_code = 1
 
 
 def describe_array(x) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.atomic import atomic_open
-from zoo.errors import DataError, describe_array
+from zoo.errors import DataError, NumericError, describe_array
 
 SPLITS = ("test", "val", "train")
 
@@ -70,29 +70,17 @@ def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
             "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
 
 
-def read_inputs(path, input_shape):
-    """Examples from a .npy file, checked against ``input_shape`` (batch axis optional)."""
+def read_inputs(path, input_shape, dtype=None):
+    """Examples from a .npy file, checked against ``input_shape`` (batch axis optional) and,
+    given the model's ``dtype``, against its range (a float64 1e300 would become inf).
+
+    The file is read by ``zoo.data.npy.read_npy``: a regular file only, its header checked
+    against the bytes present before allocating, never a pickle."""
+    from zoo.data.npy import read_npy
+
     expected = tuple(input_shape)
     shape_text = ", ".join(map(str, expected))
-    try:
-        with open(path, "rb") as f:
-            x = np.load(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"input {path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"input {path}: is a folder; expected a .npy file") from None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(f"input {path}: holds Python objects, which would need pickle to "
-                            f"load; expected a numeric .npy array of shape (N, {shape_text})") \
-                from None
-        raise DataError(f"input {path}: not a .npy array ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"input {path}: cannot read it as a .npy array ({exc})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise DataError(f"input {path}: is an .npz archive; expected a .npy file holding one "
-                        f"array of shape (N, {shape_text})")
+    x = read_npy(path, f"input {path}")
     if x.dtype.kind not in "biuf":
         raise DataError(f"input {path}: expected numbers; received {describe_array(x)}")
     if x.shape == expected:
@@ -108,7 +96,52 @@ def read_inputs(path, input_shape):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise DataError(f"input {path}: contains {bad} NaN or Inf values; expected finite "
                         f"numbers")
+    if dtype is not None and x.dtype.kind == "f" and x.dtype.itemsize > np.dtype(dtype).itemsize:
+        limit = float(np.finfo(dtype).max)
+        beyond = np.abs(x) > limit
+        if beyond.any():
+            rows = np.flatnonzero(beyond.reshape(len(x), -1).any(axis=1))
+            n = int(beyond.sum())
+            raise DataError(f"input {path}: {n} value{'s are' if n != 1 else ' is'} beyond the "
+                            f"range of the model's {np.dtype(dtype).name} (|x| <= "
+                            f"{limit:.4g}), in {describe_rows(rows)}")
     return x
+
+
+def describe_rows(rows, shown: int = 10) -> str:
+    """'rows 0, 3, 7' (at most ``shown`` listed, then 'and N more')."""
+    rows = [int(r) for r in rows]
+    listed = ", ".join(map(str, rows[:shown]))
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"row{'s' * (len(rows) != 1)} {listed}{more}"
+
+
+def nonfinite_rows(values: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``values`` (batch first) holding NaN or Inf."""
+    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+
+
+def check_finite_outputs(values: np.ndarray, allow: bool, what: str = "predictions"):
+    """The rows of ``values`` that are not finite. Without ``allow`` any such row is a
+    ``NumericError`` (exit code 1): a model that overflows on an input must not answer with
+    label 0 and NaN probabilities as if nothing happened."""
+    rows = nonfinite_rows(values)
+    if len(rows) and not allow:
+        raise NumericError(f"{what} are not finite (NaN or Inf) for {len(rows)} of "
+                           f"{len(values)} examples, {describe_rows(rows)}: the model "
+                           f"overflowed on them; --allow-nonfinite writes them flagged")
+    return rows
+
+
+def flag_nonfinite(arrays: dict, rows) -> dict:
+    """Mark the non-finite ``rows`` of predictions: a ``finite`` array and, for classifiers,
+    label -1 (no class) instead of the argmax of NaNs."""
+    main = arrays["probabilities"] if "probabilities" in arrays else arrays["values"]
+    arrays["finite"] = np.ones(len(main), bool)
+    arrays["finite"][rows] = False
+    if "labels" in arrays:
+        arrays["labels"][rows] = -1
+    return arrays
 
 
 def prediction_arrays(outputs, spec, loss) -> dict:

@@ -168,21 +168,38 @@ def evaluate_command(checkpoint, dataset, split, as_json):
               help="Examples per forward pass.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout (labels and probabilities, or values).")
-def predict_command(checkpoint, input_path, out, batch_size, as_json):
+@click.option("--allow-nonfinite", is_flag=True,
+              help="Write predictions that are NaN or Inf (the model overflowed) instead of "
+                   "failing: they are flagged ('finite' false, label -1) and listed on stderr.")
+def predict_command(checkpoint, input_path, out, batch_size, as_json, allow_nonfinite):
     """Predict with a saved model on the examples of a .npy file.
 
     INPUT.npy holds one example of the model's input shape, or a batch of them (the first axis
     counts examples). It is read without pickle; it must be numeric and finite.
     """
     from zoo.checkpoints.checkpoint import load_model
-    from zoo.inference import prediction_arrays, read_inputs, write_arrays
+    from zoo.inference import (
+        check_finite_outputs,
+        describe_rows,
+        flag_nonfinite,
+        prediction_arrays,
+        read_inputs,
+        write_arrays,
+    )
 
     check_array_output(out, "predictions")
     model, spec, loss, ck = load_model(checkpoint)
     print_notes(ck)
-    x = read_inputs(input_path, spec.input_shape)
+    x = read_inputs(input_path, spec.input_shape, model.dtype)
     outputs = model.predict(x, batch_size=batch_size)
     arrays = prediction_arrays(outputs, spec, loss)
+    main = arrays["probabilities"] if "probabilities" in arrays else arrays["values"]
+    bad = check_finite_outputs(main, allow_nonfinite)
+    if len(bad):
+        flag_nonfinite(arrays, bad)
+        click.echo(f"zoo: warning: {len(bad)} of {len(main)} predictions are not finite, "
+                   f"{describe_rows(bad)} (flagged: finite false"
+                   f"{', label -1' if 'labels' in arrays else ''})", err=True)
     if out is not None:
         write_arrays(out, arrays)
     report = {"checkpoint": ck.path, "task": spec.task, "examples": len(x),
@@ -205,10 +222,12 @@ def prediction_table(arrays, classes) -> str:
     if "labels" in arrays:
         labels, probs = arrays["labels"], arrays["probabilities"]
         def name(label):
+            if label < 0:
+                return "- (not finite)"
             named = str(classes[label]) if classes and label < len(classes) else str(label)
             return str(label) if named == str(label) else f"{label} ({named})"
 
-        rows = [[i, name(label), f"{probs[i, label]:.4f}"]
+        rows = [[i, name(label), f"{probs[i, label]:.4f}" if label >= 0 else "nan"]
                 for i, label in enumerate(labels.tolist())]
         return table(rows, ["example", "label", "probability"], ["<", "<", ">"])
     values = arrays["values"].reshape(len(arrays["values"]), -1)

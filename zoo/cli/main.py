@@ -2,7 +2,8 @@
 
 Errors: a ``ZooError``, a click usage error or an ``OSError`` on a path the user gave (permission,
 name length, I/O) prints one line on stderr and exits 2; any other exception during a run
-prints one line and exits 1. Every message is made printable first: a file name holding a
+prints one line and exits 1. No numpy RuntimeWarning reaches the terminal (see
+``ZooGroup.main``). Every message is made printable first: a file name holding a
 newline or another control character is escaped, so an error is always one line. ``zoo
 --debug`` (or ``ZOO_DEBUG=1``) shows the traceback instead.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
@@ -29,7 +31,14 @@ class ZooGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         debug = _debug_requested(args)
         try:
-            rv = super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
+            with warnings.catch_warnings():
+                if not debug:
+                    # numpy's overflow/invalid-value RuntimeWarnings (a diverging run, inputs
+                    # that overflow the model) would print source lines; what they signal is
+                    # checked explicitly and reported in words: the non_finite criterion stops
+                    # a diverging run, predict refuses non-finite outputs, data is validated.
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                rv = super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
@@ -45,7 +54,7 @@ class ZooGroup(click.Group):
         except ZooError as exc:
             if debug:
                 raise
-            _error(exc)
+            _error(exc, exc.exit_code)
         except OSError as exc:
             if debug:
                 raise
@@ -62,10 +71,10 @@ class ZooGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def _error(message) -> None:
-    """The one line of a usage or input error, and exit code 2."""
+def _error(message, code: int = 2) -> None:
+    """The one line of a usage or input error, and its exit code (2 unless told)."""
     click.echo(f"zoo: error: {printable(message)}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
