@@ -6,8 +6,10 @@ kernel ``(out_c, in_c, kh, kw)`` has ``fan_in = in_c * kh * kw`` and ``fan_out =
 kw``), a ``numpy.random.Generator`` and the dtype. Values are drawn in float64 and then cast, so
 a float32 and a float64 model built from the same seed start from the same numbers.
 
-``get_initializer(name)`` resolves option strings; a callable is returned unchanged, so a layer
-also accepts a user's own function with the same signature.
+Each initialiser asks ``zoo.sizing.reserve`` before it allocates, so a model built under a
+parameter budget is refused before an absurd array is drawn. ``get_initializer(name)`` resolves
+option strings; a callable is returned unchanged, so a layer also accepts a user's own
+function with the same signature.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import numpy as np
 
 from zoo.errors import ConfigError
+from zoo.sizing import reserve
 
 
 def _check_fans(name: str, fan_in, fan_out) -> None:
@@ -31,12 +34,14 @@ def he_normal(shape, fan_in, fan_out, rng, dtype=np.float32) -> np.ndarray:
     He et al., "Delving Deep into Rectifiers", https://arxiv.org/abs/1502.01852.
     """
     _check_fans("he_normal", fan_in, fan_out)
+    reserve(shape, dtype)
     return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
 
 
 def he_uniform(shape, fan_in, fan_out, rng, dtype=np.float32) -> np.ndarray:
     """Uniform on [-l, l] with l = sqrt(6 / fan_in) (same variance as he_normal)."""
     _check_fans("he_uniform", fan_in, fan_out)
+    reserve(shape, dtype)
     limit = math.sqrt(6.0 / fan_in)
     return rng.uniform(-limit, limit, shape).astype(dtype)
 
@@ -44,12 +49,14 @@ def he_uniform(shape, fan_in, fan_out, rng, dtype=np.float32) -> np.ndarray:
 def glorot_normal(shape, fan_in, fan_out, rng, dtype=np.float32) -> np.ndarray:
     """Normal with std sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio, AISTATS 2010)."""
     _check_fans("glorot_normal", fan_in, fan_out)
+    reserve(shape, dtype)
     return (rng.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
 
 
 def glorot_uniform(shape, fan_in, fan_out, rng, dtype=np.float32) -> np.ndarray:
     """Uniform on [-l, l] with l = sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio, 2010)."""
     _check_fans("glorot_uniform", fan_in, fan_out)
+    reserve(shape, dtype)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, shape).astype(dtype)
 
@@ -65,6 +72,7 @@ def orthogonal(shape, fan_in, fan_out, rng, dtype=np.float32, gain: float = 1.0)
     """
     if len(shape) < 2:
         raise ConfigError(f"orthogonal: shape must have at least 2 axes; received {tuple(shape)}")
+    reserve(shape, dtype)
     rows, cols = math.prod(shape[:-1]), shape[-1]
     a = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
@@ -76,11 +84,13 @@ def orthogonal(shape, fan_in, fan_out, rng, dtype=np.float32, gain: float = 1.0)
 
 def zeros(shape, fan_in=None, fan_out=None, rng=None, dtype=np.float32) -> np.ndarray:
     """All zeros (biases)."""
+    reserve(shape, dtype)
     return np.zeros(shape, dtype)
 
 
 def ones(shape, fan_in=None, fan_out=None, rng=None, dtype=np.float32) -> np.ndarray:
     """All ones (normalisation scales)."""
+    reserve(shape, dtype)
     return np.ones(shape, dtype)
 
 

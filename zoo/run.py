@@ -144,11 +144,17 @@ class Run:
         self.spec = self.dataset.spec.with_task(task)
         self.x_train, self.y_train, self.x_val, self.y_val = self.dataset.split_validation(
             config.validation_split, seed=0)
+        # A batch larger than the training split is that split: say so, allocate no more.
+        self.batch_size_asked = self.batch_size
+        self.batch_size = min(self.batch_size, len(self.x_train))
 
         dtype = DTYPES[config.dtype]
         init_rng = np.random.default_rng([config.seed, 1])
-        self.model = self.architecture.build(self.spec, dict(self.options))
-        self.model.build(self.spec.input_shape, init_rng, dtype=dtype)
+        from zoo.sizing import parameter_budget
+
+        with parameter_budget(f"architecture {self.architecture.name} on {self.dataset.name}"):
+            self.model = self.architecture.build(self.spec, dict(self.options))
+            self.model.build(self.spec.input_shape, init_rng, dtype=dtype)
         self.loss = self.host.losses.get(self.architecture.default_loss(self.spec, self.options))()
         self.optimizer = optimizer_factory(lr=self.lr)
         self.engine = self._engine(stop_criteria)
@@ -164,6 +170,13 @@ class Run:
         # Set by zoo.checkpoints: the Checkpointer writing this run, the checkpoint it resumed.
         self.checkpointer: Any = None
         self.resumed_from: Any = None
+
+    def notes(self) -> list[str]:
+        """What the run changed of what it was asked (shown in the header and the result)."""
+        if self.batch_size_asked > self.batch_size:
+            return [f"batch size {self.batch_size_asked:,} clamped to {self.batch_size}: the "
+                    f"training split has {len(self.x_train)} examples"]
+        return []
 
     def _parse_stops(self) -> list:
         from zoo.training.stopspec import parse_stop
@@ -232,7 +245,8 @@ class Run:
             optimizer=self.optimizer_name, lr=float(self.lr), batch_size=self.batch_size,
             samples_per_s=round(trainer.step * self.batch_size / max(self.train_time, 1e-9), 1),
             history=history,
-            notes=[*self.engine.notes, *([trainer.finish_note] if trainer.finish_note else [])],
+            notes=[*self.notes(), *self.engine.notes,
+                   *([trainer.finish_note] if trainer.finish_note else [])],
         )
 
 

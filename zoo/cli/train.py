@@ -111,6 +111,8 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
          f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
          f"{len(run.dataset.x_test)} test examples, {run.optimizer_name} lr {run.lr:g}, "
          f"batch {run.batch_size}", as_json)
+    for note in run.notes():
+        echo(note, as_json)
     run.fit()  # the checkpointer writes --save at the end, also after Ctrl-C
     report_checkpoints(checkpointer, as_json)
     result = run.result().to_dict()

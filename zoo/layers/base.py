@@ -24,6 +24,7 @@ import numpy as np
 # Layers have long imported these two checks from here; they live in zoo.checks.
 from zoo.checks import fraction, positive_int  # noqa: F401
 from zoo.errors import ConfigError, DataError, describe_array
+from zoo.sizing import charge
 
 
 class Parameter:
@@ -89,11 +90,13 @@ class Layer:
 
     # -- shared machinery --------------------------------------------------------------------
     def add_parameter(self, name: str, value: np.ndarray) -> Parameter:
+        charge(np.shape(value), self.dtype)  # counted against the model's budget (zoo.sizing)
         param = Parameter(name, np.ascontiguousarray(value, dtype=self.dtype))
         self._params[name] = param
         return param
 
     def add_buffer(self, name: str, value: np.ndarray) -> np.ndarray:
+        charge(np.shape(value), self.dtype)
         buf = np.ascontiguousarray(value, dtype=self.dtype)
         self._buffers[name] = buf
         return buf
