@@ -106,6 +106,20 @@ def test_an_unwritable_save_folder_is_found_before_training(monkeypatch, tmp_pat
     assert "training mlp" not in result.output
 
 
+def test_an_unwritable_compare_out_is_found_before_any_job(monkeypatch, tmp_path):
+    def refuse(folder, base):
+        raise OSError(30, "Read-only file system", os.path.join(folder, base))
+
+    monkeypatch.setattr(atomic, "_create_temp", refuse)
+    result = zoo("compare", "--arch", "mlp", "--dataset", "xor", "--epochs", "1", "--seeds", "1",
+                 "--jobs", "1", "--no-store", "--out", str(tmp_path / "cmp"))
+    line = one_error_line(result)
+    assert line == (f"zoo: error: cannot write the comparison results to "
+                    f"{tmp_path / 'cmp' / 'results.json'}: Read-only file system (the folder "
+                    f"{tmp_path / 'cmp'} is not writable)")
+    assert "comparing" not in result.output
+
+
 def test_a_legal_250_character_target_name_saves(tmp_path):
     target = tmp_path / ("m" * 245 + ".ckpt")
     assert len(target.name) == 250
@@ -286,7 +300,7 @@ def npy_claiming(path, shape):
     (lambda p, ck: p.write_bytes(__import__("pickle").dumps({"x": [1.0, 2.0]})),
      "holds pickled Python objects, which zoo never loads; expected a .npy array"),
     (lambda p, ck: __import__("numpy").savez(p.with_suffix(".npz"), x=[1.0]) or
-     p.with_suffix(".npz").rename(p), "is an .npz (zip) archive"),
+     p.with_suffix(".npz").rename(p), "is an .npz archive"),
     (lambda p, ck: p.write_text("0.1,0.2\n"), "not a .npy file (no NUMPY header)"),
     (lambda p, ck: npy_claiming(p, (2 ** 36, 1024)),
      "its header claims 562,949,953,421,312 bytes of data (float64 array of shape "
@@ -321,3 +335,56 @@ def test_no_numpy_warning_reaches_the_terminal(xor_checkpoint, tmp_path):
     assert overflow.stderr.splitlines() == [
         "zoo: warning: 2 of 4 predictions are not finite, rows 0, 2 (flagged: finite false, "
         "label -1)"]
+
+
+# -- models and batches sized before allocation -------------------------------------------------
+def test_an_absurd_model_is_refused_before_it_is_allocated():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = zoo(*XOR[:5], "-o", "hidden=1000000000000,1000000000000", "--no-store")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    line = one_error_line(result)
+    assert line == ("zoo: error: architecture mlp on xor is too large: an array of shape "
+                    "(2, 1000000000000) takes it to 2,000,000,000,000 parameters (8.0 TB as "
+                    "float32); the limit is 100,000,000 (set ZOO_MAX_PARAMS to raise the limit)")
+    assert peak < 50e6  # nothing near the model's size was allocated
+
+
+def test_the_parameter_limit_is_overridable(monkeypatch):
+    monkeypatch.setenv("ZOO_MAX_PARAMS", "1_000")
+    line = one_error_line(zoo("train", "--arch", "cnn", "--dataset", "digits", "--no-store"))
+    assert "the limit is 1,000 (set ZOO_MAX_PARAMS to raise the limit)" in line
+    monkeypatch.setenv("ZOO_MAX_PARAMS", "a lot")
+    assert "ZOO_MAX_PARAMS must be a non-negative integer" in one_error_line(zoo(*XOR))
+    monkeypatch.setenv("ZOO_MAX_PARAMS", "0")  # no limit
+    assert zoo(*XOR, "--no-store").exit_code == 0
+
+
+def test_the_budget_counts_parameters_and_buffers():
+    import numpy as np
+
+    from zoo.layers.dense import Dense
+    from zoo.layers.norm import BatchNorm
+    from zoo.model import Sequential
+    from zoo.sizing import parameter_budget
+
+    model = Sequential([Dense(8), BatchNorm(), Dense(2)])
+    with parameter_budget("m", limit=10 * 8 + 8 + 4 * 8 + 8 * 2 + 2) as budget:
+        model.build((10,), np.random.default_rng(0))
+    assert budget.used == model.num_params + 2 * 8  # + running mean and variance
+    with pytest.raises(ConfigError, match="m is too large: an array of shape \\(8, 2\\)"):
+        with parameter_budget("m", limit=10 * 8 + 8 + 4 * 8):
+            Sequential([Dense(8), BatchNorm(), Dense(2)]).build((10,), np.random.default_rng(0))
+
+
+def test_a_batch_larger_than_the_data_is_clamped_and_said():
+    result = zoo(*XOR, "--batch-size", "1000000000000", "--no-store", "--json")
+    assert result.exit_code == 0, result.output
+    note = "batch size 1,000,000,000,000 clamped to 720: the training split has 720 examples"
+    assert note in result.stderr.splitlines()  # the header (stderr with --json)
+    out = json.loads(result.stdout)
+    assert out["batch_size"] == 720 and note in out["notes"]

@@ -225,6 +225,11 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, lr, stop
             Path(out).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create --out folder {out}: {exc.strerror}") from None
+    # Before any job runs: the results are written where a real temp file can be (the default
+    # folder is made in the current one).
+    from zoo.atomic import probe_writable
+
+    probe_writable(Path(out if out is not None else ".") / "results.json", "comparison results")
     run_store = open_store(store, no_store)
     data = comparison.data
     click.echo(f"comparing {', '.join(comparison.archs)} on {data.name} ({data.task}): "

@@ -40,7 +40,7 @@ def _open_regular(path: str, where: str):
 def _what_it_is(head: bytes) -> str | None:
     """A diagnosis of a file that is not ``.npy``, from its first bytes."""
     if head.startswith(_ZIP_MAGIC):
-        return "is an .npz (zip) archive; expected a .npy file holding one array"
+        return "is an .npz archive; expected a .npy file holding one array"
     if len(head) >= 10 and head[8:10] == b'{"':
         return ("is a safetensors file (a zoo checkpoint?); give the checkpoint first and a "
                 ".npy file of inputs second")
