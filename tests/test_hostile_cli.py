@@ -50,10 +50,11 @@ def test_deep_stop_nesting_is_refused_not_a_recursion_error():
 
 
 def test_nesting_up_to_the_limit_still_parses():
-    # MAX_DEPTH counts parentheses: the innermost max_epochs(1) of the repr is one level.
-    criterion = parse_stop(nested(MAX_DEPTH - 1))
-    assert repr(criterion).count("all_of(") == MAX_DEPTH - 1
-    assert parse_stop(repr(criterion)) is not None  # repr parses back
+    criterion = parse_stop(nested(MAX_DEPTH))
+    assert repr(criterion).count("all_of(") == MAX_DEPTH
+    assert repr(parse_stop(repr(criterion))) == repr(criterion)  # repr parses back
+    with pytest.raises(ConfigError, match="nest more than"):
+        parse_stop(nested(MAX_DEPTH + 1))
 
 
 # -- paths ----------------------------------------------------------------------------------------

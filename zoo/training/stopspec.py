@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from zoo.errors import ConfigError
 
 COMPOSITES = ("all_of", "any_of")
-# Specs come from the command line and from checkpoints: parentheses nested deeper than this
-# (``all_of(`` and a criterion's own call each count) are refused before the recursive-descent
-# parser (and the composites built from it) could exhaust the stack. Real specs nest 2 or 3.
+# Specs come from the command line and from checkpoints: all_of/any_of nested deeper than this
+# are refused before the recursive-descent parser (and the composites built from it) could
+# exhaust the stack. Parentheses may go one level deeper, for the innermost criterion's own
+# call, so the repr of any accepted spec parses back. Real specs nest 2 or 3 levels.
 MAX_DEPTH = 32
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT = re.compile(r"[+-]?\d+\Z")
@@ -98,7 +99,8 @@ class _Parser:
         self.spec = spec
         self.tokens = self._tokenize()
         self.i = 0
-        self.depth = 0
+        self.depth = 0  # parentheses open now
+        self.composites = 0  # all_of/any_of open now
 
     def fail(self, message: str):
         spec = self.spec if len(self.spec) <= 120 else self.spec[:117] + "..."
@@ -166,7 +168,8 @@ class _Parser:
     def arguments(self, name: str) -> list:
         self.take()  # "("
         self.depth += 1
-        if self.depth > MAX_DEPTH:
+        self.composites += name in COMPOSITES
+        if self.composites > MAX_DEPTH or self.depth > MAX_DEPTH + 1:
             self.fail(f"criteria nest more than {MAX_DEPTH} levels deep")
         args: list = []
         while True:
@@ -176,6 +179,7 @@ class _Parser:
             if _is(token, ")"):
                 self.take()
                 self.depth -= 1
+                self.composites -= name in COMPOSITES
                 return args
             if token.kind == "word" and _is(self.peek(1), "="):
                 if not _NAME.match(token.text):
