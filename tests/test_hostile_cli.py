@@ -220,8 +220,10 @@ def test_a_foreign_sqlite_file_is_never_written_into(tmp_path):
     with pytest.raises(ConfigError, match=r"is an SQLite database of another program \(tables: "
                                           r"notes, runs\), not a zoo run store"):
         RunStore(foreign)
-    for args in (["runs", "list"], ["runs", "show", "1"]):
-        one_error_line(zoo(*args, "--store", str(foreign)))
+    for args in (["runs", "list"], ["runs", "show", "1"], XOR):
+        result = zoo(*args, "--store", str(foreign))
+        assert "another program" in one_error_line(result)
+        assert "training" not in result.output  # refused before training, not after
     assert foreign.read_bytes() == before
     not_sqlite = tmp_path / "text.db"
     not_sqlite.write_text("just text\n" * 100)

@@ -28,6 +28,18 @@ def open_store(path, no_store: bool = False, *, create: bool = True):
     return RunStore(path, create=create)
 
 
+def check_store(path, no_store: bool = False) -> None:
+    """Before training: an existing store file must be a zoo run store, so a foreign or
+    corrupt file is refused now rather than warned about after the run."""
+    if no_store:
+        return
+    from zoo.runstore import RunStore, default_store_path
+
+    target = path or default_store_path()
+    if os.path.exists(target):
+        RunStore(target, create=False).close()
+
+
 def record_train_run(result: dict, config: dict, store=None, no_store: bool = False,
                      json_mode: bool = False) -> int | None:
     """Record a finished ``zoo train`` run; a store that fails is a warning, not a failure

@@ -11,7 +11,7 @@ from zoo.cli.checkpoints import (
     report_checkpoints,
 )
 from zoo.cli.common import echo, emit_json, parse_key_values, table
-from zoo.cli.runs import record_train_run, store_options
+from zoo.cli.runs import check_store, record_train_run, store_options
 from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
 
@@ -97,6 +97,7 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
 
         require_matplotlib()
         check_plot_path(plot)
+    check_store(store, no_store)
     config = RunConfig(arch=arch, dataset=dataset, options=parse_key_values(options),
                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                        seed=seed, stop=tuple(stops), validation_split=validation_split,
