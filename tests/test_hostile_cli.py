@@ -130,6 +130,15 @@ def test_a_legal_250_character_target_name_saves(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temp left
 
 
+def test_the_best_checkpoints_longer_name_is_probed_too(tmp_path):
+    target = tmp_path / ("m" * 247 + ".ckpt")  # legal; its .best.ckpt twin is 257 bytes
+    result = zoo(*XOR, "--save", str(target), "--checkpoint-every", "1", "--no-store")
+    line = one_error_line(result)
+    assert line == (f"zoo: error: cannot write the best checkpoint to "
+                    f"{tmp_path / ('m' * 247 + '.best.ckpt')}: File name too long")
+    assert "training mlp" not in result.output and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["m" * 255, "é" * 127, "x" * 200 + "\n" + "é" * 20, "a.ckpt"])
 def test_temp_names_fit_the_name_limit(tmp_path, name):
     temp = atomic.temp_name(str(tmp_path), name)
@@ -391,3 +400,72 @@ def test_a_batch_larger_than_the_data_is_clamped_and_said():
     assert note in result.stderr.splitlines()  # the header (stderr with --json)
     out = json.loads(result.stdout)
     assert out["batch_size"] == 720 and note in out["notes"]
+
+
+# -- checkpoints whose (re-signed) metadata describes something absurd ---------------------------
+def resigned(source, target, edit):
+    """A copy of checkpoint ``source`` whose metadata ``edit`` changed, with a valid hash."""
+    from zoo.checkpoints.format import read_checkpoint, write_checkpoint
+
+    tensors, metadata = read_checkpoint(source)
+    edit(metadata)
+    write_checkpoint(target, tensors, metadata)
+    return target
+
+
+def set_in(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(metadata):
+        node = metadata
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return edit
+
+
+def widen(metadata):
+    metadata["architecture"]["options"]["hidden"] = [40000, 40000]
+    metadata["config"]["options"]["hidden"] = "40000,40000"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (widen, "the model its metadata describes is too large: an array of shape (2, 40000)"),
+    (set_in("data", "spec", "input_shape", [1e9]),
+     "metadata 'data.spec.input_shape' must be a list of positive integers; received "
+     "[1000000000.0]"),
+    (set_in("data", "spec", "input_shape", [float("inf")]),
+     "metadata 'data.spec.input_shape' must be a list of positive integers; received [inf]"),
+    (set_in("data", "spec", "input_shape", [10 ** 9]),
+     "the model its metadata describes is too large: an array of shape (1000000000, 4)"),
+])
+def test_a_checkpoint_describing_a_huge_model_is_refused_before_building(
+        xor_checkpoint, tmp_path, monkeypatch, edit, message):
+    import tracemalloc
+
+    import numpy as np
+
+    monkeypatch.setenv("ZOO_MAX_PARAMS", "0")  # the stored tensors bound it all the same
+    hostile = resigned(xor_checkpoint, tmp_path / "hostile.ckpt", edit)
+    assert hostile.stat().st_size < 20_000
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.zeros((1, 2), np.float32))
+    tracemalloc.start()
+    try:
+        commands = [("predict", str(hostile), str(inputs)), ("evaluate", str(hostile))]
+        if edit is widen:
+            commands.append(("train", "--resume", str(hostile), "--epochs", "3", "--no-store"))
+        for args in commands:
+            line = one_error_line(zoo(*args))
+            assert f"checkpoint {hostile}" in line and message in line, (args, line)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6
+
+
+def test_a_checkpoint_with_a_deeply_nested_stop_spec_is_one_line(xor_checkpoint, tmp_path):
+    hostile = resigned(xor_checkpoint, tmp_path / "deep.ckpt",
+                       set_in("config", "stop", [nested(3000)]))
+    line = one_error_line(zoo("train", "--resume", str(hostile), "--no-store"))
+    assert f"nest more than {MAX_DEPTH} levels" in line

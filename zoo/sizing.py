@@ -10,8 +10,9 @@ refused build took is bounded by the limit, whatever the options said.
 
 The limit is ``DEFAULT_MAX_PARAMS`` (100 million parameters: 400 MB of float32 weights, about
 1.6 GB with gradients and Adam's two moments) unless ``ZOO_MAX_PARAMS`` sets another;
-``ZOO_MAX_PARAMS=0`` lifts it. A checkpoint is loaded under a budget of the parameters it
-stores: a model larger than its tensors cannot match them and is refused before it is built.
+``ZOO_MAX_PARAMS=0`` lifts it. A checkpoint is loaded under a budget of the values its model
+tensors hold: a model larger than its tensors cannot match them and is refused before it is
+built. Budgets nest, and every open one holds.
 
 Outside ``parameter_budget`` (library code building layers itself) nothing is limited.
 """
@@ -36,6 +37,15 @@ class Budget:
     what: str
     hint: str
     used: int = 0
+    outer: Budget | None = None  # a budget open around this one: both hold
+
+    def chain(self) -> list[Budget]:
+        """This budget and those around it, the tightest first."""
+        budgets, budget = [], self
+        while budget is not None:
+            budgets.append(budget)
+            budget = budget.outer
+        return sorted(budgets, key=lambda b: float("inf") if b.limit is None else b.limit)
 
 
 _ACTIVE: ContextVar[Budget | None] = ContextVar("zoo_parameter_budget", default=None)
@@ -56,7 +66,8 @@ def max_params() -> int | None:
 def parameter_budget(what: str, limit: int | None | str = "env", hint: str | None = None):
     """Count the parameters built inside the block against ``limit`` (default: the env's)."""
     limit = max_params() if limit == "env" else limit
-    budget = Budget(limit, what, hint or f"set {ENV_VAR} to raise the limit")
+    budget = Budget(limit, what, hint or f"set {ENV_VAR} to raise the limit",
+                    outer=_ACTIVE.get())
     token = _ACTIVE.set(budget)
     try:
         yield budget
@@ -80,12 +91,15 @@ def _human_bytes(n: int) -> str:
 
 
 def reserve(shape, dtype=None) -> None:
-    """Raise ``ConfigError`` if an array of ``shape`` would take the model past its budget."""
-    budget = _ACTIVE.get()
-    if budget is None or budget.limit is None:
+    """Raise ``ConfigError`` if an array of ``shape`` would take the model past its budget
+    (or past any budget open around it: a nested budget never loosens an outer one)."""
+    active = _ACTIVE.get()
+    if active is None:
         return
     size = _size(shape)
-    if budget.used + size > budget.limit:
+    for budget in active.chain():
+        if budget.limit is None or budget.used + size <= budget.limit:
+            continue
         import numpy as np
 
         itemsize = np.dtype(dtype if dtype is not None else np.float32).itemsize
@@ -99,11 +113,12 @@ def reserve(shape, dtype=None) -> None:
 
 def charge(shape, dtype=None) -> None:
     """Count an array a layer adds (after ``reserve``, or for one it allocated itself)."""
-    budget = _ACTIVE.get()
-    if budget is None:
+    active = _ACTIVE.get()
+    if active is None:
         return
     reserve(shape, dtype)
-    budget.used += _size(shape)
+    for budget in active.chain():
+        budget.used += _size(shape)
 
 
 def _shape(shape) -> tuple:

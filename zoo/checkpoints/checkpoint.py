@@ -164,11 +164,15 @@ class Checkpoint:
         if not self.model_state:
             raise CheckpointError(f"{self.where}: the checkpoint holds no model weights "
                                   f"(no tensors named model.*)")
+        shape = metadata["data"]["spec"]["input_shape"]
+        if not shape or not all(type(n) is int and n >= 1 for n in shape):
+            raise CheckpointError(f"{self.where}: metadata 'data.spec.input_shape' must be a "
+                                  f"list of positive integers; received {_short(shape)}")
         try:
             from zoo.data.spec import DataSpec
 
             self.spec = DataSpec.from_dict(metadata["data"]["spec"])
-        except (ConfigError, TypeError, ValueError) as exc:
+        except (ConfigError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"{self.where}: the data description is invalid: {exc}") \
                 from None
 
@@ -415,6 +419,18 @@ def load_model_state(model, state: dict, where: str) -> None:
         raise CheckpointError(f"{where}: {exc}") from None
 
 
+def stored_size_budget(ck: Checkpoint):
+    """Build the model of ``ck`` under a budget of the values its model tensors hold: a model
+    its metadata describes as larger (``hidden=40000,40000`` re-signed into a 5 kB file) cannot
+    match them, and is refused before it is allocated, whatever ``ZOO_MAX_PARAMS`` allows."""
+    from zoo.sizing import parameter_budget
+
+    stored = sum(int(np.size(v)) for v in ck.model_state.values())
+    return parameter_budget(f"{ck.where}: the model its metadata describes", limit=stored,
+                            hint=f"the file stores {stored:,} model values; a larger model "
+                                 f"cannot match them")
+
+
 def load_model(path, *, host=None):
     """The trained model of a checkpoint, for evaluation and prediction.
 
@@ -440,8 +456,9 @@ def load_model(path, *, host=None):
     if dtype_name not in DTYPES:
         raise CheckpointError(f"{ck.where}: dtype must be one of {', '.join(DTYPES)}; "
                               f"received {dtype_name!r}")
-    model = architecture.build(ck.spec, dict(options))
-    model.build(ck.spec.input_shape, np.random.default_rng(0), dtype=DTYPES[dtype_name])
+    with stored_size_budget(ck):
+        model = architecture.build(ck.spec, dict(options))
+        model.build(ck.spec.input_shape, np.random.default_rng(0), dtype=DTYPES[dtype_name])
     load_model_state(model, ck.model_state, ck.where)
     loss_name = ck.metadata["training"]["loss"]
     try:

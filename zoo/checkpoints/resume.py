@@ -31,6 +31,7 @@ from zoo.checkpoints.checkpoint import (
     load_checkpoint,
     load_model_state,
     named_generators,
+    stored_size_budget,
 )
 from zoo.errors import CheckpointError, ConfigError
 from zoo.plugins.host import resolve_host
@@ -82,7 +83,8 @@ def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, 
                                   overrides.get("stop"), host.criteria)
     merged["epochs"] = None  # the epoch budget is among the spelled-out criteria now
     config = RunConfig(**merged)
-    run = Run(config, host=host, callbacks=callbacks)
+    with stored_size_budget(ck):
+        run = Run(config, host=host, callbacks=callbacks)
     check_data_fits(ck, run.spec, run.dataset, "the dataset")
     if len(run.x_train) != ck.metadata["data"]["train_examples"]:
         raise CheckpointError(f"{ck.where}: the dataset now has {len(run.x_train)} training "

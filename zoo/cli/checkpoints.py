@@ -81,7 +81,7 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     Returns ``(run, checkpointer)``; the checkpointer writes ``save`` (or, on resume, back to
     the resumed file) at the end of training and at the ``every`` cadence.
     """
-    from zoo.checkpoints.callback import attach, parse_every
+    from zoo.checkpoints.callback import attach, best_path_for, parse_every
     from zoo.checkpoints.resume import resume_run
     from zoo.run import Run
 
@@ -89,6 +89,8 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     if resume is not None:
         target = save if save is not None else resume
         check_output_path(target)
+        if cadence is not None:
+            check_output_path(best_path_for(target), "best checkpoint")
         overrides = {name: getattr(config, name) for name in given}
         if "options" in overrides:
             overrides["options"] = dict(config.options)
@@ -105,6 +107,8 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     if cadence is not None and save is None:
         raise ConfigError("--checkpoint-every needs a file to write: give --save PATH")
     check_output_path(save)
+    if cadence is not None:  # the best epoch goes beside it, under a longer name
+        check_output_path(best_path_for(save), "best checkpoint")
     run = Run(config, callbacks=callbacks)
     return run, attach(run, save, cadence)
 
