@@ -356,3 +356,13 @@ def test_python_api_sees_the_same_boundary(hostile):
     result = run([sys.executable, "-c", code], site, cwd=work)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["mlp", "cnn", "False"]
+
+
+def test_the_conformance_kit_is_never_more_lenient_than_the_host():
+    from zoo.architecture import Architecture
+    from zoo.kit import conformance
+
+    arch = Architecture("lossy", "a loss that is no function", ("classify",),
+                        lambda spec, options: None, loss=42)
+    with pytest.raises(AssertionError, match="architecture lossy: loss must be None or callable"):
+        conformance.check_registration(arch)

@@ -45,9 +45,12 @@ import numpy as np
 
 from zoo.architecture import Architecture, Option
 from zoo.data.spec import KINDS, TASKS, DataSpec
+from zoo.errors import PluginError
 from zoo.jsonable import jsonable
 from zoo.layers.base import Layer, Parameter
 from zoo.plugins.host import resolve_host
+from zoo.plugins.validate import DEFAULT_KEYS
+from zoo.plugins.validate import check_registration as validate_registration
 
 # Tiny shapes, one per kind of data: enough for a convolution, a pooling and a recurrence.
 TINY_SHAPES = {"vector": (8,), "sequence": (6, 2), "image": (1, 8, 8)}
@@ -55,8 +58,7 @@ TINY_CLASSES = 3
 TINY_TARGETS = 2
 
 # The training defaults an architecture may set (what zoo.run reads from ``defaults``).
-TRAINING_DEFAULTS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor",
-                     "clip_norm")
+TRAINING_DEFAULTS = DEFAULT_KEYS
 
 # Finite differences sample this many entries of each parameter (and of the input): enough to
 # catch a wrong formula, few enough that a model's check takes well under a second.
@@ -184,6 +186,11 @@ def check_registration(name_or_architecture, *, host=None) -> Architecture:
     if unknown:
         problems.append(f"defaults has unknown keys {unknown}; known: "
                         f"{sorted(TRAINING_DEFAULTS)}")
+    if not problems:  # never more lenient than the plugin host, which would refuse it
+        try:
+            validate_registration("architectures", "architecture", arch, None, ())
+        except PluginError as exc:
+            problems.append(str(exc))
     if problems:
         raise AssertionError(f"architecture {name!r}: " + "; ".join(problems))
 

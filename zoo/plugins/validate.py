@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 
+from zoo.data.spec import KINDS as DATA_KINDS
+from zoo.data.spec import TASKS
 from zoo.errors import PluginError
 
-TASKS = ("classify", "regress", "reconstruct")
-DATA_KINDS = ("vector", "sequence", "image")
+# The training defaults an architecture may set (what zoo.run reads from ``defaults``).
 DEFAULT_KEYS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor", "clip_norm")
 
 # Names are typed on the command line and listed with commas (``--arch mlp,cnn``): one word.
