@@ -1,9 +1,12 @@
 """Plugin loading: pluggy, entry points of the group ``zoo``, and the registries they fill.
 
 Each plugin is loaded on its own. A plugin that fails to import, uses a hook name that does not
-exist, raises while registering or registers a name that is taken is recorded with its name and
-the reason, and the rest of zoo works on. ``ZOO_STRICT_PLUGINS=1`` (or ``strict=True``) turns
-each of those into a ``PluginError``. ``ZOO_LOAD_PLUGINS=a,b`` loads only the named plugins.
+exist, raises anything (``SystemExit`` included) while loading or registering, registers a name
+or alias that is taken or something malformed (``zoo.plugins.validate``), or adds a command
+whose name is taken is recorded with its name and a one-line reason, and the rest of zoo works
+on. ``ZOO_STRICT_PLUGINS=1`` (or ``strict=True``) turns each of those into a ``PluginError``.
+``ZOO_LOAD_PLUGINS=a,b`` loads only the named plugins. The rules: docs/plugin-hooks.md, "Trust
+rules".
 """
 
 from __future__ import annotations
@@ -192,8 +195,7 @@ class PluginHost:
             if self.only is not None and ep.name not in self.only:
                 continue
             seen.add(ep.name)
-            record = PluginRecord(ep.name, module=ep.value)
-            record.version = ep.dist.version if ep.dist is not None else None
+            record = PluginRecord(ep.name, module=ep.value, version=_version(ep))
             if ep.name in self.records or self.pm.has_plugin(ep.name):
                 # Refused before its module is imported: zoo runs no code of a plugin it drops.
                 taken = self.records.get(ep.name)
@@ -234,12 +236,12 @@ class PluginHost:
             self._fail(record, f"needs zoo plugin API {needed[:40]}; "
                                f"this zoo provides {API_VERSION}")
             return
-        if self.pm.has_plugin(record.name) or self.pm.is_registered(module):
-            self._fail(record, "is registered twice")
-            return
-        try:
-            self.pm.register(module, name=record.name)
-            self.pm.check_pending()
+        twice = False
+        try:  # pluggy reads the module's attributes: a hostile object may raise anything
+            twice = self.pm.has_plugin(record.name) or self.pm.is_registered(module)
+            if not twice:
+                self.pm.register(module, name=record.name)
+                self.pm.check_pending()
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a wrong hook must not end zoo
@@ -248,6 +250,9 @@ class PluginHost:
             reason = (one_line(exc) if isinstance(exc, pluggy.PluginValidationError)
                       else describe_exception(exc))
             self._fail(record, f"invalid hook: {reason}")
+            return
+        if twice:
+            self._fail(record, "is registered twice")
             return
         record.hooks = sorted(
             caller.name for caller in self.pm.get_hookcallers(module) or ()
@@ -359,9 +364,16 @@ def _api_of(module) -> str | None:
     return None if needed is None else one_line(str(needed))
 
 
+def _version(ep) -> str | None:
+    try:
+        return ep.dist.version if ep.dist is not None else None
+    except Exception:  # noqa: BLE001 - broken metadata: the plugin is still reported by name
+        return None
+
+
 def _distribution(ep) -> str:
     dist = getattr(ep, "dist", None)
-    return f"{dist.name} {dist.version}" if dist is not None else ep.value
+    return f"{dist.name} {_version(ep)}" if dist is not None else ep.value
 
 
 def _describe_record(record: PluginRecord) -> str:
