@@ -138,6 +138,7 @@ FAILURES = [
     ("class E(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\nraise E()\n",
      "failed to import: E: (its message cannot be shown)"),
     ("raise ValueError('line one\\nline two')\n", "ValueError: line one line two"),
+    ("raise ValueError('\\x1b[2J\\x1b[31mred')\n", "ValueError: \\x1b[2J\\x1b[31mred"),
     (hook("architectures", "raise SystemExit(4)"),
      "raised in register_architectures: SystemExit: 4"),
     (hook("architectures", "register(EVIL)\nimport sys\nsys.exit(0)"),

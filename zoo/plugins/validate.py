@@ -16,7 +16,7 @@ import re
 
 from zoo.data.spec import KINDS as DATA_KINDS
 from zoo.data.spec import TASKS
-from zoo.errors import PluginError
+from zoo.errors import PluginError, printable
 
 # The training defaults an architecture may set (what zoo.run reads from ``defaults``).
 DEFAULT_KEYS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor", "clip_norm")
@@ -42,8 +42,9 @@ def safe_repr(value, limit: int = 60) -> str:
 
 
 def one_line(text: str) -> str:
-    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
-    return " ".join(str(text).split())
+    """``text`` with every run of whitespace (newlines included) collapsed to one space and
+    any other control character escaped (a plugin's message must not drive the terminal)."""
+    return printable(" ".join(str(text).split()))
 
 
 def _fail(label: str, message: str):
