@@ -112,7 +112,7 @@ def _is_stale(entry: os.DirEntry, base: str, now: float) -> bool:
 
 def remove_stale_temps(folder: str, base: str) -> list[str]:
     """Remove the temp files of target ``base`` whose writer is gone; return their paths."""
-    removed = []
+    removed: list[str] = []
     now = time.time()
     try:
         entries = list(os.scandir(folder))

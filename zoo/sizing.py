@@ -41,7 +41,8 @@ class Budget:
 
     def chain(self) -> list[Budget]:
         """This budget and those around it, the tightest first."""
-        budgets, budget = [], self
+        budgets: list[Budget] = []
+        budget: Budget | None = self
         while budget is not None:
             budgets.append(budget)
             budget = budget.outer
@@ -65,8 +66,8 @@ def max_params() -> int | None:
 @contextlib.contextmanager
 def parameter_budget(what: str, limit: int | None | str = "env", hint: str | None = None):
     """Count the parameters built inside the block against ``limit`` (default: the env's)."""
-    limit = max_params() if limit == "env" else limit
-    budget = Budget(limit, what, hint or f"set {ENV_VAR} to raise the limit",
+    cap = max_params() if isinstance(limit, str) else limit
+    budget = Budget(cap, what, hint or f"set {ENV_VAR} to raise the limit",
                     outer=_ACTIVE.get())
     token = _ACTIVE.set(budget)
     try:
@@ -83,11 +84,12 @@ def _size(shape) -> int:
 
 
 def _human_bytes(n: int) -> str:
-    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n} bytes"  # unreachable
+    value = float(n)
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if value < 1000:
+            return f"{value:,.0f} {unit}" if unit == "bytes" else f"{value:,.1f} {unit}"
+        value /= 1000
+    return f"{value:,.1f} PB"
 
 
 def reserve(shape, dtype=None) -> None:

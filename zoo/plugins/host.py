@@ -297,7 +297,10 @@ class PluginHost:
         if problem is not None:
             self._fail(record, f"{hook_name}: {problem}; refused")
             return
-        if kind in ("architectures", "datasets") and not value.plugin:
+        from zoo.architecture import Architecture
+        from zoo.data.dataset import DatasetInfo
+
+        if isinstance(value, (Architecture, DatasetInfo)) and not value.plugin:
             value = dataclasses.replace(value, plugin=record.name)
         registry.add(name, value, record.name, aliases)
         record.registered.setdefault(kind, []).append(name)

@@ -41,7 +41,7 @@ def safe_repr(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines included) collapsed to one space and
     any other control character escaped (a plugin's message must not drive the terminal)."""
     return printable(" ".join(str(text).split()))
