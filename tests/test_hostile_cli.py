@@ -469,3 +469,26 @@ def test_a_checkpoint_with_a_deeply_nested_stop_spec_is_one_line(xor_checkpoint,
                        set_in("config", "stop", [nested(3000)]))
     line = one_error_line(zoo("train", "--resume", str(hostile), "--no-store"))
     assert f"nest more than {MAX_DEPTH} levels" in line
+
+
+# -- options accepted silently before -------------------------------------------------------------
+def float_options():
+    from zoo.plugins import get_host
+
+    host = get_host()
+    return [(arch.name, opt) for name, arch in host.architectures.items()
+            for opt in arch.options if opt.type is float]
+
+
+def test_every_float_option_refuses_nan_and_inf():
+    assert float_options(), "the built-in architectures have float options"
+    for _arch, opt in float_options():
+        for text in ("nan", "NaN", "inf", "-inf", "1e999"):
+            with pytest.raises(ConfigError, match=f"{opt.name}"):
+                opt.parse(text)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "1"])
+def test_dropout_out_of_range_is_refused_not_ignored(value):
+    line = one_error_line(zoo(*XOR, "-o", f"dropout={value}", "--no-store"))
+    assert "option dropout must be in [0, 1)" in line
