@@ -492,3 +492,15 @@ def test_every_float_option_refuses_nan_and_inf():
 def test_dropout_out_of_range_is_refused_not_ignored(value):
     line = one_error_line(zoo(*XOR, "-o", f"dropout={value}", "--no-store"))
     assert "option dropout must be in [0, 1)" in line
+
+
+def test_a_reader_that_goes_away_ends_zoo_quietly():
+    # `zoo list | head -1`: the pipe closes early; no traceback, no "Broken pipe" error line.
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(8)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 1
+    assert err == b""
