@@ -55,11 +55,6 @@ class ZooGroup(click.Group):
             if debug:
                 raise
             _error(exc, exc.exit_code)
-        except BrokenPipeError:
-            # The reader went away (`zoo list | head`): like any Unix filter, stop quietly.
-            # stdout is pointed at devnull so the interpreter's final flush cannot fail again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
         except OSError as exc:
             if debug:
                 raise
