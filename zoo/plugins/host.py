@@ -94,6 +94,10 @@ class Registry:
             raise ConfigError(f"unknown {self.label} {name!r}; installed: {installed}")
         return self._items[canonical]
 
+    def canonical(self, name: str) -> str:
+        """The registered name ``name`` stands for (itself, or what an alias points to)."""
+        return self._aliases.get(name, name)
+
     def owner(self, name: str) -> str:
         return self._owners[self._canonical(name)]
 
