@@ -37,5 +37,16 @@ def register_stopping_criteria(register):
 
 
 @hookspec
+def register_schedules(register):
+    """Register learning-rate schedules: ``register(name, factory, aliases=())``;
+    factory(**options) -> ``zoo.schedules.Schedule``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register metrics: ``register(Metric(...), aliases=())`` (``zoo.training.metrics``)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the ``zoo`` command group ``cli``."""

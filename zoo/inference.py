@@ -33,13 +33,17 @@ def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
         host: the plugin host to load the dataset from (default: the process-wide one).
 
     Returns the report ``zoo evaluate --json`` prints: checkpoint, arch, dataset, split,
-    examples, task, metrics (with the linear probe's ``probe_accuracy`` for an autoencoder on
-    labelled data), epoch, step, stop_reason.
+    examples, task, metrics (every registered metric of the task, with the linear probe's
+    ``probe_accuracy`` for an autoencoder on labelled data), epoch, step, stop_reason; for a
+    classifier also ``classes`` and ``confusion_matrix`` (rows: true class, columns:
+    predicted).
     """
     from zoo import checks
     from zoo.checkpoints.checkpoint import check_data_fits
     from zoo.data.load import load_dataset
+    from zoo.plugins.host import resolve_host
     from zoo.training.loop import evaluate
+    from zoo.training.metrics import confusion_matrix, metrics_for
     from zoo.training.probe import probe_accuracy
 
     checks.one_of(None, "split", split, SPLITS)
@@ -58,16 +62,24 @@ def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
         if len(x) == 0:
             raise DataError(f"the run of {ck.path} had no validation split; expected "
                             f"--split test or train")
-    metrics = evaluate(model, loss, x.astype(model.dtype, copy=False), y, spec.task)
+    outputs: list = []
+    metrics = evaluate(model, loss, x.astype(model.dtype, copy=False), y, spec.task,
+                       metrics=metrics_for(spec.task, resolve_host(host).metrics),
+                       outputs_out=outputs)
     if split != "train":
         # As 'zoo train' reports it: a linear probe of the codes, trained on the train part.
         scores = probe_accuracy(model, data, spec.task, parts, seed=ck.config["seed"],
                                 splits=(split,))
         if split in scores:
             metrics["probe_accuracy"] = scores[split]
-    return {"checkpoint": ck.path, "arch": ck.arch, "dataset": data.name, "split": split,
-            "examples": len(x), "task": spec.task, "metrics": metrics,
-            "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
+    report = {"checkpoint": ck.path, "arch": ck.arch, "dataset": data.name, "split": split,
+              "examples": len(x), "task": spec.task, "metrics": metrics,
+              "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
+    if spec.task == "classify":
+        matrix = confusion_matrix(outputs[0], y, spec.num_classes or spec.output_size)
+        report["classes"] = [str(c) for c in (ck.classes or range(len(matrix)))]
+        report["confusion_matrix"] = matrix.tolist()
+    return report
 
 
 def read_inputs(path, input_shape, dtype=None):

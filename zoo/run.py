@@ -16,9 +16,11 @@ import numpy as np
 
 import zoo
 from zoo import checks
+from zoo import spec as specs
 from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
 from zoo.plugins.host import resolve_host
+from zoo.spec import parse_spec
 
 DEFAULT_EPOCHS = 50
 DEFAULT_PATIENCE = 10
@@ -40,6 +42,13 @@ class RunConfig:
             give it instead, or the same value again (another value is refused).
         stop: ``--stop`` specs; when given they replace the default early stopping.
         validation_split: fraction of the training split held out for validation.
+        optimizer, loss, schedule: specs (``zoo.spec``), e.g. ``"sgd(momentum=0.9)"``,
+            ``"focal(gamma=3)"``, ``"cosine(warmup_epochs=5)"``; the dataset may be one too
+            (``"spirals(arms=3)"``). None: the architecture's default (the loss: the one the
+            architecture names for the task; the schedule: constant).
+        metric: the metric early stopping watches (as ``val_<metric>``) and ``zoo compare``
+            ranks by, e.g. ``"macro_f1"``; None: the task's default (accuracy for
+            classification, loss for regression).
     """
 
     arch: str
@@ -54,6 +63,9 @@ class RunConfig:
     validation_split: float = 0.1
     clip_norm: float | None = None
     dtype: str = "float32"
+    loss: str | None = None
+    schedule: str | None = None
+    metric: str | None = None
 
     def validate(self) -> None:
         """Reject bad values before any data is generated or any kernel compiles."""
@@ -66,6 +78,11 @@ class RunConfig:
         checks.fraction(None, "validation_split", self.validation_split)
         checks.one_of(None, "dtype", self.dtype, tuple(DTYPES))
         checks.integer(None, "seed", self.seed, minimum=0)
+        for name in ("optimizer", "loss", "schedule", "metric"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a spec string such as 'adam' or "
+                                  f"'sgd(momentum=0.9)'; received {value!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -100,6 +117,11 @@ class RunResult:
     samples_per_s: float
     history: list
     notes: list = field(default_factory=list)
+    train: dict = field(default_factory=dict)
+    loss: str = ""
+    optimizer_config: dict = field(default_factory=dict)
+    schedule: str | None = None
+    metric: str | None = None
     zoo_version: str = zoo.__version__
 
     def to_dict(self) -> dict:
@@ -127,10 +149,20 @@ class Run:
         self.options = self.architecture.resolve_options(config.options)
         defaults = self.architecture.defaults
         self.batch_size = config.batch_size or defaults.get("batch_size", DEFAULT_BATCH_SIZE)
-        self.optimizer_name = config.optimizer or defaults.get("optimizer", DEFAULT_OPTIMIZER)
+        optimizer_spec = parse_spec(config.optimizer or defaults.get("optimizer",
+                                                                    DEFAULT_OPTIMIZER),
+                                    self.host.optimizers, specs.OPTIMIZER)
+        self.optimizer_name = optimizer_spec.name
         self.lr = config.lr or defaults.get("lr", DEFAULT_LR)
         self.clip_norm = config.clip_norm or defaults.get("clip_norm")
-        optimizer_factory = self.host.optimizers.get(self.optimizer_name)
+        loss_text = config.loss or defaults.get("loss")
+        loss_spec = None if loss_text is None else parse_spec(loss_text, self.host.losses,
+                                                              specs.LOSS)
+        schedule_text = config.schedule or defaults.get("schedule")
+        self.schedule = None
+        if schedule_text is not None:
+            self.schedule = parse_spec(schedule_text, self.host.schedules, specs.SCHEDULE) \
+                .build(specs.SCHEDULE, schedule_text)
         stop_criteria = self._parse_stops()
 
         if dataset is None:
@@ -155,15 +187,27 @@ class Run:
         with parameter_budget(f"architecture {self.architecture.name} on {self.dataset.name}"):
             self.model = self.architecture.build(self.spec, dict(self.options))
             self.model.build(self.spec.input_shape, init_rng, dtype=dtype)
-        self.loss = self.host.losses.get(self.architecture.default_loss(self.spec, self.options))()
-        self.optimizer = optimizer_factory(lr=self.lr)
+        if loss_spec is None:
+            loss_text = self.architecture.default_loss(self.spec, self.options)
+            loss_spec = parse_spec(loss_text, self.host.losses, specs.LOSS)
+        self.loss = loss_spec.build(specs.LOSS, loss_text)
+        self.loss_spec = str(loss_spec)
+        self.optimizer = optimizer_spec.build(specs.OPTIMIZER, config.optimizer or
+                                              defaults.get("optimizer", DEFAULT_OPTIMIZER),
+                                              lr=self.lr)
+        self.optimizer_spec = str(optimizer_spec)
+        self.metrics, self.monitor = self._metrics(task, defaults)
         self.engine = self._engine(stop_criteria)
+        if self.schedule is not None:
+            self.schedule.start(steps_per_epoch=-(-len(self.x_train) // self.batch_size),
+                                epochs=self._epoch_budget())
         from zoo.training.loop import Trainer
 
         self.trainer = Trainer(self.model, self.loss, self.optimizer, self.engine,
                                task=task, batch_size=self.batch_size,
                                rng=np.random.default_rng([config.seed, 2]),
-                               clip_norm=self.clip_norm, callbacks=callbacks)
+                               clip_norm=self.clip_norm, callbacks=callbacks,
+                               schedule=self.schedule, base_lr=self.lr, metrics=self.metrics)
         self.train_time = 0.0
         self.compile_time = 0.0
         self.checkpoint_path: str | None = None
@@ -177,6 +221,42 @@ class Run:
             return [f"batch size {self.batch_size_asked:,} clamped to {self.batch_size}: the "
                     f"training split has {len(self.x_train)} examples"]
         return []
+
+    def _metrics(self, task: str, defaults: dict):
+        """The per-epoch metrics and the monitor of the default early stopping.
+
+        ``--metric`` wins; else the architecture's ``monitor`` default when this run reports
+        it; else the task's: ``val_accuracy`` for classification, ``val_loss`` otherwise.
+        """
+        from zoo.training.metrics import metrics_for
+
+        registry = self.host.metrics
+        chosen = self.config.metric
+        if chosen is not None:
+            name = chosen[4:] if chosen.startswith(("val_", "test_")) else chosen
+            if name != "loss":
+                parse_spec(name, registry, specs.METRIC)  # unknown names: one clear line
+                metric = registry.get(name)
+                if task not in metric.tasks:
+                    raise ConfigError(f"--metric {chosen!r}: {metric.name} applies to "
+                                      f"{', '.join(metric.tasks)}; this run's task is {task}")
+                name = metric.name
+            chosen = name
+        metrics = metrics_for(task, registry, every_epoch=True,
+                              extra=() if chosen is None else (chosen,))
+        reported = {"loss", *(m.name for m in metrics)}
+        if chosen is not None:
+            return metrics, f"val_{chosen}"
+        wanted = defaults.get("monitor")
+        if isinstance(wanted, str) and wanted.startswith("val_") and wanted[4:] in reported:
+            return metrics, wanted
+        return metrics, "val_accuracy" if task == "classify" else "val_loss"
+
+    def _epoch_budget(self) -> int:
+        """The smallest top-level ``max_epochs`` of the run (there is always one)."""
+        budgets = [c.epochs for c in self.engine.criteria if getattr(c, "name", "") ==
+                   "max_epochs"]
+        return min(budgets) if budgets else (self.config.epochs or DEFAULT_EPOCHS)
 
     def _parse_stops(self) -> list:
         from zoo.training.stopspec import parse_stop
@@ -199,8 +279,10 @@ class Run:
         if "max_epochs" not in names:
             stop_criteria = [criteria.get("max_epochs")(epochs), *stop_criteria]
         if not self.config.stop:
+            monitor = self.monitor if has_val else (
+                "train_accuracy" if self.monitor == "val_accuracy" else "train_loss")
             stop_criteria.append(criteria.get("early_stopping")(
-                monitor=defaults.get("monitor", "val_loss") if has_val else "train_loss",
+                monitor=monitor,
                 patience=defaults.get("patience", DEFAULT_PATIENCE), restore_best=True))
         return StoppingEngine(stop_criteria)
 
@@ -214,8 +296,11 @@ class Run:
         self.compile_time += compile_seconds() - compiled_before
         self.train_time += wall - (compile_seconds() - compiled_before)
 
-    def evaluate(self, split: str) -> dict:
+    def evaluate(self, split: str, every: bool = False) -> dict:
+        """Loss and metrics of the model on ``"val"`` or ``"test"``: the per-epoch metrics,
+        or with ``every`` all the registered metrics of the task."""
         from zoo.training.loop import evaluate
+        from zoo.training.metrics import metrics_for
 
         if split == "val":
             if len(self.x_val) == 0:
@@ -223,14 +308,17 @@ class Run:
             x, y = self.x_val, self.y_val
         else:
             x, y = self.dataset.x_test, self.dataset.y_test
+        metrics = metrics_for(self.spec.task, self.host.metrics) if every else self.metrics
         return evaluate(self.model, self.loss, x.astype(self.model.dtype, copy=False), y,
-                        self.spec.task)
+                        self.spec.task, metrics=metrics)
 
     def result(self) -> RunResult:
         trainer = self.trainer
         history = trainer.history.rows
         train_loss = history[-1]["train_loss"] if history else float(trainer.last_loss)
-        val, test = self.evaluate("val"), self.evaluate("test")
+        train = {k[6:]: v for k, v in (history[-1] if history else {}).items()
+                 if k.startswith("train_")} or {"loss": float(train_loss)}
+        val, test = self.evaluate("val", every=True), self.evaluate("test", every=True)
         if self.spec.task == "reconstruct":  # labelled data: the linear probe of the codes
             from zoo.training.probe import add_probe_accuracy
 
@@ -246,7 +334,11 @@ class Run:
             samples_per_s=round(trainer.step * self.batch_size / max(self.train_time, 1e-9), 1),
             history=history,
             notes=[*self.notes(), *self.engine.notes,
+                   *([trainer.schedule_note] if trainer.schedule_note else []),
                    *([trainer.finish_note] if trainer.finish_note else [])],
+            train=train, loss=self.loss_spec, optimizer_config=self.optimizer.get_config(),
+            schedule=None if self.schedule is None else repr(self.schedule),
+            metric=self.config.metric,
         )
 
 

@@ -17,7 +17,9 @@ Metadata (JSON values): ``zoo_version``; ``architecture`` (name, options, the pl
 provides it and its version); ``data`` (the ``DataSpec``, dataset name and source, classes,
 number of training examples); ``config`` (the ``RunConfig``, with ``stop`` spelled out as the
 criteria the run used, see ``zoo.checkpoints.resume``); ``training`` (resolved batch size,
-optimizer, learning rate, clip norm and loss); ``trainer`` (epoch, step, batch position,
+optimizer with its spec and settings, learning rate, clip norm and the loss spec);
+``schedule`` (the learning-rate schedule's spec and state, or null; absent from older files);
+``trainer`` (epoch, step, batch position,
 elapsed time, running epoch loss, the data-order generator's state, history); ``generators``
 (the state of every layer's ``rng``); ``optimizer`` (name, config, step); ``stopping`` (the
 engine's state); ``stop_reason``; ``checkpointing`` (the ``--checkpoint-every`` cadence and the
@@ -300,6 +302,11 @@ def run_state(run, *, live_state=None, checkpointing=None) -> tuple[dict, dict]:
                                       for k in live_state):
         tensors.update({RESUME_MODEL + k: np.asarray(v) for k, v in live_state.items()})
     opt_state = run.optimizer.state_dict()
+    schedule = getattr(run, "schedule", None)
+    if schedule is not None:
+        # The schedule sets the rate before every step from the base rate; the base is what
+        # the optimizer is rebuilt with (a rate annealed to 0 is no valid constructor value).
+        opt_state["config"] = {**opt_state["config"], "lr": float(run.lr)}
     tensors.update({OPTIMIZER + k: np.asarray(v) for k, v in opt_state["slots"].items()})
     tstate = trainer.state_dict()
     if tstate["permutation"] is not None:
@@ -328,7 +335,11 @@ def run_state(run, *, live_state=None, checkpointing=None) -> tuple[dict, dict]:
         "training": {"batch_size": int(run.batch_size), "optimizer": run.optimizer_name,
                      "lr": float(run.lr),
                      "clip_norm": None if run.clip_norm is None else float(run.clip_norm),
-                     "loss": arch.default_loss(run.spec, run.options)},
+                     "loss": run.loss_spec, "optimizer_spec": run.optimizer_spec,
+                     "optimizer_config": metadata_json(run.optimizer.get_config())},
+        "schedule": None if schedule is None else {
+            "spec": repr(schedule), "per": schedule.per,
+            "state": metadata_json(schedule.state_dict())},
         "trainer": metadata_json({k: v for k, v in tstate.items() if k != "permutation"}),
         "generators": {name: metadata_json(rng.bit_generator.state)
                        for name, rng in named_generators(model).items()},
@@ -462,7 +473,9 @@ def load_model(path, *, host=None):
     load_model_state(model, ck.model_state, ck.where)
     loss_name = ck.metadata["training"]["loss"]
     try:
-        loss = host.losses.get(loss_name)()
+        from zoo.spec import LOSS, parse_spec
+
+        loss = parse_spec(loss_name, host.losses, LOSS).build(LOSS, loss_name)
     except ConfigError as exc:
         raise CheckpointError(f"{ck.where}: {exc}") from None
     return model, ck.spec, loss, ck

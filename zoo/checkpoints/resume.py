@@ -40,7 +40,8 @@ __all__ = ["FIXED_ON_RESUME", "load_run_state", "resume_run", "resumed_stop"]
 
 # Fields of RunConfig a resumed run must share with its checkpoint: they define the model, the
 # data or the meaning of the saved optimizer state.
-FIXED_ON_RESUME = ("arch", "dataset", "optimizer", "dtype", "validation_split", "seed")
+FIXED_ON_RESUME = ("arch", "dataset", "optimizer", "dtype", "validation_split", "seed",
+                   "loss", "schedule")
 
 
 def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, every="saved",
@@ -90,6 +91,7 @@ def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, 
         raise CheckpointError(f"{ck.where}: the dataset now has {len(run.x_train)} training "
                               f"examples; the checkpoint was trained on "
                               f"{ck.metadata['data']['train_examples']}")
+    _load_schedule(run, ck)
     load_run_state(run, ck, lr=overrides.get("lr"),
                    batch_size_changed="batch_size" in overrides
                    and run.batch_size != ck.metadata["training"]["batch_size"])
@@ -179,7 +181,19 @@ def _refuse_changes(ck: Checkpoint, stored: dict, overrides: dict, host) -> None
             except ConfigError:
                 pass
         elif name == "optimizer":
-            saved = training["optimizer"]
+            saved = training.get("optimizer_spec", training["optimizer"])
+            given = _canonical(given, host.optimizers, "OPTIMIZER")
+        elif name == "loss":
+            saved = training["loss"]
+            given = _canonical(given, host.losses, "LOSS")
+        elif name == "schedule":
+            saved = (ck.metadata.get("schedule") or {}).get("spec")
+            try:
+                from zoo.spec import SCHEDULE, parse_spec
+
+                given = repr(parse_spec(given, host.schedules, SCHEDULE).build(SCHEDULE, given))
+            except ConfigError:
+                pass
         elif name == "dataset" and _same_dataset(given, str(saved), ck):
             continue
         if given != saved:
@@ -187,6 +201,16 @@ def _refuse_changes(ck: Checkpoint, stored: dict, overrides: dict, host) -> None
     if differ:
         raise ConfigError(f"cannot resume {ck.path}: {'; '.join(differ)} (leave these out to "
                           f"continue the checkpoint's run, or start a new run without --resume)")
+
+
+def _canonical(text: str, registry, kind: str) -> str:
+    """A spec as stored (``sgd(momentum=0.9)``), or the text itself when it does not parse."""
+    from zoo import spec
+
+    try:
+        return str(spec.parse_spec(text, registry, getattr(spec, kind)))
+    except ConfigError:
+        return text
 
 
 def _same_dataset(given: str, saved: str, ck: Checkpoint) -> bool:
@@ -217,6 +241,23 @@ def load_run_state(run, ck: Checkpoint, *, lr=None, batch_size_changed=False) ->
         raise ConfigError(f"nothing to resume: the run in {ck.path} stopped at epoch "
                           f"{run.trainer.epoch}, step {run.trainer.step} ({engine.reason}); "
                           f"give a larger budget (--epochs, --stop max_steps=...) to continue")
+
+
+def _load_schedule(run, ck: Checkpoint) -> None:
+    """The schedule's state (reduce-on-plateau's best, wait, rate); files without one had none."""
+    saved = ck.metadata.get("schedule")
+    if saved is None:
+        if run.schedule is not None:
+            raise ConfigError(f"cannot resume {ck.path} with a schedule: it was trained without "
+                              f"one (leave out --schedule)")
+        return
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        raise CheckpointError(f"{ck.where}: metadata 'schedule' must be an object with a "
+                              f"'state' object; received {saved!r:.60}")
+    try:
+        run.schedule.load_state_dict(saved["state"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"{ck.where}: {exc}") from None
 
 
 def _load_optimizer(run, ck: Checkpoint, lr) -> None:

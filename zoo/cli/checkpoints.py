@@ -17,7 +17,8 @@ from zoo.errors import ConfigError
 TRAIN_SETTINGS = {"arch": "arch", "options": "options", "dataset": "dataset",
                   "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
                   "lr": "lr", "stops": "stop", "validation_split": "validation_split",
-                  "clip_norm": "clip_norm", "dtype": "dtype", "seed": "seed"}
+                  "clip_norm": "clip_norm", "dtype": "dtype", "seed": "seed", "loss": "loss",
+                  "schedule": "schedule", "metric": "metric"}
 
 
 # -- zoo train --save / --resume / --checkpoint-every ------------------------------------------
@@ -157,6 +158,11 @@ def evaluate_command(checkpoint, dataset, split, as_json):
     echo(f"{ck.arch} from {ck.path} (epoch {ck.epoch}, step {ck.step}) on {report['dataset']} "
          f"{split} ({report['examples']} examples, {spec.task})", False)
     echo(table(rows, ["metric", "value"], ["<", ">"]), False)
+    if "confusion_matrix" in report:
+        echo("\nconfusion matrix (rows: true class, columns: predicted)", False)
+        labels = report["classes"]
+        echo(table([[labels[i], *row] for i, row in enumerate(report["confusion_matrix"])],
+                   ["true\\pred", *labels], ["<"] + [">"] * len(labels)), False)
 
 
 # -- zoo predict -----------------------------------------------------------------------------

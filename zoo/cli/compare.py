@@ -200,7 +200,8 @@ def _clock(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole result as one JSON object on stdout.")
 @click.pass_context
-def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, lr, stops,
+def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, schedule, metric,
+                    lr, stops,
                     validation_split, clip_norm, dtype, seeds, seed_list, options, workers,
                     scheduler, out, store, no_store, as_json):
     """Train several architectures on the same data, budget and stopping rules, over several
@@ -219,7 +220,7 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, lr, stop
                             options=arch_options, epochs=epochs, batch_size=batch_size,
                             optimizer=optimizer, lr=lr, stop=tuple(stops),
                             validation_split=validation_split, clip_norm=clip_norm,
-                            dtype=dtype)
+                            dtype=dtype, loss=loss, schedule=schedule, metric=metric)
     if out is not None:
         try:
             Path(out).mkdir(parents=True, exist_ok=True)

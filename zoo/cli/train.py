@@ -20,14 +20,28 @@ def training_options(fn):
     """The options ``train`` and ``compare`` share (same names, same meaning)."""
     decorators = [
         click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
-                     help="A dataset name (see 'zoo list datasets') or a path to a .npz, "
-                          ".csv or MNIST IDX folder."),
+                     help="A dataset name or spec with its options, e.g. 'spirals(arms=3)' "
+                          "(see 'zoo list datasets'), or a path to a .npz, .csv or MNIST IDX "
+                          "folder."),
         click.option("--epochs", type=int, default=None,
                      help="Epoch budget (max_epochs). Default: the architecture's."),
         click.option("--batch-size", type=int, default=None,
                      help="Examples per step. Default: the architecture's."),
-        click.option("--optimizer", default=None,
-                     help="sgd, rmsprop, adam, adamw... Default: the architecture's."),
+        click.option("--optimizer", default=None, metavar="SPEC",
+                     help="An optimizer and its settings, e.g. adam or "
+                          "'sgd(momentum=0.9, nesterov=true, weight_decay=1e-4)' (see 'zoo list "
+                          "optimizers'). Default: the architecture's."),
+        click.option("--loss", default=None, metavar="SPEC",
+                     help="The loss to train with, e.g. mse or 'focal(gamma=3)' (see 'zoo list "
+                          "losses'). Default: the one the architecture names for the task."),
+        click.option("--schedule", default=None, metavar="SPEC",
+                     help="Learning-rate schedule, e.g. 'cosine(warmup_epochs=5)', "
+                          "'step(step_size=10, gamma=0.5)', 'reduce_on_plateau(patience=3)' "
+                          "(see 'zoo list schedules'). Default: constant."),
+        click.option("--metric", default=None, metavar="NAME",
+                     help="The metric the default early stopping watches (as val_NAME) and "
+                          "compare ranks by, e.g. macro_f1 (see 'zoo list metrics'). Default: "
+                          "accuracy for classification, the loss otherwise."),
         click.option("--lr", type=float, default=None,
                      help="Learning rate. Default: the architecture's."),
         click.option("--stop", "stops", multiple=True, metavar="SPEC",
@@ -46,13 +60,20 @@ def training_options(fn):
     return fn
 
 
+# The columns of the table 'zoo train' prints (--json carries every metric).
+TABLE_METRICS = ("loss", "accuracy", "top5_accuracy", "macro_f1", "probe_accuracy", "mse",
+                 "rmse", "mae", "r2")
+
+
 def result_table(result: dict) -> str:
-    """The table ``zoo train`` prints at the end."""
-    splits = {"train": {"loss": result["train_loss"]}, "val": result["val"],
-              "test": result["test"]}
+    """The table ``zoo train`` prints at the end: the headline metrics of each split."""
+    splits = {"train": result.get("train") or {"loss": result["train_loss"]},
+              "val": result["val"], "test": result["test"]}
+    shown = (*TABLE_METRICS, result.get("metric"))
     names = []
     for metrics in splits.values():
-        names += [k for k in metrics if k not in names]
+        names += [k for k in metrics if k not in names and k in shown]
+    names.sort(key=lambda n: shown.index(n))
     rows = [[split] + [f"{metrics[n]:.4f}" if n in metrics and metrics[n] is not None else "-"
                        for n in names] for split, metrics in splits.items()]
     lines = [
@@ -85,8 +106,8 @@ def result_table(result: dict) -> str:
 @click.option("--plot", metavar="PATH.png", default=None,
               help="Autoencoders: draw test examples next to their reconstructions "
                    "(needs matplotlib: pip install 'archzoo[plot]').")
-def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, stops,
-                  validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store,
+def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, schedule, metric,
+                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store,
                   save, resume, checkpoint_every, plot):
     """Train an architecture on a dataset and print the result."""
     from zoo.run import RunConfig
@@ -101,7 +122,8 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
     config = RunConfig(arch=arch, dataset=dataset, options=parse_key_values(options),
                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                        seed=seed, stop=tuple(stops), validation_split=validation_split,
-                       clip_norm=clip_norm, dtype=dtype)
+                       clip_norm=clip_norm, dtype=dtype, loss=loss, schedule=schedule,
+                       metric=metric)
     run, checkpointer = open_train_run(
         config, given_settings(click.get_current_context()), save=save, resume=resume,
         every=checkpoint_every, callbacks=[ProgressBar(verbose=verbose)], json_mode=as_json)
@@ -110,8 +132,9 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, lr, sto
                           f"does not reconstruct (its task here is {run.spec.task})")
     echo(f"training {run.architecture.name} ({run.model.num_params:,} parameters) on "
          f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
-         f"{len(run.dataset.x_test)} test examples, {run.optimizer_name} lr {run.lr:g}, "
-         f"batch {run.batch_size}", as_json)
+         f"{len(run.dataset.x_test)} test examples, batch {run.batch_size}", as_json)
+    echo(f"optimizer {run.optimizer!r}; loss {run.loss_spec}"
+         + (f"; schedule {run.schedule!r}" if run.schedule is not None else ""), as_json)
     for note in run.notes():
         echo(note, as_json)
     run.fit()  # the checkpointer writes --save at the end, also after Ctrl-C

@@ -161,6 +161,8 @@ class Comparison:
             dataset = os.path.abspath(dataset)
         self.group = group or new_group_id()
         self.archs, self.seeds, self.dataset = names, seeds, dataset
+        metric = training.get("metric")
+        self.metric = metric[4:] if metric and metric.startswith("val_") else metric
         self.jobs = []
         for name in names:
             config = RunConfig(arch=name, dataset=dataset, options=options.get(name, {}),
@@ -187,7 +189,18 @@ class Comparison:
                               f"data; dataset {self.data.name} is {self.data.kind} data")
         for spec in config.stop:
             parse_stop(spec, host.criteria)
-        host.optimizers.get(config.optimizer or arch.defaults.get("optimizer", DEFAULT_OPTIMIZER))
+        from zoo import spec
+
+        spec.parse_spec(config.optimizer or arch.defaults.get("optimizer", DEFAULT_OPTIMIZER),
+                        host.optimizers, spec.OPTIMIZER)
+        for text, registry, kind in ((config.loss, host.losses, spec.LOSS),
+                                     (config.schedule, host.schedules, spec.SCHEDULE)):
+            if text is not None:
+                spec.parse_spec(text, registry, kind).build(kind, text)
+        if config.metric is not None:
+            name = config.metric[4:] if config.metric.startswith("val_") else config.metric
+            if name != "loss":
+                spec.parse_spec(name, host.metrics, spec.METRIC)
 
     def run(self, *, workers: int | None = None, scheduler: str | None = None,
             store=None, on_result=None) -> dict:
@@ -241,7 +254,7 @@ class Comparison:
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "jobs": len(rows),
             "failed": sum(r["status"] != "ok" for r in rows),
-            "summary": summarise(rows, self.archs),
+            "summary": summarise(rows, self.archs, metric=self.metric),
             "rows": rows,
             "store": None if store is None else {"path": str(store.path), "ids": store_ids},
             "warnings": problems,
@@ -516,16 +529,21 @@ def stop_name(reason: str) -> str:
     return match.group(1) if match else (reason or "?")
 
 
-def summarise(rows: list[dict], archs=None) -> list[dict]:
+def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[dict]:
     """One entry per architecture: metric mean/std over seeds and the run statistics, sorted
-    best first (accuracy or probe accuracy, else r2, else mse; failed architectures last)."""
+    best first (by ``metric`` when given, the ``--metric`` of the comparison; else accuracy or
+    probe accuracy, else r2, else mse; failed architectures last)."""
+    from zoo.training.metrics import is_maximised
+
+    names = METRICS if metric in (None, *METRICS) else (metric, *METRICS)
+    maximised = {**MAXIMISED, **({metric: is_maximised(metric)} if metric else {})}
     order = list(archs or dict.fromkeys(r["arch"] for r in rows))
     summary = []
     for arch in order:
         mine = [r for r in rows if r["arch"] == arch]
         ok = [r for r in mine if r["status"] == "ok"]
         metrics = {}
-        for name in METRICS:
+        for name in names:
             values = [r["test"][name] for r in ok if _finite(r.get("test", {}).get(name))]
             if values:
                 metrics[name] = _stats(values)
@@ -535,7 +553,8 @@ def summarise(rows: list[dict], archs=None) -> list[dict]:
             "seeds": len(mine),
             "ok": len(ok),
             "failed": len(mine) - len(ok),
-            "metric": next((m for m in METRICS if m in metrics), None),
+            "metric": metric if metric in metrics else next(
+                (m for m in names if m in metrics), None),
             "metrics": metrics,
             "params": ok[0]["params"] if ok else None,
             "stop_reasons": dict(Counter(stop_name(r["stop_reason"]) for r in ok)),
@@ -549,10 +568,10 @@ def summarise(rows: list[dict], archs=None) -> list[dict]:
     def rank(entry):
         metric = entry["metric"]
         if metric is None:
-            return (len(METRICS), 0.0)
-        group = 0 if metric in ("accuracy", "probe_accuracy") else METRICS.index(metric)
+            return (len(names), 0.0)
+        group = 0 if metric in ("accuracy", "probe_accuracy") else names.index(metric)
         mean = entry["metrics"][metric]["mean"]
-        return (group, -mean if MAXIMISED[metric] else mean)
+        return (group, -mean if maximised[metric] else mean)
 
     return sorted(summary, key=rank)
 

@@ -15,6 +15,7 @@ from zoo.data.dataset import Dataset
 from zoo.data.files import EXTENSIONS, load_file
 from zoo.errors import ConfigError, DataError
 from zoo.plugins.host import resolve_host
+from zoo.spec import CALL_START, DATASET, parse_spec
 
 _FILE_OPTIONS = ("label_column", "task", "kind", "test_fraction")
 # "adding-200" means the registered dataset "adding" with length=200 (any loader taking length).
@@ -25,8 +26,9 @@ def load_dataset(name_or_path: str, *, seed: int = 42, host=None, **options) -> 
     """A registered dataset, or user data from a file or folder.
 
     Args:
-        name_or_path: a registered name (``zoo list datasets``), a name with a length suffix
-            for sequence sets (``adding-200``), or a path to a ``.npz`` / ``.csv`` file or a
+        name_or_path: a registered name (``zoo list datasets``), a spec with the loader's
+            options (``spirals(arms=3)``, ``adding(length=200)``), the older length suffix for
+            sequence sets (``adding-200``, the same as ``adding(length=200)``), or a path to a ``.npz`` / ``.csv`` file or a
             folder of MNIST-format IDX files. Registered names win over same-named paths.
         seed: passed to the dataset's ``load``; for files it drives the held-out test split.
         host: the plugin host whose registry to use (default: the process-wide one).
@@ -38,6 +40,9 @@ def load_dataset(name_or_path: str, *, seed: int = 42, host=None, **options) -> 
     name = os.fspath(name_or_path)
     if name in registry:
         return _call(name, registry.get(name), seed, options)
+    if CALL_START.match(name) and not os.path.exists(name):  # spirals(arms=3)
+        parsed = parse_spec(name, _Loaders(registry), DATASET)
+        return _call(name, registry.get(parsed.name), seed, {**parsed.kwargs, **options})
     match = _LENGTH_SHORTHAND.fullmatch(name)
     if match and match["base"] in registry and "length" not in options:
         info = registry.get(match["base"])
@@ -52,6 +57,25 @@ def load_dataset(name_or_path: str, *, seed: int = 42, host=None, **options) -> 
     installed = ", ".join(registry.names()) or "none"
     raise ConfigError(f"unknown dataset {name!r}; installed: {installed}; or give a path to a "
                       f".npz, .csv or IDX folder")
+
+
+class _Loaders:
+    """A dataset registry seen through its loaders, so a spec binds to ``load``'s options."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def __contains__(self, name):
+        return name in self.registry
+
+    def get(self, name):
+        return self.registry.get(name).load
+
+    def names(self):
+        return self.registry.names()
+
+    def canonical(self, name):
+        return self.registry.canonical(name)
 
 
 def _looks_like_path(name: str) -> bool:

@@ -26,13 +26,15 @@ from zoo.plugins.validate import check_registration, one_line, safe_repr
 
 ENTRY_POINT_GROUP = "zoo"
 
-# Core components (losses, optimizers, criteria, datasets) are plugins too, registered before
+# Core components (losses, optimizers, criteria, datasets, schedules, metrics) are plugins too, registered before
 # the entry points so a third party cannot shadow them by accident.
 BUILTIN_MODULES = (
     "zoo.plugins.builtin.datasets",
     "zoo.plugins.builtin.losses",
     "zoo.plugins.builtin.optimizers",
     "zoo.plugins.builtin.criteria",
+    "zoo.plugins.builtin.schedules",
+    "zoo.plugins.builtin.metrics",
 )
 
 KINDS = {
@@ -42,6 +44,8 @@ KINDS = {
     "losses": ("register_losses", "loss"),
     "optimizers": ("register_optimizers", "optimizer"),
     "criteria": ("register_stopping_criteria", "stopping criterion"),
+    "schedules": ("register_schedules", "schedule"),
+    "metrics": ("register_metrics", "metric"),
 }
 
 
@@ -164,6 +168,14 @@ class PluginHost:
     @property
     def criteria(self) -> Registry:
         return self.registries["criteria"]
+
+    @property
+    def schedules(self) -> Registry:
+        return self.registries["schedules"]
+
+    @property
+    def metrics(self) -> Registry:
+        return self.registries["metrics"]
 
     @property
     def problems(self) -> list[PluginRecord]:

@@ -24,10 +24,13 @@ from zoo.training.threads import make_governor
 INTERRUPTED = "interrupted: stopped by the user (Ctrl-C)"
 
 
-def evaluate(model, loss, x, y, task: str, batch_size: int = 512) -> dict:
+def evaluate(model, loss, x, y, task: str, batch_size: int = 512, metrics=None,
+             outputs_out: list | None = None) -> dict:
     """Loss and task metrics of ``model`` on ``(x, y)``, in inference mode.
 
-    For ``task == "reconstruct"`` the target is ``x`` itself.
+    For ``task == "reconstruct"`` the target is ``x`` itself. ``metrics``: the ``Metric``
+    objects to report (default: the task's per-epoch ones). ``outputs_out``: a list that
+    receives the raw outputs (for a confusion matrix).
     """
     target = x if task == "reconstruct" else y
     outputs = np.empty((len(x), *model.output_shape), dtype=model.dtype)
@@ -36,7 +39,9 @@ def evaluate(model, loss, x, y, task: str, batch_size: int = 512) -> dict:
         out = model.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
         outputs[i:i + len(out)] = out
         total += loss.forward(out, target[i:i + batch_size]) * len(out)
-    return task_metrics(task, outputs, target, total / len(x), loss.activate)
+    if outputs_out is not None:
+        outputs_out.append(outputs)
+    return task_metrics(task, outputs, target, total / len(x), loss.activate, metrics)
 
 
 class Trainer:
@@ -51,6 +56,10 @@ class Trainer:
         rng: the ``numpy.random.Generator`` that orders the data.
         clip_norm: clip the global gradient norm to this value before each update.
         callbacks: observers (progress, history, checkpoints).
+        schedule: a ``zoo.schedules.Schedule`` setting the optimizer's rate before each step
+            from ``base_lr`` (default: the optimizer's rate when training starts), or None.
+        metrics: the ``Metric`` objects reported after each epoch (default: the task's
+            per-epoch built-ins).
 
     The loop keeps its position (``epoch``, ``step``, the epoch's permutation and the next
     batch) on the object, so ``state_dict()`` taken between steps resumes bit-exactly.
@@ -58,7 +67,8 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, engine, *, task: str, batch_size: int = 32,
                  rng: np.random.Generator | None = None, clip_norm: float | None = None,
-                 callbacks=(), eval_batch_size: int = 512):
+                 callbacks=(), eval_batch_size: int = 512, schedule=None,
+                 base_lr: float | None = None, metrics=None):
         checks.positive_int(None, "batch_size", batch_size)
         if clip_norm is not None:
             checks.positive_number(None, "clip_norm", clip_norm)
@@ -70,6 +80,10 @@ class Trainer:
         self.history = History()
         self.callbacks = [self.history, *callbacks]
         self.eval_batch_size = eval_batch_size
+        self.schedule = schedule
+        self.base_lr = float(base_lr if base_lr is not None else optimizer.lr)
+        self.metrics = metrics
+        self.schedule_note: str | None = None
         self.values, self.grads = flatten_parameters(model)
         _skip_input_grad(model)
         self._values_list, self._grads_list = [self.values], [self.grads]
@@ -82,6 +96,7 @@ class Trainer:
         self.permutation: np.ndarray | None = None
         self.epoch_loss_sum = 0.0
         self.epoch_examples = 0
+        self.epoch_correct = 0  # classify: training examples predicted right this epoch
         self.last_loss = float("nan")
         self.stop_reason: str | None = None
         self.finish_note: str | None = None  # e.g. "restored the weights of epoch 12"
@@ -105,6 +120,9 @@ class Trainer:
             cb.on_train_begin(self)
         if self.step == 0:  # a fresh run: a monitor that will never exist fails now, not later
             self.engine.reset(metrics=self.metric_names(has_val))
+        if self.schedule is not None:
+            self.schedule_note = self.schedule.resolve(self.metric_names(has_val))
+        count_correct = self.task == "classify"
         xbuf = np.empty((self.batch_size, *x.shape[1:]), dtype=x.dtype)
         tbuf = np.empty((self.batch_size, *target.shape[1:]), dtype=target.dtype)
         t_start = time.perf_counter() - self.elapsed
@@ -114,13 +132,20 @@ class Trainer:
                     self.permutation = self.rng.permutation(n)
                     self.batch_index = 0
                     self.epoch_loss_sum, self.epoch_examples = 0.0, 0
+                    self.epoch_correct = 0
                 while self.batch_index < self.batches_per_epoch:
                     lo = self.batch_index * self.batch_size
                     idx = self.permutation[lo:lo + self.batch_size]
                     m = len(idx)
                     xb = np.take(x, idx, axis=0, out=xbuf[:m])
                     tb = np.take(target, idx, axis=0, out=tbuf[:m])
+                    if self.schedule is not None:
+                        self.optimizer.lr = self.schedule.lr(self.base_lr, self.step + 1,
+                                                             self.epoch)
                     value = self.train_step(xb, tb)
+                    if count_correct:
+                        self.epoch_correct += int(np.count_nonzero(
+                            np.argmax(self._outputs, axis=1) == tb))
                     self.batch_index += 1
                     self.last_loss = value
                     self.epoch_loss_sum += value * m
@@ -153,7 +178,8 @@ class Trainer:
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        value = self.loss.forward(self.model.forward(xb, training=True), tb)
+        self._outputs = self.model.forward(xb, training=True)
+        value = self.loss.forward(self._outputs, tb)
         self.model.backward(self.loss.backward())
         if self.clip_norm is not None:
             clip_grad_norm(self._grads_list, self.clip_norm)
@@ -165,20 +191,30 @@ class Trainer:
 
     def metric_names(self, has_val: bool) -> list[str]:
         """The metrics each epoch reports, known before training starts."""
-        names = ["loss", "accuracy"] if self.task == "classify" else ["loss", "mse", "r2"]
-        return ["train_loss"] + ([f"val_{n}" for n in names] if has_val else [])
+        from zoo.training.metrics import metrics_for
+
+        metrics = self.metrics if self.metrics is not None else \
+            metrics_for(self.task, every_epoch=True)
+        names = ["loss", *(m.name for m in metrics)]
+        train = ["train_loss"] + (["train_accuracy"] if self.task == "classify" else [])
+        return train + ([f"val_{n}" for n in names] if has_val else [])
 
     def _end_epoch(self, x_val, y_val, has_val, t_start) -> None:
         self.epoch += 1
         self.permutation = None
         metrics = {"train_loss": self.epoch_loss_sum / max(self.epoch_examples, 1)}
+        if self.task == "classify":  # as Keras: measured on the batches as they trained
+            metrics["train_accuracy"] = self.epoch_correct / max(self.epoch_examples, 1)
         if has_val:
-            val = evaluate(self.model, self.loss, x_val, y_val, self.task, self.eval_batch_size)
+            val = evaluate(self.model, self.loss, x_val, y_val, self.task, self.eval_batch_size,
+                           self.metrics)
             metrics.update({f"val_{k}": v for k, v in val.items()})
         self.elapsed = time.perf_counter() - t_start
         state = TrainState("epoch", self.epoch, self.step, self.elapsed,
                            metrics["train_loss"], metrics, self.model)
         self.engine.check(state)
+        if self.schedule is not None:
+            self.schedule.update(self.epoch, metrics, self.base_lr)
         for cb in self.callbacks:
             cb.on_epoch_end(self, state)
 
@@ -205,7 +241,8 @@ class Trainer:
         return {
             "epoch": self.epoch, "step": self.step, "batch_index": self.batch_index,
             "elapsed": self.elapsed, "epoch_loss_sum": self.epoch_loss_sum,
-            "epoch_examples": self.epoch_examples, "last_loss": self.last_loss,
+            "epoch_examples": self.epoch_examples, "epoch_correct": self.epoch_correct,
+            "last_loss": self.last_loss,
             "rng": self.rng.bit_generator.state, "history": self.history.rows,
             "permutation": self.permutation,
         }
@@ -218,6 +255,7 @@ class Trainer:
         for key in ("epoch", "step", "batch_index", "elapsed", "epoch_loss_sum",
                     "epoch_examples", "last_loss"):
             setattr(self, key, state[key])
+        self.epoch_correct = int(state.get("epoch_correct", 0))  # absent from older files
         self.rng.bit_generator.state = state["rng"]
         self.history.rows = list(state["history"])
         perm = state.get("permutation")
