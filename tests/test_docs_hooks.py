@@ -177,3 +177,27 @@ def test_example_register_commands(load_example):
     assert result.exit_code == 0, result.output
     # Flatten-free MLP on 2 inputs: 2*8 + 8 weights and biases, then 8*2 + 2 for 2 classes
     assert result.output.strip() == "mlp on xor: 42 parameters"
+
+
+def test_example_register_schedules(load_example):
+    from zoo.errors import ConfigError
+    from zoo.spec import SCHEDULE, parse_spec
+
+    host, record, _ = load_example("register_schedules")
+    assert record.registered == {"schedules": ["inverse_sqrt"]}
+    schedule = parse_spec("rsqrt(warmup_steps=4)", host.schedules, SCHEDULE).build(SCHEDULE, "")
+    rates = [schedule.lr(1.0, step, 0) for step in range(1, 17)]
+    assert rates[:4] == [0.25, 0.5, 0.75, 1.0] and rates[15] == pytest.approx(0.5)
+    assert repr(schedule) == "inverse_sqrt(warmup_steps=4)"
+    with pytest.raises(ConfigError, match="warmup_steps must be a positive integer"):
+        parse_spec("inverse_sqrt(warmup_steps=0)", host.schedules, SCHEDULE).build(SCHEDULE, "")
+
+
+def test_example_register_metrics(load_example):
+    host, record, _ = load_example("register_metrics")
+    assert record.registered == {"metrics": ["medae"]}
+    metric = host.metrics.get("medae")
+    outputs = np.array([[1.0], [2.0], [10.0]])
+    target = np.array([[1.5], [2.0], [0.0]])
+    assert metric.compute(outputs, target, None) == 0.5  # |diffs| 0.5, 0, 10
+    assert metric.plugin == "docs-register_metrics" and not metric.maximise
