@@ -6,7 +6,15 @@ import click
 
 from zoo.cli.common import echo, emit_json, table
 
-KINDS = ("architectures", "datasets", "optimizers", "losses", "criteria")
+KINDS = ("architectures", "datasets", "optimizers", "losses", "criteria", "schedules",
+         "metrics")
+
+
+def _spec_kind(kind: str):
+    from zoo import spec
+
+    return {"datasets": spec.DATASET, "optimizers": spec.OPTIMIZER, "losses": spec.LOSS,
+            "criteria": spec.CRITERION, "schedules": spec.SCHEDULE}.get(kind)
 
 
 def _summary(obj) -> str:
@@ -23,14 +31,37 @@ def _entry(kind: str, name: str, obj, owner: str) -> dict:
         entry["tasks"] = list(obj.tasks)
     if kind == "datasets":
         entry.update(task=obj.task, kind=obj.kind)
+    if kind == "schedules":
+        entry["per"] = obj.per
+    if kind == "metrics":
+        entry.update(tasks=list(obj.tasks), maximise=obj.maximise, every_epoch=obj.every_epoch)
+    spec_kind = _spec_kind(kind)
+    if spec_kind is not None:  # what a spec may set, read from the factory's signature
+        from zoo.spec import describe_parameters
+
+        entry["parameters"] = describe_parameters(obj.load if kind == "datasets" else obj,
+                                                  spec_kind)
     return entry
+
+
+def _call_form(name: str, entry: dict) -> str:
+    """``sgd(momentum=0.0, nesterov=false)``: a name with the parameters a spec may set."""
+    from zoo.spec import format_value
+
+    params = entry.get("parameters")
+    if not params:
+        return name
+    return name + "(" + ", ".join(p["name"] if p["required"] else
+                                  f"{p['name']}={format_value(p['default'])}"
+                                  for p in params) + ")"
 
 
 @click.command("list")
 @click.argument("kind", required=False, type=click.Choice(KINDS))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def list_command(kind, as_json):
-    """List installed architectures, datasets, optimizers, losses and stopping criteria."""
+    """List installed architectures, datasets, optimizers, losses, stopping criteria, schedules
+    and metrics, with the parameters a spec may set (e.g. --optimizer "sgd(momentum=0.9)")."""
     from zoo.plugins import get_host
 
     host = get_host()
@@ -48,7 +79,13 @@ def list_command(kind, as_json):
                 extra = f" [{', '.join(entry['tasks'])}]"
             elif k == "datasets":
                 extra = f" [{entry['task']}, {entry['kind']}]"
+            elif k == "schedules":
+                extra = f" [per {entry['per']}]"
+            elif k == "metrics":
+                extra = f" [{', '.join(entry['tasks'])}]"
             click.echo(f"  {entry['name']:<24}{entry['summary']}{extra}")
+            if entry.get("parameters"):
+                click.echo(f"  {'':<24}{_call_form(entry['name'], entry)}")
         if not listing[k]:
             click.echo("  (none)")
 

@@ -107,8 +107,8 @@ def result_table(result: dict) -> str:
               help="Autoencoders: draw test examples next to their reconstructions "
                    "(needs matplotlib: pip install 'archzoo[plot]').")
 def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, schedule, metric,
-                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose, store, no_store,
-                  save, resume, checkpoint_every, plot):
+                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose, store,
+                  no_store, save, resume, checkpoint_every, plot):
     """Train an architecture on a dataset and print the result."""
     from zoo.run import RunConfig
     from zoo.training.progress import ProgressBar

@@ -26,8 +26,8 @@ from zoo.plugins.validate import check_registration, one_line, safe_repr
 
 ENTRY_POINT_GROUP = "zoo"
 
-# Core components (losses, optimizers, criteria, datasets, schedules, metrics) are plugins too, registered before
-# the entry points so a third party cannot shadow them by accident.
+# Core components (losses, optimizers, criteria, datasets, schedules, metrics) are plugins too,
+# registered before the entry points so a third party cannot shadow them by accident.
 BUILTIN_MODULES = (
     "zoo.plugins.builtin.datasets",
     "zoo.plugins.builtin.losses",

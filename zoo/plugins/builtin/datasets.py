@@ -12,12 +12,12 @@ def register_datasets(register):
                          mnist1d.load))
     register(DatasetInfo("digits", "UCI optical handwritten digits: 1797 8x8 images, "
                          "10 classes (CC BY 4.0)", "classify", "image", digits.load))
-    register(DatasetInfo("spirals", "2 (or arms=3) interleaved spirals in the plane",
-                         "classify", "vector", synthetic.spirals))
+    register(DatasetInfo("spirals", "interleaved spirals in the plane, 2 arms "
+                         "(spirals(arms=3) for 3)", "classify", "vector", synthetic.spirals))
     register(DatasetInfo("xor", "XOR of the signs of two coordinates", "classify", "vector",
                          synthetic.xor))
-    register(DatasetInfo("sine", "noisy sine waves (T=50 or sine-T): regress the next value",
-                         "regress", "sequence", synthetic.sine))
-    register(DatasetInfo("adding", "the adding problem (T=50 or adding-T): sum two marked "
-                         "values (Hochreiter & Schmidhuber 1997)", "regress", "sequence",
+    register(DatasetInfo("sine", "noisy sine waves of 50 steps (sine(length=T) for T): "
+                         "regress the next value", "regress", "sequence", synthetic.sine))
+    register(DatasetInfo("adding", "the adding problem, 50 steps (adding(length=T) for T): sum "
+                         "two marked values (Hochreiter & Schmidhuber 1997)", "regress", "sequence",
                          synthetic.adding))
