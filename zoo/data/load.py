@@ -29,7 +29,8 @@ def load_dataset(name_or_path: str, *, seed: int = 42, host=None, **options) -> 
         name_or_path: a registered name (``zoo list datasets``), a spec with the loader's
             options (``spirals(arms=3)``, ``adding(length=200)``), the older length suffix for
             sequence sets (``adding-200``, the same as ``adding(length=200)``), or a path to
-            a ``.npz`` / ``.csv`` file or a folder of MNIST-format IDX files. Registered names win over same-named paths.
+            a ``.npz`` / ``.csv`` file or a folder of MNIST-format IDX files. Registered names
+            win over same-named paths.
         seed: passed to the dataset's ``load``; for files it drives the held-out test split.
         host: the plugin host whose registry to use (default: the process-wide one).
         **options: options of the dataset's loader (``length=200`` for ``adding``;
