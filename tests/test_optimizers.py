@@ -227,7 +227,7 @@ def test_step_rejects_mismatched_gradients():
 
 def test_config_and_repr():
     assert repr(SGD(0.1, momentum=0.9)) == \
-        "SGD(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)"
+        "SGD(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, decay_bias_norm=True)"
     assert AdamW(lr=0.001).get_config()["weight_decay"] == 0.01
     for cls in (SGD, RMSProp, Adam, AdamW):
         opt = cls(lr=0.5)

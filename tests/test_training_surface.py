@@ -229,3 +229,22 @@ def test_list_and_info_show_parameters():
     assert "macro_f1" in {m["name"] for m in listing["metrics"]}
     text = run("list", "optimizers").stdout
     assert "sgd(momentum=0.0, nesterov=false, weight_decay=0.0)" in text
+
+
+# -- weight decay and biases -------------------------------------------------------------------
+
+@pytest.mark.parametrize("exempt", [False, True])
+def test_weight_decay_can_exempt_biases_and_norm_parameters(exempt):
+    spec = f"sgd(weight_decay=0.5, decay_bias_norm={'false' if exempt else 'true'})"
+    r = Run(RunConfig(arch="mlp", dataset="xor", optimizer=spec, lr=0.1, batch_size=2000,
+                      options={"hidden": "8", "dropout": "0"}, stop=("max_steps=1",),
+                      dtype="float64"))
+    before = {name: p.value.copy() for name, p in r.model.named_parameters()}
+    r.fit()
+    assert r.trainer.step == 1
+    for name, p in r.model.named_parameters():
+        decayed = p.value.ndim >= 2 or not exempt
+        expected = before[name] - 0.1 * (p.grad + (0.5 * before[name] if decayed else 0.0))
+        np.testing.assert_allclose(p.value, expected, rtol=1e-12, atol=1e-15, err_msg=name)
+    assert r.optimizer.decay_mask == ([True, False] if exempt else None)
+    assert r.optimizer.get_config()["decay_bias_norm"] is (not exempt)

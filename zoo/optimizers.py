@@ -6,6 +6,13 @@ on the first step. The trainer passes every parameter as one flat array, so a st
 ``state_dict()`` / ``load_state_dict()`` round-trip exactly: a resumed run is bit-identical.
 Hyperparameters follow PyTorch's definitions (``torch.optim``); AdamW is Adam configured with
 decoupled weight decay, not a copy of it.
+
+Weight decay applies to every parameter by default, as in PyTorch and Keras (whose optimizers
+decay all the variables they are given). ``decay_bias_norm=False`` follows the usual AdamW
+recipe instead (BERT, timm, nanoGPT): parameters with fewer than two dimensions (biases, the
+scales and shifts of normalisation layers) are not decayed. The trainer then hands the
+optimizer two flat arrays, the decayed weights and the exempt ones, and ``decay_mask`` says
+which is which.
 """
 
 from __future__ import annotations
@@ -29,10 +36,14 @@ class Optimizer:
 
     name = ""
 
-    def __init__(self, lr: float, weight_decay: float = 0.0):
+    def __init__(self, lr: float, weight_decay: float = 0.0, decay_bias_norm: bool = True):
         cls = type(self).__name__
         self.lr = positive_number(cls, "lr", lr)
         self.weight_decay = number(cls, "weight_decay", weight_decay, minimum=0)
+        self.decay_bias_norm = boolean(cls, "decay_bias_norm", decay_bias_norm)
+        # Set by the trainer when decay_bias_norm is False: per parameter array, whether
+        # weight decay applies to it (the 1-D biases and norm parameters come last, exempt).
+        self.decay_mask: list | None = None
         self.iterations = 0
         self._slots: list[tuple] | None = None  # per parameter: its slot arrays
         self._seen: list | None = None  # the (param, grad) arrays checked and given slots
@@ -45,7 +56,8 @@ class Optimizer:
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        return {"lr": self.lr, "weight_decay": self.weight_decay,
+                "decay_bias_norm": self.decay_bias_norm}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -63,8 +75,16 @@ class Optimizer:
                     self._prepare(params, grads)
                     break
         self.iterations += 1
-        for p, g, slots in zip(params, grads, self._slots or ()):
-            self._update(p, g, *slots)
+        mask = self.decay_mask
+        for i, (p, g, slots) in enumerate(zip(params, grads, self._slots or ())):
+            if mask is not None and not mask[i] and self.weight_decay:
+                decay, self.weight_decay = self.weight_decay, 0.0
+                try:  # every _update reads self.weight_decay: exempt this array
+                    self._update(p, g, *slots)
+                finally:
+                    self.weight_decay = decay
+            else:
+                self._update(p, g, *slots)
 
     def _check_pair(self, p, g, i="") -> None:
         cls = type(self).__name__
@@ -133,11 +153,13 @@ class Optimizer:
             if not isinstance(value, np.ndarray) or value.dtype.char not in "fd":
                 raise CheckpointError(f"{cls}: saved slot {key} must be a float array; "
                                       f"received {describe_array(value)}")
+        mask = self.decay_mask
         try:
             self.__init__(**state["config"])  # type: ignore[misc]  # re-run with saved config
         except (TypeError, ConfigError) as exc:
             raise CheckpointError(f"{cls}: saved config does not fit: {exc}") from None
         self.iterations = int(step)
+        self.decay_mask = mask if not self.decay_bias_norm else None
         self._loaded = {k: np.array(v) for k, v in slots.items()}
 
     def _place_loaded(self, params) -> list:
@@ -173,8 +195,8 @@ class SGD(Optimizer):
     name = "sgd"
 
     def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, decay_bias_norm: bool = True):
+        super().__init__(lr, weight_decay, decay_bias_norm)
         self.momentum = fraction("SGD", "momentum", momentum)
         nesterov = boolean("SGD", "nesterov", nesterov)
         if nesterov and self.momentum == 0:
@@ -190,7 +212,7 @@ class SGD(Optimizer):
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decay_bias_norm": self.decay_bias_norm}
 
 
 class RMSProp(Optimizer):
@@ -203,8 +225,9 @@ class RMSProp(Optimizer):
     name = "rmsprop"
 
     def __init__(self, lr: float, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(lr, weight_decay)
+                 momentum: float = 0.0, weight_decay: float = 0.0,
+                 decay_bias_norm: bool = True):
+        super().__init__(lr, weight_decay, decay_bias_norm)
         self.alpha = fraction("RMSProp", "alpha", alpha)
         self.eps = positive_number("RMSProp", "eps", eps)
         self.momentum = fraction("RMSProp", "momentum", momentum)
@@ -219,7 +242,7 @@ class RMSProp(Optimizer):
 
     def get_config(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decay_bias_norm": self.decay_bias_norm}
 
 
 class Adam(Optimizer):
@@ -232,8 +255,8 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(lr, weight_decay)
+                 eps: float = 1e-8, weight_decay: float = 0.0, decay_bias_norm: bool = True):
+        super().__init__(lr, weight_decay, decay_bias_norm)
         cls = type(self).__name__
         self.beta1 = fraction(cls, "beta1", beta1)
         self.beta2 = fraction(cls, "beta2", beta2)
@@ -250,7 +273,7 @@ class Adam(Optimizer):
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decay_bias_norm": self.decay_bias_norm}
 
 
 class AdamW(Adam):
@@ -264,8 +287,8 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.01):
-        super().__init__(lr, beta1, beta2, eps, weight_decay)
+                 eps: float = 1e-8, weight_decay: float = 0.01, decay_bias_norm: bool = True):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, decay_bias_norm)
 
 
 def clip_grad_norm(grads: list, max_norm: float) -> float:

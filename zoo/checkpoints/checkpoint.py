@@ -65,6 +65,14 @@ _NUMBER = "number"      # int or float, not bool
 _OPT = "optional"       # marker: the value may be None
 
 
+class _Newer:
+    """A field files written before it existed lack: checked when present (may be null when
+    ``nullable``)."""
+
+    def __init__(self, schema, nullable: bool = False):
+        self.schema, self.nullable = schema, nullable
+
+
 def _schema():
     number, opt = _NUMBER, _OPT
     return {
@@ -78,12 +86,16 @@ def _schema():
         "config": {"arch": str, "dataset": str, "options": dict, "epochs": (int, opt),
                    "batch_size": (int, opt), "optimizer": (str, opt), "lr": (number, opt),
                    "seed": int, "stop": list, "validation_split": number,
-                   "clip_norm": (number, opt), "dtype": str},
+                   "clip_norm": (number, opt), "dtype": str,
+                   "loss": _Newer((str, opt)), "schedule": _Newer((str, opt)),
+                   "metric": _Newer((str, opt))},
         "training": {"batch_size": int, "optimizer": str, "lr": number,
-                     "clip_norm": (number, opt), "loss": str},
+                     "clip_norm": (number, opt), "loss": str,
+                     "optimizer_spec": _Newer(str), "optimizer_config": _Newer(dict)},
+        "schedule": _Newer({"spec": str, "per": str, "state": dict}, nullable=True),
         "trainer": {"epoch": int, "step": int, "batch_index": int, "elapsed": number,
                     "epoch_loss_sum": number, "epoch_examples": int, "last_loss": number,
-                    "rng": dict, "history": list},
+                    "rng": dict, "history": list, "epoch_correct": _Newer(int)},
         "generators": dict,
         "optimizer": {"name": str, "config": dict, "step": int},
         "stopping": dict,
@@ -107,12 +119,19 @@ def _kind_name(kind) -> str:
 
 def _check_schema(value, schema, where: str, key: str = "") -> None:
     """Raise one CheckpointError naming the first missing or mistyped metadata field."""
+    if isinstance(schema, _Newer):
+        if value is None and schema.nullable:
+            return
+        _check_schema(value, schema.schema, where, key)
+        return
     if isinstance(schema, dict):
         if not isinstance(value, dict):
             raise CheckpointError(f"{where}: metadata {key or 'root'} must be an object; "
                                   f"received {type(value).__name__}")
         for name, sub in schema.items():
             path = f"{key}.{name}" if key else name
+            if name not in value and isinstance(sub, _Newer):
+                continue
             if name not in value:
                 raise CheckpointError(f"{where}: not a zoo training checkpoint: the metadata "
                                       f"lacks {path!r}")

@@ -5,15 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def flatten_parameters(model) -> tuple[np.ndarray, np.ndarray]:
+def flatten_parameters(model, key=None) -> tuple[np.ndarray, np.ndarray]:
     """Move every parameter value and gradient of ``model`` into two flat arrays.
 
     Each ``Parameter.value`` / ``.grad`` becomes a view into the flat arrays, so layers keep
     working unchanged (they reach parameters through their ``Parameter`` at call time) while
     the optimizer, gradient clipping and checkpoints see a single contiguous array each.
-    Calling it again on a model that is already flat returns the same buffers.
+    Calling it again on a model that is already flat returns the same buffers. ``key``: a
+    function of a ``Parameter`` to order the parameters in the buffers by (a stable sort; the
+    trainer puts the weight-decayed ones first).
     """
     params = [p for _, p in model.named_parameters()]
+    if key is not None:
+        params.sort(key=key)
     if not params:
         dtype = getattr(model, "dtype", np.float32)
         return np.zeros(0, dtype), np.zeros(0, dtype)

@@ -84,9 +84,8 @@ class Trainer:
         self.base_lr = float(base_lr if base_lr is not None else optimizer.lr)
         self.metrics = metrics
         self.schedule_note: str | None = None
-        self.values, self.grads = flatten_parameters(model)
+        self._values_list, self._grads_list = self._flat_groups(model, optimizer)
         _skip_input_grad(model)
-        self._values_list, self._grads_list = [self.values], [self.grads]
         # Position in the run: what a checkpoint needs to resume exactly.
         self.epoch = 0
         self.step = 0
@@ -188,6 +187,23 @@ class Trainer:
         if governor is not None and not governor.observe(time.perf_counter() - start):
             self._governor = None  # steps too short for threads to matter: stop timing them
         return value
+
+    def _flat_groups(self, model, optimizer):
+        """The flat parameter buffers, as the optimizer gets them: one array, or two when the
+        optimizer exempts biases and norm parameters from weight decay (``decay_bias_norm=False``):
+        the decayed weights (2 or more dimensions) first, then the 1-D parameters (biases, norm
+        scales and shifts), each a contiguous slice, with ``optimizer.decay_mask`` saying which
+        is which."""
+        exempt = not getattr(optimizer, "decay_bias_norm", True)
+        self.values, self.grads = flatten_parameters(
+            model, key=(lambda p: p.value.ndim < 2) if exempt else None)
+        if not exempt:
+            return [self.values], [self.grads]
+        split = sum(p.value.size for _, p in model.named_parameters() if p.value.ndim >= 2)
+        groups = [(slice(0, split), True), (slice(split, self.values.size), False)]
+        groups = [(s, decay) for s, decay in groups if s.stop > s.start]
+        optimizer.decay_mask = [decay for _, decay in groups]
+        return ([self.values[s] for s, _ in groups], [self.grads[s] for s, _ in groups])
 
     def metric_names(self, has_val: bool) -> list[str]:
         """The metrics each epoch reports, known before training starts."""
