@@ -14,7 +14,10 @@ The finer checks (``check_output_shapes``, ``check_gradients``, ``check_determin
 ``check_config``, ``check_checkpoint_round_trip``, ``check_training``, with ``tiny_spec`` and
 ``build_model`` to set them up) and ``check_layer`` (a float64 finite-difference check of one
 layer, from ``zoo.kit.gradcheck``) are importable from here too; ``zoo.kit.conformance``
-documents each.
+documents each. The other kinds a plugin registers have their checks in ``zoo.kit.components``,
+importable from here: ``check_optimizer``, ``check_loss``, ``check_dataset``,
+``check_criterion``, ``check_schedule`` and ``check_metric``; ``check_plugin`` runs the one of
+each kind on everything a plugin registered.
 
 This module is also a pytest plugin, registered with the entry point ``zoo = "zoo.testing"`` in
 the group ``pytest11``, so any test suite in an environment with zoo installed gets the fixtures
@@ -46,6 +49,14 @@ if TYPE_CHECKING:  # imported on first use instead (see __getattr__), to keep st
         tiny_dataset,
         tiny_spec,
     )
+    from zoo.kit.components import (
+        check_criterion,
+        check_dataset,
+        check_loss,
+        check_metric,
+        check_optimizer,
+        check_schedule,
+    )
     from zoo.kit.gradcheck import check_layer
 
 __all__ = [
@@ -53,12 +64,18 @@ __all__ = [
     "check_architecture",
     "check_checkpoint_round_trip",
     "check_config",
+    "check_criterion",
+    "check_dataset",
     "check_determinism",
     "check_gradients",
     "check_layer",
+    "check_loss",
+    "check_metric",
+    "check_optimizer",
     "check_output_shapes",
     "check_plugin",
     "check_registration",
+    "check_schedule",
     "check_training",
     "iter_layers",
     "specs_for",
@@ -68,6 +85,9 @@ __all__ = [
 
 _FROM = {name: "zoo.kit.conformance" for name in __all__}
 _FROM["check_layer"] = "zoo.kit.gradcheck"
+for _name in ("check_optimizer", "check_loss", "check_dataset", "check_criterion",
+              "check_schedule", "check_metric"):
+    _FROM[_name] = "zoo.kit.components"
 
 
 def __getattr__(name):

@@ -684,11 +684,17 @@ def check_architecture(name_or_architecture, *, kinds=None, tasks=None, options=
     return done
 
 
-def check_plugin(plugin_name: str, *, host=None, **kwargs) -> dict:
-    """An installed plugin loaded without problems; each architecture it registered conforms.
+def check_plugin(plugin_name: str, *, host=None, losses=None, criteria=None,
+                 **kwargs) -> dict:
+    """An installed plugin loaded without problems; everything it registered conforms.
 
-    Returns ``{architecture name: [what was checked]}``. Extra keyword arguments go to
-    ``check_architecture``.
+    Architectures go through ``check_architecture`` (extra keyword arguments go to it);
+    optimizers, datasets, schedules and metrics through their ``zoo.kit.components`` check.
+    A loss is checked on regression targets unless ``losses`` maps its name to a task
+    (``{"focal": "classify"}``); a criterion needs a spec to be built from, given in
+    ``criteria`` (``{"max_loss": "max_loss=10"}``), else it is checked with its defaults.
+
+    Returns ``{name: [what was checked]}``.
     """
     host = resolve_host(host)
     record = host.records.get(plugin_name)
@@ -698,5 +704,22 @@ def check_plugin(plugin_name: str, *, host=None, **kwargs) -> dict:
                              f"'zoo'); installed: {installed or 'none'}")
     if record.error:
         raise AssertionError(f"plugin {plugin_name} did not load: {record.error}")
-    names = record.registered.get("architectures", [])
-    return {name: check_architecture(name, host=host, **kwargs) for name in names}
+    from zoo.kit import components
+
+    registered = record.registered
+    done = {name: check_architecture(name, host=host, **kwargs)
+            for name in registered.get("architectures", [])}
+    for name in registered.get("optimizers", []):
+        done[name] = components.check_optimizer(name, host=host)
+    for name in registered.get("losses", []):
+        done[name] = components.check_loss(name, task=(losses or {}).get(name, "regress"),
+                                           host=host)
+    for name in registered.get("datasets", []):
+        done[name] = components.check_dataset(name, host=host)
+    for name in registered.get("criteria", []):
+        done[name] = components.check_criterion((criteria or {}).get(name, name), host=host)
+    for name in registered.get("schedules", []):
+        done[name] = components.check_schedule(name, host=host)
+    for name in registered.get("metrics", []):
+        done[name] = components.check_metric(name, host=host)
+    return done
