@@ -33,6 +33,14 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported on first use instead (see __getattr__), to keep startup light
+    from zoo.kit.components import (
+        check_criterion,
+        check_dataset,
+        check_loss,
+        check_metric,
+        check_optimizer,
+        check_schedule,
+    )
     from zoo.kit.conformance import (
         build_model,
         check_architecture,
@@ -48,14 +56,6 @@ if TYPE_CHECKING:  # imported on first use instead (see __getattr__), to keep st
         specs_for,
         tiny_dataset,
         tiny_spec,
-    )
-    from zoo.kit.components import (
-        check_criterion,
-        check_dataset,
-        check_loss,
-        check_metric,
-        check_optimizer,
-        check_schedule,
     )
     from zoo.kit.gradcheck import check_layer
 

@@ -80,9 +80,9 @@ def check_optimizer(name, *, options=None, reference=None, lr: float = 0.01,
     for dtype in (np.float32, np.float64):
         opt = make()
         params = [p.astype(dtype) for p in start]
-        views = [p for p in params]
+        views = list(params)
         opt.step(params, [g.astype(dtype) for g in grads[0]])
-        for p, v, s in zip(params, views, start):
+        for p, v in zip(params, views):
             if p is not v or p.dtype != dtype:
                 _fail(what, f"step must update the {dtype.__name__} arrays in place, in their "
                             f"dtype; received {p.dtype}")
