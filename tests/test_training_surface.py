@@ -171,7 +171,8 @@ def test_metric_chooses_what_early_stopping_watches():
 
 @pytest.mark.parametrize("field, text, message", [
     ("optimizer", "adam(beta3=0.5)", "--optimizer 'adam(beta3=0.5)': adam has no parameter "
-     "'beta3'; accepted: beta1, beta2, eps, weight_decay (did you mean 'beta2'?)"),
+     "'beta3'; accepted: beta1, beta2, eps, weight_decay, decay_bias_norm (did you mean "
+     "'beta2'?)"),
     ("optimizer", "sgd(lr=0.1)", "--optimizer 'sgd(lr=0.1)': sgd: lr is not set in "
      "--optimizer; give it with --lr"),
     ("optimizer", "sgd(momentum=2)", "--optimizer 'sgd(momentum=2)': SGD: momentum must be in "
@@ -220,7 +221,8 @@ def test_list_and_info_show_parameters():
     result = run("list", "--json")
     listing = json.loads(result.stdout)
     sgd = next(o for o in listing["optimizers"] if o["name"] == "sgd")
-    assert [p["name"] for p in sgd["parameters"]] == ["momentum", "nesterov", "weight_decay"]
+    assert [p["name"] for p in sgd["parameters"]] == ["momentum", "nesterov", "weight_decay",
+                                                      "decay_bias_norm"]
     cosine = next(s for s in listing["schedules"] if s["name"] == "cosine")
     assert cosine["per"] == "step"
     assert {"name": "warmup_epochs", "default": 0.0, "required": False} in cosine["parameters"]
@@ -228,7 +230,7 @@ def test_list_and_info_show_parameters():
     assert [p["name"] for p in spirals["parameters"]] == ["arms", "n", "noise"]
     assert "macro_f1" in {m["name"] for m in listing["metrics"]}
     text = run("list", "optimizers").stdout
-    assert "sgd(momentum=0.0, nesterov=false, weight_decay=0.0)" in text
+    assert "sgd(momentum=0.0, nesterov=false, weight_decay=0.0, decay_bias_norm=true)" in text
 
 
 # -- weight decay and biases -------------------------------------------------------------------
