@@ -250,3 +250,39 @@ def test_weight_decay_can_exempt_biases_and_norm_parameters(exempt):
         np.testing.assert_allclose(p.value, expected, rtol=1e-12, atol=1e-15, err_msg=name)
     assert r.optimizer.decay_mask == ([True, False] if exempt else None)
     assert r.optimizer.get_config()["decay_bias_norm"] is (not exempt)
+
+
+# -- the run store, info, compare ----------------------------------------------------------------
+
+def test_the_run_store_keeps_the_specs(tmp_path):
+    store = tmp_path / "runs.db"
+    result = run("train", "--arch", "mlp", "--dataset", "xor", "--epochs", 1, "-o", "hidden=8",
+                 "--optimizer", "sgd(momentum=0.9)", "--schedule", "exponential(0.5)",
+                 "--store", store)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(run("runs", "show", 1, "--store", store, "--json").stdout)
+    assert shown["config"]["optimizer"] == "sgd(momentum=0.9)"
+    assert shown["config"]["schedule"] == "exponential(0.5)"
+    assert shown["result"]["loss"] == "softmax_cross_entropy"
+    assert shown["result"]["optimizer_config"]["momentum"] == 0.9
+
+
+def test_info_shows_a_component_and_its_parameters():
+    result = run("info", "cosine")
+    assert result.exit_code == 0, result.output
+    assert "cosine (schedule" in result.stdout and "every step" in result.stdout
+    assert "spec: cosine(warmup_epochs=0.0, min_lr=0.0, epochs=None)" in result.stdout
+    info = json.loads(run("info", "spirals", "--json").stdout)
+    assert info["kind"] == "dataset" and info["parameters"][0] == {
+        "name": "arms", "default": 2, "required": False}
+
+
+def test_compare_ranks_by_the_chosen_metric(tmp_path):
+    result = run("compare", "--arch", "mlp,rnn", "--dataset", "xor", "--epochs", 1,
+                 "--seeds", 1, "--jobs", 1, "--metric", "macro_f1", "--json", "--no-store",
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert [s["metric"] for s in summary] == ["macro_f1", "macro_f1"]
+    means = [s["metrics"]["macro_f1"]["mean"] for s in summary]
+    assert means == sorted(means, reverse=True)

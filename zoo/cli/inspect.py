@@ -90,14 +90,51 @@ def list_command(kind, as_json):
             click.echo("  (none)")
 
 
+def _component_info(host, name: str, as_json: bool) -> bool:
+    """``zoo info`` of an optimizer, loss, schedule, dataset, criterion or metric; False when
+    ``name`` is none of these."""
+    found = [k for k in KINDS[1:] if name in host.registries[k]]
+    if not found:
+        return False
+    infos = []
+    for kind in found:
+        registry = host.registries[kind]
+        canonical = registry.canonical(name)
+        entry = _entry(kind, canonical, registry.get(canonical), registry.owner(canonical))
+        entry["kind"] = host.registries[kind].label
+        infos.append(entry)
+    if as_json:
+        emit_json(infos[0] if len(infos) == 1 else {"matches": infos})
+        return True
+    for entry in infos:
+        click.echo(f"{entry['name']} ({entry['kind']}, plugin {entry['plugin']}): "
+                   f"{entry['summary']}")
+        if "per" in entry:
+            click.echo(f"changes the learning rate every {entry['per']}")
+        if "tasks" in entry:
+            click.echo(f"tasks: {', '.join(entry['tasks'])}")
+        params = entry.get("parameters")
+        if params:
+            click.echo(f"spec: {_call_form(entry['name'], entry)}")
+            click.echo(table([[p["name"], "required" if p["required"] else p["default"]]
+                              for p in params], ["parameter", "default"]))
+        elif params is not None:
+            click.echo(f"spec: {entry['name']} (no parameters)")
+    return True
+
+
 @click.command("info")
-@click.argument("arch")
+@click.argument("arch", metavar="NAME")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def info_command(arch, as_json):
-    """Show an architecture's options, defaults and supported tasks."""
+    """Show an architecture's options, defaults and supported tasks, or the parameters of an
+    optimizer, loss, schedule, dataset, stopping criterion or metric."""
     from zoo.plugins import get_host
 
-    a = get_host().architectures.get(arch)
+    host = get_host()
+    if arch not in host.architectures and _component_info(host, arch, as_json):
+        return
+    a = host.architectures.get(arch)
     options = [{"name": o.name, "type": o.type_name(),
                 "default": list(o.default) if isinstance(o.default, tuple) else o.default,
                 "choices": list(o.choices) if o.choices else None, "help": o.help,
