@@ -149,8 +149,8 @@ def test_run_on_unit_range_data_trains_with_bce_and_reports_reconstructions():
     assert run.spec.output_size == 64
     run.fit()
     result = run.result()
-    assert set(result.test) == {"loss", "mse", "r2", "probe_accuracy"}
-    assert set(result.val) == {"loss", "mse", "r2", "probe_accuracy"}
+    assert set(result.test) == {"loss", "mse", "r2", "mae", "rmse", "probe_accuracy"}
+    assert set(result.val) == {"loss", "mse", "r2", "mae", "rmse", "probe_accuracy"}
     assert 0 < result.test["r2"] <= 1 and 0.3 < result.test["probe_accuracy"] <= 1
 
 
@@ -189,7 +189,7 @@ def test_probe_only_where_the_data_are_labelled():
                         options={"hidden": "4", "code_size": "2"}), dataset=unlabelled)
     run.fit()
     result = run.result()
-    assert set(result.test) == {"loss", "mse", "r2"}
+    assert set(result.test) == {"loss", "mse", "r2", "mae", "rmse"}
 
 
 @pytest.mark.slow
