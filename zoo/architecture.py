@@ -130,12 +130,16 @@ class Architecture:
         build: ``build(spec: DataSpec, options: dict) -> Layer``; returns an unbuilt model whose
             output fits ``spec.output_size`` (logits for classify). The host builds it.
         options: the options ``-o key=value`` accepts, with defaults.
-        loss: optional ``loss(spec, options) -> str``, the registered loss to train with;
-            by default softmax cross-entropy for classify and MSE otherwise.
+        loss: optional ``loss(spec, options) -> str``, the loss to train with by default (a
+            registered name or spec such as ``"huber(delta=0.5)"``); by default softmax
+            cross-entropy for classify and MSE otherwise. A run's ``--loss`` overrides it.
         data_kinds: the kinds of data it can be built for.
         defaults: training defaults it trains well with when the user gives none, any of
-            ``optimizer``, ``lr``, ``batch_size``, ``epochs``, ``patience``, ``clip_norm`` and
-            ``monitor`` (the metric the default early stopping watches, ``val_loss`` if unset).
+            ``optimizer`` (a spec: ``"sgd(momentum=0.9)"``), ``lr``, ``batch_size``,
+            ``epochs``, ``patience``, ``clip_norm``, ``loss`` and ``schedule`` (specs) and
+            ``monitor`` (the metric the default early stopping watches; used when the run
+            reports it, else the task's: ``val_accuracy`` for classification, ``val_loss``
+            otherwise).
     """
 
     name: str

@@ -195,15 +195,33 @@ def check_registration(name_or_architecture, *, host=None) -> Architecture:
         raise AssertionError(f"architecture {name!r}: " + "; ".join(problems))
 
     host = resolve_host(host)
+    from zoo import spec as specs
+    from zoo.errors import ConfigError
+
+    # Default optimizer, loss and schedule are specs; each must name a registered thing
+    # with settings it accepts.
+    for key, registry, kind in (("optimizer", host.optimizers, specs.OPTIMIZER),
+                                ("loss", host.losses, specs.LOSS),
+                                ("schedule", host.schedules, specs.SCHEDULE)):
+        text = arch.defaults.get(key)
+        if text is None:
+            continue
+        try:
+            parsed = specs.parse_spec(text, registry, kind)
+            if key == "schedule":
+                parsed.build(kind, text)
+        except ConfigError as exc:
+            raise AssertionError(f"architecture {name!r}: defaults[{key!r}]: {exc}") from None
     options = arch.resolve_options()
     for kind in arch.data_kinds:
         for task in arch.tasks:
             spec = tiny_spec(kind, task)
             loss = arch.default_loss(spec, options)
-            if loss not in host.losses:
-                installed = ", ".join(host.losses.names())
+            try:
+                specs.parse_spec(loss, host.losses, specs.LOSS)
+            except ConfigError as exc:
                 raise AssertionError(f"{_where(arch, spec)}: its loss {loss!r} is not a "
-                                     f"registered loss; installed: {installed}")
+                                     f"registered loss spec: {exc}") from None
     return arch
 
 
