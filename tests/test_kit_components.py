@@ -149,3 +149,19 @@ def test_a_loss_with_a_wrong_gradient_fails():
     fake = _Host(losses={"off": Off})
     with pytest.raises(AssertionError, match="loss off: gradient check"):
         testing.check_loss("off", host=fake)
+
+
+def test_registration_checks_default_specs(host):
+    import dataclasses
+
+    mlp = PluginHost(load=["mlp"]).architectures.get("mlp")
+    good = dataclasses.replace(mlp, defaults={"optimizer": "sgd(momentum=0.9)",
+                                              "schedule": "cosine(warmup_epochs=1)"})
+    testing.check_registration(good, host=host)
+    bad = dataclasses.replace(mlp, defaults={"optimizer": "sgd(momentm=0.9)"})
+    with pytest.raises(AssertionError, match=r"defaults\['optimizer'\]: --optimizer "
+                                             r"'sgd\(momentm=0.9\)': sgd has no parameter"):
+        testing.check_registration(bad, host=host)
+    worse = dataclasses.replace(mlp, defaults={"schedule": "step(gamma=2)"})
+    with pytest.raises(AssertionError, match="step: gamma must be in"):
+        testing.check_registration(worse, host=host)
