@@ -75,7 +75,7 @@ def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
     report = {"checkpoint": ck.path, "arch": ck.arch, "dataset": data.name, "split": split,
               "examples": len(x), "task": spec.task, "metrics": metrics,
               "epoch": ck.epoch, "step": ck.step, "stop_reason": ck.stop_reason}
-    if spec.task == "classify":
+    if spec.task == "classify" and y is not None:
         matrix = confusion_matrix(outputs[0], y, spec.num_classes or spec.output_size)
         report["classes"] = [str(c) for c in (ck.classes or range(len(matrix)))]
         report["confusion_matrix"] = matrix.tolist()

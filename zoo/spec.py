@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zoo.errors import ConfigError
@@ -85,7 +86,7 @@ class Spec:
     """A parsed spec: ``name`` (canonical), its ``factory`` and the bound ``kwargs``."""
 
     name: str
-    factory: object
+    factory: Callable
     kwargs: dict
 
     def __str__(self) -> str:

@@ -158,6 +158,7 @@ def check_loss(name, *, options=None, task: str = "regress", classes: int = 3,
     what = f"loss {name}"
     rng = np.random.default_rng(1)
     pred = rng.standard_normal((5, classes))
+    target: np.ndarray
     if task == "classify":
         target = rng.integers(0, classes, size=5)
     elif task == "binary":

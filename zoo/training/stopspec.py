@@ -74,7 +74,7 @@ class _Parser(Parser):
                       "not a stopping criterion")
         return criterion
 
-    def build_composite(self, node: _Call, registry):
+    def build_composite(self, node: Call, registry):
         from zoo.training.stopping import AllOf, AnyOf
 
         if node.form != "call":
