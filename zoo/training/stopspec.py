@@ -21,21 +21,12 @@ from __future__ import annotations
 import re
 
 from zoo.errors import ConfigError
-from zoo.spec import (  # noqa: F401
-    CRITERION,
-    MAX_DEPTH,
-    Call,
-    Parser,
-    Value,
-    format_value,
-    word_value,
-)
+from zoo.spec import CRITERION, MAX_DEPTH, Call, Parser, Value, format_value
+
+__all__ = ["COMPOSITES", "MAX_DEPTH", "format_value", "parse_stop", "parse_stops"]
 
 COMPOSITES = ("all_of", "any_of")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# Kept for code that imported the private names from here.
-_word_value = word_value
-_Call, _Value = Call, Value
 
 
 class _Parser(Parser):
@@ -52,11 +43,11 @@ class _Parser(Parser):
 
     # -- from syntax to criteria -------------------------------------------------------------
     def build(self, node, registry):
-        if isinstance(node, _Value):
+        if isinstance(node, Value):
             # A bare name inside all_of/any_of is a criterion with its defaults.
             if node.token.kind == "word" and isinstance(node.value, str) \
                     and _NAME.match(node.value):
-                node = _Call(node.value, node.token, "bare")
+                node = Call(node.value, node.token, "bare")
             else:
                 self.fail(f"expected a criterion inside all_of/any_of, found {node.token.text!r}")
         if node.name in COMPOSITES:
@@ -83,10 +74,10 @@ class _Parser(Parser):
         members = []
         for keyword, value, token in node.args:
             if keyword is not None:  # max_epochs=5 inside all_of(...) is a shorthand spec
-                if isinstance(value, _Call):
+                if isinstance(value, Call):
                     self.fail(f"expected a value after '{keyword}=', found a criterion "
                               f"{value.name}(...)")
-                value = _Call(keyword, token, "shorthand", [(None, value, value.token)])
+                value = Call(keyword, token, "shorthand", [(None, value, value.token)])
             members.append(self.build(value, registry))
         if not members:
             self.fail(f"{node.name}() needs at least one criterion, e.g. "
