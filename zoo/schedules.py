@@ -24,17 +24,8 @@ from __future__ import annotations
 
 import math
 
+from zoo import checks
 from zoo.errors import CheckpointError, ConfigError
-
-
-def _check(owner: str, name: str, value, *, low=0.0, high=math.inf, low_open=False,
-           integer=False, what: str) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value > low if low_open else value >= low) \
-        and value <= high and (not integer or float(value).is_integer())
-    if not ok:
-        raise ConfigError(f"{owner}: {name} must be {what}; received {name}={value!r}")
-    return int(value) if integer else float(value)
 
 
 class Schedule:
@@ -93,10 +84,9 @@ class StepDecay(Schedule):
     name = "step"
 
     def __init__(self, step_size: int = 10, gamma: float = 0.1):
-        self.step_size = _check("step", "step_size", step_size, low=1, integer=True,
-                                what="a positive integer")
-        self.gamma = _check("step", "gamma", gamma, low=0, high=1, low_open=True,
-                            what="in (0, 1]")
+        self.step_size = checks.positive_int("step", "step_size", step_size)
+        self.gamma = checks.number("step", "gamma", gamma, minimum=0, maximum=1,
+                                   exclusive_minimum=True)
 
     def lr(self, base, step, epoch):
         return base * self.gamma ** (epoch // self.step_size)
@@ -111,8 +101,8 @@ class Exponential(Schedule):
     name = "exponential"
 
     def __init__(self, gamma: float = 0.95):
-        self.gamma = _check("exponential", "gamma", gamma, low=0, high=1, low_open=True,
-                            what="in (0, 1]")
+        self.gamma = checks.number("exponential", "gamma", gamma, minimum=0, maximum=1,
+                                   exclusive_minimum=True)
 
     def lr(self, base, step, epoch):
         return base * self.gamma ** epoch
@@ -135,11 +125,10 @@ class Cosine(Schedule):
 
     def __init__(self, warmup_epochs: float = 0.0, min_lr: float = 0.0,
                  epochs: int | None = None):
-        self.warmup_epochs = _check("cosine", "warmup_epochs", warmup_epochs,
-                                    what="a number of epochs >= 0")
-        self.min_lr = _check("cosine", "min_lr", min_lr, what="a finite number >= 0")
-        self.horizon = None if epochs is None else _check(
-            "cosine", "epochs", epochs, low=1, integer=True, what="a positive integer")
+        self.warmup_epochs = checks.number("cosine", "warmup_epochs", warmup_epochs, minimum=0)
+        self.min_lr = checks.number("cosine", "min_lr", min_lr, minimum=0)
+        self.horizon = None if epochs is None else checks.positive_int("cosine", "epochs",
+                                                                        epochs)
 
     def lr(self, base, step, epoch):
         total = (self.horizon or self.epochs) * self.steps_per_epoch
@@ -166,16 +155,15 @@ class OneCycle(Schedule):
     def __init__(self, max_lr: float | None = None, pct_start: float = 0.3,
                  div_factor: float = 25.0, final_div_factor: float = 1e4,
                  epochs: int | None = None):
-        self.max_lr = None if max_lr is None else _check(
-            "one_cycle", "max_lr", max_lr, low_open=True, what="a positive finite number")
-        self.pct_start = _check("one_cycle", "pct_start", pct_start, low=0, high=1,
-                                low_open=True, what="in (0, 1]")
-        self.div_factor = _check("one_cycle", "div_factor", div_factor, low=1,
-                                 what="a number >= 1")
-        self.final_div_factor = _check("one_cycle", "final_div_factor", final_div_factor,
-                                       low=1, what="a number >= 1")
-        self.horizon = None if epochs is None else _check(
-            "one_cycle", "epochs", epochs, low=1, integer=True, what="a positive integer")
+        owner = "one_cycle"
+        self.max_lr = None if max_lr is None else checks.positive_number(owner, "max_lr",
+                                                                         max_lr)
+        self.pct_start = checks.number(owner, "pct_start", pct_start, minimum=0, maximum=1,
+                                       exclusive_minimum=True)
+        self.div_factor = checks.number(owner, "div_factor", div_factor, minimum=1)
+        self.final_div_factor = checks.number(owner, "final_div_factor", final_div_factor,
+                                              minimum=1)
+        self.horizon = None if epochs is None else checks.positive_int(owner, "epochs", epochs)
 
     @staticmethod
     def _anneal(start, end, pct):
@@ -217,20 +205,14 @@ class ReduceOnPlateau(Schedule):
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError(f"{owner}: monitor must be a metric name such as val_loss; "
                               f"received monitor={monitor!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ConfigError(f"{owner}: mode must be one of 'auto', 'min', 'max'; "
-                              f"received mode={mode!r}")
-        self.monitor, self.mode = monitor, mode
-        self.factor = _check(owner, "factor", factor, low=0, high=1, low_open=True,
-                             what="in (0, 1)")
-        if self.factor == 1:
-            raise ConfigError(f"{owner}: factor must be in (0, 1); received factor=1")
-        self.patience = _check(owner, "patience", patience, integer=True,
-                               what="an integer >= 0")
-        self.min_lr = _check(owner, "min_lr", min_lr, what="a finite number >= 0")
-        self.min_delta = _check(owner, "min_delta", min_delta, what="a finite number >= 0")
-        self.cooldown = _check(owner, "cooldown", cooldown, integer=True,
-                               what="an integer >= 0")
+        self.monitor = monitor
+        self.mode = checks.one_of(owner, "mode", mode, ("auto", "min", "max"))
+        self.factor = checks.number(owner, "factor", factor, minimum=0, maximum=1,
+                                    exclusive_minimum=True, exclusive_maximum=True)
+        self.patience = checks.integer(owner, "patience", patience, minimum=0)
+        self.min_lr = checks.number(owner, "min_lr", min_lr, minimum=0)
+        self.min_delta = checks.number(owner, "min_delta", min_delta, minimum=0)
+        self.cooldown = checks.integer(owner, "cooldown", cooldown, minimum=0)
         self._watched = monitor
         self.current: float | None = None  # the reduced rate; None until the first reduction
         self.best: float | None = None
