@@ -286,3 +286,10 @@ def test_compare_ranks_by_the_chosen_metric(tmp_path):
     assert [s["metric"] for s in summary] == ["macro_f1", "macro_f1"]
     means = [s["metrics"]["macro_f1"]["mean"] for s in summary]
     assert means == sorted(means, reverse=True)
+    printed = run("compare", "--arch", "mlp,rnn", "--dataset", "xor", "--epochs", 1,
+                  "--seeds", 1, "--jobs", 1, "--metric", "macro_f1", "--no-store",
+                  "--out", tmp_path / "out2")
+    assert printed.exit_code == 0, printed.output
+    header = next(line for line in printed.stdout.splitlines() if line.startswith("#"))
+    assert header.split()[:4] == ["#", "arch", "macro_f1", "accuracy"]
+    assert "ranked by macro_f1 (--metric)" in printed.stdout

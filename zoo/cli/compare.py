@@ -73,9 +73,11 @@ def summary_table(result: dict) -> str:
     from zoo.compare.runner import METRICS
 
     summary = result["summary"]
-    names = [m for m in METRICS if any(m in s["metrics"] for s in summary)]
+    chosen = [s["metric"] for s in summary if s["metric"] and s["metric"] not in METRICS]
+    names = [*dict.fromkeys(chosen), *(m for m in METRICS
+                                       if any(m in s["metrics"] for s in summary))]
     any_failed = any(s["failed"] for s in summary)
-    headers = ["#", "arch", *(METRIC_LABELS[m] for m in names), "params", "epochs", "steps",
+    headers = ["#", "arch", *(METRIC_LABELS.get(m, m) for m in names), "params", "epochs", "steps",
                "stopped", "train s", "compile s", "samples/s"] + (["failed"] if any_failed
                                                                  else [])
     rows = []
@@ -98,6 +100,8 @@ def summary_table(result: dict) -> str:
              table(rows, headers, align + ([">"] if any_failed else []))]
     if "probe_accuracy" in names:
         lines.append("probe acc: accuracy of a linear classifier on the learned codes")
+    if chosen:
+        lines.append(f"ranked by {chosen[0]} (--metric)")
     for s in summary:
         lines += [f"failed: {s['arch']} {error}" for error in s["errors"]]
     return "\n".join(lines)
