@@ -1,1 +1,2 @@
-"""zoo's own datasets, losses, optimizers and stopping criteria, registered through the hooks."""
+"""zoo's own datasets, losses, optimizers, stopping criteria, schedules and metrics, registered
+through the hooks."""
