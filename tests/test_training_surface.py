@@ -295,3 +295,24 @@ def test_compare_ranks_by_the_chosen_metric(tmp_path):
     header = next(line for line in printed.stdout.splitlines() if line.startswith("#"))
     assert header.split()[:4] == ["#", "arch", "macro_f1", "accuracy"]
     assert "ranked by macro_f1 (--metric)" in printed.stdout
+
+
+def test_a_model_flattened_before_is_laid_out_again_for_the_decay_groups():
+    from zoo.optimizers import SGD
+    from zoo.training.flat import flatten_parameters
+    from zoo.training.loop import Trainer
+    from zoo.training.stopping import MaxSteps, StoppingEngine
+
+    r = Run(RunConfig(arch="mlp", dataset="xor", options={"hidden": "8", "dropout": "0"}))
+    flatten_parameters(r.model)  # weights and biases interleaved, layer by layer
+    optimizer = SGD(0.1, weight_decay=0.5, decay_bias_norm=False)
+    trainer = Trainer(r.model, r.loss, optimizer, StoppingEngine([MaxSteps(1)]),
+                      task="classify")
+    decayed, exempt = trainer._values_list
+    assert optimizer.decay_mask == [True, False]
+    sizes = {name: p.value.size for name, p in r.model.named_parameters()}
+    one_d = sum(size for name, size in sizes.items()
+                if dict(r.model.named_parameters())[name].value.ndim < 2)
+    assert exempt.size == one_d and decayed.size + exempt.size == sum(sizes.values())
+    for _, p in r.model.named_parameters():
+        assert np.shares_memory(p.value, exempt if p.value.ndim < 2 else decayed)

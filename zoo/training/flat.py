@@ -23,7 +23,7 @@ def flatten_parameters(model, key=None) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype), np.zeros(0, dtype)
     base = params[0].value.base
     if base is not None and base.ndim == 1 and all(p.value.base is base for p in params) \
-            and base.size == sum(p.value.size for p in params):
+            and base.size == sum(p.value.size for p in params) and _in_order(params):
         return base, params[0].grad.base
     dtype = params[0].value.dtype
     total = sum(p.value.size for p in params)
@@ -37,3 +37,14 @@ def flatten_parameters(model, key=None) -> tuple[np.ndarray, np.ndarray]:
         p.grad = grads[offset:offset + n].reshape(p.value.shape)
         offset += n
     return values, grads
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _in_order(params) -> bool:
+    """Whether the parameters already sit in the flat buffer in this order (a model flattened
+    before in another order, say without the weight-decay grouping, is laid out again)."""
+    addresses = [_address(p.value) for p in params]
+    return addresses == sorted(addresses)
