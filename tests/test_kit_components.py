@@ -53,12 +53,30 @@ def test_builtin_optimizers_conform(host, name, options, reference):
     assert "state_dict round trip resumes bit-identically" in done
 
 
-@pytest.mark.parametrize("name, task", [("mse", "regress"),
-                                        ("softmax_cross_entropy", "classify"),
-                                        ("bce", "binary")])
-def test_builtin_losses_conform(host, name, task):
-    assert "gradient matches float64 central differences" in \
-        testing.check_loss(name, task=task, host=host)
+def mse_reference(pred, target):
+    return np.mean((pred - target) ** 2)
+
+
+def cross_entropy_reference(logits, labels):
+    total = 0.0
+    for row, label in zip(logits, labels):
+        total += np.log(np.sum(np.exp(row - row.max()))) + row.max() - row[label]
+    return total / len(labels)
+
+
+def bce_reference(logits, targets):
+    p = 1 / (1 + np.exp(-logits))
+    return np.mean(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+
+
+@pytest.mark.parametrize("name, task, reference", [
+    ("mse", "regress", mse_reference),
+    ("softmax_cross_entropy", "classify", cross_entropy_reference),
+    ("bce", "binary", bce_reference)])
+def test_builtin_losses_conform(host, name, task, reference):
+    done = testing.check_loss(name, task=task, reference=reference, host=host)
+    assert "gradient matches float64 central differences" in done
+    assert "value matches the reference" in done
 
 
 @pytest.mark.parametrize("name", ["spirals", "xor", "sine", "adding", "digits", "mnist1d"])
@@ -149,6 +167,9 @@ def test_a_loss_with_a_wrong_gradient_fails():
     fake = _Host(losses={"off": Off})
     with pytest.raises(AssertionError, match="loss off: gradient check"):
         testing.check_loss("off", host=fake)
+    with pytest.raises(AssertionError, match="loss mse: value .* differs from the reference"):
+        testing.check_loss("mse", host=_Host(losses={"mse": MSE}),
+                           reference=lambda p, t: np.mean(np.abs(p - t)))
 
 
 def test_registration_checks_default_specs(host):

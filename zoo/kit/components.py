@@ -11,7 +11,7 @@ what it checked, and runs in well under a second:
   ``state_dict()`` taken mid-run and loaded into a fresh optimizer continues bit-identically
   (what a resumed run relies on).
 - ``check_loss``: the value is a finite float, the same for float32 and float64 predictions
-  within float32 precision; ``backward`` has the predictions' shape and dtype and matches
+  within float32 precision, and matches a plain numpy ``reference`` when given; ``backward`` has the predictions' shape and dtype and matches
   float64 central differences; ``activate`` keeps the shape.
 - ``check_dataset``: the loader returns a ``Dataset`` whose arrays have the declared task,
   kind and shapes (labels in range for classification); the same seed gives the same arrays;
@@ -147,9 +147,14 @@ def check_optimizer(name, *, options=None, reference=None, lr: float = 0.01,
 # -- losses --------------------------------------------------------------------------------------
 
 def check_loss(name, *, options=None, task: str = "regress", classes: int = 3,
-               host=None) -> list[str]:
+               reference=None, host=None) -> list[str]:
     """Check the loss registered as ``name`` on predictions and targets of ``task``
-    (``"classify"``: integer labels; ``"regress"``: float targets; ``"binary"``: 0/1)."""
+    (``"classify"``: integer labels; ``"regress"``: float targets; ``"binary"``: 0/1).
+
+    Args:
+        reference: optional ``reference(pred, target, **options) -> float``, the loss written
+            plainly in numpy; the value must match it to 1e-10 in float64.
+    """
     from zoo.kit.gradcheck import check_loss as gradient_check
 
     host = _host(host)
@@ -183,6 +188,11 @@ def check_loss(name, *, options=None, task: str = "regress", classes: int = 3,
         _fail(what, f"float32 and float64 values differ: {values[np.float32]} vs "
                     f"{values[np.float64]}")
     done.append("value is a finite float in float32 and float64")
+    if reference is not None:
+        expected = float(reference(pred.copy(), target.copy(), **options))
+        if not math.isclose(values[np.float64], expected, rel_tol=1e-10, abs_tol=1e-12):
+            _fail(what, f"value {values[np.float64]!r} differs from the reference {expected!r}")
+        done.append("value matches the reference")
     done.append("gradient has the predictions' shape and dtype")
     try:
         gradient_check(factory(**options), pred, target)
