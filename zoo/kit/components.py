@@ -11,7 +11,8 @@ what it checked, and runs in well under a second:
   ``state_dict()`` taken mid-run and loaded into a fresh optimizer continues bit-identically
   (what a resumed run relies on).
 - ``check_loss``: the value is a finite float, the same for float32 and float64 predictions
-  within float32 precision, and matches a plain numpy ``reference`` when given; ``backward`` has the predictions' shape and dtype and matches
+  within float32 precision, and matches a plain numpy ``reference`` when given; ``backward``
+  has the predictions' shape and dtype and matches
   float64 central differences; ``activate`` keeps the shape.
 - ``check_dataset``: the loader returns a ``Dataset`` whose arrays have the declared task,
   kind and shapes (labels in range for classification); the same seed gives the same arrays;
