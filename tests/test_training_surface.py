@@ -279,6 +279,7 @@ def test_info_shows_a_component_and_its_parameters():
         "name": "arms", "default": 2, "required": False}
 
 
+@pytest.mark.slow
 def test_compare_ranks_by_the_chosen_metric(tmp_path):
     result = run("compare", "--arch", "mlp,rnn", "--dataset", "xor", "--epochs", 1,
                  "--seeds", 1, "--jobs", 1, "--metric", "macro_f1", "--json", "--no-store",
