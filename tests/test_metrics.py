@@ -100,3 +100,22 @@ def test_metrics_are_registered_through_the_hook():
     assert host.records["zoo.plugins.builtin.metrics"].registered["metrics"]
     epoch = {m.name for m in BUILTIN_METRICS if m.every_epoch}
     assert epoch == {"accuracy", "mse", "r2"}
+
+
+def test_a_malformed_metric_registration_is_refused_in_one_line():
+    from zoo.errors import PluginError
+    from zoo.plugins.validate import check_registration
+    from zoo.training.metrics import Metric
+
+    good = Metric("medae", "median absolute error", ("regress",), lambda o, t, a=None: 0.0)
+    assert check_registration("metrics", "metric", good, None, ())[0] == "medae"
+    for item, factory, message in [
+        ("medae", good, "takes one object"),
+        (object(), None, "expected a zoo.training.metrics.Metric"),
+        (Metric("val-f1", "x", ("classify",), len), None, "name must be an identifier"),
+        (Metric("f", "x", ("teleport",), len), None, "tasks"),
+        (Metric("f", "x", ("classify",), 42), None, "compute must be callable"),
+        (Metric("f", "x", ("classify",), len, maximise="yes"), None, "maximise must be"),
+    ]:
+        with pytest.raises(PluginError, match=message):
+            check_registration("metrics", "metric", item, factory, ())

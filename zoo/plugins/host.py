@@ -315,8 +315,9 @@ class PluginHost:
             return
         from zoo.architecture import Architecture
         from zoo.data.dataset import DatasetInfo
+        from zoo.training.metrics import Metric
 
-        if isinstance(value, (Architecture, DatasetInfo)) and not value.plugin:
+        if isinstance(value, (Architecture, DatasetInfo, Metric)) and not value.plugin:
             value = dataclasses.replace(value, plugin=record.name)
         registry.add(name, value, record.name, aliases)
         record.registered.setdefault(kind, []).append(name)

@@ -24,8 +24,10 @@ DEFAULT_KEYS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor"
 
 # Names are typed on the command line and listed with commas (``--arch mlp,cnn``): one word.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
-# Stopping criteria are names in the ``--stop`` grammar: identifiers.
+# Stopping criteria and schedules are names in the spec grammar (``--stop``, ``--schedule``),
+# metrics are prefixed to make names (``val_macro_f1``): identifiers.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+IDENTIFIER_KINDS = ("criteria", "schedules", "metrics")
 # ``all_of``/``any_of`` are grammar of ``--stop`` specs, never registered criteria.
 RESERVED = {"criteria": ("all_of", "any_of")}
 
@@ -53,9 +55,10 @@ def _fail(label: str, message: str):
 
 
 def check_name(kind: str, label: str, name, what: str = "name") -> str:
-    pattern = _IDENTIFIER if kind == "criteria" else _NAME
+    identifier = kind in IDENTIFIER_KINDS
+    pattern = _IDENTIFIER if identifier else _NAME
     if not isinstance(name, str) or not pattern.match(name):
-        shape = ("an identifier" if kind == "criteria"
+        shape = ("an identifier" if identifier
                  else "one word of letters, digits, '_', '.', '+' or '-'")
         _fail(label, f"{what} must be {shape} (at most 64 characters); received {safe_repr(name)}")
     if name in RESERVED.get(kind, ()):
@@ -74,12 +77,15 @@ def check_aliases(kind: str, label: str, aliases) -> tuple:
 
 def check_registration(kind: str, label: str, item, factory, aliases) -> tuple[str, object, tuple]:
     """``(name, value, aliases)`` of one ``register(...)`` call, or a ``PluginError``."""
-    if kind in ("architectures", "datasets"):
+    if kind in ("architectures", "datasets", "metrics"):
         if factory is not None:
-            expected = "Architecture" if kind == "architectures" else "DatasetInfo"
+            expected = {"architectures": "Architecture", "datasets": "DatasetInfo",
+                        "metrics": "Metric"}[kind]
             _fail(label, f"register({expected}(...), aliases=()) takes one object; received "
                          f"{safe_repr(item)} and {safe_repr(factory)}")
-        value = _check_architecture(item) if kind == "architectures" else _check_dataset(item)
+        check = {"architectures": _check_architecture, "datasets": _check_dataset,
+                 "metrics": _check_metric}[kind]
+        value = check(item)
         name = value.name
     else:
         name = check_name(kind, label, item)
@@ -169,3 +175,24 @@ def _check_dataset(info):
         _fail(where, f"load must be callable: load(seed, **options) -> Dataset; received "
                      f"{safe_repr(info.load)}")
     return info
+
+
+def _check_metric(metric):
+    from zoo.training.metrics import Metric
+
+    label = "metric"
+    if not isinstance(metric, Metric):
+        _fail(label, f"expected a zoo.training.metrics.Metric; received {safe_repr(metric)}")
+    name = check_name("metrics", label, metric.name)
+    where = f"{label} {name}"
+    if not isinstance(metric.summary, str):
+        _fail(where, f"summary must be a string; received {safe_repr(metric.summary)}")
+    _check_subset(where, "tasks", metric.tasks, TASKS)
+    if not callable(metric.compute):
+        _fail(where, f"compute must be callable: compute(outputs, target, activate) -> float; "
+                     f"received {safe_repr(metric.compute)}")
+    for flag in ("maximise", "every_epoch"):
+        if not isinstance(getattr(metric, flag), bool):
+            _fail(where, f"{flag} must be True or False; received "
+                         f"{safe_repr(getattr(metric, flag))}")
+    return metric
