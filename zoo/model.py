@@ -1,4 +1,9 @@
-"""Models: ``Sequential``, the container every built-in architecture returns."""
+"""Models: ``Sequential`` (a stack) and, in ``zoo.graph``, ``Model`` (a graph of layers).
+
+Both are ``Container``s: a Layer holding other layers in ``self.layers``, in the order they run
+forward. The container names parameters and buffers by position (``"0.weight"``), saves and
+loads them, predicts in batches and prints a summary; subclasses say how layers connect.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +13,14 @@ from zoo.errors import CheckpointError, ConfigError, DataError, describe_array
 from zoo.layers.base import Layer, Parameter
 
 
-class Sequential(Layer):
-    """Layers applied one after another; itself a Layer, so containers nest.
+class Container(Layer):
+    """A Layer made of the layers in ``self.layers`` (in the order they run forward).
 
-    Example:
-        >>> model = Sequential([Dense(64), ReLU(), Dense(10)])
-        >>> model.build((40,), np.random.default_rng(0))
-        (10,)
+    Parameters and buffers of layer ``i`` are named ``"i.<name>"``; ``zoo.kit.conformance``,
+    checkpoints and the trainer find the layers through ``self.layers``.
     """
 
-    def __init__(self, layers, name: str | None = None):
-        super().__init__(name)
-        self.layers = list(layers)
-        for i, layer in enumerate(self.layers):
-            if not isinstance(layer, Layer):
-                raise ConfigError(
-                    f"Sequential expects Layer instances; received {type(layer).__name__} at {i}"
-                )
-
-    def build(self, input_shape, rng, dtype=None):
-        """Build every layer in turn. ``dtype`` (float32 by default) applies to all layers."""
-        if dtype is not None:
-            self.dtype = np.dtype(dtype).type
-        shape = tuple(input_shape)
-        self.input_shape = shape
-        for layer in self.layers:
-            shape = tuple(layer.build(shape, rng, dtype=self.dtype))
-        self.output_shape = shape
-        self.built = True
-        return shape
-
-    def forward(self, x, training=False):
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
-        return grad_out
-
-    def get_config(self):
-        return {"layers": [repr(layer) for layer in self.layers]}
-
-    def __repr__(self):
-        return f"Sequential({len(self.layers)} layers, {self.num_params} parameters)"
+    layers: list[Layer]
 
     # -- parameters and state ----------------------------------------------------------------
     def named_parameters(self, prefix=""):
@@ -99,6 +67,9 @@ class Sequential(Layer):
     def check_input(self, x):
         if not self.built:
             raise ConfigError("the model is used before build(); build it with an input shape")
+        if not isinstance(self.input_shape, tuple):
+            raise ConfigError(f"the model takes {len(self.input_shape)} inputs; predict and the "
+                              "trainer feed one")
         if not isinstance(x, np.ndarray) or x.ndim != len(self.input_shape) + 1 \
                 or tuple(x.shape[1:]) != self.input_shape:
             raise DataError(
@@ -117,12 +88,73 @@ class Sequential(Layer):
 
     def summary(self) -> str:
         """A table of layers, output shapes and parameter counts."""
-        rows = [("layer", "output shape", "params")]
-        for i, layer in enumerate(self.layers):
-            shape = "(N, " + ", ".join(map(str, layer.output_shape or ())) + ")"
-            rows.append((f"{i} {layer!r}", shape, f"{layer.num_params:,}"))
-        widths = [max(len(r[c]) for r in rows) for c in range(3)]
-        lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
-        lines.insert(1, "-" * len(lines[0]))
+        header, rows = self._summary_rows()
+        rows = [header, *rows]
+        widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+        lines = []
+        for r in rows:
+            cells = [f"{cell:>{w}}" if column == "params" else f"{cell:<{w}}"
+                     for column, cell, w in zip(header, r, widths)]
+            lines.append("  ".join(cells).rstrip())
+        lines.insert(1, "-" * max(len(line) for line in lines))
         lines.append(f"total parameters: {self.num_params:,}")
         return "\n".join(lines)
+
+    def _summary_rows(self) -> tuple[tuple, list[tuple]]:
+        rows = [(f"{i} {layer!r}", shape_text(layer.output_shape), f"{layer.num_params:,}")
+                for i, layer in enumerate(self.layers)]
+        return ("layer", "output shape", "params"), rows
+
+
+def shape_text(shape) -> str:
+    """``(N, 10)`` for one output shape, ``(N, 4) (N, 6)`` for a list of them."""
+    if isinstance(shape, list):
+        return " ".join(shape_text(s) for s in shape)
+    return "(N, " + ", ".join(map(str, shape or ())) + ")"
+
+
+class Sequential(Container):
+    """Layers applied one after another; itself a Layer, so containers nest.
+
+    Example:
+        >>> model = Sequential([Dense(64), ReLU(), Dense(10)])
+        >>> model.build((40,), np.random.default_rng(0))
+        (10,)
+    """
+
+    def __init__(self, layers, name: str | None = None):
+        super().__init__(name)
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(
+                    f"Sequential expects Layer instances; received {type(layer).__name__} at {i}"
+                )
+
+    def build(self, input_shape, rng, dtype=None):
+        """Build every layer in turn. ``dtype`` (float32 by default) applies to all layers."""
+        if dtype is not None:
+            self.dtype = np.dtype(dtype).type
+        shape = tuple(input_shape)
+        self.input_shape = shape
+        for layer in self.layers:
+            shape = tuple(layer.build(shape, rng, dtype=self.dtype))
+        self.output_shape = shape
+        self.built = True
+        return shape
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def get_config(self):
+        return {"layers": [repr(layer) for layer in self.layers]}
+
+    def __repr__(self):
+        return f"Sequential({len(self.layers)} layers, {self.num_params} parameters)"

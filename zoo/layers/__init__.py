@@ -20,6 +20,7 @@ _WHERE = {
     "Bidirectional": "recurrent",
     "ImageToSequence": "sequence", "VectorToSequence": "sequence", "TimeMean": "sequence",
     "Autoencoder": "autoencoder",
+    "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
 }
 
 __all__ = sorted(_WHERE)

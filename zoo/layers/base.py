@@ -5,6 +5,13 @@ A layer's anatomy never varies: ``__init__`` stores and validates its configurat
 ``backward`` needs, ``backward`` right under it returns the gradient with respect to the input
 and *overwrites* each parameter's ``grad``. Shapes never include the batch axis.
 
+A layer joins paths in a graph (``zoo.graph``) by setting ``multi_input = True``: its
+``build`` then receives a list of input shapes, ``forward`` a list of arrays and ``backward``
+returns a list of gradients, one per input. A layer with several outputs sets
+``num_outputs``: ``build`` returns a list of shapes, ``forward`` a list of arrays and
+``backward`` receives a list of gradients. Neither ``forward`` nor ``backward`` may write into
+the arrays it receives: in a graph the same array can reach several layers.
+
 Two rules keep models fast and checkpoints exact:
 - Reach parameters through their ``Parameter`` at call time (``self.weight.value``,
   ``self.weight.grad``) and write gradients in place (``out=`` or ``grad[...] =``): the trainer
@@ -52,6 +59,10 @@ class Layer:
     to their children. Parameters are created with ``add_parameter`` and non-trainable state
     (running statistics) with ``add_buffer`` so models can save and load them by name.
     """
+
+    # The graph protocol (see the module docstring): one input and one output unless set.
+    multi_input = False
+    num_outputs = 1
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -128,7 +139,13 @@ class Layer:
                 f"{', '.join(map(str, self.input_shape))}); received {describe_array(x)}"
             )
 
-    def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def __call__(self, x, training: bool = False):
+        """``forward(x)`` on arrays; on ``zoo.graph`` tensors, a new node of a layer graph."""
+        if not isinstance(x, np.ndarray):
+            from zoo.graph import apply_layer, is_symbolic
+
+            if is_symbolic(x):
+                return apply_layer(self, x)
         return self.forward(x, training)
 
     def __repr__(self) -> str:
