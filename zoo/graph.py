@@ -1,4 +1,4 @@
-"""Layer graphs: layers connected as a directed acyclic graph, in the style of Keras' functional API.
+"""Layer graphs: layers joined as a directed acyclic graph, as in Keras' functional API.
 
 Calling a layer on a graph ``Tensor`` (a placeholder, not an array) records a node and returns
 the node's output tensor(s); ``Model(inputs, outputs)`` collects every node between them::
