@@ -8,6 +8,7 @@ import pytest
 
 from zoo.architecture import Architecture, Option
 from zoo.kit import conformance
+from zoo.kit.gradcheck import check_layer
 from zoo.layers.base import Layer
 from zoo.model import Sequential
 
@@ -173,6 +174,22 @@ class BatchMixing(Lin):
         return super().forward(x - x.mean(axis=0), training)
 
 
+class AddsIntoGrad(Lin):
+    """Adds into its weight's gradient: right on the first backward, wrong ever after."""
+
+    def backward(self, grad_out):
+        g = grad_out * (1 - self._z ** 2) if self.tanh else grad_out
+        self.weight.grad += self._x.T @ g
+        self.bias.grad[...] = g.sum(axis=0)
+        return (g @ self.weight.value.T).reshape(self._shape)
+
+
+class ScalesItsGradient(Lin):
+    def backward(self, grad_out):
+        grad_out *= 1.0 / (1 + self.tanh)  # wrong: the caller may still need grad_out
+        return super().backward(grad_out) * (1 + self.tanh)
+
+
 class Hidden(Layer):
     """A container that forgets to expose its child's parameters."""
 
@@ -194,18 +211,43 @@ class Hidden(Layer):
 
 
 @pytest.mark.parametrize("layer, check, message", [
-    (WrongBiasGrad, "gradients", r"gradient of .*parameter 0\.bias does not match"),
+    (WrongBiasGrad, "gradients", r"gradient of Sequential parameter 0\.bias \(in "
+                                 r"WrongBiasGrad\(units=5, tanh=True\)\) does not match"),
     (SeedlessInit, "determinism", "build identical values of 0.weight"),
     (GlobalNoise, "determinism", "same seed gives different outputs"),
     (InPlace, "shapes", "modified its input in place"),
     (BatchMixing, "shapes", "examples must not mix"),
-    (StaleCopy, "training", "changing parameter 0.weight does not change the outputs"),
+    (StaleCopy, "training", r"changing parameter 0.weight \(in StaleCopy\(units=5, "
+                            r"tanh=True\)\) does not change the outputs"),
+    (AddsIntoGrad, "shapes", r"a second forward and backward of the same batch changed the "
+                             r"gradient of parameter 0\.weight \(in AddsIntoGrad\(units=5, "
+                             r"tanh=True\)\) .*must overwrite Parameter\.grad"),
+    (ScalesItsGradient, "shapes", r"backward of ScalesItsGradient\(units=5, tanh=True\) "
+                                  "modified the gradient it received in place"),
     (Hidden, "checkpoint", "loaded from a checkpoint gives other outputs"),
 ])
 def test_the_kit_catches(layer, check, message):
     with pytest.raises(AssertionError, match=message):
         conformance.check_architecture(toy(layer), kinds=["vector"], tasks=["classify"],
                                        checks=[check])
+
+
+def test_check_layer_catches_a_backward_that_adds_into_the_gradient():
+    with pytest.raises(AssertionError, match=r"gradient of AddsIntoGrad parameter weight changed "
+                                             r"when forward and backward ran again"):
+        check_layer(AddsIntoGrad(3, tanh=True), (4,))
+    check_layer(Lin(3, tanh=True), (4,))
+
+
+def test_model_gradient_messages_name_the_layer_not_the_kit():
+    try:
+        conformance.check_architecture(toy(WrongBiasGrad), kinds=["image"], tasks=["classify"],
+                                       checks=["gradients"])
+    except AssertionError as exc:
+        message = str(exc)
+    assert "_Replay" not in message and "Replay" not in message
+    assert message.startswith("toy on image data (1, 8, 8) (classify): gradient of Sequential "
+                              "parameter 0.bias (in WrongBiasGrad(units=5, tanh=True))")
 
 
 class ReusedOutput(Lin):

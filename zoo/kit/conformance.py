@@ -13,7 +13,11 @@ The checks, in the order ``check_architecture`` runs them:
   batch to ``(batch, output_size)`` (``(batch, *input_shape)`` when reconstructing), float32
   and finite, in a new array each call, without touching its input, the same for one example
   alone as in a batch;
-  ``backward`` returns the input's shape and fills every parameter gradient.
+  ``backward`` returns the input's shape and fills every parameter gradient, leaves the
+  gradient each layer receives intact (in a layer graph one array reaches several layers),
+  and overwrites ``Parameter.grad``: a second forward and backward of the same batch gives the
+  same gradients (a backward adding into them passes a single run). Messages name the layer
+  holding a parameter (``0.weight (in Dense(10))``).
 - ``check_gradients``: float64 central differences of every parameter and of the input, in
   training mode, with each layer's random generator replayed so dropout masks stay fixed.
 - ``check_determinism``: the same seed builds the same weights and the same outputs; another
@@ -264,8 +268,10 @@ def check_output_shapes(arch, spec: DataSpec, options=None, *, seed: int = 0,
                              "outputs alone than in a batch (largest difference "
                              f"{np.max(np.abs(alone - y[:1])):.3g}); examples must not mix")
 
+    generators = _generator_states(model)
     out = model.forward(x, training=True)
-    grad_in = model.backward(np.ones_like(out))
+    with _watching_received_gradients(model, where):
+        grad_in = model.backward(np.ones_like(out))
     if not isinstance(grad_in, np.ndarray) or grad_in.shape != x.shape:
         raise AssertionError(f"{where}: backward returned "
                              f"{getattr(grad_in, 'shape', type(grad_in).__name__)}; expected "
@@ -275,8 +281,85 @@ def check_output_shapes(arch, spec: DataSpec, options=None, *, seed: int = 0,
     _check_parameters(model, where)
     for name, p in model.named_parameters():
         if not np.isfinite(p.grad).all():
-            raise AssertionError(f"{where}: parameter {name} has a NaN or Inf gradient")
+            raise AssertionError(f"{where}: parameter {_named(model, name)} has a NaN or Inf "
+                                 "gradient")
+    _check_backward_overwrites(model, x, generators, where)
     return model
+
+
+class _watching_received_gradients:
+    """While active, every layer's backward checks it left the gradient it received intact.
+
+    In a layer graph one gradient array reaches several layers (``Add`` hands its output's
+    gradient to each input), so a layer that scales it in place corrupts its neighbours'.
+    """
+
+    def __init__(self, model: Layer, where: str):
+        self.layers, self.where = list(iter_layers(model)), where
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer.backward = self._watched(layer, layer.backward)
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            vars(layer).pop("backward", None)
+        return False
+
+    def _watched(self, layer, backward):
+        def watched(grad_out):
+            received = [g.copy() for g in _arrays(grad_out)]
+            grad_in = backward(grad_out)
+            if any(not np.array_equal(g, r, equal_nan=True)
+                   for g, r in zip(_arrays(grad_out), received)):
+                raise AssertionError(f"{self.where}: backward of {layer!r} modified the gradient "
+                                     "it received in place; in a layer graph the same gradient "
+                                     "array reaches several layers")
+            return grad_in
+
+        return watched
+
+
+def _arrays(value) -> list:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in items if isinstance(v, np.ndarray)]
+
+
+def _generator_states(model: Layer) -> list:
+    """Every layer's random generator with its current state, to replay a forward pass."""
+    return [(layer.rng, layer.rng.bit_generator.state) for layer in iter_layers(model)
+            if isinstance(getattr(layer, "rng", None), np.random.Generator)]
+
+
+def _named(model: Layer, name: str) -> str:
+    """A parameter's dotted name and the layer holding it: ``3.weight (in Dense(10))``."""
+    from zoo.kit.gradcheck import parameter_owners
+
+    param = dict(model.named_parameters()).get(name)
+    owner = parameter_owners(model).get(id(param))
+    return f"{name} (in {owner!r})" if owner is not None and owner is not model else name
+
+
+def _check_backward_overwrites(model: Layer, x: np.ndarray, generators: list,
+                               where: str) -> None:
+    """The same batch through forward and backward again gives the same parameter gradients.
+
+    A backward that adds into ``Parameter.grad`` instead of overwriting it gives the right
+    gradient once (the trainer zeroes nothing) and twice the gradient the second time.
+    """
+    first = {name: p.grad.copy() for name, p in model.named_parameters()}
+    for rng, state in generators:  # dropout draws the same mask again
+        rng.bit_generator.state = state
+    out = model.forward(x.copy(), training=True)
+    model.backward(np.ones_like(out))
+    for name, p in model.named_parameters():
+        scale = float(np.max(np.abs(first[name]), initial=0.0))
+        if not np.allclose(p.grad, first[name], rtol=1e-4, atol=1e-6 * (scale + 1)):
+            raise AssertionError(
+                f"{where}: a second forward and backward of the same batch changed the gradient "
+                f"of parameter {_named(model, name)} (largest difference "
+                f"{np.max(np.abs(p.grad - first[name])):.3g}); backward must overwrite "
+                "Parameter.grad (grad[...] = or out=), not add into it")
 
 
 def _check_parameters(model: Layer, where: str) -> None:
@@ -297,8 +380,9 @@ def _check_parameters(model: Layer, where: str) -> None:
             raise AssertionError(f"{where}: {name} is a {type(p).__name__}, not a Parameter")
         if p.value.dtype != model.dtype or p.grad.shape != p.value.shape \
                 or p.grad.dtype != p.value.dtype:
-            raise AssertionError(f"{where}: parameter {name} has value {p.value.dtype} "
-                                 f"{p.value.shape} and grad {p.grad.dtype} {p.grad.shape}; "
+            raise AssertionError(f"{where}: parameter {_named(model, name)} has value "
+                                 f"{p.value.dtype} {p.value.shape} and grad {p.grad.dtype} "
+                                 f"{p.grad.shape}; "
                                  f"expected both {np.dtype(model.dtype)} of one shape")
 
 
@@ -315,9 +399,7 @@ class _Replay(Layer):
         self.dtype = model.dtype
         self.built = True
         self.input_shape, self.output_shape = model.input_shape, model.output_shape
-        self._rngs = [(layer.rng, layer.rng.bit_generator.state)
-                      for layer in iter_layers(model)
-                      if isinstance(getattr(layer, "rng", None), np.random.Generator)]
+        self._rngs = _generator_states(model)
 
     def forward(self, x, training=False):
         for rng, state in self._rngs:
@@ -347,11 +429,13 @@ def check_gradients(arch, spec: DataSpec, options=None, *, seed: int = 0, batch:
     model = build_model(arch, spec, options, seed=seed, dtype=np.float64)
     for name, p in model.named_parameters():
         if p.value.dtype != np.float64:
-            raise AssertionError(f"{_where(arch, spec)}: built in float64, parameter {name} is "
-                                 f"{p.value.dtype}; set each layer's dtype before building it")
+            raise AssertionError(f"{_where(arch, spec)}: built in float64, parameter "
+                                 f"{_named(model, name)} is {p.value.dtype}; set each layer's "
+                                 "dtype before building it")
     try:
         check_layer(_Replay(model), spec.input_shape, batch=batch, seed=seed, training=training,
-                    max_entries=max_entries, atol=atol, rtol=rtol)
+                    max_entries=max_entries, atol=atol, rtol=rtol,
+                    label=type(model).__name__)
     except AssertionError as exc:
         raise AssertionError(f"{_where(arch, spec)}: {exc}") from None
 
@@ -376,8 +460,9 @@ def check_determinism(arch, spec: DataSpec, options=None, *, seed: int = 0,
     (w0, train0, eval0), (w1, train1, eval1), (w2, _, _) = runs
     for name in w0:
         if not np.array_equal(w0[name], w1[name]):
-            raise AssertionError(f"{where}: the same seed built different values of {name}; "
-                                 "draw initial values from the generator build() receives")
+            raise AssertionError(f"{where}: the same seed built different values of "
+                                 f"{_named(model, name)}; draw initial values from the "
+                                 "generator build() receives")
     if not np.array_equal(train0, train1) or not np.array_equal(eval0, eval1):
         raise AssertionError(f"{where}: the same seed gives different outputs; a layer that "
                              "draws random numbers must keep a Generator made in build()")
@@ -387,8 +472,8 @@ def check_determinism(arch, spec: DataSpec, options=None, *, seed: int = 0,
         drawn = len(np.unique(w0[name])) > max(2, w0[name].size // 2)
         if drawn and np.array_equal(w0[name], w2[name]):
             raise AssertionError(f"{where}: seeds {seed} and {seed + 1} build identical values "
-                                 f"of {name}; initial values must come from the generator "
-                                 "build() receives")
+                                 f"of {_named(model, name)}; initial values must come from "
+                                 "the generator build() receives")
 
 
 def _command_line(value) -> str:
@@ -571,8 +656,9 @@ def _check_parameters_reach_outputs(model: Layer, x: np.ndarray, where: str) -> 
         moved = model.forward(x.copy(), training=False)
         p.value[...] = saved
         if np.array_equal(moved, base):
-            raise AssertionError(f"{where}: after training, changing parameter {name} does not "
-                                 f"change the outputs; {STALE_HINT}")
+            raise AssertionError(f"{where}: after training, changing parameter "
+                                 f"{_named(model, name)} does not change the outputs; "
+                                 f"{STALE_HINT}")
 
 
 def _check_saved_run(run, host, expected: np.ndarray, where: str) -> None:

@@ -43,12 +43,16 @@ def _compare(what: str, analytic: np.ndarray, idx, numeric, atol: float, rtol: f
 
 def check_layer(layer, input_shape, *, batch: int = 3, seed: int = 0, training: bool = False,
                 x: np.ndarray | None = None, eps: float = 1e-6, atol: float = 1e-6,
-                rtol: float = 1e-5, max_entries: int = 200, check_input: bool = True) -> None:
+                rtol: float = 1e-5, max_entries: int = 200, check_input: bool = True,
+                label: str | None = None) -> None:
     """Check a layer's input and parameter gradients in float64; raise AssertionError if off.
 
     ``layer`` must be unbuilt (it is built here in float64) or already built in float64.
     Layers that draw random numbers in training mode must be checked with ``training=False``
-    or with their randomness made deterministic by the caller.
+    or with their randomness made deterministic by the caller. Backward runs twice on the same
+    input: the parameter gradients must come out the same (``backward`` overwrites
+    ``Parameter.grad``; adding into it would pass a single run). Messages call the layer
+    ``label`` (default: its class name) and name the inner layer owning a parameter.
     """
     rng = np.random.default_rng(seed)
     if not layer.built:
@@ -62,19 +66,46 @@ def check_layer(layer, input_shape, *, batch: int = 3, seed: int = 0, training: 
     def f():
         return float(np.sum(layer.forward(x.copy(), training) * r))
 
+    label = label or type(layer).__name__
+    owners = parameter_owners(layer)
+
+    def what(name, param):
+        owner = owners.get(id(param))
+        inner = f" (in {owner!r})" if owner is not None and owner is not layer else ""
+        return f"{label} parameter {name}{inner}"
+
     f()
     layer.forward(x.copy(), training)
     grad_x = layer.backward(r.copy())
+    grad_x = grad_x.copy() if isinstance(grad_x, np.ndarray) else grad_x  # may be a buffer
     analytic = {name: p.grad.copy() for name, p in layer.named_parameters()}
+    layer.forward(x.copy(), training)
+    layer.backward(r.copy())
+    for name, param in layer.named_parameters():
+        if not np.allclose(param.grad, analytic[name], rtol=1e-9, atol=1e-12):
+            raise AssertionError(
+                f"gradient of {what(name, param)} changed when forward and backward ran again "
+                "on the same input; backward must overwrite Parameter.grad (grad[...] = or "
+                "out=), not add into it")
     if check_input:
         if grad_x.shape != x.shape:
             raise AssertionError(f"backward returned shape {grad_x.shape}; input was {x.shape}")
         idx, numeric = _numeric_grad(f, x, eps, max_entries, rng)
-        _compare(f"{type(layer).__name__} input", grad_x, idx, numeric, atol, rtol)
+        _compare(f"{label} input", grad_x, idx, numeric, atol, rtol)
     for name, param in layer.named_parameters():
         idx, numeric = _numeric_grad(f, param.value, eps, max_entries, rng)
-        _compare(f"{type(layer).__name__} parameter {name}", analytic[name], idx, numeric,
-                 atol, rtol)
+        _compare(what(name, param), analytic[name], idx, numeric, atol, rtol)
+
+
+def parameter_owners(model) -> dict:
+    """``id(parameter) -> the layer that created it`` for every layer inside ``model``."""
+    from zoo.kit.conformance import iter_layers
+
+    owners = {}
+    for layer in iter_layers(model):
+        for param in getattr(layer, "_params", {}).values():
+            owners[id(param)] = layer
+    return owners
 
 
 def check_loss(loss, pred: np.ndarray, target, *, eps: float = 1e-6, atol: float = 1e-7,
