@@ -35,6 +35,18 @@ def test_info_shows_options_and_defaults():
     assert "hidden" in result.stdout and "classify" in result.stdout
 
 
+def test_info_shows_the_model_built_for_a_dataset():
+    default = run("info", "mlp")
+    assert "model for mnist1d (input (40,), default options):" in default.stdout
+    assert "0 Dense(256, activation='relu')  (N, 256)      10,496" in default.stdout
+    assert default.stdout.rstrip().endswith("total parameters: 78,858")
+    digits = run("info", "cnn", "--dataset", "digits", "--json")
+    model = json.loads(digits.stdout)["model"]
+    assert model["dataset"] == "digits" and model["input_shape"] == [1, 8, 8]
+    assert model["output_shape"] == [10] and model["params"] > 0
+    assert model["summary"].splitlines()[-1] == f"total parameters: {model['params']:,}"
+
+
 def test_train_json_prints_one_object_with_the_contract_fields():
     result = run("train", "--arch", "mlp", "--dataset", "xor", "--epochs", "2", "--json")
     assert result.exit_code == 0, result.stderr
@@ -63,6 +75,7 @@ def test_train_json_prints_one_object_with_the_contract_fields():
     (["train", "--arch", "mlp", "--epochs", "x"], "'x' is not a valid integer"),
     (["train"], "Missing option '--arch'"),
     (["info", "nope"], "unknown architecture 'nope'"),
+    (["info", "mlp", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["dataset", "nope"], "unknown dataset 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message):

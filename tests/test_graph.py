@@ -301,6 +301,7 @@ def build(spec, options):
 def register_architectures(register):
     register(Architecture(
         name="graphnet", summary="a residual graph for tests", tasks=("classify", "regress"),
+        data_kinds=("vector", "image"),
         build=build, options=(Option("width", int, 16, "features"),
                               Option("blocks", int, 2, "residual blocks")),
         defaults={"optimizer": "adam", "lr": 0.01}))
@@ -359,3 +360,19 @@ def test_a_residual_graph_trains_checkpoints_and_resumes_bit_exactly(graphnet, t
 
     accuracy = json.loads(evaluated)["metrics"]["accuracy"]
     assert accuracy > 0.9  # xor is not linearly separable; chance is 0.5
+
+
+def test_info_shows_the_graph_built_for_a_dataset(graphnet):
+    result = invoke("info", "graphnet")
+    lines = result.stdout.splitlines()
+    start = lines.index("model for mnist1d (input (40,), default options):")
+    assert lines[start + 1].split() == ["layer", "output", "shape", "params", "inputs"]
+    assert lines[start + 3].split() == ["input", "(N,", "40)", "0"]
+    assert lines[start + 4].startswith("0 Dense(16, activation='relu')")
+    assert lines[start + 4].split()[-4:] == ["(N,", "16)", "656", "input"]
+    assert lines[start + 8].startswith("4 Add()") and lines[start + 8].endswith("0, 3")
+    assert lines[-1] == "total parameters: 1,978"
+    refused = CliRunner().invoke(cli, ["info", "graphnet", "--dataset", "sine"])
+    assert refused.exit_code == 2
+    assert "graphnet works on vector, image data; dataset sine is sequence data" \
+        in refused.output

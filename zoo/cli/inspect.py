@@ -123,18 +123,62 @@ def _component_info(host, name: str, as_json: bool) -> bool:
     return True
 
 
+def model_for(architecture, dataset_name: str | None):
+    """``(model, dataset name)``: the model ``architecture`` builds, with its default options,
+    for a dataset, built in float32 as ``zoo train`` builds it; ``(None, reason)`` when no
+    dataset was named and the default one does not suit the architecture."""
+    import numpy as np
+
+    from zoo.data import DEFAULT_DATASET
+    from zoo.data.load import load_dataset
+    from zoo.errors import ConfigError
+
+    dataset = load_dataset(dataset_name or DEFAULT_DATASET)
+    try:
+        if dataset.kind not in architecture.data_kinds:
+            raise ConfigError(f"architecture {architecture.name} works on "
+                              f"{', '.join(architecture.data_kinds)} data; dataset "
+                              f"{dataset.name} is {dataset.kind} data")
+        spec = dataset.spec.with_task(architecture.task_for(dataset.task))
+    except ConfigError as exc:
+        if dataset_name is not None:
+            raise
+        return None, f"{exc}; pass --dataset"
+    model = architecture.build(spec, dict(architecture.resolve_options()))
+    model.build(spec.input_shape, np.random.default_rng([0, 1]), dtype=np.float32)
+    return model, dataset.name
+
+
+def model_summary(model) -> str:
+    """``model.summary()``, or one line for a model that is a single layer without one."""
+    summary = getattr(model, "summary", None)
+    if callable(summary):
+        return summary()
+    return f"{model!r}  output (N, {', '.join(map(str, model.output_shape))})\n" \
+           f"total parameters: {model.num_params:,}"
+
+
 @click.command("info")
 @click.argument("arch", metavar="NAME")
+@click.option("--dataset", default=None, metavar="NAME",
+              help="Show the model the architecture builds for this dataset, with its default "
+                   "options (default: mnist1d, when the architecture takes it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def info_command(arch, as_json):
-    """Show an architecture's options, defaults and supported tasks, or the parameters of an
-    optimizer, loss, schedule, dataset, stopping criterion or metric."""
+def info_command(arch, dataset, as_json):
+    """Show an architecture's options, defaults, tasks and the model it builds, or the
+    parameters of an optimizer, loss, schedule, dataset, stopping criterion or metric."""
+    from zoo.errors import ConfigError
     from zoo.plugins import get_host
 
     host = get_host()
-    if arch not in host.architectures and _component_info(host, arch, as_json):
-        return
+    if arch not in host.architectures:
+        if dataset is not None and any(arch in host.registries[k] for k in KINDS[1:]):
+            raise ConfigError(f"--dataset shows the model an architecture builds; {arch} is "
+                              "not an architecture")
+        if _component_info(host, arch, as_json):
+            return
     a = host.architectures.get(arch)
+    model, built_for = model_for(a, dataset)
     options = [{"name": o.name, "type": o.type_name(),
                 "default": list(o.default) if isinstance(o.default, tuple) else o.default,
                 "choices": list(o.choices) if o.choices else None, "help": o.help,
@@ -145,6 +189,12 @@ def info_command(arch, as_json):
     info = {"name": a.name, "summary": a.summary, "tasks": list(a.tasks),
             "data_kinds": list(a.data_kinds), "plugin": a.plugin, "options": options,
             "training_defaults": a.defaults}
+    if model is None:
+        info["model"] = {"dataset": None, "note": built_for}
+    else:
+        info["model"] = {"dataset": built_for, "input_shape": list(model.input_shape),
+                         "output_shape": list(model.output_shape),
+                         "params": int(model.num_params), "summary": model_summary(model)}
     if as_json:
         emit_json(info)
         return
@@ -163,6 +213,12 @@ def info_command(arch, as_json):
             rows.append([o["name"], o["type"], default, helptext])
         click.echo("\noptions (-o NAME=VALUE):")
         click.echo(table(rows, ["name", "type", "default", "help"]))
+    if model is None:
+        click.echo(f"\nmodel: not shown: {built_for}")
+    else:
+        click.echo(f"\nmodel for {built_for} (input {tuple(model.input_shape)}, default "
+                   "options):")
+        click.echo(model_summary(model))
 
 
 @click.command("plugins")
