@@ -281,6 +281,18 @@ def test_tutorial_part_one_architecture_conforms():
                        options={"width": 16})
 
 
+def test_tutorial_part_three_graph_conforms():
+    from zoo.testing import check_architecture
+
+    files = tutorial_files(TUTORIAL.read_text())
+    module = types.ModuleType("zoo_funnel_part_three")
+    source = files["zoo-funnel/zoo_funnel/residual.py"]
+    exec(compile(source, "part-three", "exec"), module.__dict__)  # noqa: S102
+    check_architecture(module.RESFUNNEL, kinds=["vector", "image"], tasks=["classify"],
+                       options={"width": 8})
+    assert 'resfunnel = "zoo_funnel.residual"' in files["zoo-funnel/pyproject.toml"]
+
+
 @pytest.fixture(scope="module")
 def tutorial(work) -> tuple[Path, Path]:
     files = tutorial_files(TUTORIAL.read_text())
@@ -298,12 +310,16 @@ def test_tutorial_package_passes_its_tests_and_trains(tutorial, work):
     result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                   str(source / "tests")], target, cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b8 passed\b", result.stdout), result.stdout
+    assert re.search(r"\b10 passed\b", result.stdout), result.stdout
     result = run(["zoo", "train", "--arch", "funnel", "--dataset", "xor", "--epochs", "1",
                   "-o", "activation=swish", "-o", "width=16", "--json"], target, cwd=work)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["arch"] == "funnel" and out["options"]["activation"] == "swish"
+    result = run(["zoo", "train", "--arch", "resfunnel", "--dataset", "digits", "--epochs", "3",
+                  "--json"], target, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test"]["accuracy"] > 0.8
     # `zoo list` imports the plugin but never numba: the kernel loads only when a model builds.
     code = ("import sys; from zoo.plugins import get_host; host = get_host(); "
             "assert 'funnel' in host.architectures; print('numba' in sys.modules)")
