@@ -276,6 +276,30 @@ def test_a_two_input_model_is_a_layer_of_a_bigger_graph():
     assert [n for n, _ in outer.named_parameters()][2:4] == ["2.0.weight", "2.0.bias"]
 
 
+def test_a_first_layer_that_skips_its_input_gradient_trains_in_a_graph():
+    # The trainer tells a model's first layer (a GRU here) not to compute its input gradient;
+    # the graph's input also feeds TimeMean, so the input's gradient has a None contribution.
+    from zoo.architecture import Architecture
+    from zoo.layers import GRU, TimeMean
+    from zoo.testing import check_architecture
+
+    def build(spec, options):
+        x = Input()
+        joined = Concatenate()([GRU(6)(x), TimeMean()(x)])
+        return Model(x, Dense(spec.output_size)(joined))
+
+    arch = Architecture("grugraph", "a GRU beside a mean", ("classify",), build,
+                        data_kinds=("sequence",))
+    assert check_architecture(arch)[-1] == "sequence/classify: training"
+
+
+def test_calling_a_layer_on_an_array_still_runs_forward():
+    dense = Dense(2)
+    dense.build((3,), rng())
+    x = rng(1).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(dense(x), dense.forward(x))
+
+
 # -- a graph architecture: conformance, training, checkpoints, exact resume ------------------------
 
 PLUGIN = '''
