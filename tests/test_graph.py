@@ -2,6 +2,7 @@
 equal to a Sequential gives the same bits, summaries, clear errors, and a graph architecture
 that trains, conforms, checkpoints and resumes bit-exactly through ``zoo train --resume``."""
 
+import json
 import textwrap
 from importlib.metadata import EntryPoint
 
@@ -168,7 +169,7 @@ def test_sequential_summary_is_unchanged():
 def test_config_describes_the_graph_and_is_stable():
     first, second = residual_classifier(), residual_classifier()
     config = first.get_config()
-    assert config == second.get_config()
+    assert config == second.get_config() == json.loads(json.dumps(config))
     assert config["connections"] == [["input"], ["0"], ["1"], ["0", "2"], ["3"]]
     assert config["outputs"] == ["4"] and config["inputs"] == [None]
     assert config["layers"][3] == "Add()"
@@ -300,6 +301,17 @@ def test_calling_a_layer_on_an_array_still_runs_forward():
     np.testing.assert_array_equal(dense(x), dense.forward(x))
 
 
+def test_a_two_output_model_is_a_layer_of_a_bigger_graph():
+    a = Input()
+    inner = Model(a, [Dense(2)(a), Tanh()(Dense(3)(a))])
+    assert inner.num_outputs == 2
+    x = Input()
+    first, second = inner(Dense(4)(x))
+    outer = Model(x, Concatenate()([second, first, Multiply()([first, first])]))
+    check_layer(outer, (3,), max_entries=10_000)
+    assert outer.output_shape == (7,) and inner.output_shape == [(2,), (3,)]
+
+
 # -- a graph architecture: conformance, training, checkpoints, exact resume ------------------------
 
 PLUGIN = '''
@@ -380,8 +392,6 @@ def test_a_residual_graph_trains_checkpoints_and_resumes_bit_exactly(graphnet, t
     assert model.get_config() == rebuilt.get_config()
     assert ck.metadata["generators"]  # the dropout layers' generators travel with the run
     evaluated = invoke("evaluate", tmp_path / "straight.ckpt", "--json").stdout
-    import json
-
     accuracy = json.loads(evaluated)["metrics"]["accuracy"]
     assert accuracy > 0.9  # xor is not linearly separable; chance is 0.5
 
