@@ -257,6 +257,33 @@ def test_calls_with_the_wrong_number_of_inputs_are_refused():
         model.build((5,), rng())
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shape": (0, 3)}, r"shape must be positive integers; received shape=\(0, 3\)"),
+    ({"shape": 5}, "shape must be a tuple of positive integers; received shape=5"),
+    ({"name": 3}, "name must be a string; received name=3"),
+])
+def test_bad_inputs_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Input(**kwargs)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Concatenate(axis=0), "axis 0 is the batch axis"),
+    (lambda: Concatenate(axis=1.5), "axis must be an integer; received axis=1.5"),
+    (lambda: Split([3]), r"sizes must list at least 2 piece sizes; received sizes=\[3\]"),
+    (lambda: Split([3, 0]), "sizes must be a positive integer; received sizes=0"),
+])
+def test_bad_merge_configurations_are_refused(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+    with pytest.raises(ConfigError, match=r"Split\(sizes=\[2, 2\]\) expects 4 entries on "
+                                          r"axis -1; received input shape \(N, 3\)"):
+        Split([2, 2]).build((3,), rng())
+    with pytest.raises(ConfigError, match=r"axis=3 is out of range for inputs of shape "
+                                          r"\(N, 2\)"):
+        Concatenate(axis=3).build([(2,), (2,)], rng())
+
+
 def test_forward_checks_merge_inputs():
     add = Add()
     add.build([(3,), (3,)], rng())

@@ -76,7 +76,12 @@ class _Node:
 def Input(shape=None, name: str | None = None) -> Tensor:
     """A model input. ``shape`` (one example, no batch axis) is optional: when given, the model
     refuses to be built for another shape."""
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"Input: name must be a string; received name={name!r}")
     if shape is not None:
+        if not isinstance(shape, (list, tuple)):
+            raise ConfigError(f"Input: shape must be a tuple of positive integers; received "
+                              f"shape={shape!r}")
         shape = tuple(shape)
         if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
                    for d in shape):
