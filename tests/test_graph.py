@@ -290,6 +290,13 @@ def test_forward_checks_merge_inputs():
     with pytest.raises(DataError, match=r"Add expects input 1 of shape \(2, 3\); received "
                                         r"float64 array of shape \(2, 4\)"):
         add.forward([np.zeros((2, 3)), np.zeros((2, 4))])
+    x = Input()
+    model = Model(x, Dense(2)(Dense(3)(x)))
+    model.build((4,), rng())
+    with pytest.raises(DataError) as exc:
+        model.forward(np.zeros((2, 5), np.float32))
+    assert one_line(exc).startswith("graph layer 0 Dense: Dense expects input of shape "
+                                    "(batch, 4); received float32 array of shape (2, 5)")
 
 
 # -- multi-input models nest -----------------------------------------------------------------------
@@ -302,6 +309,12 @@ def test_a_two_input_model_is_a_layer_of_a_bigger_graph():
     outer = Model(x, Dense(2)(inner([h, Tanh()(x)])))
     check_layer(outer, (4,), max_entries=10_000)
     assert [n for n, _ in outer.named_parameters()][2:4] == ["2.0.weight", "2.0.bias"]
+    assert inner.multi_input and inner.input_shape == [(4,), (4,)]
+    with pytest.raises(ConfigError, match="the model takes 2 inputs; predict and the trainer "
+                                          "feed one"):
+        inner.predict(np.zeros((1, 4)))
+    with pytest.raises(ConfigError, match=r"takes 2 inputs; build it with a list of 2 shapes"):
+        Model([a, b], inner([a, b])).build((4,), rng())
 
 
 def test_a_first_layer_that_skips_its_input_gradient_trains_in_a_graph():

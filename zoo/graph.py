@@ -315,9 +315,12 @@ class Model(Container):
                 values[slot] = xi
         else:
             values[self._input_slots[0]] = x
-        for layer, ins, outs in self._plan:
+        for k, (layer, ins, outs) in enumerate(self._plan):
             arg = [values[s] for s in ins] if layer.multi_input else values[ins[0]]
-            out = layer.forward(arg, training)
+            try:
+                out = layer.forward(arg, training)
+            except ZooError as exc:  # say which layer of the graph refused its input
+                raise type(exc)(f"{self._where(k)}: {exc}") from exc
             if len(outs) == 1:
                 values[outs[0]] = out
             else:
