@@ -126,6 +126,33 @@ def test_a_chain_graph_gives_the_bits_of_sequential():
         assert np.array_equal(value, graph.state_dict()[name]), name
 
 
+def test_training_a_chain_graph_gives_the_bits_of_sequential():
+    from zoo.architecture import Architecture
+    from zoo.kit.conformance import _HostWith
+    from zoo.plugins import get_host
+    from zoo.run import Run, RunConfig
+
+    def as_graph(spec, options):
+        x = t = Input()
+        for layer in chain():
+            t = layer(t)
+        return Model(x, Dense(spec.output_size)(t))
+
+    def as_stack(spec, options):
+        return Sequential([*chain(), Dense(spec.output_size)])
+
+    states = []
+    for build in (as_graph, as_stack):
+        arch = Architecture("chain", "a chain", ("classify",), build)
+        run = Run(RunConfig(arch="chain", dataset="xor", epochs=3, seed=2),
+                  host=_HostWith(get_host(), arch))
+        run.fit()
+        states.append(run.model.state_dict())
+    assert sorted(states[0]) == sorted(states[1])
+    for name, value in states[0].items():
+        assert np.array_equal(value, states[1][name]), name
+
+
 # -- summary and config ----------------------------------------------------------------------------
 
 def residual_classifier(width=8, classes=3):
