@@ -239,6 +239,13 @@ def test_check_layer_catches_a_backward_that_adds_into_the_gradient():
     check_layer(Lin(3, tanh=True), (4,))
 
 
+def test_the_shapes_check_leaves_the_layers_as_they_were():
+    model = conformance.check_output_shapes(toy(), conformance.tiny_spec("vector"))
+    assert all("backward" not in vars(layer) for layer in conformance.iter_layers(model))
+    with pytest.raises(AssertionError):
+        conformance.check_output_shapes(toy(ScalesItsGradient), conformance.tiny_spec("vector"))
+
+
 def test_model_gradient_messages_name_the_layer_not_the_kit():
     try:
         conformance.check_architecture(toy(WrongBiasGrad), kinds=["image"], tasks=["classify"],

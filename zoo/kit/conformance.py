@@ -295,7 +295,9 @@ class _watching_received_gradients:
     """
 
     def __init__(self, model: Layer, where: str):
-        self.layers, self.where = list(iter_layers(model)), where
+        # Only layers whose backward is a method: one set on the instance is left alone.
+        self.layers = [layer for layer in iter_layers(model) if "backward" not in vars(layer)]
+        self.where = where
 
     def __enter__(self):
         for layer in self.layers:
@@ -303,7 +305,7 @@ class _watching_received_gradients:
 
     def __exit__(self, *exc):
         for layer in self.layers:
-            vars(layer).pop("backward", None)
+            del layer.backward  # the class's method again
         return False
 
     def _watched(self, layer, backward):
