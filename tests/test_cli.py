@@ -47,6 +47,13 @@ def test_info_shows_the_model_built_for_a_dataset():
     assert model["summary"].splitlines()[-1] == f"total parameters: {model['params']:,}"
 
 
+def test_info_builds_within_the_parameter_budget(monkeypatch):
+    monkeypatch.setenv("ZOO_MAX_PARAMS", "1000")
+    result = run("info", "mlp")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "architecture mlp on mnist1d" in result.stderr
+
+
 def test_train_json_prints_one_object_with_the_contract_fields():
     result = run("train", "--arch", "mlp", "--dataset", "xor", "--epochs", "2", "--json")
     assert result.exit_code == 0, result.stderr

@@ -132,6 +132,7 @@ def model_for(architecture, dataset_name: str | None):
     from zoo.data import DEFAULT_DATASET
     from zoo.data.load import load_dataset
     from zoo.errors import ConfigError
+    from zoo.sizing import parameter_budget
 
     dataset = load_dataset(dataset_name or DEFAULT_DATASET)
     try:
@@ -144,8 +145,9 @@ def model_for(architecture, dataset_name: str | None):
         if dataset_name is not None:
             raise
         return None, f"{exc}; pass --dataset"
-    model = architecture.build(spec, dict(architecture.resolve_options()))
-    model.build(spec.input_shape, np.random.default_rng([0, 1]), dtype=np.float32)
+    with parameter_budget(f"architecture {architecture.name} on {dataset.name}"):
+        model = architecture.build(spec, dict(architecture.resolve_options()))
+        model.build(spec.input_shape, np.random.default_rng([0, 1]), dtype=np.float32)
     return model, dataset.name
 
 
