@@ -83,6 +83,8 @@ def test_train_json_prints_one_object_with_the_contract_fields():
     (["train"], "Missing option '--arch'"),
     (["info", "nope"], "unknown architecture 'nope'"),
     (["info", "mlp", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["info", "adam", "--dataset", "digits"], "--dataset shows the model an architecture "
+                                              "builds; adam is not an architecture"),
     (["dataset", "nope"], "unknown dataset 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message):
