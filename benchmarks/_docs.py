@@ -16,7 +16,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
-PEER_BENCH = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench"))
 
 HEADER = """# Benchmarks
 
@@ -25,7 +24,10 @@ Each section says which script wrote it and when. The machine is shared and nois
 ratios measured in one job, not absolute numbers across sections.
 """
 
-SECTIONS = ("steps", "steps-busy", "threads", "threads-busy", "coldstart")
+# Sections in the order they appear; a name may carry a kernel family, "steps-haswell-busy".
+SECTIONS = ("steps", "threads", "coldstart")
+# The CPU features that decide which BLAS kernels run (names as /proc/cpuinfo spells them).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
 
 
 def cpu_model() -> str:
@@ -37,6 +39,32 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``CPU_FLAGS`` this CPU has (empty where /proc/cpuinfo is not there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.split(":")[0].strip() in ("flags", "Features"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
+def blas_family(python: str = sys.executable, environ=None) -> str:
+    """numpy's BLAS as ``python`` loads it under ``environ``: library, version, kernel family."""
+    code = ("import numpy, threadpoolctl\nfor i in threadpoolctl.threadpool_info():\n"
+            "    if i['user_api'] == 'blas':\n"
+            "        print(i['internal_api'], i['version'], i.get('architecture'))")
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=False, env=environ)
+        return done.stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
 
 
 def load() -> str:
@@ -61,18 +89,24 @@ def versions(python: str = sys.executable, modules=("numpy", "numba")) -> dict:
         return {m: "absent" for m in modules}
 
 
-def machine_lines(load_before: str, load_after: str) -> list[str]:
+def machine_lines(load_before: str, load_after: str, environ=None) -> list[str]:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    forced = (environ or os.environ).get("OPENBLAS_CORETYPE")
     return [f"- date: {now}",
             (f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} "
             f"{platform.release()}"),
+            f"- CPU flags: {', '.join(cpu_flags()) or 'unknown'}",
+            (f"- zoo's BLAS (kernel family): {blas_family(environ=environ)}"
+             + (f", forced with `OPENBLAS_CORETYPE={forced}`" if forced
+                else ", as OpenBLAS picks it for this CPU")),
             f"- load average (1 / 5 / 15 min) before: {load_before}; after: {load_after}",
             f"- Python {platform.python_version()}"]
 
 
 def write_section(name: str, body: str, path: str = DOC) -> None:
     """Replace section ``name`` of docs/benchmarks.md (creating the file or section)."""
-    assert name in SECTIONS, name
+    base = name.split("-")[0]
+    assert base in SECTIONS, name
     text = HEADER
     if os.path.exists(path):
         with open(path) as f:
@@ -83,9 +117,9 @@ def write_section(name: str, body: str, path: str = DOC) -> None:
         text = pattern.sub(lambda _: block, text)
     else:
         # Keep the sections in a fixed order whatever order the scripts first ran in.
-        later = [s for s in SECTIONS[SECTIONS.index(name) + 1:] if f"<!-- {s}:begin -->" in text]
+        later = [s for s in SECTIONS[SECTIONS.index(base) + 1:] if f"<!-- {s}" in text]
         if later:
-            at = text.index(f"<!-- {later[0]}:begin -->")
+            at = text.index(f"<!-- {later[0]}")
             text = text[:at] + block + "\n\n" + text[at:]
         else:
             text = text.rstrip() + "\n\n" + block + "\n"

@@ -1,7 +1,7 @@
 """Where the time of a training step goes: zoo's kernels against plain numpy, then per layer.
 
-Part 1, kernels: each of zoo's kernels at the sizes the canonical workloads (DESIGN.md section
-5) call it with, warm (compiled and called once), against a plain numpy version of the same
+Part 1, kernels: each of zoo's kernels at the sizes the canonical workloads (``_workloads.py``)
+call it with, warm (compiled and called once), against a plain numpy version of the same
 operation; microseconds per call (median of repeats) and numpy / zoo.
 
 Part 2, layers: for each workload, the forward and backward time of every layer, the loss and
@@ -11,8 +11,8 @@ sum against one whole ``train_step``.
     python benchmarks/kernels.py                  # both parts, every workload
     python benchmarks/kernels.py --part layers cnn
 
-BLAS on one thread (``zoo.cli.limit_blas_threads``; no trainer's governor runs here, so the
-large dense products stay on one too, or on ``--threads N``). The machine is noisy: read the
+BLAS on one thread (``zoo.kernels.threads``; no trainer's governor runs here, so zoo's blocked
+products and recurrent loops run on one thread too, or on ``--threads N``). The machine is noisy: read the
 ratios and the shares,
 not the absolute times.
 """
@@ -23,9 +23,9 @@ import argparse
 import statistics
 import time
 
-from zoo.cli import limit_blas_threads
+from zoo.kernels.threads import prepare_environment
 
-limit_blas_threads()
+prepare_environment()
 
 import numpy as np  # noqa: E402  (after limit_blas_threads, on purpose)
 import steps  # noqa: E402
@@ -182,13 +182,13 @@ def kernel_part() -> None:
 
 
 def layer_part(workloads, threads: int = 1) -> None:
-    from zoo.kernels import blas
+    from zoo.kernels import threads as zoo_threads
 
     c = time.perf_counter
     for name in workloads:
         trainer, xb, tb = steps.make_trainer(name)
         trainer._governor = None  # a fixed count, so every part is timed with the same one
-        blas.set_threads(threads)
+        zoo_threads.set_threads(threads)
         model, loss, opt = trainer.model, trainer.loss, trainer.optimizer
         layers = model.layers
         for _ in range(5):

@@ -1,10 +1,10 @@
-"""DESIGN.md section 5's six canonical workloads: training steps per second with zoo, as JSON.
+"""The six canonical workloads (``_workloads.py``): training steps per second with zoo, as JSON.
 
 Each workload is built from zoo's public API: the layers (``Dense``, ``Conv2D``, ``MaxPool2D``,
 ``SimpleRNN``, ``LSTM``...), ``Sequential``, the loss, ``SGD(lr=0.01, momentum=0.9)`` and a
 real ``zoo.training.loop.Trainer``, whose ``train_step(xb, tb)`` (forward -> loss -> backward ->
 update on the one flat parameter buffer, exactly what ``zoo train`` runs per batch) is what is
-timed. Like the peers (``../shared/bench/torch_ref.py`` and ``jax_ref.py``): float32, fixed
+timed. Like the peers (``peer_torch.py`` and ``peer_jax.py``): float32, fixed
 batch, inputs uniform in [0, 1), integer labels in [0, 10), 5 warm-up steps, then ``--seconds``
 (2 by default) of steps. One line per workload in the peers' format:
 
@@ -14,9 +14,9 @@ batch, inputs uniform in [0, 1), integer labels in [0, 10), 5 warm-up steps, the
     python benchmarks/steps.py mlp-small cnn   # some of them
     python benchmarks/steps.py lstm --runs 3   # three lines
 
-BLAS threads as under the ``zoo`` command (``zoo.cli.limit_blas_threads``): OpenBLAS starts
-with one, and the trainer's governor lets the large dense products use more when the step
-times say it pays; ``ZOO_BLAS_THREADS=1`` (or ``2``) fixes their count.
+Threads as under the ``zoo`` command (``zoo.kernels.threads``): BLAS on one thread, and the
+trainer's governor lets zoo's blocked products and recurrent loops use more threads when the
+step times say it pays; ``ZOO_BLAS_THREADS=1`` (or ``2``) fixes their count.
 
 LeNet-5's ``relu -> maxpool2`` runs as ``maxpool2 -> relu`` (the same function for a
 non-decreasing activation, a quarter of the activation work), as the ``cnn`` plugin's
@@ -30,9 +30,9 @@ import json
 import sys
 import time
 
-from zoo.cli import limit_blas_threads
+from zoo.kernels.threads import prepare_environment
 
-limit_blas_threads()  # zoo's default, before numpy is imported
+prepare_environment()  # zoo's default, before numpy is imported
 
 import numpy as np  # noqa: E402  (after limit_blas_threads, on purpose)
 

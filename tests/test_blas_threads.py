@@ -1,6 +1,15 @@
-"""zoo's large GEMMs give the same bits on one BLAS thread and on several, and the governor
-that picks the count from step times picks the faster arm (fed made-up times: no timing here).
+"""The same bits on any thread count, by construction: zoo's blocked products, the worker pool,
+the BLAS held to one thread, whole training runs on 1, 2 and 3 threads (and under every
+OpenBLAS kernel family this CPU can run, in subprocesses), and the governor that picks the
+count from step times (fed made-up times: no timing here). Nothing here knows what this
+machine computes: every check compares zoo with itself or with float64 within a tolerance.
 """
+
+import os
+import platform
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -8,29 +17,28 @@ from click.testing import CliRunner
 
 from zoo.cli.main import cli
 from zoo.errors import ConfigError
-from zoo.kernels import blas
-from zoo.kit.gradcheck import check_layer
+from zoo.kernels import blas, threads, workers
 from zoo.layers.conv import Conv2D
 from zoo.layers.dense import Dense
+from zoo.layers.recurrent import LSTM, SimpleRNN
 from zoo.layers.reshape import Flatten
 from zoo.losses import SoftmaxCrossEntropy
 from zoo.model import Sequential
 from zoo.optimizers import SGD
-from zoo.training import threads
+from zoo.training import governor as gov_module
 from zoo.training.loop import Trainer
 from zoo.training.stopping import StoppingEngine
 
-needs_setter = pytest.mark.skipif(blas.local_thread_setter() is None,
-                                  reason="numpy's BLAS has no openblas_set_num_threads_local: "
-                                         "zoo's GEMMs then always run on numpy's own count")
+HERE = os.path.abspath(__file__)
 
 
 @pytest.fixture(autouse=True)
 def one_thread_after():
     yield
-    blas.set_threads(1)
+    threads.set_threads(1)
 
 
+# -- blocked products ------------------------------------------------------------------------
 def _operands(m, k, n, layout, dtype, seed=0):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -42,54 +50,100 @@ def _operands(m, k, n, layout, dtype, seed=0):
     return a, b
 
 
-@needs_setter
 @pytest.mark.parametrize("m, k, n, layout", [
     (128, 784, 256, "ab"), (128, 784, 256, "bt"), (784, 128, 256, "at"),
-    (256, 128, 784, "at"), (64, 1000, 48, "ab"), (5, 3000, 7, "bt"), (300, 449, 2, "ab")])
+    (128, 256, 784, "bt"), (6400, 150, 16, "ab"), (1000, 3000, 40, "ab"), (40, 3000, 1000, "bt")])
 def test_a_gemm_gives_the_same_bits_on_any_thread_count(m, k, n, layout):
     a, b = _operands(m, k, n, layout, np.float32)
     gemm = blas.Gemm(m, k, n, np.float32)
+    assert gemm.blocks > 1  # these are all large enough to be cut
     results = []
     for count in (1, 2, 3, 1):
-        blas.set_threads(count)
+        threads.set_threads(count)
         results.append(gemm(a, b, np.empty((m, n), np.float32)).copy())
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
     exact = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(results[0], exact, rtol=1e-4, atol=1e-4 * np.sqrt(k))
-    chunk = blas.k_chunk(np.float32)
-    assert all(hi - lo <= chunk for lo, hi in gemm.chunks)
-    assert len(gemm.chunks) == -(-k // chunk)
 
 
-@needs_setter
-def test_the_chunk_is_verified_here_for_each_dtype():
-    for dtype in (np.float32, np.float64):
-        chunk = blas.k_chunk(dtype)
-        assert chunk in blas.CHUNK_CANDIDATES  # this machine's OpenBLAS agrees at some length
-        a, b = _operands(128, chunk, 256, "ab", dtype, seed=3)
-        with blas.blas_threads(1):
-            one = a @ b
-        with blas.blas_threads(2):
-            two = a @ b
-        np.testing.assert_array_equal(one, two)
+def test_the_partition_depends_on_the_sizes_alone():
+    for m, k, n in [(128, 784, 256), (784, 128, 256), (6400, 150, 16), (130, 10**5, 130),
+                    (4096, 4096, 4096), (17, 10**6, 33), (128, 256, 128)]:
+        axis, cuts = blas.partition(m, k, n)
+        length = (m, n)[axis]
+        blocks = len(cuts) - 1
+        assert axis == (1 if m <= n else 0)  # the smaller operand is packed again
+        assert cuts[0] == 0 and cuts[-1] == length and cuts == sorted(set(cuts))
+        assert all(c % blas.ALIGN == 0 for c in cuts[:-1])
+        assert blocks & (blocks - 1) == 0 and blocks <= blas.MAX_BLOCKS  # a power of two
+        if blocks > 1:
+            assert m * k * n >= blocks * blas.BLOCK_WORK
+    assert blas.partition(128, 784, 256) == (1, [0, 128, 256])
+    assert len(blas.partition(4096, 4096, 4096)[1]) - 1 == blas.MAX_BLOCKS
 
 
 def test_small_products_stay_plain_numpy():
-    chunk = blas.k_chunk(np.float32)
     assert blas.gemm_or_none(32, 64, 10, np.float32) is None
-    big = blas.gemm_or_none(128, 256, 128, np.float32)
-    assert big is None if chunk == 0 else big.threaded and len(big.chunks) == 1
+    assert blas.gemm_or_none(128, 256, 128, np.float32) is None  # 4M multiply-adds: one block
+    assert blas.gemm_or_none(128, 784, 256, np.float32).blocks == 2
 
 
-def test_dense_with_a_chunked_product_passes_the_gradient_check():
-    # fan_in 500 > every chunk length: forward and input gradient are summed chunk by chunk
-    layer = Dense(3, activation="tanh")
-    check_layer(layer, (500,), batch=4)
-    if blas.k_chunk(np.float64):
-        assert isinstance(layer._gemms[0], blas.Gemm) and len(layer._gemms[0].chunks) == 2
+# -- the worker pool and BLAS on one thread --------------------------------------------------
+def test_every_block_runs_exactly_once_whatever_the_thread_count():
+    for count in (1, 2, 3, 8):
+        ran = []
+        threads.set_threads(count)
+        threads.run_blocks(ran.append, 7)
+        assert sorted(ran) == list(range(7))
+    threads.run_blocks(ran.append, 0)  # nothing to do returns at once
 
 
+def test_blocks_run_on_several_threads_at_once():
+    # Block 0 waits for block 1: only two threads at once can finish this.
+    other = threading.Event()
+    names = {}
+
+    def block(i):
+        names[i] = threading.current_thread().name
+        if i == 1:
+            other.set()
+        else:
+            assert other.wait(timeout=20)
+
+    workers.run_blocks(block, 2, 2, threads.single_threaded_blas)
+    assert names[0] != names[1]
+
+
+def test_an_error_in_a_block_is_raised_after_every_block_ended():
+    ended = []
+
+    def block(i):
+        if i == 2:
+            raise ValueError("block 2 failed")
+        ended.append(i)
+
+    threads.set_threads(2)
+    with pytest.raises(ValueError, match="block 2 failed"):
+        threads.run_blocks(block, 6)
+    assert sorted(ended) == [0, 1, 3, 4, 5]
+    threads.run_blocks(ended.append, 2)  # the pool still works
+
+
+def test_blas_runs_on_one_thread_inside_and_as_before_after():
+    libs = threads.blas_libraries()
+    if not libs:
+        pytest.skip("threadpoolctl finds no BLAS library whose thread count can be set")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        before = [lib.get_num_threads() for lib in libs]
+        with threads.single_threaded_blas():
+            assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
+        assert [lib.get_num_threads() for lib in libs] == before
+
+
+# -- whole training runs ---------------------------------------------------------------------
 class Flipper:
     """A governor that changes the thread count after every step."""
 
@@ -98,47 +152,99 @@ class Flipper:
 
     def observe(self, seconds):
         self.steps += 1
-        blas.set_threads(1 + self.steps % 2)
+        threads.set_threads(1 + self.steps % 3)
         return True
 
 
-def _mlp():
-    return Sequential([Dense(256, activation="relu"), Dense(128, activation="relu"), Dense(10)])
+MODELS = {  # (model, input shape, batch): each has a product or a time loop cut into blocks
+    "mlp": (lambda: Sequential([Dense(256, activation="relu"), Dense(128, activation="relu"),
+                                Dense(10)]), (784,), 128),
+    "conv": (lambda: Sequential([Conv2D(16, 5), Conv2D(8, 3), Flatten(), Dense(10)]),
+             (6, 14, 14), 64),
+    "rnn": (lambda: Sequential([SimpleRNN(128), Dense(10)]), (12, 1), 64),
+    "lstm": (lambda: Sequential([LSTM(64), Dense(10)]), (8, 20), 64),
+}
 
 
-def _convnet():
-    return Sequential([Conv2D(16, 5), Conv2D(8, 3), Flatten(), Dense(10)])
-
-
-def _train(make_model, shape, batch, governor, steps=6):
+def _train(name, count, steps=4):
+    make_model, shape, batch = MODELS[name]
     rng = np.random.default_rng(0)
     model = make_model()
     model.build(shape, rng)
     trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9),
                       StoppingEngine(), task="classify", batch_size=batch, rng=rng)
-    trainer._governor = governor
-    blas.set_threads(1)
+    flipper = Flipper() if count == "flip" else None
+    trainer._governor = flipper
+    threads.set_threads(1 if flipper else count)
     x = rng.random((batch, *shape), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     losses = [trainer.train_step(x, y) for _ in range(steps)]
+    assert flipper is None or flipper.steps == steps
     return trainer, losses
 
 
-@needs_setter
-@pytest.mark.parametrize("make_model, shape, batch", [(_mlp, (784,), 128),
-                                                      (_convnet, (6, 14, 14), 64)])
-def test_training_is_bit_identical_whatever_the_governor_chooses(make_model, shape, batch):
-    fixed, fixed_losses = _train(make_model, shape, batch, None)
-    flipped, flipped_losses = _train(make_model, shape, batch, Flipper())
-    assert flipped._governor.steps == 6
-    first = flipped.model.layers[0]
-    gemms = first._gemms[:2] if isinstance(first, Dense) else [
-        v for k, v in first._scratch.items() if isinstance(k, tuple) and k[0] == "gemm"]
-    # the forward and weight-gradient products ran as several-thread Gemms, K chunked
-    assert len(gemms) == 2 and all(isinstance(g, blas.Gemm) and g.threaded for g in gemms)
-    assert any(len(g.chunks) > 1 for g in gemms)
-    assert flipped_losses == fixed_losses
-    np.testing.assert_array_equal(flipped.values, fixed.values)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_is_bit_identical_on_1_2_3_threads_and_when_the_count_flips(name, monkeypatch):
+    cut = []  # products and time loops that ran as several blocks
+    run = threads.run_blocks
+    monkeypatch.setattr(threads, "run_blocks", lambda fn, n: cut.append(n) or run(fn, n))
+    one, one_losses = _train(name, 1)
+    assert cut and max(cut) > 1
+    for count in (2, 3, "flip"):
+        other, losses = _train(name, count)
+        assert losses == one_losses, count
+        np.testing.assert_array_equal(other.values, one.values, err_msg=str(count))
+
+
+# -- every OpenBLAS kernel family this CPU can run --------------------------------------------
+# OPENBLAS_CORETYPE names and the CPU features (numpy's names) each family's kernels use.
+X86_FAMILIES = {"Prescott": ("SSE3",), "Nehalem": ("SSE42",), "Sandybridge": ("AVX",),
+                "Haswell": ("AVX2", "FMA3"), "Zen": ("AVX2", "FMA3"),
+                "SkylakeX": ("AVX512_SKX",), "Cooperlake": ("AVX512_SKX", "AVX512BF16"),
+                "SapphireRapids": ("AVX512_SPR",)}
+ARM_FAMILIES = {"ARMV8": ("ASIMD",), "NeoverseN1": ("ASIMD",), "NeoverseV1": ("SVE",),
+                "NeoverseN2": ("SVE",)}
+FAMILIES = ARM_FAMILIES if platform.machine().lower() in ("aarch64", "arm64") else X86_FAMILIES
+
+
+def _cpu_features() -> dict:
+    """numpy's run-time view of the CPU's features (checked with the OS's support too)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__
+    return __cpu_features__
+
+
+def _blas_is_openblas() -> bool:
+    return any(lib.internal_api == "openblas" for lib in threads.blas_libraries())
+
+
+RUN_UNDER_FAMILY = """
+import sys
+import numpy, pytest, threadpoolctl
+print("architecture:", [i.get("architecture") for i in threadpoolctl.threadpool_info()
+                        if i["user_api"] == "blas"], flush=True)
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k", sys.argv[2]]))
+"""
+
+
+# Haswell's (AVX2) in the fast lane: the family most machines without AVX-512 run; the others
+# (a few seconds each) in the slow one.
+@pytest.mark.parametrize("family", [pytest.param(f, marks=[] if f == "Haswell" else pytest.mark.slow)
+                                    for f in FAMILIES])
+def test_training_is_bit_identical_under_every_openblas_kernel_family(family, subprocess_env):
+    if not _blas_is_openblas():
+        pytest.skip(f"{family}: numpy's BLAS is not OpenBLAS (no kernel families to choose)")
+    missing = [f for f in FAMILIES[family] if not _cpu_features().get(f)]
+    if missing:
+        pytest.skip(f"{family}: this CPU cannot run its kernels (no {', '.join(missing)})")
+    env = {**subprocess_env, "OPENBLAS_CORETYPE": family}
+    done = subprocess.run([sys.executable, "-c", RUN_UNDER_FAMILY, HERE,
+                           "gemm_gives_the_same_bits or bit_identical_on_1_2_3"],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, f"{family}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    assert " passed" in done.stdout and "architecture: ['" in done.stdout
 
 
 # -- the governor, fed made-up step times ---------------------------------------------------
@@ -146,19 +252,20 @@ def _drive(governor, seconds_for, steps):
     """Run ``steps`` made-up steps; ``seconds_for(threads, i)`` is step i's time."""
     arms = []
     for i in range(steps):
-        arms.append(blas.threads())
-        if not governor.observe(seconds_for(blas.threads(), i)):
+        arms.append(threads.threads())
+        if not governor.observe(seconds_for(threads.threads(), i)):
             return arms, i
     return arms, None
 
 
 def test_on_an_idle_machine_the_governor_moves_to_two_threads():
-    gov = threads.ThreadGovernor(2)
+    gov = gov_module.ThreadGovernor(2)
     arms, retired = _drive(gov, lambda n, i: 1e-3 if n == 1 else 0.6e-3, 200)
     assert retired is None and gov.current == 2 and gov.switches == 1
     # warm-up and one window on one thread, then a trial of two that it keeps
-    assert arms[:threads.WARMUP + threads.WINDOW] == [1] * (threads.WARMUP + threads.WINDOW)
-    assert arms[100:] == [2] * 100 or arms[100:].count(1) <= 2 * (threads.WINDOW + 1)
+    warm = gov_module.WARMUP + gov_module.WINDOW
+    assert arms[:warm] == [1] * warm
+    assert arms[100:] == [2] * 100 or arms[100:].count(1) <= 2 * (gov_module.WINDOW + 1)
 
 
 def test_stalls_on_a_busy_core_keep_one_thread_and_make_trials_rarer():
@@ -166,16 +273,16 @@ def test_stalls_on_a_busy_core_keep_one_thread_and_make_trials_rarer():
     def seconds(n, i):
         return 1e-3 if n == 1 else (40e-3 if i % 5 == 0 else 0.6e-3)
 
-    gov = threads.ThreadGovernor(2)
+    gov = gov_module.ThreadGovernor(2)
     arms, _ = _drive(gov, seconds, 3000)
     assert gov.current == 1 and gov.switches == 0
-    assert gov.interval == threads.MAX_INTERVAL
+    assert gov.interval == gov_module.MAX_INTERVAL
     # each trial stops at its first stall, long before WINDOW steps
     assert arms.count(2) < 0.02 * len(arms)
 
 
 def test_when_the_other_core_gets_busy_the_governor_goes_back_to_one_thread():
-    gov = threads.ThreadGovernor(2)
+    gov = gov_module.ThreadGovernor(2)
     busy_from = 300
 
     def seconds(n, i):
@@ -187,29 +294,43 @@ def test_when_the_other_core_gets_busy_the_governor_goes_back_to_one_thread():
     assert arms[busy_from - 1] == 2
     # a few slow steps make the current arm worse than one thread was: a trial, and back
     back = arms.index(1, busy_from)
-    assert back <= busy_from + threads.WINDOW  # (a trial of one thread may be under way)
-    assert arms[back:back + threads.WINDOW + 1] == [1] * (threads.WINDOW + 1)
+    assert back <= busy_from + gov_module.WINDOW  # (a trial of one thread may be under way)
+    assert arms[back:back + gov_module.WINDOW + 1] == [1] * (gov_module.WINDOW + 1)
     assert gov.current == 1 and gov.switches == 2
     # later trials of two threads stop once they have cost a window of one-thread steps
     assert arms[back:].count(2) < 0.1 * len(arms[back:])
 
 
 def test_the_governor_retires_when_steps_are_too_short_to_gain():
-    gov = threads.ThreadGovernor(2)
+    gov = gov_module.ThreadGovernor(2)
     arms, retired = _drive(gov, lambda n, i: 20e-6, 100)
-    assert retired == threads.WARMUP + threads.WINDOW - 1 and set(arms) == {1}
-    assert blas.threads() == 1
+    assert retired == gov_module.WARMUP + gov_module.WINDOW - 1 and set(arms) == {1}
+    assert threads.threads() == 1
 
 
 def test_zoo_blas_threads_fixes_the_count_or_is_refused(monkeypatch):
     monkeypatch.setenv("ZOO_BLAS_THREADS", "2")
-    assert threads.make_governor() is None and blas.threads() == 2
+    assert threads.make_governor() is None and threads.threads() == 2
     monkeypatch.setenv("ZOO_BLAS_THREADS", "auto")
-    assert blas.configured_threads() is None
+    assert threads.configured_threads() is None
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    governor = threads.make_governor()
+    assert governor.arms == (1, 4) and threads.threads() == 1
+    monkeypatch.setattr(threads, "available_cpus", lambda: 1)
+    assert threads.make_governor() is None and threads.threads() == 1
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("ZOO_BLAS_THREADS", bad)
         with pytest.raises(ConfigError, match="ZOO_BLAS_THREADS must be 'auto' or a positive"):
             threads.make_governor()
+
+
+def test_compare_workers_get_a_fixed_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    env = threads.worker_environment(2, environ={"MKL_NUM_THREADS": "3"})
+    assert env.pop("MKL_NUM_THREADS") == "3"  # the user's choice is kept
+    assert set(env) == {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                        "ZOO_BLAS_THREADS"} and set(env.values()) == {"2"}
+    assert set(threads.worker_environment(8, environ={}).values()) == {"1"}
 
 
 def test_the_cli_reports_a_bad_zoo_blas_threads_in_one_line(monkeypatch):

@@ -6,14 +6,14 @@ with float64 finite differences of that oracle (kernels) or of the layer itself 
 
 import subprocess
 import sys
+import threading
 
-import numba
 import numpy as np
 import pytest
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
-from zoo.kernels import blas
+from zoo.kernels import threads
 from zoo.kit.gradcheck import _numeric_grad, check_layer
 from zoo.layers.base import Layer
 from zoo.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
@@ -203,59 +203,47 @@ def test_lstm_backward_takes_the_gradient_of_the_final_cell_state():
 
 @pytest.fixture
 def split_blocks(monkeypatch):
-    """Cut even tiny batches into 3 row blocks (one per thread)."""
+    """Cut even tiny batches into 3 row blocks; one thread again afterwards."""
     monkeypatch.setattr(R, "MIN_WORK", 0)
-    monkeypatch.setattr(R, "MIN_ROWS_PER_BLOCK", 1)
-    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 3)
-    monkeypatch.setitem(R._BALANCE, "ratio", 1.0)
-    monkeypatch.setitem(R._BALANCE, "skipped", 0)
-    monkeypatch.setitem(R._BALANCE, "interval", R.PROBE_MIN)
+    monkeypatch.setattr(R, "ROWS_PER_BLOCK", 2)
     assert R._blocks(7, 1) == 3
+    yield
+    threads.set_threads(1)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_row_blocks_give_the_same_result_in_parallel_or_in_turn(cell, split_blocks,
-                                                                 monkeypatch):
-    if blas.local_thread_setter() is None:
-        pytest.skip("numpy's BLAS cannot be held to one thread per caller: no parallel blocks")
-    pools = []
-    monkeypatch.setattr(R, "_pool", lambda workers, pool=R._pool: pools.append(1) or pool(workers))
+def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, split_blocks, monkeypatch):
+    seen = set()  # the threads that ran blocks
+
+    def run_blocks(fn, blocks, run=threads.run_blocks):
+        def spy(i):
+            seen.add(threading.current_thread().name)
+            fn(i)
+        run(spy, blocks)
+
+    monkeypatch.setattr(threads, "run_blocks", run_blocks)
     p = random_problem(cell, n=7, t=5, f=20, u=4, dtype=np.float32, seed=6)
     dh = np.random.default_rng(7).standard_normal((7, 5, 4)).astype(np.float32)
     want, _ = oracle(cell, *(p[k].astype(np.float64) if p[k] is not None else None
                              for k in ("x", "w_in", "w_rec", "bias", "h0", "c0", "bhn")))
-    monkeypatch.setattr(R, "BALANCE_LIMIT", float("inf"))  # however busy the machine is
-    parallel = run_kernels(cell, p, dh_out=dh)
-    assert len(pools) >= 4  # projection, forward and backward loops, weight gradients
-    # As if the other cores were busy: the blocks run in turn in this thread.
-    monkeypatch.setattr(R, "BALANCE_LIMIT", 0.0)
-    monkeypatch.setitem(R._BALANCE, "interval", R.PROBE_MAX)
-    pools.clear()
-    in_turn = run_kernels(cell, p, dh_out=dh)
-    assert not pools
-    np.testing.assert_allclose(parallel["h"], want, atol=1e-5)
-    np.testing.assert_array_equal(parallel["h"], in_turn["h"])
-    for name, grad in parallel["grads"].items():
-        np.testing.assert_array_equal(grad, in_turn["grads"][name], err_msg=name)
+    results = {}
+    for count in (1, 2, 3):
+        threads.set_threads(count)
+        seen.clear()
+        results[count] = run_kernels(cell, p, dh_out=dh)
+        assert (seen == {"MainThread"}) if count == 1 else seen
+    np.testing.assert_allclose(results[1]["h"], want, atol=1e-5)
+    for count in (2, 3):
+        np.testing.assert_array_equal(results[count]["h"], results[1]["h"])
+        for name, grad in results[count]["grads"].items():
+            np.testing.assert_array_equal(grad, results[1]["grads"][name], err_msg=name)
 
 
-def test_blocks_run_in_turn_while_the_other_threads_lag(split_blocks):
-    if blas.local_thread_setter() is None:
-        pytest.skip("numpy's BLAS cannot be held to one thread per caller: no parallel blocks")
-    import threading
-    import time
-
-    def block(lo, hi):  # the blocks run by other threads are slow, as on a busy core
-        if threading.current_thread() is not threading.main_thread():
-            time.sleep(0.02)
-        return threading.current_thread() is threading.main_thread(), lo
-
-    assert R._parallel(block, 3, 3) == [(True, 0), (False, 1), (False, 2)]
-    assert R._BALANCE["ratio"] > R.BALANCE_LIMIT * 3 and R._BALANCE["interval"] == 32
-    for _ in range(31):  # in turn, in this thread, in block order
-        assert R._parallel(block, 3, 3) == [(True, 0), (True, 1), (True, 2)]
-    assert R._parallel(block, 3, 3)[1] == (False, 1)  # the probe, after 32 calls
-    assert R._BALANCE["interval"] == 64
+def test_the_row_blocks_depend_on_the_sizes_alone():
+    assert R._blocks(64, 64 * 128 * 128) == 2  # the rnn workload: two blocks of 32 rows
+    assert R._blocks(64, 1000) == 1  # too little work per step to split
+    assert R._blocks(1024, 1 << 30) == R.MAX_BLOCKS
+    assert R._blocks(31, 1 << 30) == 1
 
 
 def test_kernel_wrappers_reject_bad_arrays():

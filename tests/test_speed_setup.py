@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from zoo.cli import BLAS_THREAD_VARIABLES, limit_blas_threads
+from zoo.kernels.threads import BLAS_THREAD_VARIABLES, prepare_environment
 from zoo.layers.dense import Dense
 from zoo.layers.reshape import Flatten
 from zoo.losses import SoftmaxCrossEntropy
@@ -28,16 +28,16 @@ def _trainer(model, shape=(6,)):
 
 def test_blas_threads_default_to_one_and_keep_the_users_choice():
     env = {"PATH": "/bin"}
-    limit_blas_threads(env)
+    prepare_environment(env)
     assert all(env[name] == "1" for name in BLAS_THREAD_VARIABLES)
     assert "ZOO_BLAS_THREADS" not in env  # zoo's large GEMMs: chosen while training
     assert env["OPENBLAS_THREAD_TIMEOUT"] == "20"
     for name in BLAS_THREAD_VARIABLES:  # any one set by the user: all left alone...
         env = {name: "2"}
-        limit_blas_threads(env)
+        prepare_environment(env)
         assert env == {name: "2", "ZOO_BLAS_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "20"}
     env = {"OMP_NUM_THREADS": "3", "ZOO_BLAS_THREADS": "auto", "OPENBLAS_THREAD_TIMEOUT": "4"}
-    limit_blas_threads(env)  # ...and so are ZOO_BLAS_THREADS and the timeout
+    prepare_environment(env)  # ...and so are ZOO_BLAS_THREADS and the timeout
     assert env == {"OMP_NUM_THREADS": "3", "ZOO_BLAS_THREADS": "auto",
                    "OPENBLAS_THREAD_TIMEOUT": "4"}
 

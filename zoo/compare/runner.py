@@ -39,7 +39,7 @@ from zoo import checks
 from zoo.atomic import atomic_open
 from zoo.errors import ConfigError
 from zoo.jsonable import jsonable
-from zoo.kernels.blas import available_cpus
+from zoo.kernels.threads import available_cpus, worker_environment
 from zoo.runstore import now_iso, plugin_versions
 
 # Job keys that are not RunConfig fields.
@@ -49,10 +49,6 @@ METRICS = ("accuracy", "probe_accuracy", "r2", "mse")
 MAXIMISED = {"accuracy": True, "probe_accuracy": True, "r2": True, "mse": False}
 # A job whose worker process dies while it runs alone is given up after this many deaths.
 POOL_MAX_DEATHS = 2
-# What a worker's BLAS and numba may use: the cores shared out between the worker processes,
-# a fixed share (ZOO_BLAS_THREADS too, so no worker's governor tries another's cores).
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS", "ZOO_BLAS_THREADS")
 
 # One zoo job at a time per process, whatever the executor's thread count: numba's parallel
 # layer must not be entered from several threads at once (a Dask worker may have several).
@@ -311,15 +307,16 @@ class _ThreadEnv:
     both already, so only the children are affected. Variables the user set are kept.
     """
 
-    def __init__(self, threads: int):
-        self.threads = str(max(1, threads))
+    def __init__(self, workers: int):
+        self.workers = workers
         self.saved: dict = {}
 
     def __enter__(self):
-        for name in THREAD_VARIABLES:
+        # Each worker process's fixed share of the cores (zoo.kernels.threads).
+        for name, value in worker_environment(self.workers).items():
             if name not in os.environ:
                 self.saved[name] = None
-                os.environ[name] = self.threads
+                os.environ[name] = value
         return self
 
     def __exit__(self, *exc):
@@ -372,7 +369,7 @@ class PoolExecutor:
 
         ctx = multiprocessing.get_context("spawn")
         todo, suspects = list(range(len(jobs))), []
-        with _ThreadEnv(available_cpus() // self.workers):
+        with _ThreadEnv(self.workers):
             while todo:
                 left, died, progressed = self._round(ctx, jobs, todo, self.workers, emit)
                 if not progressed:  # workers die before starting anything: do not loop
@@ -466,15 +463,13 @@ class DaskExecutor:
                 raise ConfigError(f"cannot reach the Dask scheduler at {self.scheduler}: "
                                   f"{exc}") from None
         n = self.workers or available_cpus()
-        threads = str(max(1, available_cpus() // n))
         with warnings.catch_warnings():
             # "Port 8787 is already in use": another cluster's; any free port will do.
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             # Failed and lost jobs are reported in their rows, not as log lines.
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.CRITICAL,
-                                   env={name: os.environ.get(name, threads)
-                                        for name in THREAD_VARIABLES})
+                                   env=worker_environment(n))
         return Client(cluster), cluster
 
     def run(self, jobs, emit) -> None:

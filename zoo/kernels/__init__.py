@@ -15,7 +15,7 @@ import importlib
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 
 _SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm", "recurrent",
-               "resample", "blas")
+               "resample", "blas", "threads", "workers")
 
 
 def __getattr__(name):

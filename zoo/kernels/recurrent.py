@@ -14,14 +14,10 @@ the step GEMMs (batch 64 x hidden 128 x gates) run at BLAS speed only through nu
 ``np.dot`` needs SciPy, which zoo does not depend on; a hand-written numba GEMM measured 40
 GFLOP/s against OpenBLAS's 90 at these sizes), while the per-step Python cost is a few
 microseconds against 25-100 us of GEMM. The rows of a batch are independent through time, so
-the loops run on row blocks in parallel threads (numpy and the cells release the GIL) with
-OpenBLAS held to one thread in each: no synchronisation per step, and no spinning BLAS
-threads fighting over a busy core. When the other threads keep lagging (cores busy with
-other processes), the blocks run in turn in the calling thread; so they do without a way to
-set OpenBLAS's thread count at run time (``openblas_set_num_threads_local``, OpenBLAS 0.3.27+;
-``zoo.kernels.blas``).
-The number of blocks depends only on the sizes and ``NUMBA_NUM_THREADS`` (which caps the
-threads, as for zoo's other kernels), so results are the same either way.
+the loops run on row blocks (numpy and the cells release the GIL): no synchronisation per
+step. The blocks are cut from the sizes alone (``_blocks``) and shared by
+``zoo.kernels.threads``' count of threads, each with BLAS on one thread, so the results are
+the same on one thread and on several.
 
 Layout: everything is time-major so each step's slice is one contiguous ``(N, width)`` block:
 inputs ``x`` are ``(T, N, F)``, ``gates`` ``(T, N, G*U)``, states ``h`` (and ``c``)
@@ -44,18 +40,14 @@ exact.
 from __future__ import annotations
 
 import math
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
+from zoo.kernels import threads
 from zoo.kernels._jit import njit
-from zoo.kernels.blas import local_thread_setter
 
 _FLOATS = (np.float32, np.float64)
 # float32 constants keep float32 arithmetic in float32 (a Python 1 or 0.5 would promote it to
@@ -64,10 +56,12 @@ _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
 # Inputs up to this width are projected inside the cells rather than by one GEMM.
 FUSE_MAX_FEATURES = 16
-# Split the batch into blocks (one per thread) only with at least this many rows per block
-# and this much multiply-add work per step (rows x units x gate width); below, threads cost
-# more than they save.
-MIN_ROWS_PER_BLOCK = 8
+# Split the batch into blocks of at least this many rows (a step's GEMM on 32 rows takes half
+# the time of one on 64; on 16, more than half), at most MAX_BLOCKS of them, and only with this
+# much multiply-add work per step (rows x units x gate width): below, threads cost more than
+# they save.
+ROWS_PER_BLOCK = 32
+MAX_BLOCKS = 8
 MIN_WORK = 1 << 18
 
 
@@ -283,76 +277,31 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
             dbhn[j] += dha
 
 
-# -- threads and BLAS ------------------------------------------------------------------------
-_POOL: dict = {}  # {"pool": ThreadPoolExecutor, "pid": owner pid, "size": workers}
-# Running estimate of (parallel time) / (the calling thread's own block time); serial would
-# be about the number of blocks. Above BALANCE_LIMIT x blocks, blocks run in turn, with a
-# parallel probe after PROBE_MIN calls, then twice as many after each probe that fails
-# (up to PROBE_MAX): on a busy machine a probe can cost tens of milliseconds.
-_BALANCE = {"ratio": 1.0, "skipped": 0, "interval": 16}
-BALANCE_LIMIT = 0.8
-PROBE_MIN, PROBE_MAX = 16, 1024
-
-
+# -- threads --------------------------------------------------------------------------------
 def _blocks(rows: int, work: int) -> int:
-    """How many row blocks to cut ``rows`` independent rows into (one per thread).
+    """How many row blocks to cut ``rows`` independent rows into: from the sizes alone.
 
-    It depends on sizes and ``NUMBA_NUM_THREADS`` only, never on timing, so results are the
-    same whether the blocks then run in parallel or one after another.
+    Never from the thread count or the timing, so every block's arithmetic, and the order the
+    bias-gradient parts are added in, is the same on one thread and on several.
     """
     if work < MIN_WORK:
         return 1
-    threads = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    return max(1, min(threads, rows // MIN_ROWS_PER_BLOCK))
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    # A pool inherited through fork has no threads behind it: make a new one in the child.
-    if _POOL.get("pid") != os.getpid() or _POOL.get("size", 0) < workers:
-        if _POOL.get("pid") == os.getpid():
-            _POOL["pool"].shutdown(wait=False)
-        _POOL.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="zoo-recurrent",
-                                             initializer=local_thread_setter(), initargs=(1,)),
-                     pid=os.getpid(), size=workers)
-    return _POOL["pool"]
+    return max(1, min(MAX_BLOCKS, rows // ROWS_PER_BLOCK))
 
 
 def _parallel(fn, rows: int, blocks: int) -> list:
     """``[fn(lo, hi) for each block]`` over ``blocks`` contiguous blocks of ``range(rows)``.
 
-    Blocks run in parallel threads, the calling thread taking the first. When the others keep
-    finishing much later than it (a core busy with another process: a split then costs more
-    than it saves), they run one after another in the calling thread, with parallel probes
-    ever more rarely while that lasts. BLAS is held to one thread in every block: these GEMMs
-    are too small to gain from more, and spinning BLAS threads on a busy core cost up to 10x.
+    The blocks share ``zoo.kernels.threads``' count of threads (each with BLAS on one thread);
+    the results come back in block order whichever thread ran them.
     """
     cuts = [rows * i // blocks for i in range(blocks + 1)]
-    setter = local_thread_setter()
-    parallel = blocks > 1 and setter is not None
-    if parallel and _BALANCE["ratio"] > BALANCE_LIMIT * blocks:
-        _BALANCE["skipped"] += 1
-        parallel = _BALANCE["skipped"] >= _BALANCE["interval"]
-    futures = []
-    if parallel:
-        pool = _pool(blocks - 1)
-        futures = [pool.submit(fn, cuts[i], cuts[i + 1]) for i in range(1, blocks)]
-    previous = setter(1) if setter is not None else None
-    start = time.perf_counter()
-    try:
-        results = [fn(cuts[i], cuts[i + 1]) for i in range(1 if parallel else blocks)]
-    finally:
-        if setter is not None:
-            setter(previous)
-    if parallel:
-        own = time.perf_counter() - start
-        results += [f.result() for f in futures]
-        # Serial would take about blocks * own: how long did the split take, relative to own?
-        ratio = (time.perf_counter() - start) / max(own, 1e-9)
-        _BALANCE["ratio"] = 0.5 * _BALANCE["ratio"] + 0.5 * ratio
-        _BALANCE["skipped"] = 0
-        balanced = _BALANCE["ratio"] <= BALANCE_LIMIT * blocks
-        _BALANCE["interval"] = PROBE_MIN if balanced else min(2 * _BALANCE["interval"],
-                                                                 PROBE_MAX)
+    results = [None] * blocks
+
+    def block(i):
+        results[i] = fn(cuts[i], cuts[i + 1])
+
+    threads.run_blocks(block, blocks)
     return results
 
 

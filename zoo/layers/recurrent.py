@@ -42,7 +42,7 @@ def orthogonal(shape: tuple, rng: np.random.Generator) -> np.ndarray:
     """``(units, G*units)``: each ``(units, units)`` gate block a random orthogonal matrix."""
     units, width = shape
     blocks = []
-    with kernels.blas.single_threaded():
+    with kernels.threads.single_threaded_blas():
         for _ in range(width // units):
             q, r = np.linalg.qr(rng.standard_normal((units, units)))
             blocks.append(q * np.sign(np.diag(r)))  # the sign fix makes q uniform (Haar)

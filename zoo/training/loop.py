@@ -14,12 +14,12 @@ import numpy as np
 
 from zoo import checks
 from zoo.errors import DataError, describe_array
+from zoo.kernels.threads import make_governor, single_threaded_blas
 from zoo.optimizers import clip_grad_norm
 from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters
 from zoo.training.metrics import task_metrics
 from zoo.training.state import TrainState
-from zoo.training.threads import make_governor
 
 INTERRUPTED = "interrupted: stopped by the user (Ctrl-C)"
 
@@ -100,7 +100,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.finish_note: str | None = None  # e.g. "restored the weights of epoch 12"
         self._interrupted = False
-        # How many threads the large GEMMs use, chosen from the step times (same bits).
+        # How many threads zoo's parallel kernels use, chosen from the step times (same bits).
         self._governor = make_governor()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -173,16 +173,19 @@ class Trainer:
         """One optimizer step on a batch: forward -> loss -> backward -> (clip) -> update.
 
         The whole of the per-batch work; ``fit`` adds batching and bookkeeping around it and
-        ``benchmarks/steps.py`` times exactly this. Returns the batch's loss.
+        ``benchmarks/steps.py`` times exactly this. Returns the batch's loss. BLAS runs on one
+        thread throughout, as the thread policy says (``zoo.kernels.threads``), even where a
+        user's program lets it use more: then no product's bits depend on a thread count.
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        self._outputs = self.model.forward(xb, training=True)
-        value = self.loss.forward(self._outputs, tb)
-        self.model.backward(self.loss.backward())
-        if self.clip_norm is not None:
-            clip_grad_norm(self._grads_list, self.clip_norm)
-        self.optimizer.step(self._values_list, self._grads_list)
+        with single_threaded_blas():
+            self._outputs = self.model.forward(xb, training=True)
+            value = self.loss.forward(self._outputs, tb)
+            self.model.backward(self.loss.backward())
+            if self.clip_norm is not None:
+                clip_grad_norm(self._grads_list, self.clip_norm)
+            self.optimizer.step(self._values_list, self._grads_list)
         self.step += 1
         if governor is not None and not governor.observe(time.perf_counter() - start):
             self._governor = None  # steps too short for threads to matter: stop timing them

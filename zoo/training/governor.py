@@ -1,24 +1,25 @@
-"""How many threads zoo's large GEMMs use while training: chosen by measuring the steps.
+"""How many threads zoo's parallel kernels use while training: chosen by measuring the steps.
 
-On an idle 2-core machine a second BLAS thread makes an MLP step 1.5-1.7x faster. When another
+On an idle 2-core machine a second thread makes an MLP step 1.5-1.7x faster. When another
 process keeps the other core busy, most steps still run fast, but now and then the second
 thread is descheduled and the step waits for it for a whole time slice (30-80 ms against 1 ms):
 on average two threads are then 2-4x slower than one. Which holds is not known in advance and
-changes while a run goes on. Both choices give the same bits (``zoo.kernels.blas``), so this
+changes while a run goes on. Both choices give the same bits (``zoo.kernels.threads``), so this
 is a matter of speed alone, and the governor treats it as a two-armed bandit over the *mean*
 step time (a median would hide the stalls): it keeps the faster arm, tries the other for a few
 steps now and then, tries it ever more rarely while it keeps losing, and tries it at once
 when the current arm has become slower than the other was when last measured.
 
-``ZOO_BLAS_THREADS=N`` fixes the count instead (``1``: never a second thread);
-unset or ``auto`` lets the governor choose between one thread and every available core.
+``zoo.kernels.threads.make_governor`` makes one when ``ZOO_BLAS_THREADS`` is unset or
+``auto``, to choose between one thread and every available core; ``ZOO_BLAS_THREADS=N`` fixes
+the count instead.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from zoo.kernels import blas
+from zoo.kernels import threads
 
 # Steps the governor lets pass before it measures (buffers are made, caches warm up).
 WARMUP = 3
@@ -39,7 +40,7 @@ MIN_STEP = 100e-6
 
 
 class ThreadGovernor:
-    """Sets ``zoo.kernels.blas`` threads before each training step from the steps' times.
+    """Sets ``zoo.kernels.threads`` threads before each training step from the steps' times.
 
     Call ``observe(seconds)`` after every step. It returns False once the governor has
     retired (the steps are too short to gain anything), after which the caller stops timing.
@@ -55,7 +56,7 @@ class ThreadGovernor:
         self.until_trial = 0  # the first trial as soon as the current arm is known
         self.interval = FIRST_INTERVAL
         self.switches = 0
-        blas.set_threads(self.current)
+        threads.set_threads(self.current)
 
     @property
     def other(self) -> int:
@@ -81,7 +82,7 @@ class ThreadGovernor:
         other = self.estimate[self.other]
         if self.until_trial <= 0 or (other is not None and mean > (1 + MARGIN) * other):
             self.trial = []
-            blas.set_threads(self.other)
+            threads.set_threads(self.other)
         return True
 
     def _observe_trial(self, seconds: float) -> None:
@@ -107,20 +108,5 @@ class ThreadGovernor:
             self.skip = 1  # the first step back is a transition too
         self.trial = None
         self.until_trial = self.interval
-        blas.set_threads(self.current)
+        threads.set_threads(self.current)
 
-
-def make_governor() -> ThreadGovernor | None:
-    """A governor if the thread count is "auto" and more than one is possible, else None.
-
-    With ``ZOO_BLAS_THREADS=N`` it sets N threads and returns None.
-    """
-    fixed = blas.configured_threads()
-    if fixed is not None:
-        blas.set_threads(fixed)
-        return None
-    most = blas.available_cpus()
-    if most < 2 or blas.local_thread_setter() is None:
-        blas.set_threads(1)
-        return None
-    return ThreadGovernor(most)
