@@ -46,7 +46,7 @@ from numba import types
 from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels import threads
+from zoo.kernels import cblas, threads
 from zoo.kernels._jit import njit
 
 _FLOATS = (np.float32, np.float64)
@@ -277,6 +277,69 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
             dbhn[j] += dha
 
 
+# -- time loops: one block of rows through every step, without the GIL ----------------------
+# ``f`` is ``cblas.gemm_function(dtype)``; ``dh_out`` is always 3-D here: every step's output
+# gradient ``(T, N, U)`` when ``every``, else ``(1, N, U)`` for the last step only.
+@njit
+def _rnn_loop(f, x, w_in, project, w_rec, gates, bias, h, rec, zero_init, lo, hi):
+    for t in range(x.shape[0]):
+        if t or not zero_init:
+            cblas.gemm(f, h[t, lo:hi], w_rec, rec)
+        _rnn_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, h[t + 1, lo:hi])
+
+
+@njit
+def _rnn_loop_backward(f, h, dh_out, every, w_t, dz, zero_init, lo, hi, dh_rec, db):
+    t_ = dz.shape[0]
+    for t in range(t_ - 1, -1, -1):
+        _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, dh_out[t if every else 0, lo:hi],
+                           every or t == t_ - 1, dz[t, lo:hi], db)
+        if t or not zero_init:
+            cblas.gemm(f, dz[t, lo:hi], w_t, dh_rec)
+
+
+@njit
+def _lstm_loop(f, x, w_in, project, w_rec, gates, bias, h, c, tanh_c, rec, zero_init, lo, hi):
+    for t in range(x.shape[0]):
+        if t or not zero_init:
+            cblas.gemm(f, h[t, lo:hi], w_rec, rec)
+        _lstm_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, c[t, lo:hi],
+                   c[t + 1, lo:hi], h[t + 1, lo:hi], tanh_c[t, lo:hi])
+
+
+@njit
+def _lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, dz, zero_init, lo, hi,
+                        dh_rec, dc, db):
+    t_ = dz.shape[0]
+    for t in range(t_ - 1, -1, -1):
+        _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec,
+                            dh_out[t if every else 0, lo:hi], every or t == t_ - 1, dc,
+                            dz[t, lo:hi], db)
+        if t or not zero_init:
+            cblas.gemm(f, dz[t, lo:hi], w_t, dh_rec)
+
+
+@njit
+def _gru_loop(f, x, w_in, project, w_rec, gates, bias, rbias, h, hn, rec, zero_init, lo, hi):
+    for t in range(x.shape[0]):
+        if t or not zero_init:
+            cblas.gemm(f, h[t, lo:hi], w_rec, rec)
+        _gru_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, rbias, h[t, lo:hi],
+                  h[t + 1, lo:hi], hn[t, lo:hi])
+
+
+@njit
+def _gru_loop_backward(f, gates, hn, h, dh_out, every, w_t, dzx, dzh, zero_init, lo, hi,
+                       dh_rec, carry, db, dbhn):
+    t_ = dzx.shape[0]
+    for t in range(t_ - 1, -1, -1):
+        _gru_cell_backward(gates[t, lo:hi], hn[t, lo:hi], h[t, lo:hi], dh_rec,
+                           dh_out[t if every else 0, lo:hi], every or t == t_ - 1, carry,
+                           dzx[t, lo:hi], dzh[t, lo:hi], db, dbhn)
+        if t or not zero_init:
+            cblas.gemm(f, dzh[t, lo:hi], w_t, dh_rec)
+
+
 # -- threads --------------------------------------------------------------------------------
 def _blocks(rows: int, work: int) -> int:
     """How many row blocks to cut ``rows`` independent rows into: from the sizes alone.
@@ -377,11 +440,9 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     _parallel(block, blocks, blocks)
 
 
-def _at(dh_out, every: bool, t: int, t_: int, lo: int, hi: int):
-    """The output gradient of step t for rows lo:hi, and whether there is one."""
-    if every:
-        return dh_out[t, lo:hi], True
-    return dh_out[lo:hi], t == t_ - 1
+def _steps(dh_out, every: bool):
+    """``dh_out`` as the loops take it: 3-D, with one step when only the last has one."""
+    return dh_out if every else dh_out[None]
 
 
 # -- tanh RNN --------------------------------------------------------------------------------
@@ -404,12 +465,11 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
     blocks = _blocks(n_, n_ * u_ * u_)
     project = _project(x, w_in, gates, blocks)
 
+    f = cblas.gemm_function(dt)
+
     def rows(lo, hi):
         rec = np.zeros((hi - lo, u_), dt)
-        for t in range(t_):
-            if t or not zero_init:
-                np.matmul(h[t, lo:hi], w_rec, out=rec)
-            _rnn_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, h[t + 1, lo:hi])
+        _rnn_loop(f, x, w_in, project, w_rec, gates, bias, h, rec, zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
 
@@ -439,14 +499,12 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
     w_t = np.ascontiguousarray(w_rec.T)  # a contiguous R^T makes the step GEMMs faster
     blocks = _blocks(n_, n_ * u_ * u_)
 
+    f, steps = cblas.gemm_function(dt), _steps(dh_out, every)
+
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         db_part = np.zeros(u_, dt)
-        for t in range(t_ - 1, -1, -1):
-            out, use = _at(dh_out, every, t, t_, lo, hi)
-            _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, out, use, dz[t, lo:hi], db_part)
-            if t or not zero_init:
-                np.matmul(dz[t, lo:hi], w_t, out=dh_rec)
+        _rnn_loop_backward(f, h, steps, every, w_t, dz, zero_init, lo, hi, dh_rec, db_part)
         return dh_rec, db_part
 
     parts = _parallel(rows, n_, blocks)
@@ -476,13 +534,12 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
     project = _project(x, w_in, gates, blocks)
 
+    f = cblas.gemm_function(dt)
+
     def rows(lo, hi):
         rec = np.zeros((hi - lo, 4 * u_), dt)
-        for t in range(t_):
-            if t or not zero_init:
-                np.matmul(h[t, lo:hi], w_rec, out=rec)
-            _lstm_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, c[t, lo:hi],
-                       c[t + 1, lo:hi], h[t + 1, lo:hi], tanh_c[t, lo:hi])
+        _lstm_loop(f, x, w_in, project, w_rec, gates, bias, h, c, tanh_c, rec, zero_init,
+                   lo, hi)
 
     _parallel(rows, n_, blocks)
 
@@ -516,16 +573,14 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     w_t = np.ascontiguousarray(w_rec.T)
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
 
+    f, steps = cblas.gemm_function(dt), _steps(dh_out, every)
+
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         dc = np.zeros((hi - lo, u_), dt) if dc_out is None else dc_out[lo:hi].copy()
         db_part = np.zeros(4 * u_, dt)
-        for t in range(t_ - 1, -1, -1):
-            out, use = _at(dh_out, every, t, t_, lo, hi)
-            _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec, out,
-                                use, dc, dz[t, lo:hi], db_part)
-            if t or not zero_init:
-                np.matmul(dz[t, lo:hi], w_t, out=dh_rec)
+        _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, dz, zero_init, lo, hi,
+                            dh_rec, dc, db_part)
         return dh_rec, dc, db_part
 
     parts = _parallel(rows, n_, blocks)
@@ -560,13 +615,12 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
     project = _project(x, w_in, gates, blocks)
 
+    f = cblas.gemm_function(dt)
+
     def rows(lo, hi):
         rec = np.zeros((hi - lo, 3 * u_), dt)
-        for t in range(t_):
-            if t or not zero_init:
-                np.matmul(h[t, lo:hi], w_rec, out=rec)
-            _gru_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, recurrent_bias,
-                      h[t, lo:hi], h[t + 1, lo:hi], hn[t, lo:hi])
+        _gru_loop(f, x, w_in, project, w_rec, gates, bias, recurrent_bias, h, hn, rec,
+                  zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
 
@@ -599,17 +653,15 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     w_t = np.ascontiguousarray(w_rec.T)
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
 
+    f, steps = cblas.gemm_function(dt), _steps(dh_out, every)
+
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         carry = np.zeros((hi - lo, u_), dt)
         db_part = np.zeros(3 * u_, dt)
         dbhn_part = np.zeros(u_, dt)
-        for t in range(t_ - 1, -1, -1):
-            out, use = _at(dh_out, every, t, t_, lo, hi)
-            _gru_cell_backward(gates[t, lo:hi], hn[t, lo:hi], h[t, lo:hi], dh_rec, out, use,
-                               carry, dzx[t, lo:hi], dzh[t, lo:hi], db_part, dbhn_part)
-            if t or not zero_init:
-                np.matmul(dzh[t, lo:hi], w_t, out=dh_rec)
+        _gru_loop_backward(f, gates, hn, h, steps, every, w_t, dzx, dzh, zero_init, lo, hi,
+                           dh_rec, carry, db_part, dbhn_part)
         return dh_rec + carry, db_part, dbhn_part
 
     parts = _parallel(rows, n_, blocks)
