@@ -211,8 +211,11 @@ def split_blocks(monkeypatch):
     threads.set_threads(1)
 
 
+@pytest.mark.parametrize("gemm", ["blas", "loops"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, split_blocks, monkeypatch):
+def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, gemm, split_blocks, monkeypatch):
+    if gemm == "loops":  # as where numpy's BLAS cannot be called from the kernels
+        monkeypatch.setattr(kernels.cblas, "gemm_function", lambda dtype: (0, np.int64(0)))
     seen = set()  # the threads that ran blocks
 
     def run_blocks(fn, blocks, run=threads.run_blocks):
@@ -237,6 +240,22 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, split_blocks, m
         np.testing.assert_array_equal(results[count]["h"], results[1]["h"])
         for name, grad in results[count]["grads"].items():
             np.testing.assert_array_equal(grad, results[1]["grads"][name], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kernels_gemm_is_numpys_or_plain_loops(dtype):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((9, 7, 20)).astype(dtype)  # row slices of larger arrays, as in
+    b = rng.standard_normal((20, 12)).astype(dtype)     # the time loops
+    c = np.full((9, 7, 12), np.nan, dtype)
+    f = kernels.cblas.gemm_function(dtype)
+    kernels.cblas.gemm(f, a[4, 2:6], b, c[4, 2:6])
+    if f[0]:  # numpy's own BLAS function: numpy's bits
+        np.testing.assert_array_equal(c[4, 2:6], np.matmul(a[4, 2:6], b))
+    kernels.cblas.gemm((0, np.int64(0)), a[5, 1:7], b, c[5, 1:7])
+    np.testing.assert_allclose(c[5, 1:7], a[5, 1:7].astype(np.float64) @ b, rtol=1e-5,
+                               atol=1e-5)
+    assert np.isnan(c[4, :2]).all() and np.isnan(c[4, 6:]).all()  # nothing else written
 
 
 def test_the_row_blocks_depend_on_the_sizes_alone():
