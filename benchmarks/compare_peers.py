@@ -2,10 +2,11 @@
 
 Each of ``--runs`` rounds runs, one after the other in this job and one workload at a time,
 ``steps.py`` (zoo), ``peer_torch.py`` and ``peer_jax.py`` (the peers, with ``--peer-python``,
-an interpreter that has torch and jax; the peers are never dependencies of zoo). The peers run twice per round: as they come (their own thread pools) and restricted to
-one thread, since on a busy 2-core machine either can be the faster; the best peer is the best
-of the four. Then it prints the medians and rewrites the ``steps`` section of
-docs/benchmarks.md (``steps-haswell`` with ``--coretype Haswell``: every contender runs with
+an interpreter that has torch and jax; the peers are never dependencies of zoo). The peers run
+twice per round: as they come (their own thread pools) and restricted to one thread, since on
+a busy 2-core machine either can be the faster; the best peer is the best of the four. Then
+it prints the medians and rewrites the ``steps`` section of docs/benchmarks.md
+(``steps-haswell`` with ``--coretype Haswell``: every contender runs with
 ``OPENBLAS_CORETYPE=Haswell``, which selects zoo's OpenBLAS kernel family; the peers' own
 libraries, oneDNN/MKL and XLA/Eigen, choose theirs as they do):
 

@@ -12,9 +12,8 @@ sum against one whole ``train_step``.
     python benchmarks/kernels.py --part layers cnn
 
 BLAS on one thread (``zoo.kernels.threads``; no trainer's governor runs here, so zoo's blocked
-products and recurrent loops run on one thread too, or on ``--threads N``). The machine is noisy: read the
-ratios and the shares,
-not the absolute times.
+products and recurrent loops run on one thread too, or on ``--threads N``). The machine is
+noisy: read the ratios and the shares, not the absolute times.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from zoo.kernels.threads import prepare_environment
 
 prepare_environment()
 
-import numpy as np  # noqa: E402  (after limit_blas_threads, on purpose)
+import numpy as np  # noqa: E402  (after prepare_environment, on purpose)
 import steps  # noqa: E402
 
 F32 = np.float32

@@ -34,7 +34,7 @@ from zoo.kernels.threads import prepare_environment
 
 prepare_environment()  # zoo's default, before numpy is imported
 
-import numpy as np  # noqa: E402  (after limit_blas_threads, on purpose)
+import numpy as np  # noqa: E402  (after prepare_environment, on purpose)
 
 # name: (model factory, input shape without batch, batch, loss name)
 WORKLOADS = {}

@@ -231,8 +231,8 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k", sys.arg
 
 # Haswell's (AVX2) in the fast lane: the family most machines without AVX-512 run; the others
 # (a few seconds each) in the slow one.
-@pytest.mark.parametrize("family", [pytest.param(f, marks=[] if f == "Haswell" else pytest.mark.slow)
-                                    for f in FAMILIES])
+@pytest.mark.parametrize("family", [
+    pytest.param(f, marks=[] if f == "Haswell" else pytest.mark.slow) for f in FAMILIES])
 def test_training_is_bit_identical_under_every_openblas_kernel_family(family, subprocess_env):
     if not _blas_is_openblas():
         pytest.skip(f"{family}: numpy's BLAS is not OpenBLAS (no kernel families to choose)")
