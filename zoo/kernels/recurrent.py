@@ -9,15 +9,14 @@ per step one fused kernel turns the state gradient into pre-activation gradients
 accumulates the bias gradient) and one GEMM carries it to the previous state; the input and
 weight gradients are then one GEMM each over all steps.
 
-Why a Python loop over steps with BLAS rather than one numba kernel for the whole sequence:
-the step GEMMs (batch 64 x hidden 128 x gates) run at BLAS speed only through numpy (numba's
-``np.dot`` needs SciPy, which zoo does not depend on; a hand-written numba GEMM measured 40
-GFLOP/s against OpenBLAS's 90 at these sizes), while the per-step Python cost is a few
-microseconds against 25-100 us of GEMM. The rows of a batch are independent through time, so
-the loops run on row blocks (numpy and the cells release the GIL): no synchronisation per
-step. The blocks are cut from the sizes alone (``_blocks``) and shared by
-``zoo.kernels.threads``' count of threads, each with BLAS on one thread, so the results are
-the same on one thread and on several.
+The rows of a batch are independent through time, so the batch is cut into row blocks
+(``_blocks``: from the sizes alone) and each block runs its whole time loop as one numba kernel
+(``_rnn_loop`` ...) without the GIL: the step GEMMs call numpy's own BLAS function from inside
+the kernel (``zoo.kernels.cblas``; BLAS at these sizes, 64 x 128 x gates, runs about twice as
+fast as a hand-written numba GEMM). Driven from Python instead, each step held the GIL for a
+few microseconds and two threads kept waking each other on it. The blocks are shared by
+``zoo.kernels.threads``' count of threads, each with BLAS on one thread, and the bias-gradient
+parts are added in block order, so the results are the same on one thread and on several.
 
 Layout: everything is time-major so each step's slice is one contiguous ``(N, width)`` block:
 inputs ``x`` are ``(T, N, F)``, ``gates`` ``(T, N, G*U)``, states ``h`` (and ``c``)

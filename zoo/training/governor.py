@@ -49,9 +49,10 @@ class ThreadGovernor:
     def __init__(self, most: int):
         self.arms = (1, most)
         self.current = 1
-        self.window = deque(maxlen=WINDOW)  # the current arm's recent step times
-        self.estimate = {1: None, most: None}  # mean step time when last measured
-        self.trial: list | None = None  # the other arm's step times while on trial
+        self.window: deque[float] = deque(maxlen=WINDOW)  # the current arm's recent step times
+        # mean step time of each arm when last measured
+        self.estimate: dict[int, float | None] = {1: None, most: None}
+        self.trial: list[float] | None = None  # the other arm's step times while on trial
         self.skip = WARMUP  # steps not to count
         self.until_trial = 0  # the first trial as soon as the current arm is known
         self.interval = FIRST_INTERVAL
@@ -86,8 +87,10 @@ class ThreadGovernor:
         return True
 
     def _observe_trial(self, seconds: float) -> None:
-        self.trial.append(seconds)
-        counted = self.trial[1:]
+        trial = self.trial
+        assert trial is not None  # called only while a trial runs
+        trial.append(seconds)
+        counted = trial[1:]
         # The current arm would take about this long for the whole trial: once the trial has
         # spent more than that, the other arm cannot win (one stall of 50 ms decides it).
         # And once a few steps show it no faster, a full window would only confirm it.
