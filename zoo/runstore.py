@@ -29,6 +29,7 @@ from pathlib import Path
 from zoo.errors import ConfigError
 from zoo.jsonable import jsonable
 from zoo.plugins.host import resolve_host
+from zoo.userfile import require_regular
 
 DEFAULT_STORE = "zoo-runs.db"
 SCHEMA_VERSION = 1
@@ -135,6 +136,8 @@ class RunStore:
                               "'zoo train' and 'zoo compare'")
         if self.path.is_dir():
             raise ConfigError(f"run store {self.path} is a folder; expected an SQLite file")
+        # SQLite would wait forever reading a FIFO: only a regular file (or none yet)
+        require_regular(self.path, f"run store {self.path}", ConfigError)
         if not self.path.parent.is_dir():
             raise ConfigError(f"cannot create run store {self.path}: folder "
                               f"{self.path.parent} does not exist")
