@@ -292,17 +292,23 @@ def _idx(shape, code=0x08, data=b"") -> bytes:
 
 
 def test_idx_dims_whose_product_wraps_and_huge_claims(tmp_path):
-    wrap = tmp_path / "wrap"
-    # 2**32 * 2**32 = 2**64 wraps to 0 in int64 arithmetic: an empty array would pass
-    wrap.write_bytes(_idx((2**32 - 1, 2**32 - 1, 1), 0x0E))
-    with pytest.raises(DataError) as err:
-        read_idx(wrap)
-    message = str(err.value)
-    assert "received 0 bytes" in message and "-" not in message.split("says")[1]
+    # 2**16 ** 4 = 2**64 wraps to 0 in int64 (an empty array would pass); (2**32-1)**2 * 8
+    # wraps to a negative size, once printed as "-8589934591 bytes"
+    for name, shape, code in (("wrap", (2**16,) * 4, 0x08),
+                              ("negative", (2**32 - 1, 2**32 - 1, 1), 0x0E)):
+        (tmp_path / name).write_bytes(_idx(shape, code))
+        with pytest.raises(DataError) as err:
+            read_idx(tmp_path / name)
+        message = str(err.value)
+        assert "received 0 bytes" in message and "-" not in message.split("says")[1], message
     big = tmp_path / "big"
     big.write_bytes(_idx((2**31, 2**31, 2), 0x0C, b"\0" * 8))
     with pytest.raises(DataError, match=r"EiB of data\); received 8 bytes"):
         read_idx(big)
+    empty = tmp_path / "empty"
+    empty.write_bytes(_idx((0, 2**32 - 1, 2**32 - 1)))
+    with pytest.raises(DataError, match="an empty array"):
+        read_idx(empty)
 
 
 def test_idx_gzip_corrupt_or_claiming_too_much(tmp_path):

@@ -353,6 +353,9 @@ def _read_idx_stream(path, stream, most: int, gzipped: bool) -> np.ndarray:
     expected = math.prod(shape) * dtype.itemsize  # Python ints: never wraps
     claim = f"IDX header says shape {shape} of {dtype.name} ({human_bytes(expected)} of data)"
     header = 4 + 4 * rank
+    if expected == 0:  # also keeps shapes like (0, 2**32-1, 2**32-1) from numpy
+        raise DataError(f"{path}: IDX header says shape {shape}, an empty array; expected "
+                        f"at least one value")
     if header + expected > most:
         if gzipped:
             raise DataError(f"{path}: {claim}; this much gzip data cannot expand to more than "

@@ -81,9 +81,12 @@ def _header(f, where):
             shape, fortran, dtype = npy_format.read_array_header_2_0(f)
         else:
             raise ValueError(f"unknown .npy format version {version}")
-    except (ValueError, SyntaxError, TypeError, EOFError, OverflowError,
-            MemoryError, RecursionError) as exc:
-        # numpy's header parser reads a Python literal of at most 10000 characters
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        # numpy's header parser reads a Python literal (at most 10000 characters) through
+        # tokenize and ast: on hostile text it raises ValueError, SyntaxError, TokenError,
+        # TypeError... Whatever it raises, the header is malformed.
         raise DataError(f"{where}: malformed .npy header ({_first_line(exc)})") from None
     if dtype.hasobject:
         raise DataError(f"{where}: has object dtype (pickled Python objects), which zoo "
