@@ -77,7 +77,29 @@ def folder():
 SPEC_TOKENS = ["max_epochs", "early_stopping", "loss_below", "all_of", "any_of", "patience",
                "monitor", "val_loss", "min_delta", "mode", "true", "None", "nan", "1e999",
                "-3", "0.5", "5", "(", ")", ",", "=", " ", "'", '"', "'x'", "__", "9a", "é"]
+CRITERIA = ["early_stopping", "loss_below", "loss_delta_below", "max_epochs", "max_steps",
+            "max_time", "non_finite", "target", "nope"]
+PARAMETERS = ["monitor", "mode", "min_delta", "patience", "baseline", "threshold", "tol",
+              "epochs", "steps", "seconds", "every", "value", "restore_best", "x"]
+VALUES = ["5", "0", "-1", "0.01", "1e999", "nan", "true", "None", "val_loss", "'5'", "epoch",
+          "step", "min", "auto", "2**8", "10000000000000000000000"]
+
+
+def _spec_grammar():
+    value = st.sampled_from(VALUES)
+    leaf = st.one_of(
+        st.sampled_from(CRITERIA),
+        st.tuples(st.sampled_from(CRITERIA), value).map("=".join),
+        st.tuples(st.sampled_from(CRITERIA), st.lists(st.one_of(
+            value, st.tuples(st.sampled_from(PARAMETERS), value).map("=".join)), max_size=3))
+        .map(lambda c: f"{c[0]}({', '.join(c[1])})"))
+    return st.recursive(leaf, lambda inner: st.tuples(
+        st.sampled_from(["all_of", "any_of"]), st.lists(inner, min_size=1, max_size=3))
+        .map(lambda c: f"{c[0]}({', '.join(c[1])})"), max_leaves=6)
+
+
 spec_text = st.one_of(
+    _spec_grammar(),
     st.lists(st.sampled_from(SPEC_TOKENS), max_size=30).map("".join),
     st.text(max_size=60),
     st.integers(1, 3000).map(lambda depth: "all_of(" * depth + "max_epochs=1" + ")" * depth),
@@ -99,26 +121,50 @@ CELLS = ["0", "1", "2", "-3", "1.5", " 7 ", "1e39", "-1e39", "1e-50", "nan", "in
 ENDINGS = ["\n", "\r\n", "\r", "\n\n"]
 
 
+NUMBERS = ["0", "1", "2", "-3", "1.5", " 7 ", "1e3", "-0.25", "1e-50", ".5", "+5", "3.",
+           "1_0", "٣"]
+LABELS = {"int": ["0", "1", "2", " 3 ", "+1"], "float": ["0.5", "1", "2.25", "-1e3"],
+          "text": ["cat", "dog", " bird ", "1", "é"]}
+
+
 @st.composite
 def csv_tables(draw):
+    """Mostly well-formed tables (numbers, one label kind), then maybe a few hostile edits."""
     width = draw(st.integers(1, 4))
-    header = draw(st.one_of(
-        st.just(",".join(f"c{j}" for j in range(width))),
-        st.lists(st.sampled_from(["a", "b", '"y"', "1", "", "label"]), min_size=1,
-                 max_size=4).map(",".join)))
-    rows = draw(st.lists(st.lists(st.sampled_from(CELLS), min_size=width - 1,
-                                  max_size=width + 1).map(",".join), max_size=40))
+    header = ",".join(f"c{j}" for j in range(width - 1)) + ("," if width > 1 else "") + "label"
+    labels = LABELS[draw(st.sampled_from(list(LABELS)))]
+    rows = [",".join([*draw(st.lists(st.sampled_from(NUMBERS), min_size=width - 1,
+                                      max_size=width - 1)), draw(st.sampled_from(labels))])
+            for _ in range(draw(st.integers(0, 60)))]
+    for _ in range(draw(st.integers(0, 3))):  # hostile edits
+        if not rows:
+            break
+        at = draw(st.integers(0, len(rows) - 1))
+        edit = draw(st.sampled_from(["cell", "blank", "quote", "drop", "extra"]))
+        cells = rows[at].split(",")
+        if edit == "cell":
+            cells[draw(st.integers(0, len(cells) - 1))] = draw(st.sampled_from(CELLS))
+        elif edit == "blank":
+            rows.insert(at, draw(st.sampled_from(["", " ", ",,"])))
+        elif edit == "quote":
+            j = draw(st.integers(0, len(cells) - 1))
+            cells[j] = '"' + cells[j] + '"'
+        elif edit == "drop":
+            cells = cells[:-1]
+        else:
+            cells.append("1")
+        rows[at] = ",".join(cells) if edit != "blank" else rows[at]
     ending = draw(st.sampled_from(ENDINGS))
     text = ending.join([header, *rows]) + draw(st.sampled_from(["", ending]))
     if draw(st.booleans()):
         text = "\ufeff" + text
-    return text.encode("utf-8") if draw(st.integers(0, 9)) else text.encode("utf-16")
+    return text.encode("utf-8") if draw(st.integers(0, 19)) else text.encode("utf-16")
 
 
 csv_case = st.tuples(
-    st.one_of(csv_tables(), st.binary(max_size=200)),
-    st.sampled_from([None, "classify", "regress", "reconstruct"]),
-    st.sampled_from([None, "c0", "label", "missing"]),
+    st.one_of(csv_tables(), csv_tables(), st.binary(max_size=200)),
+    st.sampled_from([None, None, "classify", "regress", "reconstruct"]),
+    st.sampled_from([None, None, "c0", "label", "missing"]),
     st.sampled_from([7, 64, 1 << 18]),
 )
 
@@ -135,7 +181,9 @@ def _same(a, b):
         assert a == b
         return
     for name in ("x_train", "x_test", "y_train", "y_test"):
-        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True)
+        left, right = getattr(a, name), getattr(b, name)
+        assert (left is None) == (right is None)
+        assert left is None or (left.dtype == right.dtype and np.array_equal(left, right))
     assert (a.task, a.classes, a.info) == (b.task, b.classes, b.info)
 
 
@@ -215,10 +263,24 @@ test_npy_inputs, test_npy_inputs_long = both_lanes(npy_files())(_check_npy)
 
 
 @st.composite
+def valid_members(draw, name):
+    """A .npy member that fits its name: features (N, F), labels (N,) or targets."""
+    n = 12 if name in ("x", "y", "x_train") else 4
+    if name.startswith("x"):
+        array = np.arange(n * 3, dtype=draw(st.sampled_from(["f4", "f8", "u1", "i8"])))
+        array = array.reshape(n, 3)
+    else:
+        array = (np.arange(n) % 3).astype(draw(st.sampled_from(["i8", "u8", "f8", "u1"])))
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+@st.composite
 def npz_archives(draw):
-    names = draw(st.lists(st.sampled_from(["x", "y", "x_test", "y_test", "x_train", "classes",
-                                           "kind", "task", "info", "x.txt"]),
-                          min_size=1, max_size=4, unique=True))
+    names = ["x", "y"] if draw(st.booleans()) else draw(st.lists(st.sampled_from(
+        ["x", "y", "x_test", "y_test", "x_train", "classes", "kind", "task", "info", "x.txt"]),
+        min_size=1, max_size=4, unique=True))
     compression = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=compression) as z:
@@ -232,10 +294,10 @@ def npz_archives(draw):
                 np.save(buffer, value)
                 member = buffer.getvalue()
             else:
-                member = draw(npy_files())
+                member = draw(st.one_of(valid_members(name), npy_files()))
             z.writestr(name if "." in name else name + ".npy", member)
     data = out.getvalue()
-    mutation = draw(st.sampled_from(["none", "truncate", "flip", "sizes"]))
+    mutation = draw(st.sampled_from(["none", "none", "truncate", "flip", "sizes"]))
     if mutation == "truncate":
         data = data[:draw(st.integers(0, len(data)))]
     elif mutation == "flip":
@@ -268,12 +330,14 @@ DIMS = st.sampled_from([0, 1, 2, 3, 4, 255, 2**16, 2**31, 2**32 - 1])
 def idx_files(draw):
     code = draw(st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x07, 0xFF]))
     shape = draw(st.lists(DIMS, min_size=0, max_size=4))
+    if not draw(st.booleans()):  # well-formed images (the simplest case), maybe edited below
+        code, shape = draw(st.sampled_from([0x08, 0x0D])), [draw(st.integers(5, 9)), 2, 3]
     head = bytes([0, draw(st.sampled_from([0, 0, 0, 1])), code, len(shape)])
     data = head + b"".join(d.to_bytes(4, "big") for d in shape)
-    if draw(st.booleans()) and all(d < 8 for d in shape):
+    if not draw(st.booleans()) and all(d < 10 for d in shape):
         itemsize = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}.get(code, 1)
         count = int(np.prod(shape)) * itemsize if shape else 0
-        data += bytes(count + draw(st.sampled_from([-1, 0, 0, 1])) if count else 0)
+        data += bytes(count + draw(st.sampled_from([-1, 0, 0, 0, 1])) if count else 0)
     else:
         data += draw(st.binary(max_size=40))
     if draw(st.booleans()):
@@ -363,3 +427,119 @@ def _check_store(case):
 
 
 test_run_stores, test_run_stores_long = both_lanes(store_files())(_check_store)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory):
+    """A real checkpoint (a tiny mlp on xor): its bytes, tensors and metadata."""
+    from zoo.checkpoints.checkpoint import save_run
+    from zoo.checkpoints.format import read_checkpoint
+    from zoo.run import Run, RunConfig
+
+    run = Run(RunConfig(arch="mlp", dataset="xor", options={"hidden": "4"}, epochs=1, seed=1))
+    run.fit()
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.ckpt"
+    save_run(run, path)
+    tensors, metadata = read_checkpoint(path)
+    return path.read_bytes(), tensors, metadata
+
+
+JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                        st.sampled_from(["mlp", "xor", "adam", "classify", "40000,40000",
+                                         "max_epochs=1", "all_of(" * 40 + ")" * 40]))
+JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12)
+byte_edits = st.tuples(st.sampled_from(["truncate", "flip", "length", "append"]),
+                       st.integers(0, 2**16), st.integers(1, 255),
+                       st.sampled_from([0, 7, 2**20, 2**32, 2**63, 2**64 - 1]))
+metadata_edits = st.lists(st.tuples(st.lists(st.integers(0, 30), min_size=1, max_size=4),
+                                    st.one_of(st.just("delete"), JSON_VALUES)), max_size=3)
+tensor_edits = st.lists(st.tuples(st.integers(0, 30),
+                                  st.sampled_from(["drop", "f64", "i8", "bool", "reshape"])),
+                        max_size=2)
+
+
+def _edit(tree, path, value):
+    """``tree`` with the node at ``path`` (indices into keys / items, walked while the nodes are
+    containers) replaced by ``value``, or deleted for "delete"."""
+    if not isinstance(tree, (dict, list)) or not tree:
+        return value
+    keys = list(tree) if isinstance(tree, dict) else list(range(len(tree)))
+    key = keys[path[0] % len(keys)]
+    copy = dict(tree) if isinstance(tree, dict) else list(tree)
+    if len(path) > 1 and isinstance(copy[key], (dict, list)) and copy[key]:
+        copy[key] = _edit(copy[key], path[1:], value)
+    elif value == "delete":
+        del copy[key]
+    else:
+        copy[key] = value
+    return copy
+
+
+def _edited_tensors(tensors, edits):
+    tensors = dict(tensors)
+    for index, edit in edits:
+        if not tensors:
+            break
+        name = sorted(tensors)[index % len(tensors)]
+        if edit == "drop":
+            del tensors[name]
+        elif edit == "reshape":
+            tensors[name] = tensors[name].reshape(-1)[:max(tensors[name].size - 1, 0)]
+        else:
+            tensors[name] = tensors[name].astype({"f64": "<f8", "i8": "|i1", "bool": "|b1"}[edit])
+    return tensors
+
+
+def _check_checkpoint(checkpoint_file, bytes_edit, meta_edits, tensor_changes, resign):
+    from zoo.checkpoints.checkpoint import load_checkpoint
+    from zoo.checkpoints.format import checkpoint_bytes
+
+    blob, tensors, metadata = checkpoint_file
+    if resign:  # a structurally edited file with a valid hash: only the checks can refuse it
+        for path, value in meta_edits:
+            metadata = _edit(metadata, path, value)
+        if not isinstance(metadata, dict):
+            metadata = {"config": metadata}
+        try:
+            blob = checkpoint_bytes(_edited_tensors(tensors, tensor_changes), metadata)
+        except ZooError:
+            return  # not even writable: the writer's refusal is its own test
+    else:
+        kind, at, xor, length = bytes_edit
+        at %= len(blob)
+        if kind == "truncate":
+            blob = blob[:at]
+        elif kind == "flip":
+            blob = blob[:at] + bytes([blob[at] ^ xor]) + blob[at + 1:]
+        elif kind == "length":
+            blob = length.to_bytes(8, "little") + blob[8:]
+        else:
+            blob = blob + bytes([xor]) * (at % 64)
+    with folder() as where:
+        path = os.path.join(where, "c.ckpt")
+        with open(path, "wb") as f:
+            f.write(blob)
+        loaded = result_or_zoo_error(load_checkpoint, path)
+    if not isinstance(loaded, ZooError):
+        for spec in loaded.config["stop"]:
+            result_or_zoo_error(parse_stop, spec)
+
+
+_CHECKPOINT_CASES = dict(bytes_edit=byte_edits, meta_edits=metadata_edits,
+                         tensor_changes=tensor_edits, resign=st.booleans())
+_fast_checkpoints = FAST(given(**_CHECKPOINT_CASES)(_check_checkpoint))
+_long_checkpoints = LONG(given(**_CHECKPOINT_CASES)(_check_checkpoint))
+
+
+def test_checkpoints(checkpoint_file):
+    _fast_checkpoints(checkpoint_file)
+
+
+@pytest.mark.slow
+def test_checkpoints_long(checkpoint_file):
+    _long_checkpoints(checkpoint_file)
