@@ -447,3 +447,20 @@ def test_csv_text_labels_after_numeric_blocks_are_read_as_names(tmp_path, monkey
     d = _load(path)
     assert d.classes == ["0", "1", "cat"]
     assert np.concatenate([d.y_train, d.y_test]).max() == 2
+
+
+def test_csv_text_label_when_regressing_names_its_line(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("a,y\n" + "1,0.5\n" * 20 + "2,cat\n")
+    _refused(path, "line 22, column 'y': expected a number to regress; received 'cat'",
+             task="regress")
+
+
+def test_csv_first_problem_in_file_order_at_any_block_size(tmp_path, monkeypatch):
+    # found by the property test: a block boundary once decided which error was reported
+    path = tmp_path / "t.csv"
+    path.write_text("c0,c1,label\n0,0,cat\n0,0\n" + "0,0,cat\n" * 12)
+    whole = _csv_outcome(path, task="regress")
+    monkeypatch.setattr(csvfile, "BLOCK_CHARS", 7)
+    assert _csv_outcome(path, task="regress") == whole
+    assert "line 2, column 'label': expected a number to regress" in whole

@@ -184,10 +184,6 @@ class _Table:
         kind, values = labels
         at = slice(self.rows, self.rows + len(values))
         if kind == "text" and not self.text_labels:
-            if self.task == "regress":
-                bad = next(c for c in values if not _is_number(c))
-                raise DataError(f"{self.where}: column {self.header[self.label_at]!r} must "
-                                f"hold numbers to regress; received {bad!r}")
             if self.rows:
                 raise _TextLabels
             self.text_labels = True
@@ -294,7 +290,8 @@ def _typed_labels(table, cells):
         try:
             return "float", cells.astype(np.float64)
         except ValueError:
-            pass
+            if table.task == "regress":
+                return None  # the exact reader names the line of the first non-number
     names = [c.strip() for c in cells]
     return ("text", names) if all(names) else None
 
@@ -315,6 +312,10 @@ def _exact_rows(table, first_line, lines):
                 raise DataError(f"{table.where}: line {line} has no value in the label column "
                                 f"{table.header[table.label_at]!r}; expected a label on every "
                                 f"row")
+            if table.task == "regress" and not _is_number(cell):
+                raise DataError(f"{table.where}: line {line}, column "
+                                f"{table.header[table.label_at]!r}: expected a number to "
+                                f"regress; received {cell!r}")
             cells.append(cell)
             numbers.append(line)
         if len(rows) == ROWS_PER_CHUNK:
