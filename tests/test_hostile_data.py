@@ -464,3 +464,19 @@ def test_csv_first_problem_in_file_order_at_any_block_size(tmp_path, monkeypatch
     monkeypatch.setattr(csvfile, "BLOCK_CHARS", 7)
     assert _csv_outcome(path, task="regress") == whole
     assert "line 2, column 'label': expected a number to regress" in whole
+
+
+def test_idx_folder_that_cannot_be_read_or_holds_a_fifo(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / "train-images-idx3-ubyte")
+        with pytest.raises(DataError, match="train-images-idx3-ubyte: is a FIFO"):
+            _load(folder)
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(type(folder), "exists", denied)
+    with pytest.raises(DataError, match="mnist: cannot read the folder: permission denied"):
+        _load(folder)

@@ -39,7 +39,7 @@ from zoo.data.dataset import MAX_CLASSES, Dataset, as_float32
 from zoo.data.npy import DEFLATE_MAX_RATIO, NpzArchive
 from zoo.data.spec import KINDS, TASKS
 from zoo.errors import ConfigError, DataError, describe_array
-from zoo.userfile import file_size, human_bytes, open_regular, shown
+from zoo.userfile import file_size, human_bytes, open_regular, os_problem, shown
 
 TEST_FRACTION = 0.2
 EXTENSIONS = (".npz", ".csv")
@@ -374,17 +374,22 @@ def _read_idx_stream(path, stream, most: int, gzipped: bool) -> np.ndarray:
 
 
 def _find_idx(folder: Path, stems) -> Path | None:
+    """The first of the names present (anything but a regular file is refused when read)."""
     for stem in stems:
         for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
+            if (folder / name).exists():
                 return folder / name
     return None
 
 
 def _read_idx_folder(folder: Path) -> dict:
-    found = {key: _find_idx(folder, stems) for key, stems in _IDX_FILES.items()}
+    try:
+        found = {key: _find_idx(folder, stems) for key, stems in _IDX_FILES.items()}
+        listing = "" if found["x"] is not None else \
+            ", ".join(sorted(shown(p.name) for p in folder.iterdir())[:8]) or "nothing"
+    except OSError as exc:
+        raise DataError(f"{shown(folder)}: cannot read the folder: {os_problem(exc)}") from None
     if found["x"] is None:
-        listing = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
         raise DataError(f"{folder}: no train-images-idx3-ubyte[.gz]; expected a folder of "
                         f"MNIST-format IDX files; received {listing}")
     if (found["x_test"] is None) != (found["y_test"] is None) or (
