@@ -93,7 +93,7 @@ class Dataset:
             raise DataError(f"dataset {self.name}: train examples have shape "
                             f"{self.x_train.shape[1:]} but test examples {self.x_test.shape[1:]}")
         if self.task == "classify":
-            k = self.num_classes
+            k = self.num_classes or 0  # never None when classifying
             if k > MAX_CLASSES:
                 raise DataError(f"dataset {self.name}: {k} classes (largest label "
                                 f"{k - 1}); expected at most {MAX_CLASSES} (MAX_CLASSES)")

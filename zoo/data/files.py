@@ -302,8 +302,9 @@ def _text(value) -> str:
 
 # -- IDX (MNIST format) --------------------------------------------------------------------------
 
-_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _IDX_FILES = {
     "x": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "y": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),

@@ -143,7 +143,7 @@ class NpzArchive:
         except BaseException:
             self._file.close()
             raise
-        self._members = {}
+        self._members: dict[str, zipfile.ZipInfo] = {}
         for info in self._zip.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             self._members.setdefault(name, info)
