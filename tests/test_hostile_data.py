@@ -160,8 +160,8 @@ def test_predict_npy_claiming_512_gib_is_not_allocated(tmp_path):
     path = tmp_path / "big.npy"
     path.write_bytes(_npy_bytes((2**35, 2), "<f8", b"\0" * 128))
     with pytest.raises(DataError, match=r"claims 549,755,813,888 bytes of data \(float64 "
-                                        r"array of shape \(34359738368, 2\), 512 GiB\); the "
-                                        r"file holds 128 bytes"):
+                                        r"array of shape \(34359738368, 2\)\); the file "
+                                        r"holds 128 bytes"):
         read_npy(path)
 
 
@@ -468,7 +468,7 @@ def test_idx_folder_that_cannot_be_read_or_holds_a_fifo(tmp_path, monkeypatch):
     folder.mkdir()
     if hasattr(os, "mkfifo"):
         os.mkfifo(folder / "train-images-idx3-ubyte")
-        with pytest.raises(DataError, match="train-images-idx3-ubyte: is a FIFO"):
+        with pytest.raises(DataError, match="idx3-ubyte: not a regular file .* a FIFO"):
             _load(folder)
 
     def denied(self, *args, **kwargs):

@@ -53,8 +53,7 @@ def read_npy(path, where: str | None = None) -> np.ndarray:
         present = size - f.tell()
         if present != claim:
             raise DataError(f"{where}: its header claims {claim:,} bytes of data ({dtype} array "
-                            f"of shape {tuple(shape)}, {human_bytes(claim)}); the file holds "
-                            f"{present:,} bytes")
+                            f"of shape {tuple(shape)}); the file holds {present:,} bytes")
         data = read_exact(f, claim, where)
     return _array(data, shape, order, dtype, where)
 
