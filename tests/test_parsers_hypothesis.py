@@ -32,7 +32,7 @@ from zoo.errors import ZooError
 from zoo.runstore import RunStore
 from zoo.training.stopspec import parse_stop
 
-FAST = settings(max_examples=150, deadline=5000, derandomize=True, database=None,
+FAST = settings(max_examples=100, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LONG = settings(FAST, max_examples=1500)
 MEMORY_BOUND = 64 * 2**20  # bytes: every input here is a few kB
