@@ -1,5 +1,6 @@
 """zoo.testing: every built-in architecture passes the kit, and the kit catches real mistakes."""
 
+import itertools
 import subprocess
 import sys
 
@@ -143,9 +144,14 @@ class SeedlessInit(Lin):
 
 
 class GlobalNoise(Lin):
+    """Draws on state the run's seed does not control (here a process-wide counter, which
+    unlike a random mask cannot come out the same twice by chance)."""
+
+    calls = itertools.count(1)
+
     def forward(self, x, training=False):
         out = super().forward(x, training)
-        return out * (np.random.random(out.shape) > 0.1) if training else out
+        return out * (1.0 + 1e-3 * next(self.calls)) if training else out
 
 
 class InPlace(Lin):

@@ -29,6 +29,7 @@ from pathlib import Path
 from zoo.errors import ConfigError
 from zoo.jsonable import jsonable
 from zoo.plugins.host import resolve_host
+from zoo.userfile import require_regular
 
 DEFAULT_STORE = "zoo-runs.db"
 SCHEMA_VERSION = 1
@@ -135,6 +136,8 @@ class RunStore:
                               "'zoo train' and 'zoo compare'")
         if self.path.is_dir():
             raise ConfigError(f"run store {self.path} is a folder; expected an SQLite file")
+        # SQLite would wait forever reading a FIFO: only a regular file (or none yet)
+        require_regular(self.path, f"run store {self.path}", ConfigError)
         if not self.path.parent.is_dir():
             raise ConfigError(f"cannot create run store {self.path}: folder "
                               f"{self.path.parent} does not exist")
@@ -145,7 +148,7 @@ class RunStore:
         self._conn.row_factory = sqlite3.Row
         try:
             self._retry(lambda: self._setup(create))  # idempotent: safe to retry whole
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged file's schema text
             self._conn.close()
             raise ConfigError(f"cannot use run store {self.path}: {exc}") from None
         except BaseException:
@@ -194,6 +197,15 @@ class RunStore:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise ConfigError(f"{self.path} is an SQLite database of another program (tables: "
                           f"{shown}), not a zoo run store; give --store a new file")
+
+    def _read(self, operation):
+        """Run a reading ``operation``; a damaged database is one ConfigError, not a
+        traceback."""
+        try:
+            return self._retry(operation)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read run store {self.path}: {exc}; expected an intact "
+                              f"zoo run store") from None
 
     def _retry(self, operation):
         """Run ``operation``, retrying with jittered backoff while the database stays locked
@@ -304,7 +316,7 @@ class RunStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [dict(r) for r in self._retry(lambda: self._conn.execute(sql, args).fetchall())]
+        return [dict(r) for r in self._read(lambda: self._conn.execute(sql, args).fetchall())]
 
     def get(self, run_id: int) -> dict:
         """One run in full: the summary fields plus ``config``, ``result``, ``versions`` and
@@ -312,18 +324,22 @@ class RunStore:
         if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 < run_id < 2 ** 63:
             raise ConfigError(f"no run {run_id} in {self.path}; run ids are positive integers "
                               "(zoo runs list)")
-        row = self._retry(lambda: self._conn.execute(
+        row = self._read(lambda: self._conn.execute(
             "SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone())
         if row is None:
             raise ConfigError(f"no run {run_id} in {self.path}")
         run = dict(row)
-        for key in ("config", "result", "versions"):
-            run[key] = json.loads(run[key])
-        epochs = self._retry(lambda: self._conn.execute(
+        epochs = self._read(lambda: self._conn.execute(
             "SELECT metrics FROM epochs WHERE run_id = ? ORDER BY epoch",
             (int(run_id),)).fetchall())
-        run["history"] = [json.loads(e[0]) for e in epochs]
+        try:
+            for key in ("config", "result", "versions"):
+                run[key] = json.loads(run[key])
+            run["history"] = [json.loads(e[0]) for e in epochs]
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise ConfigError(f"run {run_id} in {self.path} is damaged ({type(exc).__name__}: "
+                              f"{str(exc)[:80]}); expected JSON records") from None
         return run
 
     def count(self) -> int:
-        return self._retry(lambda: self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        return self._read(lambda: self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])

@@ -10,6 +10,13 @@ import numpy as np
 from zoo.data.spec import DataSpec
 from zoo.errors import DataError, describe_array
 
+# Integer labels are class indices 0..K-1 with K = largest label + 1, so one stray label would
+# otherwise size the model's output (and the list of class names) without bound.
+MAX_CLASSES = 100_000
+# The smallest magnitude that rounds to infinity as float32 (2**128 less half a unit in the
+# last place): larger finite values cannot be stored in the float32 arrays zoo trains on.
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
 
 @dataclass
 class Dataset:
@@ -31,21 +38,21 @@ class Dataset:
     info: dict = field(default_factory=dict)  # summary, source, licence, citation
 
     def __post_init__(self):
-        self.x_train = np.ascontiguousarray(self.x_train, dtype=np.float32)
-        self.x_test = np.ascontiguousarray(self.x_test, dtype=np.float32)
+        self.x_train = as_float32(self.x_train, f"dataset {self.name}: x_train")
+        self.x_test = as_float32(self.x_test, f"dataset {self.name}: x_test")
         if self.task == "classify":
             self.y_train = _labels(self.y_train, "y_train")
             self.y_test = _labels(self.y_test, "y_test")
         elif self.y_train is not None:
-            self.y_train = np.ascontiguousarray(self.y_train, dtype=np.float32)
-            self.y_test = np.ascontiguousarray(self.y_test, dtype=np.float32)
+            self.y_train = as_float32(self.y_train, f"dataset {self.name}: y_train")
+            self.y_test = as_float32(self.y_test, f"dataset {self.name}: y_test")
             if self.y_train.ndim == 1:
                 self.y_train = self.y_train[:, None]
                 self.y_test = self.y_test[:, None]
         self.validate()
 
     @property
-    def num_classes(self) -> int | None:
+    def num_classes(self) -> int | None:  # capped at MAX_CLASSES by validate()
         if self.task != "classify":
             return len(self.classes) if self.classes else None
         if self.classes:
@@ -86,7 +93,10 @@ class Dataset:
             raise DataError(f"dataset {self.name}: train examples have shape "
                             f"{self.x_train.shape[1:]} but test examples {self.x_test.shape[1:]}")
         if self.task == "classify":
-            k = self.num_classes
+            k = self.num_classes or 0  # never None when classifying
+            if k > MAX_CLASSES:
+                raise DataError(f"dataset {self.name}: {k} classes (largest label "
+                                f"{k - 1}); expected at most {MAX_CLASSES} (MAX_CLASSES)")
             for split in ("train", "test"):
                 y = getattr(self, f"y_{split}")
                 if y.min() < 0 or y.max() >= k:
@@ -124,6 +134,19 @@ class Dataset:
         }
 
 
+def as_float32(a, where) -> np.ndarray:
+    """``a`` as contiguous float32; a value too large for float32 is an error, not an inf
+    (and not a numpy overflow warning)."""
+    a = np.asarray(a)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype.kind == "f" and out.dtype != a.dtype and np.isinf(out).any() and (
+            np.isinf(out) & np.isfinite(a)).any():
+        raise DataError(f"{where} holds values beyond the float32 range (largest 3.4e38); "
+                        f"expected smaller numbers")
+    return out
+
+
 def _labels(y, name) -> np.ndarray:
     if y is None:
         raise DataError(f"classification data needs labels; {name} is missing")
@@ -137,6 +160,10 @@ def _labels(y, name) -> np.ndarray:
             raise DataError(f"{name} must hold integer class labels; received non-integer floats")
     elif y.dtype.kind not in "iub":
         raise DataError(f"{name} must hold integer class labels; received {y.dtype} values")
+    if y.size and y.max() >= MAX_CLASSES:
+        # checked before the cast: 2**64-1 as int64 would read as -1
+        raise DataError(f"{name}: class label {int(y.max())} is too large; expected class "
+                        f"indices below {MAX_CLASSES} (MAX_CLASSES)")
     return np.ascontiguousarray(y, dtype=np.int64)
 
 

@@ -18,22 +18,28 @@ The task follows ``y``: integer labels classify, floats regress (``task=`` overr
 Without a test split, 20% is held out deterministically given the seed (stratified by class
 for labelled classification data).
 
+Only regular files are read (a FIFO or device named as data is refused, never waited on);
+every size a header claims is checked against the bytes present before anything is
+allocated; at most ``MAX_CLASSES`` classes. docs/data-files.md has the rules and the limits.
 Every problem is one ``DataError`` naming the file, what was expected and what was received.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import zipfile
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from zoo import checks
-from zoo.data.dataset import Dataset
+from zoo.data.csvfile import read_csv
+from zoo.data.dataset import MAX_CLASSES, Dataset, as_float32
+from zoo.data.npy import DEFLATE_MAX_RATIO, NpzArchive
 from zoo.data.spec import KINDS, TASKS
 from zoo.errors import ConfigError, DataError, describe_array
+from zoo.userfile import file_size, human_bytes, open_regular, os_problem, shown
 
 TEST_FRACTION = 0.2
 EXTENSIONS = (".npz", ".csv")
@@ -55,13 +61,17 @@ def holdout_split(n: int, y: np.ndarray | None, fraction: float, seed: int):
     if y is None:
         test = rng.permutation(n)[:n_test]
     else:
+        # Each class's members in ascending order, classes by label: a stable sort groups
+        # them in one pass (not one scan of y per class).
         labels, counts = np.unique(y, return_counts=True)
         quota = counts * fraction
         take = np.floor(quota).astype(np.int64)
         extra = n_test - int(take.sum())
         take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
-        test = np.concatenate([rng.permutation(np.flatnonzero(y == label))[:k]
-                               for label, k in zip(labels, take)])
+        members = np.split(np.argsort(y, kind="stable"), np.cumsum(counts)[:-1])
+        test = np.concatenate([rng.permutation(group)[:k].copy()
+                               for group, k in zip(members, take)])
+        del members
     mask = np.zeros(n, dtype=bool)
     mask[test] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
@@ -86,9 +96,13 @@ def load_file(path, *, seed: int = 42, label_column: str | None = None, task: st
         checks.one_of(None, "kind", kind, KINDS)
     test_fraction = checks.number(None, "test_fraction", test_fraction, minimum=0, maximum=1,
                                   exclusive_minimum=True, exclusive_maximum=True)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder; expected a .npz or .csv file or "
-                        f"a folder of IDX files")
+    try:
+        path.stat()
+    except (OSError, ValueError) as exc:
+        problem = "no such file or folder" if isinstance(exc, FileNotFoundError) else \
+            f"cannot use it: {exc.strerror if isinstance(exc, OSError) else exc}"
+        raise DataError(f"{shown(path)}: {problem}; expected a .npz or .csv file or a folder "
+                        f"of IDX files") from None
     if path.is_dir():
         if label_column is not None:
             raise ConfigError(f"{path}: label_column applies to .csv files only")
@@ -98,7 +112,7 @@ def load_file(path, *, seed: int = 42, label_column: str | None = None, task: st
             raise ConfigError(f"{path}: label_column applies to .csv files only")
         parts = _read_npz(path)
     elif path.suffix.lower() == ".csv":
-        parts = _read_csv(path, label_column, task)
+        parts = read_csv(path, label_column, task)
     else:
         raise DataError(f"{path}: unknown file type {path.suffix or '(no extension)'!r}; "
                         f"expected .npz, .csv or a folder of IDX files")
@@ -108,8 +122,9 @@ def load_file(path, *, seed: int = 42, label_column: str | None = None, task: st
 # -- assembling a Dataset ----------------------------------------------------------------------
 
 def _assemble(path: Path, parts: dict, *, seed, task, kind, fraction) -> Dataset:
-    x, y = parts["x"], parts.get("y")
-    x_test, y_test = parts.get("x_test"), parts.get("y_test")
+    # taken out of parts, so each array is freed as soon as its split copies exist
+    x, y = parts.pop("x"), parts.pop("y", None)
+    x_test, y_test = parts.pop("x_test", None), parts.pop("y_test", None)
     classes = parts.get("classes")
     _check_x(path, "x", x)
     if x_test is not None:
@@ -131,6 +146,7 @@ def _assemble(path: Path, parts: dict, *, seed, task, kind, fraction) -> Dataset
 
     if task is None:
         task = parts.get("task") or _infer_task(y)
+    _check_class_names(path, classes)
     if task == "reconstruct":
         y = y_test = None
     elif y is None:
@@ -147,22 +163,22 @@ def _assemble(path: Path, parts: dict, *, seed, task, kind, fraction) -> Dataset
                  else a for a in (x, x_test))
 
     if x_test is None:
-        strata = y if task == "classify" else None
-        train, test = holdout_split(len(x), strata, fraction, seed)
+        stratified = task == "classify"
+        train, test = holdout_split(len(x), y if stratified else None, fraction, seed)
         if len(train) == 0 or len(test) == 0:
             raise DataError(f"{path}: {len(x)} examples are too few to hold out a test split "
                             f"of {fraction:.0%}; expected at least {int(np.ceil(1 / fraction))}")
         x, x_test = x[train], x[test]
         if y is not None:
             y, y_test = y[train], y[test]
-        split = f"{fraction:.0%} held out, stratified, seed {seed}" if strata is not None else \
+        del train, test
+        split = f"{fraction:.0%} held out, stratified, seed {seed}" if stratified else \
             f"{fraction:.0%} held out, seed {seed}"
     else:
         split = "the file's own test split"
 
     if task == "classify" and classes is None:
-        top = int(max(y.max(), y_test.max())) + 1
-        classes = [str(c) for c in range(top)]
+        classes = [str(c) for c in range(int(max(y.max(), y_test.max())) + 1)]
     info = {"summary": parts.get("summary", f"user data from {path.name}"),
             "source": str(path), "licence": "as stated by the data's owner",
             "citation": "", "split": split, **parts.get("info", {})}
@@ -181,6 +197,7 @@ def _check_x(path, name, x):
                         f"received {describe_array(x)}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise DataError(f"{path}: {name} contains NaN or Inf; expected finite values")
+    as_float32(x, f"{path}: {name}")
 
 
 def _check_y(path, name, y):
@@ -191,6 +208,14 @@ def _check_y(path, name, y):
                         f"received {describe_array(y)}")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{path}: {name} contains NaN or Inf; expected finite values")
+    if y.dtype.kind == "f":
+        as_float32(y, f"{path}: {name}")
+
+
+def _check_class_names(path, classes):
+    if classes is not None and len(classes) > MAX_CLASSES:
+        raise DataError(f"{path}: {len(classes)} class names; expected at most {MAX_CLASSES} "
+                        f"classes")
 
 
 def _infer_task(y) -> str:
@@ -210,9 +235,15 @@ def _class_labels(path, name, y):
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):
         raise DataError(f"{path}: {name} must hold integer class labels for classify; "
                         f"received non-integer values such as {y[y != np.round(y)][0]!r}")
-    if y.min() < 0:
-        raise DataError(f"{path}: {name} class labels must be >= 0; received {y.min()!r}")
-    return y.astype(np.int64)
+    low, high = y.min(), y.max()
+    if low < 0:
+        raise DataError(f"{path}: {name} class labels must be >= 0; received {low!r}")
+    if high >= MAX_CLASSES:
+        # checked before the cast to int64, where 2**64-1 would read as -1
+        raise DataError(f"{path}: {name} has class label {int(high)}, which would make "
+                        f"{int(high) + 1} classes; expected class indices from 0 to "
+                        f"{MAX_CLASSES - 1} (at most {MAX_CLASSES} classes)")
+    return y.astype(np.int64, copy=False)
 
 
 def _infer_kind(x) -> str:
@@ -225,36 +256,23 @@ def _with_channel_axis(x):
 
 # -- .npz ----------------------------------------------------------------------------------------
 
-_NPZ_ALIASES = {"x_train": "x", "y_train": "y"}
+# The arrays zoo reads from an archive (under either name); any others are left unread.
+_NPZ_MEMBERS = {"x": "x", "x_train": "x", "y": "y", "y_train": "y", "x_test": "x_test",
+                "y_test": "y_test", "classes": "classes", "kind": "kind", "task": "task"}
 
 
 def _read_npz(path: Path) -> dict:
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty; expected a .npz archive with an array x")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc}); expected a file written "
-                        f"by numpy.savez with an array x") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: is a single .npy array; expected a .npz archive with arrays "
-                        f"x and optionally y, x_test, y_test")
     parts: dict = {}
-    with archive:
-        for key in archive.files:
-            name = _NPZ_ALIASES.get(key, key)
+    with NpzArchive(path) as archive:
+        for key in archive.names:
+            name = _NPZ_MEMBERS.get(key)
+            if name is None:
+                continue
             if name in parts:
                 raise DataError(f"{path}: holds both {name} and {key}; expected one of them")
-            try:
-                parts[name] = archive[key]
-            except ValueError:
-                raise DataError(f"{path}: array {key} has object dtype (pickled Python "
-                                f"objects), which zoo never loads; expected numeric "
-                                f"arrays") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
-                raise DataError(f"{path}: array {key} is unreadable ({exc})") from None
+            parts[name] = archive.read(key)
+        found = ", ".join(shown(n) for n in archive.names[:8]) or "no arrays"
     if "x" not in parts:
-        found = ", ".join(archive.files) or "no arrays"
         raise DataError(f"{path}: missing array x; expected arrays x (or x_train) and "
                         f"optionally y, x_test, y_test; received {found}")
     if "classes" in parts:
@@ -262,112 +280,31 @@ def _read_npz(path: Path) -> dict:
         if classes.dtype.kind not in "US" or classes.ndim != 1:
             raise DataError(f"{path}: classes must be a vector of strings; received "
                             f"{describe_array(classes)}")
-        parts["classes"] = [str(c) for c in classes]
-    if "kind" in parts:
-        kind = str(parts["kind"])
-        if kind not in KINDS:
-            raise DataError(f"{path}: kind must be one of {', '.join(KINDS)}; received {kind!r}")
-        parts["kind"] = kind
+        _check_class_names(path, classes)
+        parts["classes"] = [_text(c) for c in classes]
+    for name, allowed in (("kind", KINDS), ("task", TASKS)):
+        if name in parts:
+            value = parts[name]
+            if value.dtype.kind not in "US" or value.size != 1:
+                raise DataError(f"{path}: {name} must be one string (one of "
+                                f"{', '.join(allowed)}); received {describe_array(value)}")
+            text = _text(value.reshape(()).item())
+            if text not in allowed:
+                raise DataError(f"{path}: {name} must be one of {', '.join(allowed)}; "
+                                f"received {text[:40]!r}")
+            parts[name] = text
     return parts
 
 
-# -- .csv ----------------------------------------------------------------------------------------
-
-def _read_csv(path: Path, label_column: str | None, task: str | None) -> dict:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            # Keep each row's line number for messages; blank lines are skipped.
-            rows, lines = [], []
-            for row in reader:
-                if any(cell.strip() for cell in row):
-                    rows.append(row)
-                    lines.append(reader.line_num)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc}); expected a CSV table") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV ({exc})") from None
-    if not rows:
-        raise DataError(f"{path}: the file is empty; expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    if all(_is_number(h) for h in header):
-        raise DataError(f"{path}: the first row {rows[0][:4]}... looks like data; expected a "
-                        f"header row naming the columns")
-    body, lines = rows[1:], lines[1:]
-    if not body:
-        raise DataError(f"{path}: has a header but no data rows; expected at least one row")
-    for line, row in zip(lines, body):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line} has {len(row)} values; expected {len(header)}, "
-                            f"one per header column")
-
-    unlabelled = task == "reconstruct" and label_column is None
-    if unlabelled:
-        label_at = None
-    elif label_column is None:
-        label_at = len(header) - 1
-    elif label_column in header:
-        label_at = header.index(label_column)
-    else:
-        raise DataError(f"{path}: no column named {label_column!r}; the header has "
-                        f"{', '.join(header)}")
-    features = [j for j in range(len(header)) if j != label_at]
-    if not features:
-        raise DataError(f"{path}: only the label column {header[label_at]!r}; expected at "
-                        f"least one feature column")
-
-    try:
-        x = np.array([[float(row[j]) for j in features] for row in body], dtype=np.float64)
-    except ValueError:
-        i, j = next((i, j) for i, row in enumerate(body) for j in features
-                    if not _is_number(row[j]))
-        raise DataError(f"{path}: line {lines[i]}, column {header[j]!r}: expected a number; "
-                        f"received {body[i][j]!r}") from None
-    parts: dict = {"x": x, "info": {"columns": [header[j] for j in features]}}
-    if label_at is None:
-        return parts
-    parts["info"]["label_column"] = header[label_at]
-    cells = [row[label_at].strip() for row in body]
-    if any(not c for c in cells):
-        line = lines[cells.index("")]
-        raise DataError(f"{path}: line {line} has no value in the label column "
-                        f"{header[label_at]!r}; expected a label on every row")
-    if all(_is_int(c) for c in cells):
-        parts["y"] = np.array([int(c) for c in cells], dtype=np.int64)
-    elif all(_is_number(c) for c in cells):
-        parts["y"] = np.array([float(c) for c in cells], dtype=np.float64)
-    else:
-        if task == "regress":
-            bad = next(c for c in cells if not _is_number(c))
-            raise DataError(f"{path}: column {header[label_at]!r} must hold numbers to "
-                            f"regress; received {bad!r}")
-        names = sorted(set(cells))
-        lookup = {name: i for i, name in enumerate(names)}
-        parts["y"] = np.array([lookup[c] for c in cells], dtype=np.int64)
-        parts["classes"] = names
-    return parts
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+def _text(value) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 # -- IDX (MNIST format) --------------------------------------------------------------------------
 
-_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _IDX_FILES = {
     "x": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "y": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
@@ -377,47 +314,83 @@ _IDX_FILES = {
 
 
 def read_idx(path) -> np.ndarray:
-    """One IDX file (optionally gzipped) as an array, header and size validated."""
+    """One IDX file (optionally gzipped) as an array, header and size validated.
+
+    The header's claim (shape x item size) is compared with the bytes present before anything
+    is allocated; a gzipped file may claim at most what deflate can expand it to (1032-fold),
+    and decompression stops at the claim.
+    """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt gzip data ({exc}); expected a gzipped IDX file") \
-            from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header; expected "
+    with open_regular(path, shown(path)) as f:
+        size = file_size(f)
+        gzipped = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if gzipped else f
+        try:
+            most = size * DEFLATE_MAX_RATIO if gzipped else size
+            return _read_idx_stream(path, stream, most, gzipped)
+        except (OSError, EOFError, zlib.error) as exc:
+            if not gzipped:
+                raise DataError(f"{path}: cannot read it ({exc})") from None
+            raise DataError(f"{path}: corrupt gzip data ({exc}); expected a gzipped IDX "
+                            f"file") from None
+
+
+def _read_idx_stream(path, stream, most: int, gzipped: bool) -> np.ndarray:
+    """The array in an IDX byte stream holding at most ``most`` bytes."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header; expected "
                         f"at least 4 bytes (magic number)")
-    zero, code, rank = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    zero, code, rank = int.from_bytes(head[:2], "big"), head[2], head[3]
     if zero != 0 or code not in _IDX_DTYPES or rank == 0:
-        raise DataError(f"{path}: bad IDX magic number 0x{raw[:4].hex()}; expected 0x0000TTRR "
+        raise DataError(f"{path}: bad IDX magic number 0x{head.hex()}; expected 0x0000TTRR "
                         f"with type TT in 08, 09, 0b, 0c, 0d, 0e and rank RR >= 1")
-    header = 4 + 4 * rank
-    if len(raw) < header:
+    dims = stream.read(4 * rank)
+    if len(dims) < 4 * rank:
         raise DataError(f"{path}: IDX header is cut short; expected {rank} dimension sizes")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(rank))
+    shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(rank))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: IDX header says shape {shape} of {dtype.name} "
-                        f"({expected} bytes of data); received {len(raw) - header} bytes")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: never wraps
+    claim = f"IDX header says shape {shape} of {dtype.name} ({human_bytes(expected)} of data)"
+    header = 4 + 4 * rank
+    if expected == 0:  # also keeps shapes like (0, 2**32-1, 2**32-1) from numpy
+        raise DataError(f"{path}: IDX header says shape {shape}, an empty array; expected "
+                        f"at least one value")
+    if header + expected > most:
+        if gzipped:
+            raise DataError(f"{path}: {claim}; this much gzip data cannot expand to more than "
+                            f"{human_bytes(most)}")
+        raise DataError(f"{path}: {claim}; received {human_bytes(most - header)}")
+    data = bytearray(expected)
+    view, got = memoryview(data), 0
+    while got < expected and (n := stream.readinto(view[got:got + (16 << 20)])):
+        got += n
+    extra = len(stream.read(1 << 16)) if got == expected else 0
+    if got != expected or extra:
+        received = human_bytes(got) if not extra else "more bytes than that"
+        raise DataError(f"{path}: {claim}; received {received}")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def _find_idx(folder: Path, stems) -> Path | None:
+    """The first of the names present (anything but a regular file is refused when read)."""
     for stem in stems:
         for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
+            if (folder / name).exists():
                 return folder / name
     return None
 
 
 def _read_idx_folder(folder: Path) -> dict:
-    found = {key: _find_idx(folder, stems) for key, stems in _IDX_FILES.items()}
+    try:
+        found = {key: _find_idx(folder, stems) for key, stems in _IDX_FILES.items()}
+        listing = "" if found["x"] is not None else \
+            ", ".join(sorted(shown(p.name) for p in folder.iterdir())[:8]) or "nothing"
+    except OSError as exc:
+        raise DataError(f"{shown(folder)}: cannot read the folder: {os_problem(exc)}") from None
     if found["x"] is None:
-        listing = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
         raise DataError(f"{folder}: no train-images-idx3-ubyte[.gz]; expected a folder of "
                         f"MNIST-format IDX files; received {listing}")
     if (found["x_test"] is None) != (found["y_test"] is None) or (
