@@ -8,9 +8,17 @@ gave NaN or Inf, exits with code 1). Anything else escaping a run is a failure d
 
 
 class ZooError(Exception):
-    """Bad input or configuration, reported to the user in one line."""
+    """Bad input or configuration, reported to the user in one line.
+
+    The message is one line by construction: text quoted from elsewhere (a file name, a
+    library's own error such as SQLite's, which may span lines) has its control characters
+    escaped when the error is shown.
+    """
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class ConfigError(ZooError, ValueError):
