@@ -14,6 +14,10 @@ from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import check_store, record_train_run, store_options
 from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
+from zoo.training.loop import INTERRUPTED
+
+# The shell's status for a process stopped by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 def training_options(fn):
@@ -151,6 +155,9 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, s
     if plot is not None:
         echo(f"plot: {plotted} test examples and their reconstructions in {plot}", as_json)
     record_train_run(result, run.config.to_dict(), store, no_store, as_json)  # the run store
+    if run.trainer.stop_reason == INTERRUPTED:
+        # Saved and reported like any stop; the exit status says Ctrl-C, as a shell expects.
+        click.get_current_context().exit(EXIT_INTERRUPTED)
 
 
 COMMANDS = [train_command]
