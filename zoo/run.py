@@ -138,9 +138,13 @@ class Run:
     happens; ``fit()`` trains; ``result()`` evaluates and reports. Every name (architecture,
     dataset, optimizer, loss, stopping criteria) is looked up in ``host`` (default: the
     process-wide one), and nowhere else.
+
+    ``model``: a model built in Python to train instead of a new one from the architecture
+    (``model.fit``); kept as it is when already built for this data in this dtype, so a
+    second ``fit`` trains on.
     """
 
-    def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=()):
+    def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=(), model=None):
         from zoo.data.load import load_dataset
         config.validate()
         self.config = config
@@ -184,9 +188,15 @@ class Run:
         init_rng = np.random.default_rng([config.seed, 1])
         from zoo.sizing import parameter_budget
 
-        with parameter_budget(f"architecture {self.architecture.name} on {self.dataset.name}"):
-            self.model = self.architecture.build(self.spec, dict(self.options))
-            self.model.build(self.spec.input_shape, init_rng, dtype=dtype)
+        if model is None:
+            with parameter_budget(f"architecture {self.architecture.name} on "
+                                  f"{self.dataset.name}"):
+                model = self.architecture.build(self.spec, dict(self.options))
+                model.build(self.spec.input_shape, init_rng, dtype=dtype)
+        elif not (model.built and tuple(model.input_shape) == tuple(self.spec.input_shape)
+                  and model.dtype == dtype):
+            model.build(self.spec.input_shape, init_rng, dtype=dtype)
+        self.model = model
         if loss_spec is None:
             loss_text = self.architecture.default_loss(self.spec, self.options)
             loss_spec = parse_spec(loss_text, self.host.losses, specs.LOSS)
@@ -312,22 +322,25 @@ class Run:
         return evaluate(self.model, self.loss, x.astype(self.model.dtype, copy=False), y,
                         self.spec.task, metrics=metrics)
 
-    def result(self) -> RunResult:
+    def result(self, *, test: bool = True) -> RunResult:
+        """Evaluate and report; ``test=False`` leaves the test split out (arrays given to
+        ``model.fit`` have none)."""
         trainer = self.trainer
         history = trainer.history.rows
         train_loss = history[-1]["train_loss"] if history else float(trainer.last_loss)
         train = {k[6:]: v for k, v in (history[-1] if history else {}).items()
                  if k.startswith("train_")} or {"loss": float(train_loss)}
-        val, test = self.evaluate("val", every=True), self.evaluate("test", every=True)
+        val = self.evaluate("val", every=True)
+        test_metrics = self.evaluate("test", every=True) if test else {}
         if self.spec.task == "reconstruct":  # labelled data: the linear probe of the codes
             from zoo.training.probe import add_probe_accuracy
 
-            add_probe_accuracy(self, val, test)
+            add_probe_accuracy(self, val, test_metrics, test_split=test)
         return RunResult(
             arch=self.architecture.name, dataset=self.dataset.name, task=self.spec.task,
             params=int(self.model.num_params), epochs=trainer.epoch, steps=trainer.step,
             stop_reason=trainer.stop_reason or "", train_loss=float(train_loss),
-            val=val, test=test,
+            val=val, test=test_metrics,
             train_time_s=round(self.train_time, 4), compile_time_s=round(self.compile_time, 4),
             checkpoint=self.checkpoint_path, seed=self.config.seed, options=dict(self.options),
             optimizer=self.optimizer_name, lr=float(self.lr), batch_size=self.batch_size,

@@ -58,6 +58,8 @@ RESUME_MODEL = "resume.model."
 OPTIMIZER = "optimizer."
 PERMUTATION = "trainer.permutation"
 STOPPING = "stopping."
+# The plugin name of an architecture registered by Python code (zoo.api.IN_PROCESS).
+IN_PROCESS = "in-process"
 
 # -- the metadata schema -------------------------------------------------------------------------
 
@@ -475,6 +477,13 @@ def load_model(path, *, host=None):
     try:
         architecture = host.architectures.get(ck.arch)
     except ConfigError as exc:
+        if ck.metadata["architecture"]["plugin"] == IN_PROCESS:
+            # A model built in Python: only code the user runs can rebuild it, never the file.
+            raise CheckpointError(
+                f"{ck.where}: holds a model built in Python, architecture {ck.arch!r}, which "
+                f"this process has not registered; register its builder first "
+                f"(zoo.register_architecture({ck.arch!r}, build)) or install a plugin that "
+                f"provides it") from None
         raise CheckpointError(f"{ck.where}: was trained with architecture {ck.arch!r}, which "
                               f"is not installed ({exc})") from None
     try:
