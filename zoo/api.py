@@ -247,7 +247,8 @@ def _fit_arch(arch: str, dataset, options: dict, host, settings: dict) -> Fitted
                            **settings)
     except TypeError as exc:
         raise ConfigError(f"zoo.fit: {exc}") from None
-    run = Run(config, host=host, callbacks=callbacks)
+    run = Run(config, host=host, callbacks=callbacks,
+              announce=lambda text: print(text, file=sys.stderr))
     run.fit()
     result = run.result()
     run.model.trained = Trained(run.spec.task, run.spec, run.loss, run.dataset.classes, run=run)

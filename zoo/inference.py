@@ -47,7 +47,11 @@ def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
     from zoo.training.probe import probe_accuracy
 
     checks.one_of(None, "split", split, SPLITS)
-    data = load_dataset(dataset if dataset is not None else ck.config["dataset"], host=host)
+    source = dataset if dataset is not None else ck.config["dataset"]
+    # A data file is read as the run read it: same label column, same task.
+    file_options = {} if source in resolve_host(host).datasets else \
+        {k: ck.config[k] for k in ("label_column", "task") if ck.config.get(k) is not None}
+    data = load_dataset(source, host=host, **file_options)
     if spec.task != "reconstruct" and data.task != spec.task:
         raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
                         f"{spec.task!r}; received {data.task!r}")

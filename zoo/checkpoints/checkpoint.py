@@ -470,7 +470,7 @@ def load_model(path, *, host=None):
     weights, the ``DataSpec`` it was trained for, the loss it was trained with, and the
     ``Checkpoint``. The architecture is resolved through the installed plugins by name.
     """
-    from zoo.run import DTYPES
+    from zoo.run import DTYPES, build_model
 
     ck = load_checkpoint(path)
     host = resolve_host(host)
@@ -495,8 +495,12 @@ def load_model(path, *, host=None):
     if dtype_name not in DTYPES:
         raise CheckpointError(f"{ck.where}: dtype must be one of {', '.join(DTYPES)}; "
                               f"received {dtype_name!r}")
+    standardize = ck.config.get("standardize", False)
+    if not isinstance(standardize, bool):
+        raise CheckpointError(f"{ck.where}: metadata 'config.standardize' must be true or "
+                              f"false; received {_short(standardize)}")
     with stored_size_budget(ck):
-        model = architecture.build(ck.spec, dict(options))
+        model = build_model(architecture, ck.spec, options, standardize=standardize)
         model.build(ck.spec.input_shape, np.random.default_rng(0), dtype=DTYPES[dtype_name])
     load_model_state(model, ck.model_state, ck.where)
     loss_name = ck.metadata["training"]["loss"]

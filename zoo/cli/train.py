@@ -105,14 +105,24 @@ def result_table(result: dict) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as one JSON object on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print a line per epoch even off a terminal.")
+@click.option("--label-column", default=None, metavar="NAME|INDEX",
+              help="Data files: the CSV column holding the label, by name or 0-based index "
+                   "(default: the last column; the guess is stated).")
+@click.option("--task", type=click.Choice(["classify", "regress", "reconstruct"]), default=None,
+              help="Data files: the task, instead of the one guessed from the labels "
+                   "(integers and text classify, decimals regress).")
+@click.option("--standardize", is_flag=True,
+              help="Scale each feature to mean 0 and standard deviation 1, measured on the "
+                   "training split; saved in the checkpoint and applied by evaluate/predict.")
 @store_options
 @checkpoint_options
 @click.option("--plot", metavar="PATH.png", default=None,
               help="Autoencoders: draw test examples next to their reconstructions "
                    "(needs matplotlib: pip install 'archzoo[plot]').")
 def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, schedule, metric,
-                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose, store,
-                  no_store, save, resume, checkpoint_every, plot):
+                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose,
+                  label_column, task, standardize, store, no_store, save, resume,
+                  checkpoint_every, plot):
     """Train an architecture on a dataset and print the result."""
     from zoo.run import RunConfig
     from zoo.training.progress import ProgressBar
@@ -127,7 +137,8 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, s
                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                        seed=seed, stop=tuple(stops), validation_split=validation_split,
                        clip_norm=clip_norm, dtype=dtype, loss=loss, schedule=schedule,
-                       metric=metric)
+                       metric=metric, label_column=label_column, task=task,
+                       standardize=standardize)
     run, checkpointer = open_train_run(
         config, given_settings(click.get_current_context()), save=save, resume=resume,
         every=checkpoint_every, callbacks=[ProgressBar(verbose=verbose)], json_mode=as_json)
