@@ -196,6 +196,7 @@ class Run:
                 .build(specs.SCHEDULE, schedule_text)
         stop_criteria = self._parse_stops()
 
+        from_file = dataset is None and config.dataset not in self.host.datasets
         if dataset is None:
             data_options = config.data_options()
             if data_options and config.dataset in self.host.datasets:
@@ -205,7 +206,6 @@ class Run:
                                   f"{config.dataset} is a registered dataset")
             dataset = load_dataset(config.dataset, host=self.host, **data_options)
         self.dataset = dataset
-        from_file = config.dataset not in self.host.datasets and dataset.name != "arrays"
         self.data_note = data_guess(dataset, config) if from_file else None
         if self.data_note and announce is not None:
             announce(self.data_note)
