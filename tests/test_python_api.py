@@ -160,12 +160,18 @@ def test_an_architecture_registered_in_process_trains_from_the_cli(host, monkeyp
     assert json.loads(result.stdout)["arch"] == "wide"
 
 
-def test_zoo_fit_runs_a_registered_architecture(host):
+def test_zoo_fit_runs_a_registered_architecture(host, tmp_path):
+    from zoo.data.load import load_dataset
+    from zoo.inference import evaluate_checkpoint
+
     model, result = zoo.fit("mlp", dataset="xor", epochs=2, options={"hidden": 8}, host=host,
                             progress=False)
     assert result.epochs == 2 and "accuracy" in result.test
-    data = __import__("zoo.data.load", fromlist=["load_dataset"]).load_dataset("xor", host=host)
+    data = load_dataset("xor", host=host)
     assert model.evaluate(data.x_test, data.y_test)["accuracy"] == \
         pytest.approx(result.test["accuracy"])
+    path = model.save(tmp_path / "xor.ckpt")  # the file zoo evaluate reads
+    report = evaluate_checkpoint(path, host=host)
+    assert report["metrics"]["accuracy"] == pytest.approx(result.test["accuracy"])
     with pytest.raises(ConfigError, match="trains on a dataset"):
         zoo.fit("mlp", np.zeros((3, 2)), host=host)

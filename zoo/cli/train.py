@@ -147,7 +147,8 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, s
                           f"does not reconstruct (its task here is {run.spec.task})")
     echo(f"training {run.architecture.name} ({run.model.num_params:,} parameters) on "
          f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
-         f"{len(run.dataset.x_test)} test examples, batch {run.batch_size}", as_json)
+         f"{len(run.dataset.x_test)} test examples, batch {run.batch_size}"
+         f"{', standardized' if run.config.standardize else ''}", as_json)
     echo(f"optimizer {run.optimizer!r}; loss {run.loss_spec}"
          + (f"; schedule {run.schedule!r}" if run.schedule is not None else ""), as_json)
     for note in run.notes():
