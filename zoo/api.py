@@ -96,7 +96,13 @@ def register_architecture(name: str, build: Callable, *, tasks: tuple = ALL_TASK
     architecture = Architecture(name=name, summary=summary, tasks=tuple(tasks), build=build,
                                 options=tuple(options), loss=loss, data_kinds=tuple(data_kinds),
                                 defaults=dict(defaults or {}), plugin=IN_PROCESS)
-    host.architectures.add(name, architecture, IN_PROCESS)
+    if owner == IN_PROCESS:
+        host.architectures.replace(name, architecture, IN_PROCESS)
+    else:
+        problem = host.architectures.conflict(name)  # an alias a plugin holds
+        if problem is not None:
+            raise ConfigError(f"{problem}; choose another name")
+        host.architectures.add(name, architecture, IN_PROCESS)
     return architecture
 
 
