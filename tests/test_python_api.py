@@ -34,7 +34,7 @@ def host():
 def test_fit_trains_a_classifier_and_states_the_guessed_task(host, capsys):
     x, y = blobs()
     model = small()
-    result = model.fit(x, y, epochs=15, lr=0.01, host=host)
+    result = model.fit(x, y, stop=["max_epochs=15"], optimizer="adam", lr=0.01, host=host)
     err = capsys.readouterr().err
     assert "y holds integers: task classify (3 classes)" in err
     assert result.task == "classify" and result.epochs == 15 and result.test == {}

@@ -172,16 +172,12 @@ def fit_model(model, x, y=None, *, epochs: int | None = None, batch_size: int | 
     dataset, guess = arrays_dataset(x, y, task=task)
     if guess is not None:
         print(guess, file=stream if stream is not None else sys.stderr)
-    if loss is not None:
-        host.losses.get(loss)  # an unknown loss is refused before any work
     name = model.name or DEFAULT_MODEL_NAME
     # What the architecture rebuilds, never the live model; without its last training run.
     template = copy.deepcopy(model, memo={id(model.trained): None})
-    register_architecture(
-        name, lambda spec, options: copy.deepcopy(template), host=host,
-        loss=None if loss is None else (lambda spec, options: loss))
+    register_architecture(name, lambda spec, options: copy.deepcopy(template), host=host)
     config = RunConfig(arch=name, dataset=dataset.name, epochs=epochs, batch_size=batch_size,
-                       optimizer=optimizer, lr=lr, seed=seed, stop=tuple(stop),
+                       optimizer=optimizer, lr=lr, loss=loss, seed=seed, stop=tuple(stop),
                        validation_split=validation_split, clip_norm=clip_norm, dtype=dtype)
     shown = progress_callback(verbose=verbose, enabled=progress, stream=stream)
     run = Run(config, host=host, dataset=dataset, model=model,

@@ -172,7 +172,7 @@ class Run:
 
     def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=(), model=None,
                  announce=None):
-        from zoo.data.load import load_dataset
+        from zoo.data.load import is_data_file, load_dataset
         config.validate()
         self.config = config
         self.host = resolve_host(host)
@@ -196,14 +196,14 @@ class Run:
                 .build(specs.SCHEDULE, schedule_text)
         stop_criteria = self._parse_stops()
 
-        from_file = dataset is None and config.dataset not in self.host.datasets
+        from_file = dataset is None and is_data_file(config.dataset, host=self.host)
         if dataset is None:
             data_options = config.data_options()
-            if data_options and config.dataset in self.host.datasets:
+            if data_options and not from_file:
                 given = " and ".join(f"--{k.replace('_', '-')}" for k in data_options)
                 verb = "apply" if len(data_options) > 1 else "applies"
-                raise ConfigError(f"{given} {verb} to data files (.csv, .npz, IDX folders); "
-                                  f"{config.dataset} is a registered dataset")
+                raise ConfigError(f"{given} {verb} to data files (.csv, .npz, IDX folders), "
+                                  f"not to dataset {config.dataset}")
             dataset = load_dataset(config.dataset, host=self.host, **data_options)
         self.dataset = dataset
         self.data_note = data_guess(dataset, config) if from_file else None

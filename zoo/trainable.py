@@ -40,8 +40,9 @@ class Trainable(Layer):
             validation_split: fraction of ``x`` held out to validate on (0: none).
             stop: ``--stop`` specs (``["max_epochs=20", "early_stopping(patience=3)"]``);
                 when given they replace the default early stopping.
-            loss: a registered loss name (default: softmax cross-entropy for classify, MSE
-                otherwise).
+            optimizer, loss: specs as ``--optimizer`` and ``--loss`` take them
+                (``"sgd(momentum=0.9)"``; the loss by default softmax cross-entropy for
+                classify, MSE otherwise).
             dtype: ``float32`` or ``float64`` (default: the model's, or float32).
             progress: show a progress bar (default: on a terminal or in a notebook).
             verbose: one line per epoch, also where no bar is shown.
