@@ -72,7 +72,10 @@ def test_a_second_fit_trains_on_from_the_weights(host):
     model = small()
     model.fit(x, y, epochs=3, host=host, progress=False)
     before = model.outputs(x)
-    model.fit(x, y, epochs=1, lr=1e-12, host=host, progress=False)  # barely moves
+    again = model.fit(x, y, epochs=1, lr=1e-12, host=host, progress=False,  # barely moves
+                      optimizer="sgd(momentum=0.9)", schedule="cosine", metric="macro_f1")
+    assert again.schedule.startswith("cosine") and again.metric == "macro_f1"
+    assert again.optimizer_config["momentum"] == 0.9
     np.testing.assert_allclose(model.outputs(x), before, rtol=1e-5, atol=1e-6)
 
 

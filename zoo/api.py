@@ -155,7 +155,8 @@ def arrays_dataset(x, y=None, *, task: str | None = None, name: str = "arrays"):
 
 def fit_model(model, x, y=None, *, epochs: int | None = None, batch_size: int | None = None,
               validation_split: float = 0.1, stop=(), optimizer: str | None = None,
-              lr: float | None = None, loss: str | None = None, task: str | None = None,
+              lr: float | None = None, loss: str | None = None, schedule: str | None = None,
+              metric: str | None = None, task: str | None = None,
               seed: int = 0, clip_norm: float | None = None, dtype: str | None = None,
               progress: bool | None = None, verbose: bool = False, callbacks=(),
               host=None, stream=None):
@@ -177,7 +178,8 @@ def fit_model(model, x, y=None, *, epochs: int | None = None, batch_size: int | 
     template = copy.deepcopy(model, memo={id(model.trained): None})
     register_architecture(name, lambda spec, options: copy.deepcopy(template), host=host)
     config = RunConfig(arch=name, dataset=dataset.name, epochs=epochs, batch_size=batch_size,
-                       optimizer=optimizer, lr=lr, loss=loss, seed=seed, stop=tuple(stop),
+                       optimizer=optimizer, lr=lr, loss=loss, schedule=schedule, metric=metric,
+                       seed=seed, stop=tuple(stop),
                        validation_split=validation_split, clip_norm=clip_norm, dtype=dtype)
     shown = progress_callback(verbose=verbose, enabled=progress, stream=stream)
     run = Run(config, host=host, dataset=dataset, model=model,

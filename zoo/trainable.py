@@ -26,8 +26,9 @@ class Trainable(Layer):
 
     def fit(self, x, y=None, *, epochs: int | None = None, batch_size: int | None = None,
             validation_split: float = 0.1, stop=(), optimizer: str | None = None,
-            lr: float | None = None, loss: str | None = None, task: str | None = None,
-            seed: int = 0, clip_norm: float | None = None, dtype: str | None = None,
+            lr: float | None = None, loss: str | None = None, schedule: str | None = None,
+            metric: str | None = None, task: str | None = None, seed: int = 0,
+            clip_norm: float | None = None, dtype: str | None = None,
             progress: bool | None = None, verbose: bool = False, callbacks=(), host=None):
         """Train on arrays until a stopping criterion fires; returns the ``RunResult``.
 
@@ -43,6 +44,8 @@ class Trainable(Layer):
             optimizer, loss: specs as ``--optimizer`` and ``--loss`` take them
                 (``"sgd(momentum=0.9)"``; the loss by default softmax cross-entropy for
                 classify, MSE otherwise).
+            schedule: a learning-rate schedule spec, ``"cosine(warmup_epochs=2)"``.
+            metric: what the default early stopping watches, ``"macro_f1"``.
             dtype: ``float32`` or ``float64`` (default: the model's, or float32).
             progress: show a progress bar (default: on a terminal or in a notebook).
             verbose: one line per epoch, also where no bar is shown.
@@ -56,7 +59,8 @@ class Trainable(Layer):
 
         return fit_model(self, x, y, epochs=epochs, batch_size=batch_size,
                          validation_split=validation_split, stop=stop, optimizer=optimizer,
-                         lr=lr, loss=loss, task=task, seed=seed, clip_norm=clip_norm,
+                         lr=lr, loss=loss, schedule=schedule, metric=metric, task=task,
+                         seed=seed, clip_norm=clip_norm,
                          dtype=dtype, progress=progress, verbose=verbose, callbacks=callbacks,
                          host=host)
 
