@@ -71,12 +71,12 @@ def test_a_second_fit_trains_on_from_the_weights(host):
     x, y = blobs()
     model = small()
     model.fit(x, y, epochs=3, host=host, progress=False)
-    before = model.outputs(x)
+    before = model.raw_outputs(x)
     again = model.fit(x, y, epochs=1, lr=1e-12, host=host, progress=False,  # barely moves
                       optimizer="sgd(momentum=0.9)", schedule="cosine", metric="macro_f1")
     assert again.schedule.startswith("cosine") and again.metric == "macro_f1"
     assert again.optimizer_config["momentum"] == 0.9
-    np.testing.assert_allclose(model.outputs(x), before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.raw_outputs(x), before, rtol=1e-5, atol=1e-6)
 
 
 def test_the_output_must_fit_the_task(host):
@@ -178,3 +178,26 @@ def test_zoo_fit_runs_a_registered_architecture(host, tmp_path):
     assert report["metrics"]["accuracy"] == pytest.approx(result.test["accuracy"])
     with pytest.raises(ConfigError, match="trains on a dataset"):
         zoo.fit("mlp", np.zeros((3, 2)), host=host)
+
+
+def residual_blobs_net():
+    """A layer graph (zoo.graph): a residual block, Keras functional style."""
+    from zoo.graph import Input, Model
+    from zoo.layers import Add
+
+    x = Input()
+    h = Dense(4)(ReLU()(Dense(8)(x)))
+    return Model(x, Dense(3)(Add()([x, h])), name="resblobs")
+
+
+def test_a_layer_graph_trains_saves_and_loads_like_a_sequential(host, tmp_path):
+    x, y = blobs()
+    model = residual_blobs_net()
+    result = model.fit(x, y, stop=["max_epochs=15"], lr=0.01, host=host, progress=False)
+    assert result.val["accuracy"] > 0.9
+    path = model.save(tmp_path / "graph.ckpt")
+    elsewhere = PluginHost()
+    zoo.register_architecture("resblobs", lambda spec, options: residual_blobs_net(),
+                              host=elsewhere)
+    loaded = zoo.load(path, host=elsewhere)
+    np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x), rtol=1e-6)

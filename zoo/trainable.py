@@ -79,7 +79,7 @@ class Trainable(Layer):
         x_in = data.x_train.astype(self.dtype, copy=False)
         return evaluate(self, trained.loss, x_in, data.y_train, trained.task, batch_size)
 
-    def outputs(self, x, batch_size: int = 256) -> np.ndarray:
+    def raw_outputs(self, x, batch_size: int = 256) -> np.ndarray:
         """The model's raw outputs for ``x`` in inference mode, in batches (logits for a
         classifier: its softmax lives in the loss)."""
         x = np.asarray(x)
@@ -94,10 +94,10 @@ class Trainable(Layer):
         and reconstruction (through the loss's output activation). A model not yet trained or
         loaded has no task and returns its raw outputs."""
         if self.trained is None:
-            return self.outputs(x, batch_size)
+            return self.raw_outputs(x, batch_size)
         from zoo.inference import prediction_arrays
 
-        arrays = prediction_arrays(self.outputs(x, batch_size), self.trained.spec,
+        arrays = prediction_arrays(self.raw_outputs(x, batch_size), self.trained.spec,
                                    self.trained.loss)
         return arrays["labels"] if "labels" in arrays else arrays["values"]
 
@@ -107,7 +107,7 @@ class Trainable(Layer):
         if trained.task != "classify":
             raise ConfigError(f"predict_proba needs a classifier; this model's task is "
                               f"{trained.task} (use predict)")
-        return np.asarray(trained.loss.activate(self.outputs(x, batch_size)))
+        return np.asarray(trained.loss.activate(self.raw_outputs(x, batch_size)))
 
     def save(self, path) -> Path:
         """Write the checkpoint ``zoo train --save`` writes (``zoo evaluate``, ``zoo predict``,

@@ -203,7 +203,7 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json, allow_nonf
     model, spec, loss, ck = load_model(checkpoint)
     print_notes(ck)
     x = read_inputs(input_path, spec.input_shape, model.dtype)
-    outputs = model.outputs(x, batch_size=batch_size)
+    outputs = model.raw_outputs(x, batch_size=batch_size)
     arrays = prediction_arrays(outputs, spec, loss)
     main = arrays["probabilities"] if "probabilities" in arrays else arrays["values"]
     bad = check_finite_outputs(main, allow_nonfinite)
