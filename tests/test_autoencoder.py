@@ -40,11 +40,11 @@ def test_builds_on_every_kind_with_output_shape_of_input_and_codes(variant, shap
     model = conformance.check_output_shapes(arch(), spec, options)  # forward, backward, shapes
     assert model.output_shape == shape
     x = np.random.default_rng(0).standard_normal((11, *shape)).astype(np.float32)
-    assert model.predict(x).shape == (11, *shape)
+    assert model.raw_outputs(x).shape == (11, *shape)
     codes = model.encode(x, batch_size=4)  # batched: 4 + 4 + 3
     assert codes.shape == (11, 5) and codes.dtype == np.float32
     np.testing.assert_allclose(codes, model.encoder.forward(x), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.decode(codes), model.predict(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.decode(codes), model.raw_outputs(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(DataError, match="expects input of shape"):
         model.encode(x[:, :-1] if x.ndim == 2 else x[..., :-1])
 
@@ -256,7 +256,7 @@ def test_predict_returns_reconstructions(checkpoint):
     assert result.exit_code == 0, result.output
     rec = np.load(folder / "rec.npy")
     assert rec.shape == x.shape and 0 <= rec.min() and rec.max() <= 1  # sigmoid of logits
-    np.testing.assert_allclose(rec, run.loss.activate(run.model.predict(x)), rtol=1e-6)
+    np.testing.assert_allclose(rec, run.loss.activate(run.model.raw_outputs(x)), rtol=1e-6)
 
 
 # -- the picture --------------------------------------------------------------------------------

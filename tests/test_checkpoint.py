@@ -104,7 +104,7 @@ def test_save_evaluate_predict_round_trip(arch, sequences, tmp_path):
 
     x = run.dataset.x_test[:7]
     np.save(tmp_path / "x.npy", x)
-    expected = prediction_arrays(run.model.predict(x), run.spec, run.loss)
+    expected = prediction_arrays(run.model.raw_outputs(x), run.spec, run.loss)
     _invoke("predict", path, tmp_path / "x.npy", "--out", tmp_path / "p.npz")
     with np.load(tmp_path / "p.npz", allow_pickle=False) as got:
         assert sorted(got.files) == sorted(expected)
@@ -116,7 +116,7 @@ def test_save_evaluate_predict_round_trip(arch, sequences, tmp_path):
     np.save(tmp_path / "x1.npy", x[0])  # one example without the batch axis
     single = json.loads(_invoke("predict", path, tmp_path / "x1.npy", "--json").stdout)
     assert single["examples"] == 1
-    alone = prediction_arrays(run.model.predict(x[:1]), run.spec, run.loss)[key]
+    alone = prediction_arrays(run.model.raw_outputs(x[:1]), run.spec, run.loss)[key]
     assert np.array_equal(np.array(single[key], dtype=alone.dtype), alone)
 
 

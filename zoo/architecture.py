@@ -67,6 +67,8 @@ class Option:
             if self.type == "ints":
                 if isinstance(value, str):
                     parsed = tuple(int(v) for v in value.split(",") if v.strip())
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    parsed = (value,)  # hidden=64 from Python means hidden=(64,)
                 else:
                     parsed = tuple(int(v) for v in value)
             elif self.type is bool:

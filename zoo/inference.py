@@ -40,14 +40,18 @@ def evaluate_model(model, spec, loss, ck, *, dataset=None, split: str = "test",
     """
     from zoo import checks
     from zoo.checkpoints.checkpoint import check_data_fits
-    from zoo.data.load import load_dataset
+    from zoo.data.load import is_data_file, load_dataset
     from zoo.plugins.host import resolve_host
     from zoo.training.loop import evaluate
     from zoo.training.metrics import confusion_matrix, metrics_for
     from zoo.training.probe import probe_accuracy
 
     checks.one_of(None, "split", split, SPLITS)
-    data = load_dataset(dataset if dataset is not None else ck.config["dataset"], host=host)
+    source = dataset if dataset is not None else ck.config["dataset"]
+    # A data file is read as the run read it: same label column, same task.
+    file_options = {} if not is_data_file(source, host=host) else \
+        {k: ck.config[k] for k in ("label_column", "task") if ck.config.get(k) is not None}
+    data = load_dataset(source, host=host, **file_options)
     if spec.task != "reconstruct" and data.task != spec.task:
         raise DataError(f"dataset {data.name} does not fit checkpoint {ck.path}: expected task "
                         f"{spec.task!r}; received {data.task!r}")

@@ -2,7 +2,8 @@
 
 Both are ``Container``s: a Layer holding other layers in ``self.layers``, in the order they run
 forward. The container names parameters and buffers by position (``"0.weight"``), saves and
-loads them, predicts in batches and prints a summary; subclasses say how layers connect.
+loads them, trains and predicts (``zoo.trainable``) and prints a summary; subclasses say how
+layers connect.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import numpy as np
 
 from zoo.errors import CheckpointError, ConfigError, DataError, describe_array
 from zoo.layers.base import Layer, Parameter
+from zoo.trainable import Trainable
 
 
-class Container(Layer):
+class Container(Trainable):
     """A Layer made of the layers in ``self.layers`` (in the order they run forward).
+
+    Trains with ``fit(x, y)`` and predicts with ``predict`` / ``predict_proba`` (see
+    ``zoo.trainable.Trainable``).
 
     Parameters and buffers of layer ``i`` are named ``"i.<name>"``; ``zoo.kit.conformance``,
     checkpoints and the trainer find the layers through ``self.layers``.
@@ -76,15 +81,6 @@ class Container(Layer):
                 f"the model expects input of shape (batch, "
                 f"{', '.join(map(str, self.input_shape))}); received {describe_array(x)}"
             )
-
-    def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """Forward ``x`` in inference mode, in batches (raw outputs: logits for classifiers)."""
-        x = np.asarray(x)
-        self.check_input(x)
-        x = x.astype(self.dtype, copy=False)
-        outs = [self.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
-                for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), self.dtype)
 
     def summary(self) -> str:
         """A table of layers, output shapes and parameter counts."""

@@ -18,6 +18,7 @@ import zoo
 from zoo import checks
 from zoo import spec as specs
 from zoo.data import DEFAULT_DATASET
+from zoo.data.spec import TASKS
 from zoo.errors import ConfigError
 from zoo.plugins.host import resolve_host
 from zoo.spec import parse_spec
@@ -49,6 +50,12 @@ class RunConfig:
         metric: the metric early stopping watches (as ``val_<metric>``) and ``zoo compare``
             ranks by, e.g. ``"macro_f1"``; None: the task's default (accuracy for
             classification, loss for regression).
+        label_column: data files: the CSV column holding the label, by name or 0-based index
+            (default: the last column, and the guess is stated).
+        task: data files: ``classify``, ``regress`` or ``reconstruct`` instead of the task
+            guessed from the labels.
+        standardize: put a ``Standardize`` layer in front of the model, adapted to the
+            training split (saved in the checkpoint, applied by evaluate and predict).
     """
 
     arch: str
@@ -66,6 +73,9 @@ class RunConfig:
     loss: str | None = None
     schedule: str | None = None
     metric: str | None = None
+    label_column: str | int | None = None
+    task: str | None = None
+    standardize: bool = False
 
     def validate(self) -> None:
         """Reject bad values before any data is generated or any kernel compiles."""
@@ -83,6 +93,19 @@ class RunConfig:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a spec string such as 'adam' or "
                                   f"'sgd(momentum=0.9)'; received {value!r}")
+        if self.task is not None:
+            checks.one_of(None, "task", self.task, TASKS)
+        if self.label_column is not None and not isinstance(self.label_column, (str, int)):
+            raise ConfigError(f"label_column must be a column name or index; received "
+                              f"{self.label_column!r}")
+        if not isinstance(self.standardize, bool):
+            raise ConfigError(f"standardize must be true or false; received "
+                              f"{self.standardize!r}")
+
+    def data_options(self) -> dict:
+        """The options of a data file this config gives (``label_column``, ``task``)."""
+        return {k: v for k, v in (("label_column", self.label_column), ("task", self.task))
+                if v is not None}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -138,10 +161,18 @@ class Run:
     happens; ``fit()`` trains; ``result()`` evaluates and reports. Every name (architecture,
     dataset, optimizer, loss, stopping criteria) is looked up in ``host`` (default: the
     process-wide one), and nowhere else.
+
+    ``model``: a model built in Python to train instead of a new one from the architecture
+    (``model.fit``); kept as it is when already built for this data in this dtype, so a
+    second ``fit`` trains on.
+
+    ``announce(text)``, when given, hears at once what was guessed about a data file's labels
+    (``data_note``), before anything else can fail.
     """
 
-    def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=()):
-        from zoo.data.load import load_dataset
+    def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=(), model=None,
+                 announce=None):
+        from zoo.data.load import is_data_file, load_dataset
         config.validate()
         self.config = config
         self.host = resolve_host(host)
@@ -165,9 +196,19 @@ class Run:
                 .build(specs.SCHEDULE, schedule_text)
         stop_criteria = self._parse_stops()
 
+        from_file = dataset is None and is_data_file(config.dataset, host=self.host)
         if dataset is None:
-            dataset = load_dataset(config.dataset, host=self.host)
+            data_options = config.data_options()
+            if data_options and not from_file:
+                given = " and ".join(f"--{k.replace('_', '-')}" for k in data_options)
+                verb = "apply" if len(data_options) > 1 else "applies"
+                raise ConfigError(f"{given} {verb} to data files (.csv, .npz, IDX folders), "
+                                  f"not to dataset {config.dataset}")
+            dataset = load_dataset(config.dataset, host=self.host, **data_options)
         self.dataset = dataset
+        self.data_note = data_guess(dataset, config) if from_file else None
+        if self.data_note and announce is not None:
+            announce(self.data_note)
         task = self.architecture.task_for(self.dataset.task)
         if self.dataset.kind not in self.architecture.data_kinds:
             raise ConfigError(f"architecture {config.arch} works on "
@@ -184,9 +225,18 @@ class Run:
         init_rng = np.random.default_rng([config.seed, 1])
         from zoo.sizing import parameter_budget
 
-        with parameter_budget(f"architecture {self.architecture.name} on {self.dataset.name}"):
-            self.model = self.architecture.build(self.spec, dict(self.options))
-            self.model.build(self.spec.input_shape, init_rng, dtype=dtype)
+        if model is None:
+            with parameter_budget(f"architecture {self.architecture.name} on "
+                                  f"{self.dataset.name}"):
+                model = build_model(self.architecture, self.spec, self.options,
+                                    standardize=config.standardize)
+                model.build(self.spec.input_shape, init_rng, dtype=dtype)
+            if config.standardize:  # statistics of the training split only
+                model.layers[0].adapt(self.x_train)
+        elif not (model.built and tuple(model.input_shape) == tuple(self.spec.input_shape)
+                  and model.dtype == dtype):
+            model.build(self.spec.input_shape, init_rng, dtype=dtype)
+        self.model = model
         if loss_spec is None:
             loss_text = self.architecture.default_loss(self.spec, self.options)
             loss_spec = parse_spec(loss_text, self.host.losses, specs.LOSS)
@@ -312,22 +362,25 @@ class Run:
         return evaluate(self.model, self.loss, x.astype(self.model.dtype, copy=False), y,
                         self.spec.task, metrics=metrics)
 
-    def result(self) -> RunResult:
+    def result(self, *, test: bool = True) -> RunResult:
+        """Evaluate and report; ``test=False`` leaves the test split out (arrays given to
+        ``model.fit`` have none)."""
         trainer = self.trainer
         history = trainer.history.rows
         train_loss = history[-1]["train_loss"] if history else float(trainer.last_loss)
         train = {k[6:]: v for k, v in (history[-1] if history else {}).items()
                  if k.startswith("train_")} or {"loss": float(train_loss)}
-        val, test = self.evaluate("val", every=True), self.evaluate("test", every=True)
+        val = self.evaluate("val", every=True)
+        test_metrics = self.evaluate("test", every=True) if test else {}
         if self.spec.task == "reconstruct":  # labelled data: the linear probe of the codes
             from zoo.training.probe import add_probe_accuracy
 
-            add_probe_accuracy(self, val, test)
+            add_probe_accuracy(self, val, test_metrics, test_split=test)
         return RunResult(
             arch=self.architecture.name, dataset=self.dataset.name, task=self.spec.task,
             params=int(self.model.num_params), epochs=trainer.epoch, steps=trainer.step,
             stop_reason=trainer.stop_reason or "", train_loss=float(train_loss),
-            val=val, test=test,
+            val=val, test=test_metrics,
             train_time_s=round(self.train_time, 4), compile_time_s=round(self.compile_time, 4),
             checkpoint=self.checkpoint_path, seed=self.config.seed, options=dict(self.options),
             optimizer=self.optimizer_name, lr=float(self.lr), batch_size=self.batch_size,
@@ -340,6 +393,41 @@ class Run:
             schedule=None if self.schedule is None else repr(self.schedule),
             metric=self.config.metric,
         )
+
+
+def build_model(architecture, spec, options: dict, *, standardize: bool = False):
+    """The architecture's (unbuilt) model for ``spec``; with ``standardize``, behind a
+    ``Standardize`` layer: ``Sequential([Standardize(), model])``. Training, resuming and
+    loading a checkpoint all build through here, so the weights' names always match."""
+    model = architecture.build(spec, dict(options))
+    if not standardize:
+        return model
+    if spec.task == "reconstruct":
+        raise ConfigError(f"--standardize applies to classify and regress; architecture "
+                          f"{architecture.name} reconstructs its raw input")
+    from zoo.layers.standardize import Standardize
+    from zoo.model import Sequential
+
+    return Sequential([Standardize(), model])
+
+
+def data_guess(dataset, config: RunConfig) -> str | None:
+    """One sentence stating what was guessed about a data file's labels, or None.
+
+    A CSV's label column (the last, unless ``label_column``) and a file's task (from the
+    labels, unless ``task``) are guesses; registered datasets declare both.
+    """
+    info = dataset.info
+    guessed = []
+    if "label_column" in info and config.label_column is None:
+        guessed.append(f"label column {info['label_column']!r} (the last; --label-column "
+                       f"NAME|INDEX to choose)")
+    if config.task is None and dataset.task != "reconstruct":
+        why = {"classify": "integer or text labels", "regress": "decimal labels"}[dataset.task]
+        guessed.append(f"task {dataset.task} ({why}; --task to choose)")
+    if not guessed:
+        return None
+    return f"zoo: {info.get('source', config.dataset)}: guessed {', '.join(guessed)}"
 
 
 def train(config: RunConfig, *, callbacks=(), host=None, dataset=None) -> RunResult:

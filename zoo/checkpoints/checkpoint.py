@@ -58,6 +58,8 @@ RESUME_MODEL = "resume.model."
 OPTIMIZER = "optimizer."
 PERMUTATION = "trainer.permutation"
 STOPPING = "stopping."
+# The plugin name of an architecture registered by Python code (zoo.api.IN_PROCESS).
+IN_PROCESS = "in-process"
 
 # -- the metadata schema -------------------------------------------------------------------------
 
@@ -468,13 +470,20 @@ def load_model(path, *, host=None):
     weights, the ``DataSpec`` it was trained for, the loss it was trained with, and the
     ``Checkpoint``. The architecture is resolved through the installed plugins by name.
     """
-    from zoo.run import DTYPES
+    from zoo.run import DTYPES, build_model
 
     ck = load_checkpoint(path)
     host = resolve_host(host)
     try:
         architecture = host.architectures.get(ck.arch)
     except ConfigError as exc:
+        if ck.metadata["architecture"]["plugin"] == IN_PROCESS:
+            # A model built in Python: only code the user runs can rebuild it, never the file.
+            raise CheckpointError(
+                f"{ck.where}: holds a model built in Python, architecture {ck.arch!r}, which "
+                f"this process has not registered; register its builder first "
+                f"(zoo.register_architecture({ck.arch!r}, build)) or install a plugin that "
+                f"provides it") from None
         raise CheckpointError(f"{ck.where}: was trained with architecture {ck.arch!r}, which "
                               f"is not installed ({exc})") from None
     try:
@@ -486,8 +495,12 @@ def load_model(path, *, host=None):
     if dtype_name not in DTYPES:
         raise CheckpointError(f"{ck.where}: dtype must be one of {', '.join(DTYPES)}; "
                               f"received {dtype_name!r}")
+    standardize = ck.config.get("standardize", False)
+    if not isinstance(standardize, bool):
+        raise CheckpointError(f"{ck.where}: metadata 'config.standardize' must be true or "
+                              f"false; received {_short(standardize)}")
     with stored_size_budget(ck):
-        model = architecture.build(ck.spec, dict(options))
+        model = build_model(architecture, ck.spec, options, standardize=standardize)
         model.build(ck.spec.input_shape, np.random.default_rng(0), dtype=DTYPES[dtype_name])
     load_model_state(model, ck.model_state, ck.where)
     loss_name = ck.metadata["training"]["loss"]

@@ -41,7 +41,7 @@ __all__ = ["FIXED_ON_RESUME", "load_run_state", "resume_run", "resumed_stop"]
 # Fields of RunConfig a resumed run must share with its checkpoint: they define the model, the
 # data or the meaning of the saved optimizer state.
 FIXED_ON_RESUME = ("arch", "dataset", "optimizer", "dtype", "validation_split", "seed",
-                   "loss", "schedule")
+                   "loss", "schedule", "label_column", "task", "standardize")
 
 
 def resume_run(path, overrides: dict | None = None, callbacks=(), *, save=None, every="saved",

@@ -18,7 +18,8 @@ TRAIN_SETTINGS = {"arch": "arch", "options": "options", "dataset": "dataset",
                   "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
                   "lr": "lr", "stops": "stop", "validation_split": "validation_split",
                   "clip_norm": "clip_norm", "dtype": "dtype", "seed": "seed", "loss": "loss",
-                  "schedule": "schedule", "metric": "metric"}
+                  "schedule": "schedule", "metric": "metric", "label_column": "label_column",
+                  "task": "task", "standardize": "standardize"}
 
 
 # -- zoo train --save / --resume / --checkpoint-every ------------------------------------------
@@ -110,7 +111,8 @@ def open_train_run(config, given: set[str], *, save=None, resume=None, every=Non
     check_output_path(save)
     if cadence is not None:  # the best epoch goes beside it, under a longer name
         check_output_path(best_path_for(save), "best checkpoint")
-    run = Run(config, callbacks=callbacks)
+    # What was guessed about a data file's labels: one line on stderr, also if the run fails.
+    run = Run(config, callbacks=callbacks, announce=lambda text: click.echo(text, err=True))
     return run, attach(run, save, cadence)
 
 
@@ -201,7 +203,7 @@ def predict_command(checkpoint, input_path, out, batch_size, as_json, allow_nonf
     model, spec, loss, ck = load_model(checkpoint)
     print_notes(ck)
     x = read_inputs(input_path, spec.input_shape, model.dtype)
-    outputs = model.predict(x, batch_size=batch_size)
+    outputs = model.raw_outputs(x, batch_size=batch_size)
     arrays = prediction_arrays(outputs, spec, loss)
     main = arrays["probabilities"] if "probabilities" in arrays else arrays["values"]
     bad = check_finite_outputs(main, allow_nonfinite)

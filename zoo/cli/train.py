@@ -14,6 +14,10 @@ from zoo.cli.common import echo, emit_json, parse_key_values, table
 from zoo.cli.runs import check_store, record_train_run, store_options
 from zoo.data import DEFAULT_DATASET
 from zoo.errors import ConfigError
+from zoo.training.loop import INTERRUPTED
+
+# The shell's status for a process stopped by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 def training_options(fn):
@@ -101,14 +105,24 @@ def result_table(result: dict) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as one JSON object on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print a line per epoch even off a terminal.")
+@click.option("--label-column", default=None, metavar="NAME|INDEX",
+              help="Data files: the CSV column holding the label, by name or 0-based index "
+                   "(default: the last column; the guess is stated).")
+@click.option("--task", type=click.Choice(["classify", "regress", "reconstruct"]), default=None,
+              help="Data files: the task, instead of the one guessed from the labels "
+                   "(integers and text classify, decimals regress).")
+@click.option("--standardize", is_flag=True,
+              help="Scale each feature to mean 0 and standard deviation 1, measured on the "
+                   "training split; saved in the checkpoint and applied by evaluate/predict.")
 @store_options
 @checkpoint_options
 @click.option("--plot", metavar="PATH.png", default=None,
               help="Autoencoders: draw test examples next to their reconstructions "
                    "(needs matplotlib: pip install 'archzoo[plot]').")
 def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, schedule, metric,
-                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose, store,
-                  no_store, save, resume, checkpoint_every, plot):
+                  lr, stops, validation_split, clip_norm, dtype, seed, as_json, verbose,
+                  label_column, task, standardize, store, no_store, save, resume,
+                  checkpoint_every, plot):
     """Train an architecture on a dataset and print the result."""
     from zoo.run import RunConfig
     from zoo.training.progress import ProgressBar
@@ -123,7 +137,8 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, s
                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                        seed=seed, stop=tuple(stops), validation_split=validation_split,
                        clip_norm=clip_norm, dtype=dtype, loss=loss, schedule=schedule,
-                       metric=metric)
+                       metric=metric, label_column=label_column, task=task,
+                       standardize=standardize)
     run, checkpointer = open_train_run(
         config, given_settings(click.get_current_context()), save=save, resume=resume,
         every=checkpoint_every, callbacks=[ProgressBar(verbose=verbose)], json_mode=as_json)
@@ -132,7 +147,8 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, s
                           f"does not reconstruct (its task here is {run.spec.task})")
     echo(f"training {run.architecture.name} ({run.model.num_params:,} parameters) on "
          f"{run.dataset.name}: {len(run.x_train)} train / {len(run.x_val)} val / "
-         f"{len(run.dataset.x_test)} test examples, batch {run.batch_size}", as_json)
+         f"{len(run.dataset.x_test)} test examples, batch {run.batch_size}"
+         f"{', standardized' if run.config.standardize else ''}", as_json)
     echo(f"optimizer {run.optimizer!r}; loss {run.loss_spec}"
          + (f"; schedule {run.schedule!r}" if run.schedule is not None else ""), as_json)
     for note in run.notes():
@@ -151,6 +167,9 @@ def train_command(arch, options, dataset, epochs, batch_size, optimizer, loss, s
     if plot is not None:
         echo(f"plot: {plotted} test examples and their reconstructions in {plot}", as_json)
     record_train_run(result, run.config.to_dict(), store, no_store, as_json)  # the run store
+    if run.trainer.stop_reason == INTERRUPTED:
+        # Saved and reported like any stop; the exit status says Ctrl-C, as a shell expects.
+        click.get_current_context().exit(EXIT_INTERRUPTED)
 
 
 COMMANDS = [train_command]

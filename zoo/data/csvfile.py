@@ -34,7 +34,7 @@ ROWS_PER_CHUNK = 1 << 16  # rows the exact reader converts at a time
 _INT64 = np.iinfo(np.int64)
 
 
-def read_csv(path, label_column: str | None = None, task: str | None = None) -> dict:
+def read_csv(path, label_column: str | int | None = None, task: str | None = None) -> dict:
     """Features ``x`` (float32), labels ``y`` and ``classes`` for text labels, from a CSV.
 
     Returns the parts dict of ``zoo.data.files``: ``x``, ``info`` (columns, label column),
@@ -148,11 +148,15 @@ class _Table:
             label_at = None
         elif self.label_column is None:
             label_at = len(header) - 1
-        elif self.label_column in header:
-            label_at = header.index(self.label_column)
+        elif str(self.label_column) in header:  # a name wins over an index that looks the same
+            label_at = header.index(str(self.label_column))
+        elif _is_int(str(self.label_column)) \
+                and -len(header) <= int(self.label_column) < len(header):
+            label_at = int(self.label_column) % len(header)  # 0-based; -1 is the last
         else:
-            raise DataError(f"{self.where}: no column named {self.label_column!r}; the header "
-                            f"has {', '.join(header)}")
+            raise DataError(f"{self.where}: no column named {self.label_column!r} and no such "
+                            f"index; the header has {', '.join(header)} (indexes 0 to "
+                            f"{len(header) - 1})")
         self.features = [j for j in range(len(header)) if j != label_at]
         if not self.features:
             raise DataError(f"{self.where}: only the label column {header[label_at]!r}; "

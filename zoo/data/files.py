@@ -5,8 +5,8 @@
   Without ``y`` the data is unlabelled and the task is reconstruct. Pickled (object) arrays
   are refused: zoo never loads with ``allow_pickle=True``.
 - ``.csv``: a header row, numeric feature columns and one label column (the last unless
-  ``label_column=NAME``). Integer labels mean classify, decimals regress, and text labels are
-  class names (classes sorted by name).
+  ``label_column=NAME`` or ``INDEX``). Integer labels mean classify, decimals regress, and
+  text labels are class names (classes sorted by name).
 - a folder of IDX files named as MNIST and Fashion-MNIST ship them:
   ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
   ``t10k-labels-idx1-ubyte``, each optionally gzipped (``.gz``); the format is that of
@@ -77,14 +77,16 @@ def holdout_split(n: int, y: np.ndarray | None, fraction: float, seed: int):
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def load_file(path, *, seed: int = 42, label_column: str | None = None, task: str | None = None,
-              kind: str | None = None, test_fraction: float = TEST_FRACTION) -> Dataset:
+def load_file(path, *, seed: int = 42, label_column: str | int | None = None,
+              task: str | None = None, kind: str | None = None,
+              test_fraction: float = TEST_FRACTION) -> Dataset:
     """A Dataset from a ``.npz`` / ``.csv`` file or a folder of IDX files.
 
     Args:
         path: the file or folder.
         seed: drives the held-out test split when the file has none.
-        label_column: CSV only: the name of the label column (default: the last column).
+        label_column: CSV only: the label column's name, or its 0-based index (default: the
+            last column).
         task: ``classify`` / ``regress`` / ``reconstruct`` instead of the inferred task.
         kind: ``vector`` / ``sequence`` / ``image`` instead of the kind inferred from rank.
         test_fraction: the share held out when the file has no test split.

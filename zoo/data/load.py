@@ -60,6 +60,20 @@ def load_dataset(name_or_path: str, *, seed: int = 42, host=None, **options) -> 
                       f".npz, .csv or IDX folder")
 
 
+def is_data_file(name_or_path, *, host=None) -> bool:
+    """Whether ``load_dataset`` reads ``name_or_path`` as a data file (not a registered name,
+    a spec such as ``spirals(arms=3)`` or a length suffix): its options ``label_column`` and
+    ``task`` apply, and what it guesses about labels is worth stating."""
+    registry = resolve_host(host).datasets
+    name = os.fspath(name_or_path)
+    if name in registry or CALL_START.match(name) and not os.path.exists(name):
+        return False
+    match = _LENGTH_SHORTHAND.fullmatch(name)
+    if match and match["base"] in registry:
+        return False
+    return _looks_like_path(name)
+
+
 class _Loaders:
     """A dataset registry seen through its loaders, so a spec binds to ``load``'s options."""
 

@@ -88,6 +88,14 @@ class Registry:
         for alias in aliases:
             self._aliases[alias] = name
 
+    def replace(self, name: str, item, owner: str) -> None:
+        """Put ``item`` in the place of the entry ``name``, which ``owner`` registered (Python
+        code registering its own architecture again, as a notebook cell run twice)."""
+        if name not in self._items or self._owners[name] != owner:
+            raise PluginError(f"{self.label} {name!r} is not registered by {owner}; it cannot "
+                              f"be replaced by it")
+        self._items[name] = item
+
     def _canonical(self, name: str) -> str:
         return name if name in self._items else self._aliases.get(name, name)
 

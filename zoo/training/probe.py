@@ -126,12 +126,16 @@ def probe_accuracy(model, dataset, task: str, parts, *, seed: int,
                         seed=seed)
 
 
-def add_probe_accuracy(run, val: dict, test: dict) -> None:
+def add_probe_accuracy(run, val: dict, test: dict, *, test_split: bool = True) -> None:
     """Add ``probe_accuracy`` to a ``Run``'s ``val`` and ``test`` metrics (see
-    ``probe_accuracy``); ``val`` only when it is not empty."""
+    ``probe_accuracy``); ``val`` only when it is not empty, ``test`` unless ``test_split`` is
+    False."""
     parts = (run.x_train, run.y_train, run.x_val, run.y_val)
+    splits = (("val",) if val else ()) + (("test",) if test_split else ())
+    if not splits:
+        return
     scores = probe_accuracy(run.model, run.dataset, run.spec.task, parts, seed=run.config.seed,
-                            splits=("val", "test") if val else ("test",))
+                            splits=splits)
     for name, metrics in (("val", val), ("test", test)):
         if name in scores:
             metrics["probe_accuracy"] = scores[name]
