@@ -25,7 +25,7 @@ from zoo.model import Sequential
 from zoo.optimizers import SGD
 from zoo.training.flat import flatten_parameters
 
-ACTIVATIONS = (None, "relu", "leaky_relu", "tanh", "sigmoid", "gelu")
+ACTIVATIONS = (None, "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_erf")
 
 
 def _built(layer, input_shape, dtype=np.float32, seed=0):
@@ -51,7 +51,8 @@ def test_dense_forward_matches_numpy(activation):
     z = x.astype(np.float64) @ layer.weight.value + layer.bias.value
     ref = {None: z, "relu": np.maximum(z, 0), "leaky_relu": np.where(z > 0, z, 0.01 * z),
            "tanh": np.tanh(z), "sigmoid": 1 / (1 + np.exp(-z)),
-           "gelu": 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))}
+           "gelu": 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))),
+           "gelu_erf": 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))}
     y = layer.forward(x, training=True)
     assert y.dtype == np.float32 and y.shape == (5, 6)
     np.testing.assert_allclose(y, ref[activation], rtol=2e-5, atol=2e-6)
@@ -335,3 +336,14 @@ def test_seed_worked_example(fused):
     np.testing.assert_allclose(dense2.weight.value[:, 0], [0.50575, 0.21143], atol=5e-6)
     assert dense2.bias.value[0] == pytest.approx(0.11991, abs=5e-6)
     assert loss.forward(model.forward(x), y) == pytest.approx(0.16346, abs=5e-6)
+
+
+def test_gelu_approximate_none_is_the_exact_form():
+    from zoo.layers.activations import GELU, get_activation
+
+    exact = GELU(approximate="none")
+    assert exact.activation == "gelu_erf" and repr(exact) == "GELU(approximate='none')"
+    assert repr(GELU()) == "GELU()" and get_activation("gelu_erf").activation == "gelu_erf"
+    with pytest.raises(ConfigError, match="approximate must be one of tanh, none"):
+        GELU(approximate="erf")
+    check_layer(GELU(approximate="none"), (4, 5))

@@ -12,7 +12,7 @@ import importlib
 # The activations zoo implements, by the names layers, options and plugins accept. Here, in the
 # package that computes them and imports nothing heavy, so a plugin module can offer them as
 # option choices without importing numerical code.
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_erf")
 
 _SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm", "recurrent",
                "resample", "blas", "threads", "workers")

@@ -26,6 +26,9 @@ from zoo.kernels.activations import (
     check_float,
     gelu_constants,
     gelu_derivative,
+    gelu_erf_constants,
+    gelu_erf_derivative,
+    gelu_erf_value,
     gelu_value,
     output,
     scalar_sigmoid,
@@ -82,6 +85,18 @@ def _bias_gelu(y, b, pre, slope):
             v = y2[i, j] + b[j]
             z2[i, j] = v
             y2[i, j] = gelu_value(v, consts)
+
+
+@njit
+def _bias_gelu_erf(y, b, pre, slope):
+    y2 = y.reshape(y.size // b.size, b.size)
+    z2 = pre.reshape(y2.shape)
+    consts = gelu_erf_constants(y2)
+    for i in range(y2.shape[0]):
+        for j in range(b.size):
+            v = y2[i, j] + b[j]
+            z2[i, j] = v
+            y2[i, j] = gelu_erf_value(v, consts)
 
 
 # -- backward: dz = g * act'(cached), db = sum over rows of dz -------------------------------
@@ -148,10 +163,24 @@ def _grad_gelu(g, z, dz, db, slope):
             db[j] += d
 
 
+@njit
+def _grad_gelu_erf(g, z, dz, db, slope):
+    g2 = g.reshape(g.size // db.size, db.size)
+    z2, d2 = z.reshape(g2.shape), dz.reshape(g2.shape)
+    consts = gelu_erf_constants(g2)
+    db[:] = 0
+    for i in range(g2.shape[0]):
+        for j in range(db.size):
+            d = g2[i, j] * gelu_erf_derivative(z2[i, j], consts)
+            d2[i, j] = d
+            db[j] += d
+
+
 _FORWARD = {None: _bias, "relu": _bias_leaky_relu, "leaky_relu": _bias_leaky_relu,
-            "tanh": _bias_tanh, "sigmoid": _bias_sigmoid, "gelu": _bias_gelu}
+            "tanh": _bias_tanh, "sigmoid": _bias_sigmoid, "gelu": _bias_gelu,
+            "gelu_erf": _bias_gelu_erf}
 _BACKWARD = {"relu": _grad_leaky_relu, "leaky_relu": _grad_leaky_relu, "tanh": _grad_tanh,
-             "sigmoid": _grad_sigmoid, "gelu": _grad_gelu}
+             "sigmoid": _grad_sigmoid, "gelu": _grad_gelu, "gelu_erf": _grad_gelu_erf}
 
 
 # -- public wrappers ------------------------------------------------------------------------
@@ -174,9 +203,10 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | No
              check: bool = True) -> np.ndarray:
     """``y = activation(y + bias)`` in place over the last axis; returns ``y``.
 
-    For ``activation="gelu"``, ``pre`` (same shape as ``y``) receives ``y + bias``, which
-    ``act_backward`` needs. ``relu`` ignores ``negative_slope``. ``check=False`` skips the
-    checks, for a layer that made every array itself (``bias`` must then be given).
+    For ``activation="gelu"`` or ``"gelu_erf"``, ``pre`` (same shape as ``y``) receives
+    ``y + bias``, which ``act_backward`` needs. ``relu`` ignores ``negative_slope``.
+    ``check=False`` skips the checks, for a layer that made every array itself (``bias`` must
+    then be given).
     """
     if check:
         _check_activation("bias_act", activation, BIAS_ACTIVATIONS)
@@ -188,9 +218,10 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | No
                 return y
             bias = np.zeros(y.shape[-1], y.dtype)
         _check_vector("bias_act", "bias", bias, y)
-        if activation == "gelu":
+        if activation in ("gelu", "gelu_erf"):
             if pre is None:
-                raise DataError("bias_act: activation='gelu' needs pre= (the backward reads it)")
+                raise DataError(f"bias_act: activation={activation!r} needs pre= (the backward "
+                                f"reads it)")
             check_float("bias_act", "pre", pre, y)
     _FORWARD[activation](y, bias, y if pre is None else pre,
                          0.0 if activation == "relu" else negative_slope)
@@ -217,7 +248,7 @@ def act_backward(grad_out: np.ndarray, cached: np.ndarray, activation: str,
                  negative_slope: float = 0.01, check: bool = True) -> np.ndarray:
     """``dz = grad_out * activation'`` into ``out``, and the bias gradient in the same pass.
 
-    ``cached`` is the forward output (pre-activation for gelu). ``bias_grad`` (shape
+    ``cached`` is the forward output (pre-activation for gelu and gelu_erf). ``bias_grad`` (shape
     ``(units,)``) receives ``dz`` summed over rows; leave it None for a layer without bias.
     ``out`` must not be ``grad_out`` itself (that would defeat vectorisation).
     ``check=False`` skips the checks (``out`` and ``bias_grad`` must then be given).

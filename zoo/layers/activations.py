@@ -1,7 +1,8 @@
 """Activation layers: ReLU, LeakyReLU, Tanh, Sigmoid, GELU, and ``Activation(name)``.
 
 One class does the work; the named layers are configurations of it. The maths is in
-``zoo.kernels.activations``; backward reads the cached output (the input for GELU).
+``zoo.kernels.activations``; backward reads the cached output (the input for the GELUs).
+``"gelu"`` is the tanh approximation, ``"gelu_erf"`` the exact form (PyTorch's default).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from zoo import checks, kernels
 from zoo.errors import DataError, describe_array
 from zoo.kernels import ACTIVATIONS
 from zoo.layers.base import Layer
+
+FROM_INPUT = ("gelu", "gelu_erf")  # activations whose backward reads the input
 
 
 def check_activation(layer: str, value, *, allow_none: bool = False):
@@ -33,7 +36,8 @@ class Activation(Layer):
     """Applies an activation elementwise: ``Activation("relu")``.
 
     Args:
-        activation: one of ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``gelu``.
+        activation: one of ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``gelu`` (tanh
+            approximation), ``gelu_erf`` (exact).
         negative_slope: slope of ``leaky_relu`` for negative inputs.
 
     Input shape: any. Output shape: the same.
@@ -66,7 +70,7 @@ class Activation(Layer):
         # Training reuses the output buffer; inference returns a fresh array the caller keeps.
         y = self._y if training else np.empty_like(x)
         kernels.activations.forward(self.activation, x, y, self.negative_slope, check=False)
-        self._cache = x if self.activation == "gelu" else y
+        self._cache = x if self.activation in FROM_INPUT else y
         return y
 
     def backward(self, grad_out):
@@ -130,10 +134,25 @@ class Sigmoid(_Named):
     kind = "sigmoid"
 
 
-class GELU(_Named):
-    """GELU, tanh approximation (Hendrycks and Gimpel, https://arxiv.org/abs/1606.08415)."""
+class GELU(Activation):
+    """GELU (Hendrycks and Gimpel, https://arxiv.org/abs/1606.08415).
 
-    kind = "gelu"
+    Args:
+        approximate: ``"tanh"`` (the default here, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715
+            x^3)))``) or ``"none"``, the exact ``x * Phi(x)`` with erf, which is PyTorch's
+            ``nn.GELU()`` default. ``Activation("gelu_erf")`` is the exact form too.
+    """
+
+    def __init__(self, approximate: str = "tanh", name: str | None = None):
+        checks.one_of("GELU", "approximate", approximate, ("tanh", "none"))
+        super().__init__("gelu" if approximate == "tanh" else "gelu_erf", name=name)
+        self.approximate = approximate
+
+    def get_config(self):
+        return {} if self.approximate == "tanh" else {"approximate": self.approximate}
+
+    def __repr__(self):
+        return "GELU()" if self.approximate == "tanh" else "GELU(approximate='none')"
 
 
 class LeakyReLU(Activation):
@@ -155,4 +174,5 @@ _CLASSES = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigm
 
 def get_activation(name: str) -> Activation:
     """A new activation layer for an option string such as ``"relu"``."""
-    return _CLASSES[check_activation("get_activation", name)]()
+    name = check_activation("get_activation", name)
+    return GELU(approximate="none") if name == "gelu_erf" else _CLASSES[name]()

@@ -8,10 +8,10 @@ from zoo import checks, kernels
 from zoo.checks import positive_int
 from zoo.errors import ConfigError
 from zoo.initializers import get_initializer, name_of
-from zoo.layers.activations import accept_grad, check_activation, check_slope
+from zoo.layers.activations import FROM_INPUT, accept_grad, check_activation, check_slope
 from zoo.layers.base import Layer
 
-RELU_LIKE = ("relu", "leaky_relu", "gelu")
+RELU_LIKE = ("relu", "leaky_relu", "gelu", "gelu_erf")
 
 
 class Dense(Layer):
@@ -24,8 +24,8 @@ class Dense(Layer):
 
     Args:
         units: output features.
-        activation: None (linear), ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"sigmoid"`` or
-            ``"gelu"``.
+        activation: None (linear), ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"sigmoid"``,
+            ``"gelu"`` (tanh approximation) or ``"gelu_erf"`` (exact, PyTorch's default GELU).
         use_bias: add a learned bias.
         kernel_initializer: an initialiser name (``zoo.initializers``) or function; by default
             ``he_uniform`` for relu-like activations and ``glorot_uniform`` otherwise.
@@ -95,7 +95,7 @@ class Dense(Layer):
     def _training_buffers(self):
         rows, dt = self._rows, self._dt
         y = np.empty((rows, self.units), dt)
-        self._work = (y, np.empty_like(y) if self.activation == "gelu" else None,
+        self._work = (y, np.empty_like(y) if self.activation in FROM_INPUT else None,
                       np.empty_like(y), np.empty((rows, self._shape[-1]), dt))
         return self._work
 
@@ -107,14 +107,14 @@ class Dense(Layer):
             y, pre, _, _ = self._work or self._training_buffers()
         else:  # inference returns a fresh array: callers may keep outputs of several batches
             y = np.empty((self._rows, self.units), self._dt)
-            pre = np.empty_like(y) if self.activation == "gelu" else None
+            pre = np.empty_like(y) if self.activation in FROM_INPUT else None
         self._gemms[0](x2, self.weight.value, y)
         if self.activation is not None or self.use_bias:
             bias = self.bias.value if self.use_bias else self._zero_bias
             kernels.dense.bias_act(y, bias, self.activation, self.negative_slope, pre,
                                    check=False)
         self._x2 = x2
-        self._cache = pre if self.activation == "gelu" else y
+        self._cache = pre if self.activation in FROM_INPUT else y
         return y if x.ndim == 2 else y.reshape(self._out_shape)
 
     def backward(self, grad_out):
