@@ -15,7 +15,8 @@ import importlib
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_erf")
 
 _SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm", "recurrent",
-               "resample", "blas", "threads", "workers")
+               "resample", "blas", "threads", "workers", "layernorm", "attention",
+               "embedding")
 
 
 def __getattr__(name):

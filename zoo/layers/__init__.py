@@ -21,6 +21,7 @@ _WHERE = {
     "ImageToSequence": "sequence", "VectorToSequence": "sequence", "TimeMean": "sequence",
     "Autoencoder": "autoencoder", "Standardize": "standardize",
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
+    "LayerNorm": "layernorm", "RMSNorm": "layernorm",
 }
 
 __all__ = sorted(_WHERE)
