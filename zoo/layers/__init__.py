@@ -22,6 +22,7 @@ _WHERE = {
     "Autoencoder": "autoencoder", "Standardize": "standardize",
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
     "LayerNorm": "layernorm", "RMSNorm": "layernorm",
+    "LayerNorm": "layernorm", "RMSNorm": "layernorm", "MultiHeadAttention": "attention",
 }
 
 __all__ = sorted(_WHERE)
