@@ -23,6 +23,9 @@ _WHERE = {
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
     "LayerNorm": "layernorm", "RMSNorm": "layernorm",
     "LayerNorm": "layernorm", "RMSNorm": "layernorm", "MultiHeadAttention": "attention",
+    "Embedding": "embedding", "PositionalEmbedding": "embedding",
+    "SinusoidalPositionalEncoding": "embedding",
+    "PatchEmbedding1D": "patch", "PatchEmbedding2D": "patch",
 }
 
 __all__ = sorted(_WHERE)
