@@ -1,4 +1,4 @@
-"""Pooling kernels: max (with argmax indices for backward), average and global average.
+"""Pooling kernels: max (with argmax indices for backward), average, global average and max.
 
 Images are ``(N, C, H, W)`` (channels first) and pool over H and W; sequences are
 ``(N, T, F)`` (channels last) and pool over T. Padding positions never win a max and count as
@@ -320,4 +320,83 @@ def global_avg_pool1d_backward(grad, input_shape, out=None):
     check_array("global_avg_pool1d_backward: grad", grad, 2)
     dx = output_array(out, tuple(input_shape), grad.dtype, "global_avg_pool1d_backward")
     np.multiply(grad[:, None, :], 1.0 / input_shape[1], out=dx)
+    return dx
+
+
+# -- global max ------------------------------------------------------------------------------
+@njit
+def _global_max_cf(x, out, idx):
+    n_, c_, s_ = x.shape
+    for n in range(n_):
+        for c in range(c_):
+            best, at = x[n, c, 0], 0
+            for i in range(1, s_):
+                v = x[n, c, i]
+                if v > best or (v != v and best == best):  # first maximum; a NaN wins
+                    best, at = v, i
+            out[n, c] = best
+            idx[n, c] = at
+
+
+@njit
+def _global_max_cl(x, out, idx):
+    n_, t_, f_ = x.shape
+    for n in range(n_):
+        for f in range(f_):
+            out[n, f] = x[n, 0, f]
+            idx[n, f] = 0
+        for t in range(1, t_):
+            for f in range(f_):
+                v, best = x[n, t, f], out[n, f]
+                if v > best or (v != v and best == best):
+                    out[n, f] = v
+                    idx[n, f] = t
+
+
+@njit
+def _global_max_cf_backward(g, idx, dx):
+    dx[:] = 0
+    for n in range(g.shape[0]):
+        for c in range(g.shape[1]):
+            dx[n, c, idx[n, c]] = g[n, c]
+
+
+@njit
+def _global_max_cl_backward(g, idx, dx):
+    dx[:] = 0
+    for n in range(g.shape[0]):
+        for f in range(g.shape[1]):
+            dx[n, idx[n, f], f] = g[n, f]
+
+
+def global_max_pool2d(x, out=None, indices=None):
+    """Max over H and W: ``(N, C, H, W) -> (N, C)``, and the argmax (``iy * W + ix``, int32)."""
+    _check("global_max_pool2d: x", x, 4)
+    out = _out(out, x.shape[:2], x.dtype, "global_max_pool2d")
+    indices = np.empty(x.shape[:2], np.int32) if indices is None else indices
+    _global_max_cf(x.reshape(x.shape[0], x.shape[1], -1), out, indices)
+    return out, indices
+
+
+def global_max_pool2d_backward(grad, indices, input_shape, out=None):
+    """The gradient routed to each channel's maximum; zeros elsewhere."""
+    _check_backward("global_max_pool2d_backward", grad, indices, 2)
+    dx = _out(out, tuple(input_shape), grad.dtype, "global_max_pool2d_backward")
+    _global_max_cf_backward(grad, indices, dx.reshape(dx.shape[0], dx.shape[1], -1))
+    return dx
+
+
+def global_max_pool1d(x, out=None, indices=None):
+    """Max over T: ``(N, T, F) -> (N, F)``, and the argmax step (int32)."""
+    _check("global_max_pool1d: x", x, 3)
+    out = _out(out, (x.shape[0], x.shape[2]), x.dtype, "global_max_pool1d")
+    indices = np.empty(out.shape, np.int32) if indices is None else indices
+    _global_max_cl(x, out, indices)
+    return out, indices
+
+
+def global_max_pool1d_backward(grad, indices, input_shape, out=None):
+    _check_backward("global_max_pool1d_backward", grad, indices, 2)
+    dx = _out(out, tuple(input_shape), grad.dtype, "global_max_pool1d_backward")
+    _global_max_cl_backward(grad, indices, dx)
     return dx

@@ -15,6 +15,7 @@ _WHERE = {
     "Conv1D": "conv", "Conv2D": "conv", "BatchNorm": "norm",
     "MaxPool1D": "pool", "MaxPool2D": "pool", "AvgPool1D": "pool", "AvgPool2D": "pool",
     "GlobalAvgPool1D": "pool", "GlobalAvgPool2D": "pool",
+    "GlobalMaxPool1D": "pool", "GlobalMaxPool2D": "pool",
     "Upsample1D": "resample", "Upsample2D": "resample",
     "SimpleRNN": "recurrent", "LSTM": "recurrent", "GRU": "recurrent",
     "Bidirectional": "recurrent",

@@ -1,4 +1,4 @@
-"""Pooling layers: max and average over windows, and global average, in 1-D and 2-D.
+"""Pooling layers: max and average over windows, global average and global max, in 1-D and 2-D.
 
 2-D layers take images ``(N, C, H, W)``; 1-D layers take sequences ``(N, T, F)`` (channels
 last) and pool over T. Kernels: ``zoo.kernels.pool``.
@@ -180,4 +180,38 @@ class GlobalAvgPool1D(_GlobalAvg):
     def backward(self, grad_out):
         grad_out = np.ascontiguousarray(grad_out)
         return kernels.pool.global_avg_pool1d_backward(grad_out,
+                                                       (len(grad_out), *self.input_shape))
+
+
+class GlobalMaxPool2D(_GlobalAvg):
+    """Max over H and W: ``(N, C, H, W) -> (N, C)``. PyTorch's ``AdaptiveMaxPool2d(1)``
+    flattened; the gradient goes to each channel's (first) maximum."""
+
+    rank = 2
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        out, self._indices = kernels.pool.global_max_pool2d(np.ascontiguousarray(x))
+        return out
+
+    def backward(self, grad_out):
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.global_max_pool2d_backward(grad_out, self._indices,
+                                                       (len(grad_out), *self.input_shape))
+
+
+class GlobalMaxPool1D(_GlobalAvg):
+    """Max over time steps: ``(N, T, F) -> (N, F)`` (channels last; PyTorch's
+    ``AdaptiveMaxPool1d(1)`` on ``(N, F, T)``)."""
+
+    rank = 1
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        out, self._indices = kernels.pool.global_max_pool1d(np.ascontiguousarray(x))
+        return out
+
+    def backward(self, grad_out):
+        grad_out = np.ascontiguousarray(grad_out)
+        return kernels.pool.global_max_pool1d_backward(grad_out, self._indices,
                                                        (len(grad_out), *self.input_shape))
