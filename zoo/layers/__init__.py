@@ -27,6 +27,8 @@ _WHERE = {
     "Embedding": "embedding", "PositionalEmbedding": "embedding",
     "SinusoidalPositionalEncoding": "embedding",
     "PatchEmbedding1D": "patch", "PatchEmbedding2D": "patch",
+    "TransformerEncoderBlock": "transformer",
+    "ResidualBlock1D": "residual", "ResidualBlock2D": "residual",
 }
 
 __all__ = sorted(_WHERE)
