@@ -25,7 +25,7 @@ ratios measured in one job, not absolute numbers across sections.
 """
 
 # Sections in the order they appear; a name may carry a kernel family, "steps-haswell-busy".
-SECTIONS = ("steps", "threads", "coldstart")
+SECTIONS = ("steps", "threads", "transformer_resnet", "coldstart")
 # The CPU features that decide which BLAS kernels run (names as /proc/cpuinfo spells them).
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
 

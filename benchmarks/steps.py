@@ -10,7 +10,7 @@ batch, inputs uniform in [0, 1), integer labels in [0, 10), 5 warm-up steps, the
 
     {"workload": "mlp", "framework": "zoo", "steps_per_s": ..., "samples_per_s": ...}
 
-    python benchmarks/steps.py                 # all six
+    python benchmarks/steps.py                 # all (the six, transformer, resnet)
     python benchmarks/steps.py mlp-small cnn   # some of them
     python benchmarks/steps.py lstm --runs 3   # three lines
 
@@ -103,6 +103,42 @@ def autoencoder():
 
     return Sequential([Dense(256, activation="relu"), Dense(32, activation="relu"),
                        Dense(256, activation="relu"), Dense(784, activation="sigmoid")])
+
+
+# The two workloads of issue 16 (not DESIGN.md's six); their PyTorch and JAX versions are in
+# benchmarks/peers_transformer_resnet.py, which also runs the comparison.
+@_workload("transformer", (32, 16), 64, "softmax_cross_entropy")
+def transformer():
+    """32 steps of 16 features -> Dense(64) tokens + learned positions, 2 pre-norm encoder
+    blocks (4 heads, MLP 128, GELU, dropout 0.1), LayerNorm, mean over steps, Dense(10)."""
+    from zoo.layers.dense import Dense
+    from zoo.layers.embedding import PositionalEmbedding
+    from zoo.layers.layernorm import LayerNorm
+    from zoo.layers.sequence import TimeMean
+    from zoo.layers.transformer import TransformerEncoderBlock
+    from zoo.model import Sequential
+
+    return Sequential([Dense(64), PositionalEmbedding(),
+                       TransformerEncoderBlock(4, 128, dropout=0.1),
+                       TransformerEncoderBlock(4, 128, dropout=0.1),
+                       LayerNorm(), TimeMean(), Dense(10)])
+
+
+@_workload("resnet", (1, 28, 28), 64, "softmax_cross_entropy")
+def resnet():
+    """A small ResNet on 28x28 images: conv3x3(16)-BN-ReLU, BasicBlock(16),
+    BasicBlock(32, stride 2), global average pooling, Dense(10)."""
+    from zoo.layers.activations import ReLU
+    from zoo.layers.conv import Conv2D
+    from zoo.layers.dense import Dense
+    from zoo.layers.norm import BatchNorm
+    from zoo.layers.pool import GlobalAvgPool2D
+    from zoo.layers.residual import ResidualBlock2D
+    from zoo.model import Sequential
+
+    return Sequential([Conv2D(16, 3, padding=1, use_bias=False), BatchNorm(), ReLU(),
+                       ResidualBlock2D(16), ResidualBlock2D(32, stride=2), GlobalAvgPool2D(),
+                       Dense(10)])
 
 
 def make_trainer(name: str, seed: int = 0):

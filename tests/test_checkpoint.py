@@ -41,6 +41,8 @@ SMALL = {
     "lstm": {"hidden": "8"},
     "gru": {"hidden": "8", "bidirectional": "true"},
     "autoencoder": {"hidden": "8", "code_size": "4", "noise": "0.1"},
+    "transformer": {"d_model": "8", "heads": "2", "layers": "1", "dropout": "0.1"},
+    "resnet": {"channels": "4,8", "dropout": "0.1"},
 }
 
 
