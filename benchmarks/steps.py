@@ -105,7 +105,7 @@ def autoencoder():
                        Dense(256, activation="relu"), Dense(784, activation="sigmoid")])
 
 
-# The two workloads of issue 16 (not DESIGN.md's six); their PyTorch and JAX versions are in
+# The two workloads of issue 16 (beside the six above); their PyTorch and JAX versions are in
 # benchmarks/peers_transformer_resnet.py, which also runs the comparison.
 @_workload("transformer", (32, 16), 64, "softmax_cross_entropy")
 def transformer():

@@ -79,7 +79,7 @@ def build(spec, options):
 
 
 OPTIONS = (
-    Option("channels", "ints", (32, 64), "channels of each stage, e.g. 32,64 (every stage "
+    Option("channels", "ints", (16, 32), "channels of each stage, e.g. 16,32 (every stage "
            "after the first halves the resolution)"),
     Option("blocks", int, 1, "residual blocks per stage"),
     Option("kernel_size", int, 0, "convolution window, odd (0 = 5 on sequences and vectors, "
