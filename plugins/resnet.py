@@ -88,6 +88,10 @@ OPTIONS = (
     Option("dropout", float, 0.0, "dropout rate before the head (0 = none)"),
 )
 
+# Defaults measured with ``zoo.run.train`` (test accuracy, seeds 0-2): mnist1d 97.3 / 98.3 /
+# 98.2% (mean 97.9; channels=32,64: 97.7% on seed 0 at ~3x the cost per step), digits 98.6%
+# (seed 0). A whole mnist1d run costs about what cnn's does (CPU time, one thread: 13-18 s
+# against 15 s).
 RESNET = Architecture(
     name="resnet",
     summary="residual convolutional network (He et al. 2016): Conv2D on images, Conv1D on "

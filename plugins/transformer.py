@@ -119,6 +119,9 @@ OPTIONS = (
            "attention, in the MLP)"),
 )
 
+# Defaults measured with ``zoo.run.train`` (test accuracy, seeds 0-2): mnist1d 96.5 / 95.5 / 95.0%
+# (mean 95.7; stem=0, the pure transformer, 86-87%), digits 96.4% (seed 0); sine r2 0.98.
+# One step costs ~1.3x cnn's (CPU time of a whole mnist1d run, one thread: 19 s against 15 s).
 TRANSFORMER = Architecture(
     name="transformer",
     summary="transformer encoder (Vaswani et al. 2017) over time steps, segments or patches",
