@@ -19,21 +19,12 @@ POOLINGS = ("avg", "max")
 
 
 def _check_options(options):
+    """What the options' own bounds cannot say: an even window has no centre."""
     from zoo.errors import ConfigError
 
-    def fail(name, expected):
-        raise ConfigError(f"resnet: option {name} must be {expected}; "
-                          f"received {name}={options[name]!r}")
-
-    if not options["channels"] or min(options["channels"]) <= 0:
-        fail("channels", "one or more positive integers such as 32,64")
-    if options["blocks"] <= 0:
-        fail("blocks", "a positive integer")
-    if options["kernel_size"] < 0 or options["kernel_size"] % 2 == 0 \
-            and options["kernel_size"] != 0:
-        fail("kernel_size", "an odd positive integer (or 0 for the default)")
-    if not 0 <= options["dropout"] < 1:
-        fail("dropout", "in [0, 1)")
+    if options["kernel_size"] % 2 == 0 and options["kernel_size"] != 0:
+        raise ConfigError(f"resnet: option kernel_size must be odd (or 0 for the default); "
+                          f"received kernel_size={options['kernel_size']}")
 
 
 def build(spec, options):
@@ -80,12 +71,13 @@ def build(spec, options):
 
 OPTIONS = (
     Option("channels", "ints", (16, 32), "channels of each stage, e.g. 16,32 (every stage "
-           "after the first halves the resolution)"),
-    Option("blocks", int, 1, "residual blocks per stage"),
+           "after the first halves the resolution)", minimum=1, min_items=1, log=True),
+    Option("blocks", int, 1, "residual blocks per stage", minimum=1),
     Option("kernel_size", int, 0, "convolution window, odd (0 = 5 on sequences and vectors, "
-           "3 on images)"),
+           "3 on images)", minimum=0),
     Option("pooling", str, "avg", "global pooling before the head", POOLINGS),
-    Option("dropout", float, 0.0, "dropout rate before the head (0 = none)"),
+    Option("dropout", float, 0.0, "dropout rate before the head (0 = none)", minimum=0,
+           maximum=1, exclusive_maximum=True),
 )
 
 # Defaults measured with ``zoo.run.train`` (test accuracy, seeds 0-2): mnist1d 97.3 / 98.3 /

@@ -82,7 +82,7 @@ def test_rmsnorm_default_eps_is_the_dtype_epsilon():
 
 
 def test_bad_arguments_and_inputs():
-    with pytest.raises(ConfigError, match="eps must be a positive number"):
+    with pytest.raises(ConfigError, match="eps must be a positive finite number"):
         LayerNorm(eps=0)
     with pytest.raises(ConfigError, match="normalized_shape must be"):
         LayerNorm(normalized_shape=(0,))

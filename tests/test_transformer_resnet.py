@@ -25,7 +25,7 @@ def _build(arch, spec, **options):
 
 @pytest.mark.parametrize("kind, tokens", [("vector", 8), ("sequence", 6), ("image", 16)])
 def test_transformer_tokens_per_kind(kind, tokens):
-    model = _build("transformer", tiny_spec(kind), d_model=8, heads=2)
+    model = _build("transformer", tiny_spec(kind), d_model=8, heads=2, stem=0)
     assert model.layers[0].output_shape == (tokens, 8)
     assert model.output_shape == (3,)
     names = [type(layer).__name__ for layer in model.layers]
@@ -35,14 +35,23 @@ def test_transformer_tokens_per_kind(kind, tokens):
 def test_transformer_options():
     spec = tiny_spec("vector")
     model = _build("transformer", spec, d_model=8, heads=4, patch_size=4, position="sinusoidal",
-                   pooling="max", layers=1)
+                   pooling="max", layers=1, stem=0)
     names = [type(layer).__name__ for layer in model.layers]
     assert names[:2] == ["PatchEmbedding1D", "SinusoidalPositionalEncoding"]
     assert "GlobalMaxPool1D" in names and model.layers[0].output_shape == (2, 8)
     with pytest.raises(ConfigError, match="option heads must be a divisor of d_model=8"):
         _build("transformer", spec, d_model=8, heads=3)
-    with pytest.raises(ConfigError, match="option dropout must be in"):
+    with pytest.raises(ConfigError, match="dropout must be in"):
         _build("transformer", spec, dropout=1.5)
+
+
+@pytest.mark.parametrize("kind, first", [("vector", ["Reshape", "Conv1D"]),
+                                         ("sequence", ["Conv1D"]), ("image", ["Conv2D"])])
+def test_transformer_convolution_stem(kind, first):
+    model = _build("transformer", tiny_spec(kind), d_model=8, heads=2, stem=4)
+    names = [type(layer).__name__ for layer in model.layers]
+    assert names[:len(first) + 2] == [*first, "BatchNorm", "ReLU"]
+    assert model.layers[len(first) + 2].output_shape[-1] == 8  # the patch embedding
 
 
 @pytest.mark.parametrize("kind, conv", [("vector", "ResidualBlock1D"),
@@ -58,9 +67,9 @@ def test_resnet_picks_the_convolution_by_kind(kind, conv):
 
 
 def test_resnet_options():
-    with pytest.raises(ConfigError, match="option kernel_size must be an odd"):
+    with pytest.raises(ConfigError, match="option kernel_size must be odd"):
         _build("resnet", tiny_spec("image"), kernel_size=4)
-    with pytest.raises(ConfigError, match="option channels must be"):
+    with pytest.raises(ConfigError, match="channels"):
         _build("resnet", tiny_spec("image"), channels=())
     # a stage never halves a side already down to 1
     model = _build("resnet", tiny_spec("sequence", input_shape=(1, 2)), channels=(2, 2, 2))

@@ -371,8 +371,8 @@ def _global_max_cl_backward(g, idx, dx):
 
 def global_max_pool2d(x, out=None, indices=None):
     """Max over H and W: ``(N, C, H, W) -> (N, C)``, and the argmax (``iy * W + ix``, int32)."""
-    _check("global_max_pool2d: x", x, 4)
-    out = _out(out, x.shape[:2], x.dtype, "global_max_pool2d")
+    check_array("global_max_pool2d: x", x, 4)
+    out = output_array(out, x.shape[:2], x.dtype, "global_max_pool2d")
     indices = np.empty(x.shape[:2], np.int32) if indices is None else indices
     _global_max_cf(x.reshape(x.shape[0], x.shape[1], -1), out, indices)
     return out, indices
@@ -381,15 +381,15 @@ def global_max_pool2d(x, out=None, indices=None):
 def global_max_pool2d_backward(grad, indices, input_shape, out=None):
     """The gradient routed to each channel's maximum; zeros elsewhere."""
     _check_backward("global_max_pool2d_backward", grad, indices, 2)
-    dx = _out(out, tuple(input_shape), grad.dtype, "global_max_pool2d_backward")
+    dx = output_array(out, tuple(input_shape), grad.dtype, "global_max_pool2d_backward")
     _global_max_cf_backward(grad, indices, dx.reshape(dx.shape[0], dx.shape[1], -1))
     return dx
 
 
 def global_max_pool1d(x, out=None, indices=None):
     """Max over T: ``(N, T, F) -> (N, F)``, and the argmax step (int32)."""
-    _check("global_max_pool1d: x", x, 3)
-    out = _out(out, (x.shape[0], x.shape[2]), x.dtype, "global_max_pool1d")
+    check_array("global_max_pool1d: x", x, 3)
+    out = output_array(out, (x.shape[0], x.shape[2]), x.dtype, "global_max_pool1d")
     indices = np.empty(out.shape, np.int32) if indices is None else indices
     _global_max_cl(x, out, indices)
     return out, indices
@@ -397,6 +397,6 @@ def global_max_pool1d(x, out=None, indices=None):
 
 def global_max_pool1d_backward(grad, indices, input_shape, out=None):
     _check_backward("global_max_pool1d_backward", grad, indices, 2)
-    dx = _out(out, tuple(input_shape), grad.dtype, "global_max_pool1d_backward")
+    dx = output_array(out, tuple(input_shape), grad.dtype, "global_max_pool1d_backward")
     _global_max_cl_backward(grad, indices, dx)
     return dx

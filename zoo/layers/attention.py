@@ -10,16 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from zoo import kernels
+from zoo.checks import boolean, fraction, positive_int
 from zoo.errors import ConfigError, DataError, describe_array
 from zoo.initializers import glorot_uniform
 from zoo.layers.activations import accept_grad
-from zoo.layers.base import Layer, fraction, positive_int
-
-
-def check_flag(layer: str, name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{layer}: {name} must be True or False; received {name}={value!r}")
-    return bool(value)
+from zoo.layers.base import Layer
 
 
 class Gemms:
@@ -69,8 +64,8 @@ class MultiHeadAttention(Layer):
         super().__init__(name)
         self.num_heads = positive_int("MultiHeadAttention", "num_heads", num_heads)
         self.dropout = fraction("MultiHeadAttention", "dropout", dropout)
-        self.use_bias = check_flag("MultiHeadAttention", "bias", bias)
-        self.causal = check_flag("MultiHeadAttention", "causal", causal)
+        self.use_bias = boolean("MultiHeadAttention", "bias", bias)
+        self.causal = boolean("MultiHeadAttention", "causal", causal)
         self.rng = None
         self._shape = None
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from zoo import kernels
+from zoo.checks import positive_int
 from zoo.errors import ConfigError, DataError, describe_array
 from zoo.layers.activations import accept_grad
-from zoo.layers.base import Layer, positive_int
+from zoo.layers.base import Layer
 
 
 class Embedding(Layer):

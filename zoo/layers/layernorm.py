@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from zoo import kernels
+from zoo import checks, kernels
 from zoo.errors import ConfigError
 from zoo.layers.activations import accept_grad
 from zoo.layers.base import Layer
@@ -33,10 +33,7 @@ def _shape_arg(layer, value):
 def _eps_arg(layer, value, allow_none=False):
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{layer}: eps must be a positive number; received eps={value!r}")
-    return float(value)
+    return checks.positive_number(layer, "eps", value)
 
 
 class _Norm(Layer):
@@ -48,12 +45,9 @@ class _Norm(Layer):
         cls = type(self).__name__
         self.normalized_shape = _shape_arg(cls, normalized_shape)
         self.eps = _eps_arg(cls, eps, allow_none=not self.center)
-        for arg, value in (("elementwise_affine", elementwise_affine), ("bias", bias)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ConfigError(f"{cls}: {arg} must be True or False; "
-                                  f"received {arg}={value!r}")
-        self.elementwise_affine = bool(elementwise_affine)
-        self.use_bias = bool(bias) and self.elementwise_affine and self.center
+        self.elementwise_affine = checks.boolean(cls, "elementwise_affine", elementwise_affine)
+        self.use_bias = checks.boolean(cls, "bias", bias) and self.elementwise_affine \
+            and self.center
         self.weight = self.bias = None
         self._shape = None
 

@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 
+from zoo.checks import int_tuple, positive_int
 from zoo.errors import ConfigError
 from zoo.layers.activations import accept_grad
 from zoo.layers.attention import Gemms
-from zoo.layers.base import Layer, positive_int
-from zoo.layers.conv import int_tuple
+from zoo.layers.base import Layer
 
 
 class _Patches(Layer):

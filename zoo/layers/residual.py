@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from zoo import kernels
+from zoo.checks import positive_int
 from zoo.errors import ConfigError
 from zoo.layers.activations import ReLU, accept_grad
-from zoo.layers.base import positive_int
 from zoo.layers.block import Block
 from zoo.layers.conv import Conv1D, Conv2D
 from zoo.layers.norm import BatchNorm

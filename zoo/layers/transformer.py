@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.checks import boolean, fraction, positive_int
 from zoo.errors import ConfigError
 from zoo.layers.activations import check_activation
-from zoo.layers.attention import MultiHeadAttention, check_flag
-from zoo.layers.base import fraction, positive_int
+from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.block import Block
 from zoo.layers.dense import Dense
 from zoo.layers.dropout import Dropout
@@ -54,7 +54,7 @@ class TransformerEncoderBlock(Block):
         self.rate = fraction(cls, "dropout", dropout)
         self.activation = check_activation(cls, activation)
         self.norm_eps = norm_eps
-        self.causal = check_flag(cls, "causal", causal)
+        self.causal = boolean(cls, "causal", causal)
         self.norm1 = LayerNorm(eps=norm_eps)
         self.self_attn = MultiHeadAttention(num_heads, dropout=self.rate, causal=self.causal)
         self.dropout1 = Dropout(self.rate)
