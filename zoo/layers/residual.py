@@ -17,7 +17,7 @@ from zoo.layers.norm import BatchNorm
 class _Residual(Block):
     """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
 
-    conv = Conv2D
+    conv: type[Conv1D] | type[Conv2D] = Conv2D
     layout = ""
 
     def __init__(self, filters, stride=1, kernel_size=3, name=None):
