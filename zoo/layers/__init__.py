@@ -22,7 +22,6 @@ _WHERE = {
     "ImageToSequence": "sequence", "VectorToSequence": "sequence", "TimeMean": "sequence",
     "Autoencoder": "autoencoder", "Standardize": "standardize",
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
-    "LayerNorm": "layernorm", "RMSNorm": "layernorm",
     "LayerNorm": "layernorm", "RMSNorm": "layernorm", "MultiHeadAttention": "attention",
     "Embedding": "embedding", "PositionalEmbedding": "embedding",
     "SinusoidalPositionalEncoding": "embedding",
