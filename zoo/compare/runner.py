@@ -187,7 +187,8 @@ class Comparison:
             parse_stop(spec, host.criteria)
         from zoo import spec
 
-        spec.parse_spec(config.optimizer or arch.defaults.get("optimizer", DEFAULT_OPTIMIZER),
+        defaults = arch.training_defaults(arch.resolve_options(config.options))
+        spec.parse_spec(config.optimizer or defaults.get("optimizer", DEFAULT_OPTIMIZER),
                         host.optimizers, spec.OPTIMIZER)
         for text, registry, kind in ((config.loss, host.losses, spec.LOSS),
                                      (config.schedule, host.schedules, spec.SCHEDULE)):

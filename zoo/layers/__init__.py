@@ -19,7 +19,7 @@ _WHERE = {
     "SimpleRNN": "recurrent", "LSTM": "recurrent", "GRU": "recurrent",
     "Bidirectional": "recurrent",
     "ImageToSequence": "sequence", "VectorToSequence": "sequence", "TimeMean": "sequence",
-    "Autoencoder": "autoencoder", "Standardize": "standardize",
+    "Autoencoder": "autoencoder", "Standardize": "standardize", "Residual": "residual",
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
 }
 
