@@ -37,6 +37,7 @@ from pathlib import Path
 
 from zoo import checks
 from zoo.atomic import atomic_open
+from zoo.compare import stats
 from zoo.errors import ConfigError
 from zoo.jsonable import jsonable
 from zoo.kernels.threads import available_cpus, worker_environment
@@ -251,7 +252,8 @@ class Comparison:
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "jobs": len(rows),
             "failed": sum(r["status"] != "ok" for r in rows),
-            "summary": summarise(rows, self.archs, metric=self.metric),
+            "summary": (summary := summarise(rows, self.archs, metric=self.metric)),
+            "paired": compare_best_two(summary, rows),
             "rows": rows,
             "store": None if store is None else {"path": str(store.path), "ids": store_ids},
             "warnings": problems,
@@ -542,7 +544,7 @@ def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[d
         for name in names:
             values = [r["test"][name] for r in ok if _finite(r.get("test", {}).get(name))]
             if values:
-                metrics[name] = _stats(values)
+                metrics[name] = stats.describe(values)
         entry = {
             "arch": arch,
             "task": ok[0]["task"] if ok else None,
@@ -570,6 +572,27 @@ def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[d
         return (group, -mean if maximised[metric] else mean)
 
     return sorted(summary, key=rank)
+
+
+def compare_best_two(summary: list[dict], rows: list[dict]) -> dict | None:
+    """The paired t-test of the two best architectures on the ranking metric over the seeds
+    both finished (``zoo.compare.stats.paired``), or ``None`` if there is no such pair."""
+    ranked = [s for s in summary if s["metric"] is not None]
+    if len(ranked) < 2 or ranked[0]["metric"] != ranked[1]["metric"]:
+        return None
+    metric = ranked[0]["metric"]
+
+    def by_seed(arch):
+        return {r["seed"]: r["test"][metric] for r in rows if r["arch"] == arch
+                and r["status"] == "ok" and _finite((r.get("test") or {}).get(metric))}
+
+    from zoo.training.metrics import is_maximised
+
+    first, second = ranked[0]["arch"], ranked[1]["arch"]
+    higher = MAXIMISED[metric] if metric in MAXIMISED else is_maximised(metric)
+    result = stats.paired(first, by_seed(first), second, by_seed(second),
+                          higher_is_better=higher)
+    return None if result is None else {"metric": metric, **result}
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -613,13 +636,20 @@ def rows_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def summary_csv(summary: list[dict]) -> str:
-    """The table: one line per architecture, mean and std as separate columns."""
+PAIRED_FIELDS = ("metric", "b", "seeds", "mean_diff", "std_diff", "ci95_low", "ci95_high",
+                 "t", "df", "p", "better", "significant")
+
+
+def summary_csv(summary: list[dict], paired: dict | None = None) -> str:
+    """The table: one line per architecture, mean, std and the 95% interval as separate
+    columns; the first line also carries the paired test against the second (``paired_*``)."""
     names = [m for m in METRICS if any(m in s["metrics"] for s in summary)]
     fields = ["rank", "arch", "task", "seeds", "failed"]
-    fields += [f"{m}_{k}" for m in names for k in ("mean", "std")]
+    fields += [f"{m}_{k}" for m in names for k in ("mean", "std", "ci95_low", "ci95_high")]
     fields += ["params", "epochs", "steps", "stop_reasons", "train_time_s", "compile_time_s",
                "samples_per_s"]
+    # The paired test of the best two rows, on the first row (against the second).
+    fields += [f"paired_{k}" for k in PAIRED_FIELDS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -630,6 +660,13 @@ def summary_csv(summary: list[dict]) -> str:
             if m in s["metrics"]:
                 flat[f"{m}_mean"] = s["metrics"][m]["mean"]
                 flat[f"{m}_std"] = s["metrics"][m]["std"]
+                if s["metrics"][m].get("ci95"):
+                    flat[f"{m}_ci95_low"], flat[f"{m}_ci95_high"] = s["metrics"][m]["ci95"]
+        if rank == 1 and paired:
+            flat.update({f"paired_{k}": paired[k] for k in PAIRED_FIELDS if k not in
+                         ("seeds", "ci95_low", "ci95_high")})
+            flat["paired_seeds"] = " ".join(map(str, paired["seeds"]))
+            flat["paired_ci95_low"], flat["paired_ci95_high"] = paired["ci95"]
         writer.writerow(flat)
     return buffer.getvalue()
 
@@ -645,7 +682,8 @@ def save_results(result: dict, out=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = {"dir": str(out)}
     _write_atomic(out / "results.csv", rows_csv(result["rows"]).encode())
-    _write_atomic(out / "summary.csv", summary_csv(result["summary"]).encode())
+    _write_atomic(out / "summary.csv",
+                  summary_csv(result["summary"], result.get("paired")).encode())
     files["results.csv"] = str(out / "results.csv")
     files["summary.csv"] = str(out / "summary.csv")
     files["results.json"] = str(out / "results.json")
