@@ -100,11 +100,13 @@ def summary_table(result: dict) -> str:
     names = [*dict.fromkeys(chosen), *(m for m in METRICS
                                        if any(m in s["metrics"] for s in summary))]
     any_failed = any(s["failed"] for s in summary)
+    any_missing = any(s.get("missing") for s in summary)
     ranking = next((s["metric"] for s in summary if s["metric"]), None)
     ci = [f"{METRIC_LABELS.get(ranking, ranking)} 95% CI"] if ranking else []
     headers = ["#", "arch", *(METRIC_LABELS.get(m, m) for m in names), *ci, "params", "epochs",
                "steps", "stopped", "train s", "compile s", "samples/s"] + (["failed"] if any_failed
                                                                  else [])
+    headers += ["missing"] if any_missing else []
     rows = []
     for rank, s in enumerate(summary, 1):
         row = [rank, s["arch"]]
@@ -120,12 +122,18 @@ def summary_table(result: dict) -> str:
                 f"{s['samples_per_s']:,.0f}" if s["samples_per_s"] is not None else "-"]
         if any_failed:
             row.append(f"{s['failed']}/{s['seeds']}" if s["failed"] else "")
+        if any_missing:
+            row.append(f"{s['missing']}/{s['seeds']}" if s.get("missing") else "")
         rows.append(row)
     align = [">", "<", *[">"] * (len(names) + len(ci)), ">", ">", ">", "<", ">", ">", ">"]
     seeds = len(result["seeds"])
     lines = [(f"{', '.join(result['archs'])} on {result['dataset']} ({result['task']}): "
               f"test metrics, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"),
-             table(rows, headers, align + ([">"] if any_failed else []))]
+             table(rows, headers, align + [">"] * (any_failed + any_missing))]
+    if result.get("interrupted"):
+        finished = result["jobs"] - len(result["missing"])
+        lines.insert(1, f"INTERRUPTED: {finished} of {result['jobs']} jobs finished; the "
+                        f"statistics are over the finished seeds only")
     if "probe_accuracy" in names:
         lines.append("probe acc: accuracy of a linear classifier on the learned codes")
     if chosen:
@@ -136,6 +144,8 @@ def summary_table(result: dict) -> str:
         lines.append(paired_line(result["paired"]))
     for s in summary:
         lines += [f"failed: {s['arch']} {error}" for error in s["errors"]]
+    if result.get("missing"):
+        lines.append(f"missing (not finished): {', '.join(result['missing'])}")
     return "\n".join(lines)
 
 
@@ -295,6 +305,9 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
     if result["store"] is not None and result["store"]["ids"]:
         echo(f"recorded {len(result['store']['ids'])} jobs in {result['store']['path']} "
              f"(zoo runs list --group {result['group']})", as_json)
+    if result.get("interrupted"):
+        click.echo("zoo: interrupted; the finished jobs are saved", err=True)
+        ctx.exit(130)
     if result["failed"]:
         ctx.exit(1)
 

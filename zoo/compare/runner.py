@@ -103,6 +103,23 @@ def interrupted(row: dict) -> bool:
     return str(row.get("stop_reason") or "").startswith("interrupted")
 
 
+def complete_row(row: dict | None, job: dict, stopped_by_user: bool) -> dict:
+    """A job's final row once the executor returned.
+
+    A job that never reported is ``missing`` after Ctrl-C (and ``failed`` otherwise); one that
+    Ctrl-C stopped midway is ``interrupted``: its partial history is kept, but its numbers are
+    not a finished run's and stay out of the statistics.
+    """
+    if row is None:
+        if stopped_by_user:
+            return dict(failure_row(job, "not finished: the comparison was interrupted"),
+                        status="missing")
+        return failure_row(job, "the job did not report a result")
+    if row["status"] == "ok" and interrupted(row):
+        return dict(row, status="interrupted")
+    return row
+
+
 class Comparison:
     """A planned comparison: one job per (architecture, seed), checked before anything runs.
 
@@ -237,9 +254,15 @@ class Comparison:
 
         executor = make_executor(workers, scheduler, len(self.jobs))
         started, t0 = now_iso(), time.perf_counter()
-        executor.run(self.jobs, emit)
-        rows = [r if r is not None else failure_row(j, "the job did not report a result")
-                for r, j in zip(rows, self.jobs)]
+        stopped_by_user = False
+        try:
+            executor.run(self.jobs, emit)
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what finished; the caller writes it and exits 130.
+            stopped_by_user = True
+        rows = [complete_row(r, j, stopped_by_user) for r, j in zip(rows, self.jobs)]
+        missing = [f"{r['arch']} seed {r['seed']}" for r in rows
+                   if r["status"] in ("missing", "interrupted")]
         return {
             "group": self.group,
             "dataset": self.data.name,
@@ -251,7 +274,9 @@ class Comparison:
             "started_at": started,
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "jobs": len(rows),
-            "failed": sum(r["status"] != "ok" for r in rows),
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "interrupted": stopped_by_user,
+            "missing": missing,
             "summary": (summary := summarise(rows, self.archs, metric=self.metric)),
             "paired": compare_best_two(summary, rows),
             "rows": rows,
@@ -550,13 +575,15 @@ def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[d
             "task": ok[0]["task"] if ok else None,
             "seeds": len(mine),
             "ok": len(ok),
-            "failed": len(mine) - len(ok),
+            "failed": sum(r["status"] == "failed" for r in mine),
+            "missing": sum(r["status"] in ("missing", "interrupted") for r in mine),
             "metric": metric if metric in metrics else next(
                 (m for m in names if m in metrics), None),
             "metrics": metrics,
             "params": ok[0]["params"] if ok else None,
             "stop_reasons": dict(Counter(stop_name(r["stop_reason"]) for r in ok)),
-            "errors": [f"seed {r['seed']}: {r['error']}" for r in mine if r["status"] != "ok"],
+            "errors": [f"seed {r['seed']}: {r['error']}" for r in mine
+                       if r["status"] == "failed"],
         }
         for key in ("epochs", "steps", "train_time_s", "compile_time_s", "samples_per_s"):
             values = [r[key] for r in ok if _finite(r.get(key))]
@@ -644,7 +671,7 @@ def summary_csv(summary: list[dict], paired: dict | None = None) -> str:
     """The table: one line per architecture, mean, std and the 95% interval as separate
     columns; the first line also carries the paired test against the second (``paired_*``)."""
     names = [m for m in METRICS if any(m in s["metrics"] for s in summary)]
-    fields = ["rank", "arch", "task", "seeds", "failed"]
+    fields = ["rank", "arch", "task", "seeds", "failed", "missing"]
     fields += [f"{m}_{k}" for m in names for k in ("mean", "std", "ci95_low", "ci95_high")]
     fields += ["params", "epochs", "steps", "stop_reasons", "train_time_s", "compile_time_s",
                "samples_per_s"]
