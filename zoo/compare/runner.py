@@ -534,13 +534,6 @@ class DaskExecutor:
 
 
 # -- aggregation -----------------------------------------------------------------------------
-def _stats(values: list) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"mean": mean, "std": std, "n": n}
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
         and math.isfinite(value)
@@ -587,7 +580,7 @@ def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[d
         }
         for key in ("epochs", "steps", "train_time_s", "compile_time_s", "samples_per_s"):
             values = [r[key] for r in ok if _finite(r.get(key))]
-            entry[key] = _stats(values)["mean"] if values else None
+            entry[key] = sum(values) / len(values) if values else None
         summary.append(entry)
 
     def rank(entry):
@@ -715,7 +708,9 @@ def save_results(result: dict, out=None) -> dict:
     files["summary.csv"] = str(out / "summary.csv")
     files["results.json"] = str(out / "results.json")
     try:
-        plot_curves(result["rows"], out / "curves.png")
+        from zoo.compare.plot import plot_curves
+
+        plot_curves(result, out / "curves.png")
         files["curves.png"], files["note"] = str(out / "curves.png"), None
     except ImportError:
         files["curves.png"] = None
@@ -725,70 +720,3 @@ def save_results(result: dict, out=None) -> dict:
     _write_atomic(out / "results.json",
                   json.dumps(jsonable(payload), indent=1, default=str).encode())
     return files
-
-
-def _curve_key(rows: list[dict]) -> str | None:
-    for name in ("val_accuracy", "val_probe_accuracy", "val_r2", "val_mse", "val_loss",
-                 "train_loss"):
-        if any(name in h for r in rows for h in r.get("history") or ()):
-            return name
-    return None
-
-
-def _band(rows: list[dict], key: str):
-    """Per epoch: epochs, mean and std over the seeds that reached it."""
-    by_epoch: dict[int, list] = {}
-    for r in rows:
-        for h in r.get("history") or ():
-            if _finite(h.get(key)):
-                by_epoch.setdefault(int(h["epoch"]), []).append(float(h[key]))
-    epochs = sorted(by_epoch)
-    stats = [_stats(by_epoch[e]) for e in epochs]
-    return epochs, [s["mean"] for s in stats], [s["std"] or 0.0 for s in stats]
-
-
-def plot_curves(rows: list[dict], path) -> None:
-    """Validation metric and loss per epoch for each architecture: the mean over seeds as a
-    line, mean ± std as a band. Raises ImportError without matplotlib."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    # Figure + Agg canvas, not pyplot: no global backend switch in the caller's process.
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
-    ok = [r for r in rows if r["status"] == "ok"]
-    archs = list(dict.fromkeys(r["arch"] for r in ok))
-    panels = [(left, lambda mine: _curve_key(mine)),
-              (right, lambda mine: "val_loss" if _curve_key(mine) and any(
-                  "val_loss" in h for r in mine for h in r["history"]) else "train_loss")]
-    for ax, choose in panels:
-        curves = []
-        for i, arch in enumerate(archs):
-            mine = [r for r in ok if r["arch"] == arch]
-            key = choose(mine)
-            if key is not None:
-                curves.append((f"C{i % 10}", arch, len(mine), key, *_band(mine, key)))
-        keys = sorted({c[3] for c in curves})
-        for color, arch, seeds, key, epochs, mean, std in curves:
-            if not epochs:
-                continue
-            label = arch + (f" ({seeds} seeds)" if seeds > 1 else "")
-            if len(keys) > 1:  # mixed tasks share the panel: say which metric each line is
-                label += f": {key.removeprefix('val_')}"
-            ax.plot(epochs, mean, color=color, label=label,
-                    marker="." if len(epochs) < 3 else None)
-            ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], color=color, alpha=0.2,
-                            linewidth=0)
-        title = " / ".join(keys).replace("val_", "validation ").replace("_", " ")
-        ax.set_title(title or "no history")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if curves:
-            ax.legend(fontsize="small")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    _write_atomic(Path(path), buffer.getvalue())
