@@ -118,8 +118,9 @@ def _label(key: str) -> str:
     return key.replace("val_", "validation ").replace("train_", "training ").replace("_", " ")
 
 
-def plot_curves(result: dict, path) -> None:
-    """Write the figure as a PNG to ``path``. Raises ImportError without matplotlib."""
+def plot_curves(result: dict, path, *, title: list[str] | None = None) -> None:
+    """Write the figure as a PNG to ``path``; ``title`` lines replace ``title_lines(result)``.
+    Raises ImportError without matplotlib."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -133,7 +134,7 @@ def plot_curves(result: dict, path) -> None:
     fig = Figure(figsize=(12, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
-    lines = title_lines(result)
+    lines = title if title is not None else title_lines(result)
     fig.suptitle("\n".join(lines[:2]), fontsize=11)
     if len(lines) > 2:
         fig.text(0.5, 0.005, lines[2], ha="center", va="bottom", color="firebrick",
@@ -184,11 +185,13 @@ def plot_curves(result: dict, path) -> None:
     left.set_title(" / ".join(_label(k) for k in keys) or "no history")
     right.set_title("loss: validation (solid), training (dashed)" if keys != ["train_loss"]
                     else "training loss")
-    guide = [Patch(color="grey", alpha=0.3, label=f"band: mean ± 1 std over "
-                   f"{n_seeds} seeds"),
-             Line2D([], [], color="grey", linewidth=1.8, label="thick: mean of the seeds "
-                    "still training"),
-             Line2D([], [], color="grey", linewidth=0.7, alpha=0.6, label="thin: one seed")]
+    guide = []
+    if n_seeds > 1:
+        guide += [Patch(color="grey", alpha=0.3, label=f"band: mean ± 1 std over "
+                        f"{n_seeds} seeds"),
+                  Line2D([], [], color="grey", linewidth=1.8, label="thick: mean of the seeds "
+                         "still training"),
+                  Line2D([], [], color="grey", linewidth=0.7, alpha=0.6, label="thin: one seed")]
     if any_best:
         guide.append(Line2D([], [], marker="*", color="grey", linestyle="none", markersize=9,
                             label="restored best epoch"))
