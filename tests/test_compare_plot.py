@@ -39,8 +39,8 @@ def test_the_title_names_data_seeds_budget_and_missing_jobs():
               "config": {"epochs": None, "stop": []}, "missing": ["cnn seed 0"]}
     lines = plot.title_lines(result)
     assert lines[0] == "mlp, cnn on mnist1d: 3 seeds each"
-    assert lines[1] == "budget: each architecture's defaults; mlp <= 4 epochs / 40 steps " \
-                       "(early_stopping)"
+    assert lines[1] == "budget: each architecture's defaults; mlp: up to 4 epochs / 40 steps, " \
+                       "stopped by early_stopping"
     assert lines[2] == "INTERRUPTED, not shown (unfinished): cnn seed 0"
     assert plot.title_lines(dict(result, config={"epochs": 30}))[1].startswith("budget: 30 ")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from pathlib import Path
 
 from zoo.atomic import atomic_open
@@ -88,15 +89,20 @@ def _budget(result: dict, ok: list[dict]) -> str:
         return "stopping: " + "; ".join(config["stop"])
     if config.get("epochs"):
         return f"budget: {config['epochs']} epochs, early stopping on validation"
-    reached = {}
+    reached: dict[str, list] = {}
     for r in ok:
         arch = reached.setdefault(r["arch"], [0, 0, set()])
         arch[0] = max(arch[0], r.get("epochs") or 0)
         arch[1] = max(arch[1], r.get("steps") or 0)
         arch[2].add(str(r.get("stop_reason") or "").split(":")[0])
-    parts = [f"{a} <= {e} epochs / {s:,} steps ({', '.join(sorted(k for k in why if k))})"
-             for a, (e, s, why) in reached.items()]
-    return "budget: each architecture's defaults; " + "; ".join(parts)
+    # Architectures that trained alike share one phrase: "linear, mlp: up to 200 epochs...".
+    groups: dict[str, list] = {}
+    for a, (epochs, steps, why) in reached.items():
+        text = f"up to {epochs} epochs / {steps:,} steps, stopped by " \
+               f"{', '.join(sorted(k for k in why if k)) or '?'}"
+        groups.setdefault(text, []).append(a)
+    return "budget: each architecture's defaults; " + "; ".join(
+        f"{', '.join(archs)}: {text}" for text, archs in groups.items())
 
 
 def title_lines(result: dict) -> list[str]:
@@ -133,9 +139,11 @@ def plot_curves(result: dict, path, *, title: list[str] | None = None) -> None:
     # Figure + Agg canvas, not pyplot: no global backend switch in the caller's process.
     fig = Figure(figsize=(12, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    # Without validation data the training loss is all there is: one panel, not two alike.
+    validated = any(metric_key([r]) != "train_loss" for r in ok)
+    left, right = fig.subplots(1, 2) if validated else (fig.subplots(1, 1), None)
     lines = title if title is not None else title_lines(result)
-    fig.suptitle("\n".join(lines[:2]), fontsize=11)
+    fig.suptitle("\n".join(textwrap.fill(line, 130) for line in lines[:2]), fontsize=11)
     if len(lines) > 2:
         fig.text(0.5, 0.005, lines[2], ha="center", va="bottom", color="firebrick",
                  fontsize=9)
@@ -152,7 +160,8 @@ def plot_curves(result: dict, path, *, title: list[str] | None = None) -> None:
         panels = [(left, key, "-", True)]
         if key != "train_loss":
             panels.append((right, "val_loss", "-", True))
-        panels.append((right, "train_loss", "--", key == "train_loss"))
+        if right is not None:
+            panels.append((right, "train_loss", "--", key == "train_loss"))
         for ax, panel_key, style, labelled in panels:
             curves = seed_curves(mine, panel_key)
             if not curves:
@@ -183,8 +192,8 @@ def plot_curves(result: dict, path, *, title: list[str] | None = None) -> None:
         (sum(r["arch"] == a for r in ok) for a in archs), default=0)
     keys = sorted(left_keys)
     left.set_title(" / ".join(_label(k) for k in keys) or "no history")
-    right.set_title("loss: validation (solid), training (dashed)" if keys != ["train_loss"]
-                    else "training loss")
+    if right is not None:
+        right.set_title("loss: validation (solid), training (dashed)")
     guide = []
     if n_seeds > 1:
         guide += [Patch(color="grey", alpha=0.3, label=f"band: mean ± 1 std over "
@@ -198,7 +207,7 @@ def plot_curves(result: dict, path, *, title: list[str] | None = None) -> None:
     if any_early:
         guide.append(Line2D([], [], marker="x", color="grey", linestyle="none",
                             label="seed stopped early"))
-    for ax in (left, right):
+    for ax in (left, right) if right is not None else (left,):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
