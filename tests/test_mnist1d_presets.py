@@ -101,3 +101,21 @@ def test_a_preset_runs_its_step_budget_and_keeps_the_last_weights():
     result = train(RunConfig(arch="linear", options={"preset": "mnist1d"}, stop=("max_steps=60",)))
     assert result.steps == 60 and result.stop_reason.startswith("max_steps")
     assert result.val == {}  # trained on the whole training split, as the paper did
+
+
+@pytest.mark.slow
+def test_the_cheap_rows_of_the_papers_table():
+    """Logistic regression within 3 points of the paper's 32%, the MLP far above it (5 seeds,
+    the paper's protocol). docs/mnist1d.md has the full table, CNN and GRU included."""
+    from zoo.compare.runner import Comparison
+
+    comparison = Comparison(["linear", "mlp"], seeds=range(5), dataset="mnist1d",
+                            options={"linear": {"preset": "mnist1d"},
+                                     "mlp": {"preset": "mnist1d"}})
+    result = comparison.run(workers=1)
+    accuracy = {s["arch"]: s["metrics"]["accuracy"] for s in result["summary"]}
+    print({arch: round(a["mean"], 4) for arch, a in accuracy.items()})
+    assert abs(accuracy["linear"]["mean"] - 0.32) <= 0.03
+    assert accuracy["mlp"]["mean"] >= 0.60
+    assert result["paired"]["better"] == "mlp" and result["paired"]["significant"]
+    assert all(r["steps"] == 8000 for r in result["rows"])
