@@ -79,3 +79,26 @@ def test_the_best_two_rows_are_compared_in_the_summary_csv():
     assert table[0]["paired_b"] == "a" and table[0]["paired_significant"] == "True"
     assert float(table[0]["paired_p"]) == pytest.approx(paired["p"])
     assert table[0]["paired_seeds"] == "0 1 2" and table[1]["paired_p"] == ""
+
+
+def test_an_executor_that_breaks_midway_keeps_the_finished_jobs(monkeypatch, tmp_path):
+    """A lost Dask scheduler (here: an executor raising after one job) loses nothing done."""
+    from zoo.compare import runner
+
+    class Breaking:
+        description = "a breaking executor"
+
+        def run(self, jobs, emit):
+            emit(0, dict(_row("linear", 0, 0.5), status="ok"))
+            raise OSError("connection to the scheduler lost")
+
+    monkeypatch.setattr(runner, "make_executor", lambda *a: Breaking())
+    comparison = runner.Comparison(["linear"], seeds=[0, 1], dataset="xor")
+    result = comparison.run()
+    assert [r["status"] for r in result["rows"]] == ["ok", "missing"]
+    assert result["missing"] == ["linear seed 1"] and not result["interrupted"]
+    assert "connection to the scheduler lost" in result["rows"][1]["error"]
+    assert any("the finished jobs are kept" in w for w in result["warnings"])
+    assert result["summary"][0]["ok"] == 1 and result["summary"][0]["missing"] == 1
+    files = runner.save_results(result, tmp_path)
+    assert "linear seed 1" in open(files["results.json"]).read()

@@ -308,7 +308,7 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
     if result.get("interrupted"):
         click.echo("zoo: interrupted; the finished jobs are saved", err=True)
         ctx.exit(130)
-    if result["failed"]:
+    if result["failed"] or result.get("missing"):
         ctx.exit(1)
 
 

@@ -103,17 +103,19 @@ def interrupted(row: dict) -> bool:
     return str(row.get("stop_reason") or "").startswith("interrupted")
 
 
-def complete_row(row: dict | None, job: dict, stopped_by_user: bool) -> dict:
+def complete_row(row: dict | None, job: dict, stopped_by_user: bool,
+                 lost: str | None = None) -> dict:
     """A job's final row once the executor returned.
 
-    A job that never reported is ``missing`` after Ctrl-C (and ``failed`` otherwise); one that
-    Ctrl-C stopped midway is ``interrupted``: its partial history is kept, but its numbers are
-    not a finished run's and stay out of the statistics.
+    A job that never reported is ``missing`` after Ctrl-C or when the executor itself broke
+    (``lost`` says how), and ``failed`` otherwise; one that Ctrl-C stopped midway is
+    ``interrupted``: its partial history is kept, but its numbers are not a finished run's and
+    stay out of the statistics.
     """
     if row is None:
-        if stopped_by_user:
-            return dict(failure_row(job, "not finished: the comparison was interrupted"),
-                        status="missing")
+        if stopped_by_user or lost:
+            reason = lost or "the comparison was interrupted"
+            return dict(failure_row(job, f"not finished: {reason}"), status="missing")
         return failure_row(job, "the job did not report a result")
     if row["status"] == "ok" and interrupted(row):
         return dict(row, status="interrupted")
@@ -254,13 +256,16 @@ class Comparison:
 
         executor = make_executor(workers, scheduler, len(self.jobs))
         started, t0 = now_iso(), time.perf_counter()
-        stopped_by_user = False
+        stopped_by_user, lost = False, None
         try:
             executor.run(self.jobs, emit)
         except KeyboardInterrupt:
             # Ctrl-C: keep what finished; the caller writes it and exits 130.
             stopped_by_user = True
-        rows = [complete_row(r, j, stopped_by_user) for r, j in zip(rows, self.jobs)]
+        except Exception as exc:  # noqa: BLE001 - the executor itself broke (a lost cluster)
+            lost = f"the executor stopped: {type(exc).__name__}: {exc}"
+            problems.append(f"{lost}; the finished jobs are kept")
+        rows = [complete_row(r, j, stopped_by_user, lost) for r, j in zip(rows, self.jobs)]
         missing = [f"{r['arch']} seed {r['seed']}" for r in rows
                    if r["status"] in ("missing", "interrupted")]
         return {
