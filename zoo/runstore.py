@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -365,7 +366,8 @@ class RunStore:
         if not self._retry(remove):
             raise ConfigError(f"no run {run_id} in {self.path}")
 
-    def export_rows(self, *, group: str | None = None, arch: str | None = None) -> list[dict]:
+    def export_rows(self, *, group: str | None = None,
+                    arch: str | None = None) -> builtins.list[dict]:
         """Every matching run as one flat row, oldest first: the summary fields, the training
         settings, the options (JSON) and each test and validation metric (``test_accuracy``,
         ``val_loss``...). What ``zoo runs export --format csv`` writes."""
