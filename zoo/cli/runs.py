@@ -198,8 +198,8 @@ def export_command(fmt, out, group, arch, store):
     import json
     from pathlib import Path
 
-    from zoo.cli.common import _finite as finite_json
     from zoo.errors import ConfigError
+    from zoo.jsonable import jsonable
 
     if out is not None and not Path(out).parent.is_dir():
         raise ConfigError(f"cannot write --out {out}: folder {Path(out).parent} does not exist")
@@ -215,7 +215,7 @@ def export_command(fmt, out, group, arch, store):
         else:
             runs = [run_store.get(r["id"]) for r in
                     reversed(run_store.list(None, group=group, arch=arch))]
-            text = json.dumps(finite_json({"store": str(run_store.path), "runs": runs}),
+            text = json.dumps(jsonable({"store": str(run_store.path), "runs": runs}),
                               indent=1, default=str) + "\n"
     if out is None:
         click.echo(text, nl=False)

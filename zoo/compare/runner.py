@@ -6,6 +6,11 @@ inside the process that runs it, so a job can be shipped to a pool worker or a D
 re-run after a lost worker, gives the same result. It never raises: a job that fails comes back
 as a row with ``status = "failed"`` and the reason.
 
+The result summarises each architecture over its seeds (mean, std, 95% Student-t interval;
+``zoo.compare.stats``) and compares the best two on their common seeds (paired t-test). Ctrl-C,
+or an executor that breaks, keeps the finished jobs: the result lists the ``missing`` ones and
+``save_results`` writes it like a complete one.
+
 Executors: in the calling process (``workers=1``), a local pool of spawned processes (the
 default), or Dask distributed (``scheduler="tcp://host:port"``, or ``"local"`` for a
 ``LocalCluster`` of single-threaded worker processes). Each worker process runs one job at a
