@@ -85,7 +85,9 @@ def t_quantile(p: float, df: int) -> float:
 def describe(values: list) -> dict:
     """Mean, sample standard deviation, count and the 95% interval of the mean.
 
-    ``std`` and ``ci95`` are ``None`` for a single value (no spread to estimate).
+    ``std`` and ``ci95`` are ``None`` for a single value (no spread to estimate). The interval
+    is the textbook one and is not clipped to the metric's range: with few seeds near 100% it
+    can pass 1.0, which says how little the seeds pin the mean down.
     """
     n = len(values)
     mean = sum(values) / n
