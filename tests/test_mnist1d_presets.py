@@ -119,3 +119,20 @@ def test_the_cheap_rows_of_the_papers_table():
     assert accuracy["mlp"]["mean"] >= 0.60
     assert result["paired"]["better"] == "mlp" and result["paired"]["significant"]
     assert all(r["steps"] == 8000 for r in result["rows"])
+
+
+def test_the_plugin_host_refuses_presets_it_cannot_apply():
+    from dataclasses import replace
+
+    from zoo_plugins.linear import LINEAR
+
+    from zoo.errors import PluginError
+    from zoo.plugins.validate import check_registration
+
+    check_registration("architectures", "architecture", LINEAR, None, ())
+    for presets, message in [({"lenet5": {}}, "no option 'preset' offers 'lenet5'"),
+                             ({"mnist1d": {"speed": 1}}, "unknown defaults ['speed']"),
+                             ({"mnist1d": 3}, "must be a dict")]:
+        with pytest.raises(PluginError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            check_registration("architectures", "architecture", replace(LINEAR, presets=presets),
+                               None, ())
