@@ -11,6 +11,8 @@ Not a plugin itself (no entry point): ``zoo_plugins.rnn``, ``.lstm`` and ``.gru`
 never imports numerics.
 """
 
+from zoo_plugins import _mnist1d
+
 from zoo.architecture import Architecture, Option
 
 READOUTS = ("last", "mean")
@@ -25,6 +27,23 @@ OPTIONS = (
     Option("readout", str, "last", "what feeds the head: the last step's state or the mean "
            "of all steps' states", READOUTS),
 )
+
+
+PRESET_OPTION = Option(
+    "preset", str, "none", "mnist1d: the MNIST-1D paper's GRU (bidirectional, 6 units, every "
+    "step's state flattened into the output layer) and its training; the options below are "
+    "then unused", ("none", _mnist1d.PRESET))
+
+
+def _mnist1d_grubase(spec, cell):
+    """The MNIST-1D paper's ``GRUBase`` (Greydanus 2020): a bidirectional layer of 6 units
+    returning every step, flattened (T * 12 features) into the output layer."""
+    from zoo.layers import recurrent
+    from zoo.layers.dense import Dense
+    from zoo.layers.reshape import Flatten
+
+    return [recurrent.Bidirectional(cell(6, return_sequences=True)), Flatten(),
+            Dense(spec.output_size)]
 
 
 def builder(name, cell_name):
@@ -43,6 +62,8 @@ def builder(name, cell_name):
             layers.append(ImageToSequence())
         elif spec.kind == "vector":
             layers.append(VectorToSequence())
+        if options.get("preset") == _mnist1d.PRESET:
+            return Sequential(layers + _mnist1d_grubase(spec, cell), name=f"{name}-mnist1d")
         depth, mean = options["layers"], options["readout"] == "mean"
         for i in range(depth):
             layer = cell(options["hidden"], return_sequences=mean or i < depth - 1)
@@ -57,6 +78,10 @@ def builder(name, cell_name):
     return build
 
 
-def architecture(name, cell_name, summary, defaults) -> Architecture:
+def architecture(name, cell_name, summary, defaults, presets=None) -> Architecture:
+    """The architecture of one cell; ``presets`` (training defaults by preset name) adds the
+    ``preset`` option (only ``mnist1d`` is built, for the GRU of the MNIST-1D paper)."""
+    options = OPTIONS + ((PRESET_OPTION,) if presets else ())
     return Architecture(name=name, summary=summary, tasks=("classify", "regress"),
-                        build=builder(name, cell_name), options=OPTIONS, defaults=defaults)
+                        build=builder(name, cell_name), options=options, defaults=defaults,
+                        presets=dict(presets or {}))

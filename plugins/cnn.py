@@ -7,16 +7,21 @@ while the signal is at least 2 long; the head flattens (or global-average-pools)
 layers and a ``Dense(output_size)`` of logits. ``preset=lenet5`` builds LeNet-5 (LeCun et al.,
 "Gradient-Based Learning Applied to Document Recognition", 1998), the benchmarks' ``cnn``
 workload (docs/benchmarks.md).
+``preset=mnist1d`` builds the MNIST-1D paper's ``ConvBase`` (Greydanus 2020): three
+convolutions of 25 channels (kernels 5, 3, 3; stride 2; padding 1; relu), flattened into the
+output layer, 5,210 parameters on MNIST-1D, trained as the paper did (``zoo_plugins._mnist1d``).
 
 Registered through the entry point ``cnn = zoo_plugins.cnn`` exactly as a third-party plugin.
 Layer imports stay inside the builder so listing plugins never imports numerics.
 """
 
+from zoo_plugins import _mnist1d
+
 from zoo.architecture import Architecture, Option
 from zoo.hookspecs import hookimpl
 from zoo.kernels import ACTIVATIONS
 
-PRESETS = ("none", "lenet5")
+PRESETS = ("none", "lenet5", _mnist1d.PRESET)
 
 
 def _layers_for(spec):
@@ -59,6 +64,8 @@ def build(spec, options):
     conv, pools, global_pool, sizes, layers = _layers_for(spec)
     if options["preset"] == "lenet5":
         return Sequential(layers + _lenet5(spec, conv, pools["max"], sizes), name="cnn-lenet5")
+    if options["preset"] == _mnist1d.PRESET:
+        return Sequential(layers + _mnist1d_convbase(spec, conv), name="cnn-mnist1d")
     kernel_size = options["kernel_size"] or (3 if spec.kind == "image" else 5)
     act, bn = options["activation"], options["batch_norm"]
     for channels in options["channels"]:
@@ -121,9 +128,23 @@ def _lenet5(spec, conv, pool, sizes):
                      Dense(spec.output_size)]
 
 
+def _mnist1d_convbase(spec, conv):
+    """conv(25, k5, s2, p1)-relu-conv(25, k3, s2, p1)-relu-conv(25, k3, s2, p1)-relu-flatten-fc:
+    40 points become 19, 10, then 5 positions of 25 channels (125 features)."""
+    from zoo.layers.dense import Dense
+    from zoo.layers.reshape import Flatten
+
+    layers = []
+    for kernel in (5, 3, 3):
+        layers += [conv(25, kernel, stride=2, padding=1, kernel_initializer=_mnist1d.CONV_INIT),
+                   _activation("relu")]
+    return layers + [Flatten(), Dense(spec.output_size, **_mnist1d.DENSE_INIT)]
+
+
 OPTIONS = (
     Option("preset", str, "none", "a fixed classic network instead of the options below: "
-           "lenet5 (LeNet-5, the benchmarks' cnn workload)", PRESETS),
+           "lenet5 (LeNet-5, the benchmarks' cnn workload) or mnist1d (the MNIST-1D paper's "
+           "ConvBase and its training)", PRESETS),
     Option("channels", "ints", (32, 64), "output channels of the convolutions of each block, "
            "e.g. 32,64 (each block ends with a 2x pooling)", minimum=1, min_items=1, log=True),
     Option("kernel_size", int, 0, "convolution window (0 = 5 on sequences and vectors, "
@@ -152,6 +173,7 @@ CNN = Architecture(
     options=OPTIONS,
     defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 50,
               "patience": 10},
+    presets={_mnist1d.PRESET: _mnist1d.TRAINING},
 )
 
 

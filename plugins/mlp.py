@@ -1,8 +1,14 @@
 """The ``mlp`` architecture: a multilayer perceptron, the seed note's 'linear maps + non-linear
 activations' stacked. Images and sequences are flattened into vectors first.
 
+``preset=mnist1d`` builds the MNIST-1D paper's MLP (Greydanus 2020, the repository's
+``MLPBase``): ``Dense(100, relu)``, then a residual ``h + relu(Dense(100)(h))``, then the output
+layer, 15,210 parameters on MNIST-1D, trained as the paper did (see ``zoo_plugins._mnist1d``).
+
 Registered through the entry point ``mlp = zoo_plugins.mlp`` exactly as a third-party plugin.
 """
+
+from zoo_plugins import _mnist1d
 
 from zoo.architecture import Architecture, Option
 from zoo.hookspecs import hookimpl
@@ -17,6 +23,14 @@ def build(spec, options):
     from zoo.model import Sequential
 
     layers = [Flatten()] if len(spec.input_shape) > 1 else []
+    if options["preset"] == _mnist1d.PRESET:
+        from zoo.layers.residual import Residual
+
+        init = _mnist1d.DENSE_INIT
+        layers += [Dense(100, activation="relu", **init),
+                   Residual([Dense(100, activation="relu", **init)]),
+                   Dense(spec.output_size, **init)]
+        return Sequential(layers, name="mlp-mnist1d")
     for units in options["hidden"]:
         layers.append(Dense(units, activation=options["activation"]))
         if options["dropout"] > 0:
@@ -26,6 +40,9 @@ def build(spec, options):
 
 
 OPTIONS = (
+    Option("preset", str, "none", "mnist1d: the MNIST-1D paper's MLP (100 units, then 100 "
+           "with a residual connection) and its training; the options below are then unused",
+           ("none", _mnist1d.PRESET)),
     Option("hidden", "ints", (256, 256), "units of each hidden layer, e.g. 256,128",
            minimum=1, log=True),
     Option("activation", str, "relu", "activation after each hidden layer", ACTIVATIONS),
@@ -43,6 +60,7 @@ MLP = Architecture(
     # its validation loss turns up while its accuracy still climbs, so stop on accuracy.
     defaults={"optimizer": "adam", "lr": 1e-2, "batch_size": 100, "epochs": 100,
               "patience": 15, "monitor": "val_accuracy"},
+    presets={_mnist1d.PRESET: _mnist1d.TRAINING},
 )
 
 

@@ -335,10 +335,11 @@ def test_cli_prints_the_table_saves_files_records_jobs_and_exits_1_on_a_failure(
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "boom, mlp on xor (classify): test metrics, mean ± std over 2 seeds"
-    assert lines[1].split() == ["#", "arch", "accuracy", "params", "epochs", "steps",
-                                "stopped", "train", "s", "compile", "s", "samples/s", "failed"]
+    assert lines[1].split() == ["#", "arch", "accuracy", "accuracy", "95%", "CI", "params",
+                                "epochs", "steps", "stopped", "train", "s", "compile", "s",
+                                "samples/s", "failed"]
     assert lines[3].split()[:2] == ["1", "mlp"] and "max_epochs x2" in lines[3]
-    assert lines[4].split()[:3] == ["2", "boom", "-"] and lines[4].endswith("2/2")
+    assert lines[4].split()[:4] == ["2", "boom", "-", "-"] and lines[4].endswith("2/2")
     assert "failed: boom seed 0: RuntimeError: boom: this plugin refuses to build" in lines
     saved = ["results.csv", "summary.csv", "results.json"] + ["curves.png"] * HAVE_MATPLOTLIB
     assert f"saved {', '.join(saved)} in {out}" in lines

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,23 +111,41 @@ def test_mnist1d_is_deterministic_in_its_seed_and_cached_safely():
         (fresh - fresh.mean()) / fresh.std(), np.concatenate([b.x_train, b.x_test]), atol=1e-6)
 
 
-def test_mnist1d_generation_is_fast():
-    start = time.perf_counter()
-    mnist1d.generate(1234)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"generating MNIST-1D took {elapsed:.3f} s"
+REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "mnist1d_reference.json").read_text())
 
 
-def test_mnist1d_resample_matches_np_interp():
-    rng = np.random.default_rng(0)
-    lengths = np.array([12, 48, 72, 50])
-    x = np.zeros((4, 72))
-    for row, n in enumerate(lengths):
-        x[row, :n] = rng.standard_normal(n)
-    out = mnist1d._resample(x, lengths, 40)
-    for row, n in enumerate(lengths):
-        expected = np.interp(np.linspace(0, 1, 40), np.linspace(0, 1, n), x[row, :n])
-        np.testing.assert_allclose(out[row], expected, atol=1e-12)
+def test_mnist1d_is_the_reference_dataset_to_float32_precision():
+    """Seed 42 gives the reference generator's examples in its order (mnist1d 0.0.2.post1)."""
+    d = mnist1d.load(42)
+    np.testing.assert_array_equal(d.y_train[:100], REFERENCE["y_train_first100"])
+    np.testing.assert_array_equal(d.y_test[:100], REFERENCE["y_test_first100"])
+    np.testing.assert_array_equal(np.bincount(d.y_train, minlength=10),
+                                  REFERENCE["train_label_counts"])
+    for split, rows in (("train", REFERENCE["train_rows"]), ("test", REFERENCE["test_rows"])):
+        x = d.x_train if split == "train" else d.x_test
+        for index, values in rows.items():
+            # zoo's float32 is the reference's float64 rounded to float32, bit for bit.
+            np.testing.assert_array_equal(x[int(index)], np.asarray(values).astype(np.float32),
+                                          err_msg=f"{split} example {index}")
+    # Every example counts: the column sums over each split agree to float32 rounding.
+    np.testing.assert_allclose(d.x_train.astype(np.float64).sum(axis=0),
+                               REFERENCE["train_column_sums"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(d.x_test.astype(np.float64).sum(axis=0),
+                               REFERENCE["test_column_sums"], rtol=0, atol=1e-4)
+
+
+def test_mnist1d_other_seeds_replay_the_reference_with_that_seed():
+    d = mnist1d.load(7)
+    np.testing.assert_array_equal(d.y_test[:100], REFERENCE["seed7_y_test_first100"])
+    for index, values in REFERENCE["seed7_train_rows"].items():
+        np.testing.assert_array_equal(d.x_train[int(index)], np.asarray(values).astype(np.float32))
+
+
+def test_mnist1d_rejects_seeds_the_reference_generator_cannot_take():
+    with pytest.raises(ConfigError, match=r"mnist1d: seed must be an integer in \[0, 2\*\*32\)"):
+        mnist1d.generate(2**32)
+    with pytest.raises(ConfigError, match="seed must be"):
+        mnist1d.generate(-1)
 
 
 def test_mnist1d_gaussian_smoothing_matches_a_naive_reflecting_filter():

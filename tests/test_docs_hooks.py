@@ -88,7 +88,7 @@ def test_example_register_architectures(load_example):
 
     host, record, _ = load_example("register_architectures")
     assert record.registered == {"architectures": ["logreg"]}
-    assert host.architectures.get("linear").name == "logreg"
+    assert host.architectures.get("softmax-regression").name == "logreg"
     check_architecture("logreg", kinds=["vector", "image"], tasks=["classify"],
                        options={"dropout": 0.2}, host=host)
 

@@ -141,7 +141,13 @@ class Architecture:
             ``epochs``, ``patience``, ``clip_norm``, ``loss`` and ``schedule`` (specs) and
             ``monitor`` (the metric the default early stopping watches; used when the run
             reports it, else the task's: ``val_accuracy`` for classification, ``val_loss``
-            otherwise).
+            otherwise),
+            ``steps`` (a fixed number of optimizer steps instead of the epoch budget),
+            ``early_stopping`` (``False``: train the whole budget, keep the last weights) and
+            ``validation_split`` (the share held out when the user gives none; 0.1 if unset).
+        presets: training defaults that come with a value of the ``preset`` option, laid over
+            ``defaults`` when that preset is chosen: ``{"mnist1d": {"lr": 1e-2, ...}}``. A
+            preset that reproduces a published model trains the way its authors did.
     """
 
     name: str
@@ -152,6 +158,7 @@ class Architecture:
     loss: Callable | None = None
     data_kinds: tuple = ("vector", "sequence", "image")
     defaults: dict = field(default_factory=dict)
+    presets: dict = field(default_factory=dict)
     plugin: str = field(default="", compare=False)
 
     def option(self, name: str) -> Option:
@@ -171,6 +178,11 @@ class Architecture:
             except ConfigError as exc:
                 raise ConfigError(f"{self.name}: {exc}") from None
         return resolved
+
+    def training_defaults(self, options: dict | None = None) -> dict:
+        """``defaults``, overlaid with those of the chosen ``preset`` option if it has any."""
+        preset = (options or {}).get("preset")
+        return {**self.defaults, **self.presets.get(preset, {})}
 
     def task_for(self, data_task: str) -> str:
         """The task this architecture performs on data labelled for ``data_task``."""

@@ -82,6 +82,15 @@ def orthogonal(shape, fan_in, fan_out, rng, dtype=np.float32, gain: float = 1.0)
     return (gain * q).reshape(shape).astype(dtype)
 
 
+def uniform_fan_in(shape, fan_in, fan_out, rng, dtype=np.float32) -> np.ndarray:
+    """Uniform on [-l, l] with l = 1 / sqrt(fan_in): PyTorch's default for ``nn.Linear`` and
+    ``nn.Conv*`` weights and biases (its ``kaiming_uniform_(a=sqrt(5))``), which presets that
+    reproduce a PyTorch model use. Biases get it too, given the weight's fan_in."""
+    _check_fans("uniform_fan_in", fan_in, fan_out)
+    limit = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-limit, limit, shape).astype(dtype)
+
+
 def zeros(shape, fan_in=None, fan_out=None, rng=None, dtype=np.float32) -> np.ndarray:
     """All zeros (biases)."""
     reserve(shape, dtype)
@@ -95,7 +104,7 @@ def ones(shape, fan_in=None, fan_out=None, rng=None, dtype=np.float32) -> np.nda
 
 
 INITIALIZERS = {f.__name__: f for f in (he_normal, he_uniform, glorot_normal, glorot_uniform,
-                                        orthogonal, zeros, ones)}
+                                        orthogonal, uniform_fan_in, zeros, ones)}
 # PyTorch's names for the same distributions.
 ALIASES = {"kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform",
            "xavier_normal": "glorot_normal", "xavier_uniform": "glorot_uniform"}

@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ DEFAULT_PATIENCE = 10
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_LR = 1e-3
+DEFAULT_VALIDATION_SPLIT = 0.1
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -42,7 +43,8 @@ class RunConfig:
         epochs: the epoch budget (``max_epochs``); a top-level ``--stop max_epochs`` spec may
             give it instead, or the same value again (another value is refused).
         stop: ``--stop`` specs; when given they replace the default early stopping.
-        validation_split: fraction of the training split held out for validation.
+        validation_split: fraction of the training split held out for validation (``None``:
+            the architecture's default, else 0.1).
         optimizer, loss, schedule: specs (``zoo.spec``), e.g. ``"sgd(momentum=0.9)"``,
             ``"focal(gamma=3)"``, ``"cosine(warmup_epochs=5)"``; the dataset may be one too
             (``"spirals(arms=3)"``). None: the architecture's default (the loss: the one the
@@ -67,7 +69,7 @@ class RunConfig:
     lr: float | None = None
     seed: int = 0
     stop: tuple = ()
-    validation_split: float = 0.1
+    validation_split: float | None = None
     clip_norm: float | None = None
     dtype: str = "float32"
     loss: str | None = None
@@ -85,7 +87,8 @@ class RunConfig:
         for name in ("lr", "clip_norm"):
             if getattr(self, name) is not None:
                 checks.positive_number(None, name, getattr(self, name))
-        checks.fraction(None, "validation_split", self.validation_split)
+        if self.validation_split is not None:  # None: the architecture's, else 0.1
+            checks.fraction(None, "validation_split", self.validation_split)
         checks.one_of(None, "dtype", self.dtype, tuple(DTYPES))
         checks.integer(None, "seed", self.seed, minimum=0)
         for name in ("optimizer", "loss", "schedule", "metric"):
@@ -173,12 +176,16 @@ class Run:
     def __init__(self, config: RunConfig, *, host=None, dataset=None, callbacks=(), model=None,
                  announce=None):
         from zoo.data.load import is_data_file, load_dataset
+
         config.validate()
-        self.config = config
         self.host = resolve_host(host)
         self.architecture = self.host.architectures.get(config.arch)
         self.options = self.architecture.resolve_options(config.options)
-        defaults = self.architecture.defaults
+        self.defaults = defaults = self.architecture.training_defaults(self.options)
+        if config.validation_split is None:  # recorded resolved, for checkpoints and stores
+            config = replace(config, validation_split=defaults.get(
+                "validation_split", DEFAULT_VALIDATION_SPLIT))
+        self.config = config
         self.batch_size = config.batch_size or defaults.get("batch_size", DEFAULT_BATCH_SIZE)
         optimizer_spec = parse_spec(config.optimizer or defaults.get("optimizer",
                                                                     DEFAULT_OPTIMIZER),
@@ -317,7 +324,7 @@ class Run:
         from zoo.training.stopping import StoppingEngine
 
         criteria = self.host.criteria
-        defaults = self.architecture.defaults
+        defaults = self.defaults
         has_val = len(self.x_val) > 0
         names = {getattr(c, "name", None) for c in stop_criteria}
         epochs = self.config.epochs or defaults.get("epochs", DEFAULT_EPOCHS)
@@ -326,9 +333,13 @@ class Run:
             if any(getattr(c, "epochs", None) != self.config.epochs for c in given):
                 raise ConfigError(f"the epoch budget is given twice: --epochs "
                                   f"{self.config.epochs} and --stop {given[0]!r}; give one")
-        if "max_epochs" not in names:
+        steps = defaults.get("steps")
+        if steps and self.config.epochs is None and not names & {"max_epochs", "max_steps"}:
+            # A fixed step budget (a published protocol) replaces the default epoch budget.
+            stop_criteria = [criteria.get("max_steps")(steps), *stop_criteria]
+        elif "max_epochs" not in names:
             stop_criteria = [criteria.get("max_epochs")(epochs), *stop_criteria]
-        if not self.config.stop:
+        if not self.config.stop and defaults.get("early_stopping", True):
             monitor = self.monitor if has_val else (
                 "train_accuracy" if self.monitor == "val_accuracy" else "train_loss")
             stop_criteria.append(criteria.get("early_stopping")(

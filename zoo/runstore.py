@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -70,6 +71,9 @@ CREATE TABLE IF NOT EXISTS epochs (
     PRIMARY KEY (run_id, epoch)
 );
 """
+
+# Training settings exported beside each run (the result's resolved value, else the config's).
+EXPORT_SETTINGS = ("optimizer", "lr", "batch_size", "validation_split", "clip_norm", "dtype")
 
 _SUMMARY_COLUMNS = ("id", "kind", "grp", "status", "arch", "dataset", "task", "seed",
                     "metric_name", "metric", "epochs", "steps", "stop_reason", "error",
@@ -343,3 +347,42 @@ class RunStore:
 
     def count(self) -> int:
         return self._read(lambda: self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    def delete(self, run_id: int) -> None:
+        """Delete one run and its per-epoch rows. Raises ``ConfigError`` for an unknown id."""
+
+        def remove():
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM epochs WHERE run_id = ?", (int(run_id),))
+                gone = conn.execute("DELETE FROM runs WHERE id = ?", (int(run_id),)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return gone
+
+        if not self._retry(remove):
+            raise ConfigError(f"no run {run_id} in {self.path}")
+
+    def export_rows(self, *, group: str | None = None,
+                    arch: str | None = None) -> builtins.list[dict]:
+        """Every matching run as one flat row, oldest first: the summary fields, the training
+        settings, the options (JSON) and each test and validation metric (``test_accuracy``,
+        ``val_loss``...). What ``zoo runs export --format csv`` writes."""
+        rows = []
+        for summary in reversed(self.list(None, group=group, arch=arch)):
+            run = self.get(summary["id"])
+            config, result = run["config"], run["result"]
+            row = {k: run[k] for k in _SUMMARY_COLUMNS}
+            for key in EXPORT_SETTINGS:
+                row[key] = result.get(key, config.get(key))
+            row["params"] = result.get("params")
+            row["options"] = _dumps(result.get("options") or config.get("options") or {})
+            row["stop"] = "; ".join(config.get("stop") or [])
+            for split in ("test", "val"):
+                for name, value in (result.get(split) or {}).items():
+                    row[f"{split}_{name}"] = value
+            rows.append(row)
+        return rows

@@ -62,6 +62,29 @@ def _mean_std(stats: dict, metric: str) -> str:
     return text if stats["std"] is None else f"{text} ± {_number(stats['std'], metric)}"
 
 
+def _interval(stats: dict, metric: str) -> str:
+    if not stats.get("ci95"):
+        return "-"
+    low, high = stats["ci95"]
+    return f"{_number(low, metric)}..{_number(high, metric)}"
+
+
+def paired_line(paired: dict) -> str:
+    """One sentence on the paired t-test of the best two rows."""
+    metric, a, b = paired["metric"], paired["a"], paired["b"]
+    low, high = paired["ci95"]
+    n = len(paired["seeds"])
+    head = (f"{a} vs {b}, paired over {n} seeds: {metric} difference "
+            f"{paired['mean_diff']:+.4f} (95% CI {low:+.4f}..{high:+.4f}), "
+            f"t = {paired['t']:.2f}, p = {paired['p']:.3g}: ")
+    if paired["better"] is None:
+        return head + "a tie"
+    if paired["significant"]:
+        return head + f"{paired['better']} is better, beyond the seed noise (p < 0.05)"
+    return head + (f"{paired['better']} is ahead, but within the seed noise "
+                   f"(p >= 0.05; more seeds may tell)")
+
+
 def _count(value) -> str:
     if value is None:
         return "-"
@@ -77,13 +100,20 @@ def summary_table(result: dict) -> str:
     names = [*dict.fromkeys(chosen), *(m for m in METRICS
                                        if any(m in s["metrics"] for s in summary))]
     any_failed = any(s["failed"] for s in summary)
-    headers = ["#", "arch", *(METRIC_LABELS.get(m, m) for m in names), "params", "epochs", "steps",
-               "stopped", "train s", "compile s", "samples/s"] + (["failed"] if any_failed
+    any_missing = any(s.get("missing") for s in summary)
+    ranking = next((s["metric"] for s in summary if s["metric"]), None)
+    ci = [f"{METRIC_LABELS.get(ranking, ranking)} 95% CI"] if ranking else []
+    headers = ["#", "arch", *(METRIC_LABELS.get(m, m) for m in names), *ci, "params", "epochs",
+               "steps", "stopped", "train s", "compile s", "samples/s"] + (["failed"] if any_failed
                                                                  else [])
+    headers += ["missing"] if any_missing else []
     rows = []
     for rank, s in enumerate(summary, 1):
         row = [rank, s["arch"]]
         row += [_mean_std(s["metrics"][m], m) if m in s["metrics"] else "-" for m in names]
+        if ranking:
+            row.append(_interval(s["metrics"][ranking], ranking)
+                       if ranking in s["metrics"] else "-")
         row += [f"{s['params']:,}" if s["params"] is not None else "-", _count(s["epochs"]),
                 _count(s["steps"]),
                 ", ".join(f"{k} x{v}" for k, v in s["stop_reasons"].items()) or "-",
@@ -92,18 +122,30 @@ def summary_table(result: dict) -> str:
                 f"{s['samples_per_s']:,.0f}" if s["samples_per_s"] is not None else "-"]
         if any_failed:
             row.append(f"{s['failed']}/{s['seeds']}" if s["failed"] else "")
+        if any_missing:
+            row.append(f"{s['missing']}/{s['seeds']}" if s.get("missing") else "")
         rows.append(row)
-    align = [">", "<", *[">"] * len(names), ">", ">", ">", "<", ">", ">", ">"]
+    align = [">", "<", *[">"] * (len(names) + len(ci)), ">", ">", ">", "<", ">", ">", ">"]
     seeds = len(result["seeds"])
     lines = [(f"{', '.join(result['archs'])} on {result['dataset']} ({result['task']}): "
               f"test metrics, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"),
-             table(rows, headers, align + ([">"] if any_failed else []))]
+             table(rows, headers, align + [">"] * (any_failed + any_missing))]
+    if result.get("interrupted"):
+        finished = result["jobs"] - len(result["missing"])
+        lines.insert(1, f"INTERRUPTED: {finished} of {result['jobs']} jobs finished; the "
+                        f"statistics are over the finished seeds only")
     if "probe_accuracy" in names:
         lines.append("probe acc: accuracy of a linear classifier on the learned codes")
     if chosen:
         lines.append(f"ranked by {chosen[0]} (--metric)")
+    if ci:
+        lines.append("95% CI: Student-t interval of the mean over seeds")
+    if result.get("paired"):
+        lines.append(paired_line(result["paired"]))
     for s in summary:
         lines += [f"failed: {s['arch']} {error}" for error in s["errors"]]
+    if result.get("missing"):
+        lines.append(f"missing (not finished): {', '.join(result['missing'])}")
     return "\n".join(lines)
 
 
@@ -263,7 +305,10 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
     if result["store"] is not None and result["store"]["ids"]:
         echo(f"recorded {len(result['store']['ids'])} jobs in {result['store']['path']} "
              f"(zoo runs list --group {result['group']})", as_json)
-    if result["failed"]:
+    if result.get("interrupted"):
+        click.echo("zoo: interrupted; the finished jobs are saved", err=True)
+        ctx.exit(130)
+    if result["failed"] or result.get("missing"):
         ctx.exit(1)
 
 

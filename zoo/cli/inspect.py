@@ -190,7 +190,7 @@ def info_command(arch, dataset, as_json):
                for o in a.options]
     info = {"name": a.name, "summary": a.summary, "tasks": list(a.tasks),
             "data_kinds": list(a.data_kinds), "plugin": a.plugin, "options": options,
-            "training_defaults": a.defaults}
+            "training_defaults": a.defaults, "preset_training_defaults": a.presets}
     if model is None:
         info["model"] = {"dataset": None, "note": built_for}
     else:
@@ -205,6 +205,8 @@ def info_command(arch, dataset, as_json):
                f"plugin: {a.plugin}")
     if a.defaults:
         click.echo("training defaults: " + ", ".join(f"{k}={v}" for k, v in a.defaults.items()))
+    for preset, defaults in a.presets.items():
+        click.echo(f"with preset={preset}: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
     if options:
         rows = []
         for o in options:

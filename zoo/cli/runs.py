@@ -179,4 +179,170 @@ def describe_run(run: dict) -> str:
     return "\n".join(lines)
 
 
+STORE_HELP = "SQLite run store. Default: $ZOO_STORE, else ./zoo-runs.db."
+
+
+@runs_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True, help="csv: one flat row per run; json: every run in full "
+                                      "(config, result, per-epoch history, versions).")
+@click.option("--out", metavar="PATH", default=None,
+              help="Write to this file (complete or not at all). Default: stdout.")
+@click.option("--group", default=None, help="Only the jobs of this comparison.")
+@click.option("--arch", default=None, help="Only runs of this architecture.")
+@click.option("--store", metavar="PATH", default=None, help=STORE_HELP)
+def export_command(fmt, out, group, arch, store):
+    """Export recorded runs, oldest first, as CSV or JSON."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from zoo.errors import ConfigError
+    from zoo.jsonable import jsonable
+
+    if out is not None and not Path(out).parent.is_dir():
+        raise ConfigError(f"cannot write --out {out}: folder {Path(out).parent} does not exist")
+    with open_store(store, create=False) as run_store:
+        if fmt == "csv":
+            rows = run_store.export_rows(group=group, arch=arch)
+            fields = list(dict.fromkeys(k for r in rows for k in r))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            text = buffer.getvalue()
+        else:
+            runs = [run_store.get(r["id"]) for r in
+                    reversed(run_store.list(None, group=group, arch=arch))]
+            text = json.dumps(jsonable({"store": str(run_store.path), "runs": runs}),
+                              indent=1, default=str) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from zoo.atomic import atomic_open
+
+    with atomic_open(Path(out)) as f:
+        f.write(text.encode())
+    click.echo(f"exported {text.count(chr(10)) - 1 if fmt == 'csv' else len(runs)} runs "
+               f"to {out}", err=True)
+
+
+@runs_group.command("delete")
+@click.argument("run_ids", type=int, nargs=-1, required=True, metavar="ID...")
+@click.option("--store", metavar="PATH", default=None, help=STORE_HELP)
+def delete_command(run_ids, store):
+    """Delete recorded runs (and their per-epoch metrics) by id."""
+    with open_store(store, create=False) as run_store:
+        for run_id in run_ids:  # check them all first: all or nothing for unknown ids
+            run_store.get(run_id)
+        for run_id in run_ids:
+            run_store.delete(run_id)
+            click.echo(f"deleted run {run_id}")
+
+
+def _flat(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flat(f"{prefix}.{key}" if prefix else str(key), item, out)
+    elif isinstance(value, list) and not any(isinstance(v, (dict, list)) for v in value):
+        out[prefix] = ",".join(map(str, value))
+    else:
+        out[prefix] = value
+
+
+def diff_rows(a: dict, b: dict) -> list[dict]:
+    """Config and results of two stored runs side by side: ``{"key", "a", "b", "same"}``."""
+    def view(run):
+        flat = {}
+        _flat("", {k: run[k] for k in ("kind", "status", "arch", "dataset", "seed")}, flat)
+        _flat("config", {k: v for k, v in run["config"].items()
+                         if k not in ("arch", "dataset", "seed", "group", "index")}, flat)
+        result = run["result"]
+        _flat("", {k: result.get(k) for k in ("params", "epochs", "steps", "stop_reason",
+                                                "train_loss", "train_time_s", "optimizer",
+                                                "lr", "batch_size")}, flat)
+        _flat("options", result.get("options") or run["config"].get("options") or {}, flat)
+        _flat("val", result.get("val") or {}, flat)
+        _flat("test", result.get("test") or {}, flat)
+        flat["error"] = run.get("error")
+        flat["zoo_version"] = run.get("zoo_version")
+        return flat
+
+    va, vb = view(a), view(b)
+    keys = list(dict.fromkeys([*va, *vb]))
+    return [{"key": k, "a": va.get(k), "b": vb.get(k), "same": va.get(k) == vb.get(k)}
+            for k in keys if va.get(k) is not None or vb.get(k) is not None]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@runs_group.command("diff")
+@click.argument("run_a", type=int, metavar="A")
+@click.argument("run_b", type=int, metavar="B")
+@click.option("--all", "show_all", is_flag=True, help="Also list the settings that agree.")
+@click.option("--store", metavar="PATH", default=None, help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {\"a\", \"b\", \"rows\"} as one JSON object (every key).")
+def diff_command(run_a, run_b, show_all, store, as_json):
+    """Two recorded runs side by side: what differs in their configuration and results."""
+    with open_store(store, create=False) as run_store:
+        a, b = run_store.get(run_a), run_store.get(run_b)
+    rows = diff_rows(a, b)
+    if as_json:
+        emit_json({"a": run_a, "b": run_b, "rows": rows})
+        return
+    shown = [r for r in rows if show_all or not r["same"]]
+    same = sum(r["same"] for r in rows)
+    click.echo(f"run {run_a} vs run {run_b}: {len(rows) - same} of {len(rows)} entries differ")
+    if shown:
+        click.echo(table([[("  " if r["same"] else "* ") + r["key"], _cell(r["a"]),
+                           _cell(r["b"])] for r in shown],
+                         ["key", f"run {run_a}", f"run {run_b}"], ["<", "<", "<"]))
+    if not show_all and same:
+        click.echo(f"({same} equal entries not shown; --all lists them)")
+
+
+@runs_group.command("plot")
+@click.argument("run_id", type=int, metavar="ID")
+@click.option("--out", metavar="PATH", default=None,
+              help="The PNG to write. Default: ./zoo-run-<ID>.png.")
+@click.option("--store", metavar="PATH", default=None, help=STORE_HELP)
+def plot_command(run_id, out, store):
+    """Plot one recorded run's learning curves (needs archzoo[plot])."""
+    from pathlib import Path
+
+    from zoo.errors import ConfigError
+
+    out = Path(out) if out is not None else Path(f"zoo-run-{run_id}.png")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write --out {out}: folder {out.parent} does not exist")
+    with open_store(store, create=False) as run_store:
+        run = run_store.get(run_id)
+    if not run["history"]:
+        raise ConfigError(f"run {run_id} has no per-epoch history to plot "
+                          f"(status {run['status']})")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("zoo runs plot needs matplotlib: pip install 'archzoo[plot]'") from None
+    from zoo.compare.plot import plot_curves
+
+    result = run["result"]
+    row = {"status": "ok", "arch": run["arch"], "seed": run["seed"], "history": run["history"],
+           "notes": result.get("notes") or [], "epochs": run["epochs"], "steps": run["steps"],
+           "stop_reason": run["stop_reason"]}
+    title = [f"run {run_id}: {run['arch']} on {run['dataset']}, seed {run['seed']}",
+             f"{run['epochs']} epochs, {run['steps'] or 0:,} steps; stopped: "
+             f"{run['stop_reason'] or '-'}"]
+    plot_curves({"rows": [row], "seeds": [run["seed"]]}, out, title=title)
+    click.echo(f"saved {out}")
+
+
 COMMANDS = [runs_group]

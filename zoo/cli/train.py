@@ -52,8 +52,9 @@ def training_options(fn):
                      help="Stopping criterion, e.g. 'max_epochs=50' or "
                           "'early_stopping(monitor=val_loss,patience=5)'; repeatable. "
                           "Replaces the default early stopping."),
-        click.option("--validation-split", type=float, default=0.1, show_default=True,
-                     help="Fraction of the training split held out for validation."),
+        click.option("--validation-split", type=float, default=None,
+                     help="Fraction of the training split held out for validation. "
+                          "Default: the architecture's, else 0.1."),
         click.option("--clip-norm", type=float, default=None,
                      help="Clip the global gradient norm to this value."),
         click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",

@@ -6,6 +6,11 @@ inside the process that runs it, so a job can be shipped to a pool worker or a D
 re-run after a lost worker, gives the same result. It never raises: a job that fails comes back
 as a row with ``status = "failed"`` and the reason.
 
+The result summarises each architecture over its seeds (mean, std, 95% Student-t interval;
+``zoo.compare.stats``) and compares the best two on their common seeds (paired t-test). Ctrl-C,
+or an executor that breaks, keeps the finished jobs: the result lists the ``missing`` ones and
+``save_results`` writes it like a complete one.
+
 Executors: in the calling process (``workers=1``), a local pool of spawned processes (the
 default), or Dask distributed (``scheduler="tcp://host:port"``, or ``"local"`` for a
 ``LocalCluster`` of single-threaded worker processes). Each worker process runs one job at a
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from zoo import checks
 from zoo.atomic import atomic_open
+from zoo.compare import stats
 from zoo.errors import ConfigError
 from zoo.jsonable import jsonable
 from zoo.kernels.threads import available_cpus, worker_environment
@@ -100,6 +106,25 @@ def run_job(job: dict) -> dict:
 
 def interrupted(row: dict) -> bool:
     return str(row.get("stop_reason") or "").startswith("interrupted")
+
+
+def complete_row(row: dict | None, job: dict, stopped_by_user: bool,
+                 lost: str | None = None) -> dict:
+    """A job's final row once the executor returned.
+
+    A job that never reported is ``missing`` after Ctrl-C or when the executor itself broke
+    (``lost`` says how), and ``failed`` otherwise; one that Ctrl-C stopped midway is
+    ``interrupted``: its partial history is kept, but its numbers are not a finished run's and
+    stay out of the statistics.
+    """
+    if row is None:
+        if stopped_by_user or lost:
+            reason = lost or "the comparison was interrupted"
+            return dict(failure_row(job, f"not finished: {reason}"), status="missing")
+        return failure_row(job, "the job did not report a result")
+    if row["status"] == "ok" and interrupted(row):
+        return dict(row, status="interrupted")
+    return row
 
 
 class Comparison:
@@ -187,7 +212,8 @@ class Comparison:
             parse_stop(spec, host.criteria)
         from zoo import spec
 
-        spec.parse_spec(config.optimizer or arch.defaults.get("optimizer", DEFAULT_OPTIMIZER),
+        defaults = arch.training_defaults(arch.resolve_options(config.options))
+        spec.parse_spec(config.optimizer or defaults.get("optimizer", DEFAULT_OPTIMIZER),
                         host.optimizers, spec.OPTIMIZER)
         for text, registry, kind in ((config.loss, host.losses, spec.LOSS),
                                      (config.schedule, host.schedules, spec.SCHEDULE)):
@@ -235,9 +261,18 @@ class Comparison:
 
         executor = make_executor(workers, scheduler, len(self.jobs))
         started, t0 = now_iso(), time.perf_counter()
-        executor.run(self.jobs, emit)
-        rows = [r if r is not None else failure_row(j, "the job did not report a result")
-                for r, j in zip(rows, self.jobs)]
+        stopped_by_user, lost = False, None
+        try:
+            executor.run(self.jobs, emit)
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what finished; the caller writes it and exits 130.
+            stopped_by_user = True
+        except Exception as exc:  # noqa: BLE001 - the executor itself broke (a lost cluster)
+            lost = f"the executor stopped: {type(exc).__name__}: {exc}"
+            problems.append(f"{lost}; the finished jobs are kept")
+        rows = [complete_row(r, j, stopped_by_user, lost) for r, j in zip(rows, self.jobs)]
+        missing = [f"{r['arch']} seed {r['seed']}" for r in rows
+                   if r["status"] in ("missing", "interrupted")]
         return {
             "group": self.group,
             "dataset": self.data.name,
@@ -249,8 +284,11 @@ class Comparison:
             "started_at": started,
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "jobs": len(rows),
-            "failed": sum(r["status"] != "ok" for r in rows),
-            "summary": summarise(rows, self.archs, metric=self.metric),
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "interrupted": stopped_by_user,
+            "missing": missing,
+            "summary": (summary := summarise(rows, self.archs, metric=self.metric)),
+            "paired": compare_best_two(summary, rows),
             "rows": rows,
             "store": None if store is None else {"path": str(store.path), "ids": store_ids},
             "warnings": problems,
@@ -506,13 +544,6 @@ class DaskExecutor:
 
 
 # -- aggregation -----------------------------------------------------------------------------
-def _stats(values: list) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"mean": mean, "std": std, "n": n}
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
         and math.isfinite(value)
@@ -541,23 +572,25 @@ def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[d
         for name in names:
             values = [r["test"][name] for r in ok if _finite(r.get("test", {}).get(name))]
             if values:
-                metrics[name] = _stats(values)
+                metrics[name] = stats.describe(values)
         entry = {
             "arch": arch,
             "task": ok[0]["task"] if ok else None,
             "seeds": len(mine),
             "ok": len(ok),
-            "failed": len(mine) - len(ok),
+            "failed": sum(r["status"] == "failed" for r in mine),
+            "missing": sum(r["status"] in ("missing", "interrupted") for r in mine),
             "metric": metric if metric in metrics else next(
                 (m for m in names if m in metrics), None),
             "metrics": metrics,
             "params": ok[0]["params"] if ok else None,
             "stop_reasons": dict(Counter(stop_name(r["stop_reason"]) for r in ok)),
-            "errors": [f"seed {r['seed']}: {r['error']}" for r in mine if r["status"] != "ok"],
+            "errors": [f"seed {r['seed']}: {r['error']}" for r in mine
+                       if r["status"] == "failed"],
         }
         for key in ("epochs", "steps", "train_time_s", "compile_time_s", "samples_per_s"):
             values = [r[key] for r in ok if _finite(r.get(key))]
-            entry[key] = _stats(values)["mean"] if values else None
+            entry[key] = sum(values) / len(values) if values else None
         summary.append(entry)
 
     def rank(entry):
@@ -569,6 +602,27 @@ def summarise(rows: list[dict], archs=None, metric: str | None = None) -> list[d
         return (group, -mean if maximised[metric] else mean)
 
     return sorted(summary, key=rank)
+
+
+def compare_best_two(summary: list[dict], rows: list[dict]) -> dict | None:
+    """The paired t-test of the two best architectures on the ranking metric over the seeds
+    both finished (``zoo.compare.stats.paired``), or ``None`` if there is no such pair."""
+    ranked = [s for s in summary if s["metric"] is not None]
+    if len(ranked) < 2 or ranked[0]["metric"] != ranked[1]["metric"]:
+        return None
+    metric = ranked[0]["metric"]
+
+    def by_seed(arch):
+        return {r["seed"]: r["test"][metric] for r in rows if r["arch"] == arch
+                and r["status"] == "ok" and _finite((r.get("test") or {}).get(metric))}
+
+    from zoo.training.metrics import is_maximised
+
+    first, second = ranked[0]["arch"], ranked[1]["arch"]
+    higher = MAXIMISED[metric] if metric in MAXIMISED else is_maximised(metric)
+    result = stats.paired(first, by_seed(first), second, by_seed(second),
+                          higher_is_better=higher)
+    return None if result is None else {"metric": metric, **result}
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -612,13 +666,20 @@ def rows_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def summary_csv(summary: list[dict]) -> str:
-    """The table: one line per architecture, mean and std as separate columns."""
+PAIRED_FIELDS = ("metric", "b", "seeds", "mean_diff", "std_diff", "ci95_low", "ci95_high",
+                 "t", "df", "p", "better", "significant")
+
+
+def summary_csv(summary: list[dict], paired: dict | None = None) -> str:
+    """The table: one line per architecture, mean, std and the 95% interval as separate
+    columns; the first line also carries the paired test against the second (``paired_*``)."""
     names = [m for m in METRICS if any(m in s["metrics"] for s in summary)]
-    fields = ["rank", "arch", "task", "seeds", "failed"]
-    fields += [f"{m}_{k}" for m in names for k in ("mean", "std")]
+    fields = ["rank", "arch", "task", "seeds", "failed", "missing"]
+    fields += [f"{m}_{k}" for m in names for k in ("mean", "std", "ci95_low", "ci95_high")]
     fields += ["params", "epochs", "steps", "stop_reasons", "train_time_s", "compile_time_s",
                "samples_per_s"]
+    # The paired test of the best two rows, on the first row (against the second).
+    fields += [f"paired_{k}" for k in PAIRED_FIELDS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -629,6 +690,13 @@ def summary_csv(summary: list[dict]) -> str:
             if m in s["metrics"]:
                 flat[f"{m}_mean"] = s["metrics"][m]["mean"]
                 flat[f"{m}_std"] = s["metrics"][m]["std"]
+                if s["metrics"][m].get("ci95"):
+                    flat[f"{m}_ci95_low"], flat[f"{m}_ci95_high"] = s["metrics"][m]["ci95"]
+        if rank == 1 and paired:
+            flat.update({f"paired_{k}": paired[k] for k in PAIRED_FIELDS if k not in
+                         ("seeds", "ci95_low", "ci95_high")})
+            flat["paired_seeds"] = " ".join(map(str, paired["seeds"]))
+            flat["paired_ci95_low"], flat["paired_ci95_high"] = paired["ci95"]
         writer.writerow(flat)
     return buffer.getvalue()
 
@@ -644,12 +712,15 @@ def save_results(result: dict, out=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = {"dir": str(out)}
     _write_atomic(out / "results.csv", rows_csv(result["rows"]).encode())
-    _write_atomic(out / "summary.csv", summary_csv(result["summary"]).encode())
+    _write_atomic(out / "summary.csv",
+                  summary_csv(result["summary"], result.get("paired")).encode())
     files["results.csv"] = str(out / "results.csv")
     files["summary.csv"] = str(out / "summary.csv")
     files["results.json"] = str(out / "results.json")
     try:
-        plot_curves(result["rows"], out / "curves.png")
+        from zoo.compare.plot import plot_curves
+
+        plot_curves(result, out / "curves.png")
         files["curves.png"], files["note"] = str(out / "curves.png"), None
     except ImportError:
         files["curves.png"] = None
@@ -659,70 +730,3 @@ def save_results(result: dict, out=None) -> dict:
     _write_atomic(out / "results.json",
                   json.dumps(jsonable(payload), indent=1, default=str).encode())
     return files
-
-
-def _curve_key(rows: list[dict]) -> str | None:
-    for name in ("val_accuracy", "val_probe_accuracy", "val_r2", "val_mse", "val_loss",
-                 "train_loss"):
-        if any(name in h for r in rows for h in r.get("history") or ()):
-            return name
-    return None
-
-
-def _band(rows: list[dict], key: str):
-    """Per epoch: epochs, mean and std over the seeds that reached it."""
-    by_epoch: dict[int, list] = {}
-    for r in rows:
-        for h in r.get("history") or ():
-            if _finite(h.get(key)):
-                by_epoch.setdefault(int(h["epoch"]), []).append(float(h[key]))
-    epochs = sorted(by_epoch)
-    stats = [_stats(by_epoch[e]) for e in epochs]
-    return epochs, [s["mean"] for s in stats], [s["std"] or 0.0 for s in stats]
-
-
-def plot_curves(rows: list[dict], path) -> None:
-    """Validation metric and loss per epoch for each architecture: the mean over seeds as a
-    line, mean ± std as a band. Raises ImportError without matplotlib."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    # Figure + Agg canvas, not pyplot: no global backend switch in the caller's process.
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
-    ok = [r for r in rows if r["status"] == "ok"]
-    archs = list(dict.fromkeys(r["arch"] for r in ok))
-    panels = [(left, lambda mine: _curve_key(mine)),
-              (right, lambda mine: "val_loss" if _curve_key(mine) and any(
-                  "val_loss" in h for r in mine for h in r["history"]) else "train_loss")]
-    for ax, choose in panels:
-        curves = []
-        for i, arch in enumerate(archs):
-            mine = [r for r in ok if r["arch"] == arch]
-            key = choose(mine)
-            if key is not None:
-                curves.append((f"C{i % 10}", arch, len(mine), key, *_band(mine, key)))
-        keys = sorted({c[3] for c in curves})
-        for color, arch, seeds, key, epochs, mean, std in curves:
-            if not epochs:
-                continue
-            label = arch + (f" ({seeds} seeds)" if seeds > 1 else "")
-            if len(keys) > 1:  # mixed tasks share the panel: say which metric each line is
-                label += f": {key.removeprefix('val_')}"
-            ax.plot(epochs, mean, color=color, label=label,
-                    marker="." if len(epochs) < 3 else None)
-            ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], color=color, alpha=0.2,
-                            linewidth=0)
-        title = " / ".join(keys).replace("val_", "validation ").replace("_", " ")
-        ax.set_title(title or "no history")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if curves:
-            ax.legend(fontsize="small")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    _write_atomic(Path(path), buffer.getvalue())

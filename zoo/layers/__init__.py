@@ -20,7 +20,7 @@ _WHERE = {
     "SimpleRNN": "recurrent", "LSTM": "recurrent", "GRU": "recurrent",
     "Bidirectional": "recurrent",
     "ImageToSequence": "sequence", "VectorToSequence": "sequence", "TimeMean": "sequence",
-    "Autoencoder": "autoencoder", "Standardize": "standardize",
+    "Autoencoder": "autoencoder", "Standardize": "standardize", "Residual": "residual",
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge", "Split": "merge",
     "LayerNorm": "layernorm", "RMSNorm": "layernorm", "MultiHeadAttention": "attention",
     "Embedding": "embedding", "PositionalEmbedding": "embedding",

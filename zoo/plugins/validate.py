@@ -20,7 +20,7 @@ from zoo.errors import PluginError, printable
 
 # The training defaults an architecture may set (what zoo.run reads from ``defaults``).
 DEFAULT_KEYS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor", "clip_norm",
-                "loss", "schedule")
+                "loss", "schedule", "steps", "early_stopping", "validation_split")
 
 # Names are typed on the command line and listed with commas (``--arch mlp,cnn``): one word.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
@@ -119,7 +119,25 @@ def _check_architecture(arch):
     if unknown:
         _fail(where, f"unknown defaults {safe_repr(unknown)}; known: {', '.join(DEFAULT_KEYS)}")
     _check_options(where, arch.options)
+    _check_presets(where, arch)
     return arch
+
+
+def _check_presets(where: str, arch) -> None:
+    """``presets``: training defaults by a value of the architecture's ``preset`` option."""
+    if not isinstance(arch.presets, dict):
+        _fail(where, f"presets must be a dict; received {safe_repr(arch.presets)}")
+    choices = next((o.choices for o in arch.options if o.name == "preset"), None) or ()
+    for preset, defaults in arch.presets.items():
+        if preset not in choices:
+            _fail(where, f"presets: no option 'preset' offers {safe_repr(preset)}")
+        if not isinstance(defaults, dict):
+            _fail(where, f"presets[{safe_repr(preset)}] must be a dict; received "
+                         f"{safe_repr(defaults)}")
+        unknown = [k for k in defaults if k not in DEFAULT_KEYS]
+        if unknown:
+            _fail(where, f"presets[{safe_repr(preset)}]: unknown defaults {safe_repr(unknown)}; "
+                         f"known: {', '.join(DEFAULT_KEYS)}")
 
 
 def _check_options(where: str, options) -> None:
