@@ -19,11 +19,12 @@ READOUTS = ("last", "mean")
 
 OPTIONS = (
     Option("hidden", int, 128, "units of each recurrent layer (per direction)", minimum=1,
-           log=True),
-    Option("layers", int, 1, "stacked recurrent layers", minimum=1),
-    Option("bidirectional", bool, False, "read each sequence both ways and concatenate"),
+           log=True, search=(16, 256)),
+    Option("layers", int, 1, "stacked recurrent layers", minimum=1, search=(1, 2)),
+    Option("bidirectional", bool, False, "read each sequence both ways and concatenate",
+           search=(False, True)),
     Option("dropout", float, 0.0, "dropout rate after each recurrent layer (0 = none)",
-           minimum=0, maximum=1, exclusive_maximum=True),
+           minimum=0, maximum=1, exclusive_maximum=True, search=(0.0, 0.5)),
     Option("readout", str, "last", "what feeds the head: the last step's state or the mean "
            "of all steps' states", READOUTS),
 )
@@ -84,4 +85,7 @@ def architecture(name, cell_name, summary, defaults, presets=None) -> Architectu
     options = OPTIONS + ((PRESET_OPTION,) if presets else ())
     return Architecture(name=name, summary=summary, tasks=("classify", "regress"),
                         build=builder(name, cell_name), options=options, defaults=defaults,
-                        presets=dict(presets or {}))
+                        presets=dict(presets or {}),
+                        # zoo compare --tune: Adam's learning rate (gradients clipped) around
+                        # the cells' defaults, besides the options' ranges above.
+                        search={"lr": (5e-4, 2e-2)})

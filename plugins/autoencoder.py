@@ -133,9 +133,10 @@ OPTIONS = (
            "convolutions down and upsampling + convolutions up (images, sequences, vectors)",
            ("dense", "conv")),
     Option("code_size", int, 32, "size of the code the encoder compresses each example to",
-           minimum=1, log=True),
+           minimum=1, log=True, search=(8, 128)),
     Option("hidden", "ints", (256,), "dense variant: units of the encoder's hidden layers, "
-           "mirrored in the decoder, e.g. 256,64 (empty for none)", minimum=1, log=True),
+           "mirrored in the decoder, e.g. 256,64 (empty for none)", minimum=1, log=True,
+           search=(64, 512), search_items=(1, 2)),
     Option("channels", "ints", (16, 32), "conv variant: channels of each level, mirrored in the "
            "decoder; a level halves the signal where its size allows", minimum=1, min_items=1,
            log=True),
@@ -143,7 +144,8 @@ OPTIONS = (
            "on sequences and vectors)", minimum=0),
     Option("activation", str, "relu", "activation after each hidden layer", ACTIVATIONS),
     Option("noise", float, 0.0, "denoising: standard deviation of the Gaussian noise added to "
-           "the input while training (scored on clean inputs; 0 = none)", minimum=0),
+           "the input while training (scored on clean inputs; 0 = none)", minimum=0,
+           search=(0.0, 0.3)),
     Option("loss", str, "auto", "auto: binary cross-entropy on sigmoid outputs for inputs within "
            "[0, 1], else mean squared error on linear outputs", LOSSES),
 )
@@ -158,6 +160,8 @@ AUTOENCODER = Architecture(
     loss=choose_loss,
     defaults={"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 100,
               "patience": 10},
+    # zoo compare --tune: code size, hidden widths and depth, input noise (above), and lr.
+    search={"lr": (5e-4, 1e-2)},
 )
 
 

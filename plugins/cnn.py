@@ -146,20 +146,21 @@ OPTIONS = (
            "lenet5 (LeNet-5, the benchmarks' cnn workload) or mnist1d (the MNIST-1D paper's "
            "ConvBase and its training)", PRESETS),
     Option("channels", "ints", (32, 64), "output channels of the convolutions of each block, "
-           "e.g. 32,64 (each block ends with a 2x pooling)", minimum=1, min_items=1, log=True),
+           "e.g. 32,64 (each block ends with a 2x pooling)", minimum=1, min_items=1, log=True,
+           search=(8, 64), search_items=(1, 3)),
     Option("kernel_size", int, 0, "convolution window (0 = 5 on sequences and vectors, "
            "3 on images)", minimum=0),
-    Option("depth", int, 1, "convolutions per block", minimum=1),
+    Option("depth", int, 1, "convolutions per block", minimum=1, search=(1, 2)),
     Option("pooling", str, "max", "pooling at the end of each block", ("max", "avg", "none")),
     Option("batch_norm", bool, True, "batch normalisation after each convolution"),
     Option("global_pool", bool, False, "global average pooling instead of flattening before "
            "the head"),
     Option("hidden", "ints", (256,), "units of the dense layers of the head, e.g. 256 "
-           "(empty for none)", minimum=1, log=True),
+           "(empty for none)", minimum=1, log=True, search=(32, 512)),
     Option("activation", str, "relu", "activation after each convolution and hidden layer",
            ACTIVATIONS),
     Option("dropout", float, 0.25, "dropout rate before each dense layer (0 = none)",
-           minimum=0, maximum=1, exclusive_maximum=True),
+           minimum=0, maximum=1, exclusive_maximum=True, search=(0.0, 0.5)),
 )
 
 # Defaults measured with ``zoo train --arch cnn --json`` over seeds 0-3 (test accuracy):
@@ -174,6 +175,9 @@ CNN = Architecture(
     defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 50,
               "patience": 10},
     presets={_mnist1d.PRESET: _mnist1d.TRAINING},
+    # zoo compare --tune: channels and blocks, convolutions per block, head width, dropout
+    # (above), and Adam's learning rate.
+    search={"lr": (3e-4, 1e-2)},
 )
 
 

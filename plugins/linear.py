@@ -44,6 +44,8 @@ LINEAR = Architecture(
     defaults={"optimizer": "adam", "lr": 1e-2, "batch_size": 100, "epochs": 100,
               "patience": 10, "monitor": "val_loss"},
     presets={_mnist1d.PRESET: _mnist1d.TRAINING},
+    # zoo compare --tune: a linear model has only its training to tune.
+    search={"lr": (1e-3, 1e-1), "batch_size": (32, 256)},
 )
 
 

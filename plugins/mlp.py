@@ -44,10 +44,10 @@ OPTIONS = (
            "with a residual connection) and its training; the options below are then unused",
            ("none", _mnist1d.PRESET)),
     Option("hidden", "ints", (256, 256), "units of each hidden layer, e.g. 256,128",
-           minimum=1, log=True),
+           minimum=1, log=True, search=(32, 512), search_items=(1, 3)),
     Option("activation", str, "relu", "activation after each hidden layer", ACTIVATIONS),
     Option("dropout", float, 0.2, "dropout rate after each hidden layer (0 = none)",
-           minimum=0, maximum=1, exclusive_maximum=True),
+           minimum=0, maximum=1, exclusive_maximum=True, search=(0.0, 0.5)),
 )
 
 MLP = Architecture(
@@ -61,6 +61,8 @@ MLP = Architecture(
     defaults={"optimizer": "adam", "lr": 1e-2, "batch_size": 100, "epochs": 100,
               "patience": 15, "monitor": "val_accuracy"},
     presets={_mnist1d.PRESET: _mnist1d.TRAINING},
+    # zoo compare --tune: width and depth, dropout (above), and Adam's learning rate.
+    search={"lr": (1e-3, 3e-2)},
 )
 
 

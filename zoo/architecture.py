@@ -12,6 +12,8 @@ from zoo.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# The run settings an architecture's ``search`` may cover, and their types.
+SEARCHED_SETTINGS: dict = {"lr": float, "batch_size": int}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,13 @@ class Option:
         log: the option spans orders of magnitude (a learning rate, a width): a
             hyper-parameter search should sample it on a log scale. Needs ``minimum > 0``.
             It changes nothing in parsing.
+        search: what ``zoo compare --tune`` tries (``None``: the option keeps its value).
+            For an ``int`` or ``float`` option without ``choices``: ``(low, high)``, a range
+            inside the valid one, drawn uniformly, or log-uniformly when ``log``. For an
+            ``"ints"`` option: ``(low, high)`` the range of one width shared by every item,
+            and ``search_items`` the range of the number of items (default: the default's).
+            For any other option: the values to pick from, e.g. ``("relu", "tanh")``.
+        search_items: ``(fewest, most)`` items an ``"ints"`` option's search draws.
     """
 
     name: str
@@ -47,6 +56,8 @@ class Option:
     exclusive_maximum: bool = False
     min_items: int = 0
     log: bool = False
+    search: tuple | None = None
+    search_items: tuple | None = None
 
     def __post_init__(self):
         ranged = (self.minimum, self.maximum) != (None, None) or self.min_items or self.log
@@ -60,6 +71,38 @@ class Option:
         if self.log and (self.minimum is None or self.minimum <= 0):
             raise ValueError(f"option {self.name}: log=True needs a minimum > 0; "
                              f"received minimum={self.minimum}")
+        if self.search is not None or self.search_items is not None:
+            self._check_search()
+
+    def searches_range(self) -> bool:
+        """Whether ``search`` is a ``(low, high)`` range rather than values to pick from."""
+        return self.type == "ints" or (self.type in (int, float) and self.choices is None)
+
+    def _check_search(self) -> None:
+        """A plugin author's mistake in ``search`` fails at import, like a bad range."""
+        where = f"option {self.name}: search"
+        if not isinstance(self.search, tuple) or not self.search:
+            raise ValueError(f"{where} must be a non-empty tuple; received {self.search!r}")
+        if self.search_items is not None and self.type != "ints":
+            raise ValueError(f"option {self.name}: search_items applies to \"ints\" options")
+        try:
+            if not self.searches_range():
+                for value in self.search:
+                    self.parse(value)
+                return
+            if len(self.search) != 2 or self.search[0] > self.search[1]:
+                raise ValueError(f"{where} must be (low, high) with low <= high; "
+                                 f"received {self.search!r}")
+            for bound in self.search:
+                self.parse((bound,) if self.type == "ints" else bound)
+        except ConfigError as exc:
+            raise ValueError(f"{where} {self.search!r} is not valid: {exc}") from None
+        items = self.search_items
+        if items is not None and not (
+                len(items) == 2 and all(isinstance(n, int) for n in items)
+                and max(self.min_items, 0) <= items[0] <= items[1]):
+            raise ValueError(f"option {self.name}: search_items must be (fewest, most) with "
+                             f"{self.min_items} <= fewest <= most; received {items!r}")
 
     def parse(self, value):
         """Convert a string (or an already typed value) to this option's type, or raise."""
@@ -148,6 +191,10 @@ class Architecture:
         presets: training defaults that come with a value of the ``preset`` option, laid over
             ``defaults`` when that preset is chosen: ``{"mnist1d": {"lr": 1e-2, ...}}``. A
             preset that reproduces a published model trains the way its authors did.
+        search: the run settings ``zoo compare --tune`` searches besides the options'
+            ``search``: ``{"lr": (low, high), "batch_size": (low, high)}``, each drawn
+            log-uniformly. Without ``"lr"``, the learning rate is still searched, over one
+            decade either side of the architecture's default (``zoo.compare.tune``).
     """
 
     name: str
@@ -159,7 +206,21 @@ class Architecture:
     data_kinds: tuple = ("vector", "sequence", "image")
     defaults: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
     plugin: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        for name, span in self.search.items():
+            kind = SEARCHED_SETTINGS.get(name)
+            if kind is None:
+                raise ValueError(f"architecture {self.name}: search covers the run settings "
+                                 f"{', '.join(SEARCHED_SETTINGS)}; received {name!r}")
+            if not (isinstance(span, tuple) and len(span) == 2
+                    and all(isinstance(v, kind) and not isinstance(v, bool) for v in span)
+                    and 0 < span[0] <= span[1] and math.isfinite(span[1])):
+                raise ValueError(f"architecture {self.name}: search[{name!r}] must be "
+                                 f"(low, high) with 0 < low <= high ({kind.__name__}s); "
+                                 f"received {span!r}")
 
     def option(self, name: str) -> Option:
         for opt in self.options:

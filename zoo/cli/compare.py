@@ -146,6 +146,9 @@ def summary_table(result: dict) -> str:
         lines += [f"failed: {s['arch']} {error}" for error in s["errors"]]
     if result.get("missing"):
         lines.append(f"missing (not finished): {', '.join(result['missing'])}")
+    from zoo.compare.tune import tuning_lines
+
+    lines += tuning_lines(result)
     return "\n".join(lines)
 
 
@@ -242,6 +245,13 @@ def _clock(seconds: float) -> str:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for results.csv, summary.csv, results.json and curves.png. "
                    "Default: ./zoo-compare-<date>-<time>.")
+@click.option("--tune", type=int, default=None, metavar="N",
+              help="Tune first: N trials per architecture from the search space it declares, "
+                   "the same N for all, chosen on validation data; the chosen setting is then "
+                   "trained on every seed and reported on test.")
+@click.option("--tune-seed", type=int, default=None, metavar="S",
+              help="Seed of the trials' draws and training; not a reported seed. "
+                   "Default: 1000.")
 @store_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole result as one JSON object on stdout.")
@@ -249,7 +259,7 @@ def _clock(seconds: float) -> str:
 def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, schedule, metric,
                     lr, stops,
                     validation_split, clip_norm, dtype, seeds, seed_list, options, workers,
-                    scheduler, out, store, no_store, as_json):
+                    scheduler, out, store, no_store, as_json, tune=None, tune_seed=None):
     """Train several architectures on the same data, budget and stopping rules, over several
     seeds, and print one table (best first). Exit code 1 if any job failed."""
     from pathlib import Path
@@ -277,6 +287,7 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
     from zoo.atomic import probe_writable
 
     probe_writable(Path(out if out is not None else ".") / "results.json", "comparison results")
+    tuning = plan_tuning(comparison, tune, tune_seed)
     run_store = open_store(store, no_store)
     data = comparison.data
     click.echo(f"comparing {', '.join(comparison.archs)} on {data.name} ({data.task}): "
@@ -284,12 +295,18 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
                f"{len(seed_values)} seed{'s' * (len(seed_values) > 1)} = "
                f"{len(comparison.jobs)} jobs", err=True)
     try:
+        if tuning is not None:
+            tuned = run_tuning(tuning, workers, scheduler)
         with JobProgress(len(comparison.jobs)) as progress:
             result = comparison.run(workers=workers, scheduler=scheduler, store=run_store,
                                     on_result=progress)
     finally:
         if run_store is not None:
             run_store.close()
+    if tuning is not None:
+        from zoo.compare.tune import annotate
+
+        annotate(result, tuned)
     click.echo(f"ran {result['executor']} in {result['wall_time_s']:.1f}s", err=True)
     result["files"] = files = save_results(result, out)
     for warning in result["warnings"]:
@@ -297,7 +314,8 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
     if as_json:
         emit_json(result)
     echo(summary_table(result), as_json)
-    saved = [name for name in ("results.csv", "summary.csv", "results.json", "curves.png")
+    saved = [name for name in ("results.csv", "summary.csv", "trials.csv", "results.json",
+                               "curves.png")
              if files.get(name)]
     echo(f"saved {', '.join(saved)} in {files['dir']}", as_json)
     if files.get("note"):
@@ -310,6 +328,38 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
         ctx.exit(130)
     if result["failed"] or result.get("missing"):
         ctx.exit(1)
+
+
+def plan_tuning(comparison, trials: int | None, seed: int | None):
+    """The ``Tuning`` of ``--tune N`` (checked and drawn before anything runs), or ``None``."""
+    if trials is None:
+        if seed is not None:
+            raise click.UsageError("--tune-seed needs --tune N")
+        return None
+    from zoo.compare.tune import DEFAULT_TUNE_SEED, Tuning
+
+    return Tuning(comparison, trials, seed=DEFAULT_TUNE_SEED if seed is None else seed)
+
+
+def run_tuning(tuning, workers, scheduler) -> dict:
+    """Run the trials, one line each on stderr, and give the comparison the chosen settings."""
+    from zoo.compare.tune import setting_text
+
+    def trial_line(record: dict, done: int, total: int) -> None:
+        head = f"[tune {done}/{total}] {record['arch']} trial {record['trial']}"
+        if record["status"] != "ok" or record["val_score"] is None:
+            line = f"{head}: FAILED {record.get('error') or 'no validation score'}"
+        else:
+            line = (f"{head}: val {record['val_metric']} {record['val_score']:.4f} "
+                    f"({setting_text(record['setting'])})")
+        click.echo(line, err=True)
+
+    n = len(tuning.jobs)
+    click.echo(f"tuning: {tuning.trials} trials x {len(tuning.spaces)} architecture"
+               f"{'s' * (len(tuning.spaces) > 1)} = {n} trials, chosen on validation", err=True)
+    tuned = tuning.run(workers=workers, scheduler=scheduler, on_result=trial_line)
+    tuning.apply()
+    return tuned
 
 
 COMMANDS = [compare_command]

@@ -680,12 +680,19 @@ def summary_csv(summary: list[dict], paired: dict | None = None) -> str:
                "samples_per_s"]
     # The paired test of the best two rows, on the first row (against the second).
     fields += [f"paired_{k}" for k in PAIRED_FIELDS]
+    # With --tune: the chosen setting, its validation score and the budget (zoo.compare.tune).
+    tuned = any("tuned" in s for s in summary)
+    fields += ["tuned", "tuned_val", "tune_trials"] if tuned else []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for rank, s in enumerate(summary, 1):
         flat = dict(s, rank=rank, stop_reasons="; ".join(
             f"{k} x{v}" for k, v in s["stop_reasons"].items()))
+        if tuned:
+            from zoo.compare.tune import setting_text
+
+            flat["tuned"] = setting_text(s["tuned"]) if s.get("tuned") else ""
         for m in names:
             if m in s["metrics"]:
                 flat[f"{m}_mean"] = s["metrics"][m]["mean"]
@@ -717,6 +724,11 @@ def save_results(result: dict, out=None) -> dict:
     files["results.csv"] = str(out / "results.csv")
     files["summary.csv"] = str(out / "summary.csv")
     files["results.json"] = str(out / "results.json")
+    if result.get("tuning"):
+        from zoo.compare.tune import trials_csv
+
+        _write_atomic(out / "trials.csv", trials_csv(result["tuning"]).encode())
+        files["trials.csv"] = str(out / "trials.csv")
     try:
         from zoo.compare.plot import plot_curves
 
