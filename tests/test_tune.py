@@ -230,6 +230,17 @@ def test_cli_tune_prints_the_choice_and_writes_it_in_every_file(tmp_path):
     assert lines[at + 2].startswith("    trials' val accuracy: ")
 
 
+def test_zoo_info_shows_the_search_space():
+    result = CliRunner().invoke(cli, ["info", "cnn", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["search_space"] == {
+        "channels": "1..3 x 8..64 log", "depth": "1..2", "hidden": "1 x 32..512 log",
+        "dropout": "0..0.5", "lr": "0.0003..0.01 log"}
+    text = CliRunner().invoke(cli, ["info", "gru"]).stdout
+    assert "zoo compare --tune searches: hidden 16..256 log, layers 1..2, bidirectional " \
+           "False|True, dropout 0..0.5, lr 0.0005..0.02 log" in text
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tune", "0"], "--tune must be a positive integer"),
     (["--tune-seed", "5"], "--tune-seed needs --tune N"),

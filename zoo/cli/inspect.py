@@ -190,7 +190,8 @@ def info_command(arch, dataset, as_json):
                for o in a.options]
     info = {"name": a.name, "summary": a.summary, "tasks": list(a.tasks),
             "data_kinds": list(a.data_kinds), "plugin": a.plugin, "options": options,
-            "training_defaults": a.defaults, "preset_training_defaults": a.presets}
+            "training_defaults": a.defaults, "preset_training_defaults": a.presets,
+            "search_space": tune_space(a)}
     if model is None:
         info["model"] = {"dataset": None, "note": built_for}
     else:
@@ -207,6 +208,8 @@ def info_command(arch, dataset, as_json):
         click.echo("training defaults: " + ", ".join(f"{k}={v}" for k, v in a.defaults.items()))
     for preset, defaults in a.presets.items():
         click.echo(f"with preset={preset}: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
+    click.echo("zoo compare --tune searches: " + ", ".join(
+        f"{k} {v}" for k, v in info["search_space"].items()))
     if options:
         rows = []
         for o in options:
@@ -223,6 +226,13 @@ def info_command(arch, dataset, as_json):
         click.echo(f"\nmodel for {built_for} (input {tuple(model.input_shape)}, default "
                    "options):")
         click.echo(model_summary(model))
+
+
+def tune_space(arch) -> dict:
+    """What ``zoo compare --tune`` searches for ``arch`` when nothing is fixed."""
+    from zoo.compare.tune import Space
+
+    return Space(arch, {}, {}).describe()
 
 
 @click.command("plugins")

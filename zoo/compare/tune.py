@@ -51,14 +51,15 @@ SELECTION_METRICS = ("accuracy", "probe_accuracy", "r2", "mse")
 
 # -- the search space ------------------------------------------------------------------------
 def describe_option_space(option) -> str:
-    """``"16..512 log"``, ``"0..0.5"``, ``"relu|tanh"``, ``"1..3 x 16..512 log"``."""
+    """``"16..512 log"``, ``"0..0.5"``, ``"relu|tanh"``, ``"1..3 x 16..512 log"`` (1 to 3
+    items of one width), ``"1 x 32..512 log"``."""
     if not option.searches_range():
         return "|".join(_show(v) for v in option.search)
     low, high = option.search
     text = f"{low:g}..{high:g}" + (" log" if option.log else "")
     if option.type == "ints":
         fewest, most = item_range(option)
-        text = f"{fewest}..{most} x {text}"
+        text = f"{fewest}{'' if fewest == most else f'..{most}'} x {text}"
     return text
 
 
