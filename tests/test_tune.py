@@ -227,7 +227,7 @@ def test_cli_tune_prints_the_choice_and_writes_it_in_every_file(tmp_path):
     at = next(i for i, line in enumerate(lines) if line.startswith("tuned: 2 trials"))
     assert "chosen on validation, then trained on 1 seed and reported on test" in lines[at]
     assert lines[at + 1].startswith("  linear: lr=") and "(trial " in lines[at + 1]
-    assert lines[at + 2].startswith("    trials' val accuracy: ")
+    assert lines[at + 2].startswith("    linear trials' val accuracy: ")
 
 
 def test_zoo_info_shows_the_search_space():
@@ -239,6 +239,29 @@ def test_zoo_info_shows_the_search_space():
     text = CliRunner().invoke(cli, ["info", "gru"]).stdout
     assert "zoo compare --tune searches: hidden 16..256 log, layers 1..2, bidirectional " \
            "False|True, dropout 0..0.5, lr 0.0005..0.02 log" in text
+
+
+def test_ctrl_c_during_the_trials_keeps_the_finished_ones_and_chooses_nothing(tmp_path):
+    comparison = zc.Comparison(["linear"], [0, 1], **SMALL)
+
+    def stop_after_two(record, done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    result = tune.tune_and_compare(comparison, 4, workers=1, on_trial=stop_after_two)
+    tuning = result["tuning"]
+    assert tuning["interrupted"] and tuning["archs"]["linear"]["chosen"] is None
+    assert [r["status"] for r in tuning["rows"]] == ["ok", "ok", "missing", "missing"]
+    assert result["interrupted"] and result["executor"] == "not run: the tuning was interrupted"
+    assert result["missing"] == ["linear seed 0", "linear seed 1"]
+    files = zc.save_results(result, tmp_path / "out")
+    with open(files["trials.csv"]) as f:
+        assert [t["status"] for t in csv.DictReader(f)] == ["ok", "ok", "missing", "missing"]
+    from zoo.cli.compare import summary_table
+
+    table = summary_table(result)
+    assert "tuning INTERRUPTED: 2 of 4 trials finished; nothing was chosen" in table
+    assert "    linear trials' val accuracy: " in table and table.rstrip().endswith("- -")
 
 
 @pytest.mark.parametrize("args, message", [

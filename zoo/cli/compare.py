@@ -299,7 +299,8 @@ def compare_command(ctx, archs, dataset, epochs, batch_size, optimizer, loss, sc
             tuned = run_tuning(tuning, workers, scheduler)
         with JobProgress(len(comparison.jobs)) as progress:
             result = comparison.run(workers=workers, scheduler=scheduler, store=run_store,
-                                    on_result=progress)
+                                    on_result=progress,
+                                    executor=None if tuning is None else tuning.executor())
     finally:
         if run_store is not None:
             run_store.close()

@@ -225,7 +225,7 @@ class Comparison:
                 spec.parse_spec(name, host.metrics, spec.METRIC)
 
     def run(self, *, workers: int | None = None, scheduler: str | None = None,
-            store=None, on_result=None) -> dict:
+            store=None, on_result=None, executor=None) -> dict:
         """Run every job and return the whole result (what ``zoo compare --json`` prints).
 
         Args:
@@ -235,6 +235,8 @@ class Comparison:
                 or the address of a Dask scheduler (``tcp://host:port``).
             store: a ``RunStore`` that records each job as it finishes, or ``None``.
             on_result: ``on_result(row, done, total)``, called as each job finishes.
+            executor: an executor object to use instead (``zoo.compare.tune`` passes one that
+                runs nothing when Ctrl-C stopped the tuning).
         """
         rows: list[dict | None] = [None] * len(self.jobs)
         problems: list[str] = []
@@ -259,7 +261,7 @@ class Comparison:
             if interrupted(row):  # Ctrl-C reached a job (and stopped it cleanly): stop all
                 raise KeyboardInterrupt
 
-        executor = make_executor(workers, scheduler, len(self.jobs))
+        executor = executor or make_executor(workers, scheduler, len(self.jobs))
         started, t0 = now_iso(), time.perf_counter()
         stopped_by_user, lost = False, None
         try:

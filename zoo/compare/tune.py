@@ -258,7 +258,8 @@ class Tuning:
     def run(self, *, workers: int | None = None, scheduler: str | None = None,
             on_result=None) -> dict:
         """Run every trial and choose a setting per architecture; returns the ``tuning``
-        part of the result. Ctrl-C propagates (nothing is chosen from half the trials)."""
+        part of the result. After Ctrl-C it has ``interrupted`` set, the finished trials and
+        no choice (half the trials are not the budget the others had)."""
         records: list[dict | None] = [None] * len(self.jobs)
         done = [0]
 
@@ -273,15 +274,21 @@ class Tuning:
 
         executor = runner.make_executor(workers, scheduler, len(self.jobs))
         t0 = time.perf_counter()
-        executor.run(self.jobs, emit)
-        rows = [r if r is not None else trial_record(
-            runner.failure_row(job, "the job did not report a result"), *self.owners[i],
-            self.settings[self.owners[i][0]][self.owners[i][1]])
-            for i, (r, job) in enumerate(zip(records, self.jobs))]
+        stopped = False
+        try:
+            executor.run(self.jobs, emit)
+        except KeyboardInterrupt:
+            stopped = True
+        rows = []
+        for (arch, trial), record, job in zip(self.owners, records, self.jobs):
+            if record is None or (stopped and runner.interrupted(record)):
+                row = runner.complete_row(None, job, stopped)
+                record = trial_record(row, arch, trial, self.settings[arch][trial])
+            rows.append(record)
         archs = {}
         for arch, space in self.spaces.items():
             mine = [r for r in rows if r["arch"] == arch]
-            best = best_trial(mine)
+            best = None if stopped else best_trial(mine)
             archs[arch] = {
                 "space": space.describe(),
                 "chosen": None if best is None else best["setting"],
@@ -292,6 +299,7 @@ class Tuning:
             }
         self.result = {
             "trials": self.trials, "seed": self.seed, "search": "random",
+            "interrupted": stopped,
             "seeds": list(self.comparison.seeds),
             "selection": "best validation score (accuracy, probe accuracy, r2 or mse), "
                          "ties to the lower validation loss, then the earlier trial",
@@ -301,6 +309,11 @@ class Tuning:
             "archs": archs, "rows": rows,
         }
         return self.result
+
+    def executor(self):
+        """What the comparison must run on after the tuning: ``None`` (its own executor) once
+        every trial finished, ``NotRun`` after Ctrl-C."""
+        return NotRun() if self.result["interrupted"] else None
 
     def apply(self) -> None:
         """Give every job of the comparison its architecture's chosen setting. An architecture
@@ -361,14 +374,24 @@ def tune_and_compare(comparison, trials: int, *, seed: int = DEFAULT_TUNE_SEED,
     tuned = tuning.run(workers=workers, scheduler=scheduler, on_result=on_trial)
     tuning.apply()
     result = comparison.run(workers=workers, scheduler=scheduler, store=store,
-                            on_result=on_result)
+                            on_result=on_result, executor=tuning.executor())
     return annotate(result, tuned)
+
+
+class NotRun:
+    """The executor of a comparison whose tuning Ctrl-C stopped: it runs nothing and stops
+    as Ctrl-C does, so the comparison's result lists every job as missing."""
+
+    description = "not run: the tuning was interrupted"
+
+    def run(self, jobs, emit) -> None:
+        raise KeyboardInterrupt
 
 
 # -- reporting -------------------------------------------------------------------------------
 def tuning_lines(result: dict) -> list[str]:
     """What the table says about the tuning: the budget, each architecture's choice and the
-    validation score of every trial."""
+    validation score of every trial (``x`` failed, ``-`` not finished, ``*`` chosen)."""
     tuning = result.get("tuning")
     if not tuning:
         return []
@@ -376,17 +399,23 @@ def tuning_lines(result: dict) -> list[str]:
     lines = [f"tuned: {tuning['trials']} trials per architecture ({tuning['search']} search, "
              f"trial 0 = defaults, seed {tuning['seed']}), chosen on validation, then trained "
              f"on {seeds} seed{'s' * (seeds != 1)} and reported on test"]
+    if tuning.get("interrupted"):
+        finished = sum(r["status"] not in ("missing", "interrupted") for r in tuning["rows"])
+        lines[0] = (f"tuning INTERRUPTED: {finished} of {len(tuning['rows'])} trials "
+                    f"finished; nothing was chosen and no seed was trained")
     for arch, info in tuning["archs"].items():
-        scores = [r for r in tuning["rows"] if r["arch"] == arch]
-        if info["chosen"] is None:
+        mine = [r for r in tuning["rows"] if r["arch"] == arch]
+        metric = next((r["val_metric"] for r in mine if r["val_metric"]), None)
+        if info["chosen"] is not None:
+            lines.append(f"  {arch}: {setting_text(info['chosen'])} (trial {info['trial']}, "
+                         f"val {info['val_metric']} {info['val_score']:.4f})")
+        elif not tuning.get("interrupted"):
             lines.append(f"  {arch}: no trial finished; its defaults were run")
-            continue
-        shown = " ".join("x" if r["val_score"] is None else
+        shown = " ".join(("-" if r["status"] in ("missing", "interrupted") else "x")
+                         if r["val_score"] is None else
                          f"{r['val_score']:.4f}{'*' * (r['trial'] == info['trial'])}"
-                         for r in scores)
-        lines.append(f"  {arch}: {setting_text(info['chosen'])} (trial {info['trial']}, "
-                     f"val {info['val_metric']} {info['val_score']:.4f})")
-        lines.append(f"    trials' val {info['val_metric']}: {shown}")
+                         for r in mine)
+        lines.append(f"    {arch} trials' val {metric or 'score'}: {shown}")
     return lines
 
 
