@@ -252,7 +252,7 @@ def test_ctrl_c_during_the_trials_keeps_the_finished_ones_and_chooses_nothing(tm
     tuning = result["tuning"]
     assert tuning["interrupted"] and tuning["archs"]["linear"]["chosen"] is None
     assert [r["status"] for r in tuning["rows"]] == ["ok", "ok", "missing", "missing"]
-    assert result["interrupted"] and result["executor"] == "not run: the tuning was interrupted"
+    assert result["interrupted"] and result["executor"] == "nothing (the tuning was interrupted)"
     assert result["missing"] == ["linear seed 0", "linear seed 1"]
     files = zc.save_results(result, tmp_path / "out")
     with open(files["trials.csv"]) as f:

@@ -348,7 +348,9 @@ def run_tuning(tuning, workers, scheduler) -> dict:
 
     def trial_line(record: dict, done: int, total: int) -> None:
         head = f"[tune {done}/{total}] {record['arch']} trial {record['trial']}"
-        if record["status"] != "ok" or record["val_score"] is None:
+        if record["status"] == "interrupted":
+            line = f"{head}: interrupted"
+        elif record["status"] != "ok" or record["val_score"] is None:
             line = f"{head}: FAILED {record.get('error') or 'no validation score'}"
         else:
             line = (f"{head}: val {record['val_metric']} {record['val_score']:.4f} "

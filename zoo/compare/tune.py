@@ -199,8 +199,10 @@ def best_trial(records: list[dict]) -> dict | None:
 def trial_record(row: dict, arch: str, trial: int, setting: dict) -> dict:
     """What a trial leaves behind: its setting and validation results, never its test ones
     (selection must not see them, and no reader should be tempted to)."""
-    score = val_score(row)
-    record = {"arch": arch, "trial": trial, "setting": setting, "status": row["status"],
+    # A trial Ctrl-C stopped midway is not a finished trial: no score.
+    status = "interrupted" if runner.interrupted(row) else row["status"]
+    score = val_score(row) if status == "ok" else None
+    record = {"arch": arch, "trial": trial, "setting": setting, "status": status,
               "val_metric": score[0] if score else None,
               "val_score": score[1] if score else None}
     for key in ("val", "epochs", "steps", "stop_reason", "train_loss", "params",
@@ -269,7 +271,7 @@ class Tuning:
             done[0] += 1
             if on_result is not None:
                 on_result(records[index], done[0], len(self.jobs))
-            if runner.interrupted(row):
+            if records[index]["status"] == "interrupted":
                 raise KeyboardInterrupt
 
         executor = runner.make_executor(workers, scheduler, len(self.jobs))
@@ -281,7 +283,7 @@ class Tuning:
             stopped = True
         rows = []
         for (arch, trial), record, job in zip(self.owners, records, self.jobs):
-            if record is None or (stopped and runner.interrupted(record)):
+            if record is None:
                 row = runner.complete_row(None, job, stopped)
                 record = trial_record(row, arch, trial, self.settings[arch][trial])
             rows.append(record)
@@ -295,7 +297,7 @@ class Tuning:
                 "trial": None if best is None else best["trial"],
                 "val_metric": None if best is None else best["val_metric"],
                 "val_score": None if best is None else best["val_score"],
-                "failed": sum(r["status"] != "ok" for r in mine),
+                "failed": sum(r["status"] == "failed" for r in mine),
             }
         self.result = {
             "trials": self.trials, "seed": self.seed, "search": "random",
@@ -382,7 +384,7 @@ class NotRun:
     """The executor of a comparison whose tuning Ctrl-C stopped: it runs nothing and stops
     as Ctrl-C does, so the comparison's result lists every job as missing."""
 
-    description = "not run: the tuning was interrupted"
+    description = "nothing (the tuning was interrupted)"
 
     def run(self, jobs, emit) -> None:
         raise KeyboardInterrupt
