@@ -14,9 +14,9 @@ own range. What the user fixes (``-o mlp.hidden=64``, ``--lr``, ``--batch-size``
 searched.
 
 Trials are reproducible and independent of where they run: trial 0 is the architecture's
-defaults (so tuning can only match or beat them on validation); trials 1..N-1 are random draws
-from ``numpy.random.default_rng([tune_seed, crc32(arch)])``, made here, in the calling
-process, before any trial runs. A trial is an ordinary compare job (``runner.run_job``) with
+defaults (so the choice is never worse than them on the trials' validation score); trials
+1..N-1 are random draws from ``numpy.random.default_rng([tune_seed, crc32(arch)])``, made here,
+in the calling process, before any trial runs. A trial is an ordinary compare job (``runner.run_job``) with
 the drawn setting, trained with seed ``tune_seed``, which must not be a reported seed: the
 initialisation that won the selection would otherwise report on test. Trials run on the
 comparison's executor (in-process, local processes or Dask), so each executor gives the same
@@ -45,8 +45,6 @@ DEFAULT_TUNE_SEED = 1000
 # Drawn floats are rounded to this many significant digits: readable, and the same on every
 # machine (the draw itself is exact; rounding keeps "lr=0.00314" rather than 17 digits).
 SIGNIFICANT_DIGITS = 3
-# Selection metric on validation: the first present, as the table ranks test metrics.
-SELECTION_METRICS = ("accuracy", "probe_accuracy", "r2", "mse")
 
 
 # -- the search space ------------------------------------------------------------------------
@@ -173,7 +171,8 @@ def setting_text(setting: dict) -> str:
 def val_score(row: dict) -> tuple | None:
     """``(metric, value)``: the trial's validation score, or ``None`` if it has none."""
     val = row.get("val") or {}
-    for name in SELECTION_METRICS:
+    # The first metric the table would rank by, read on validation instead of test.
+    for name in runner.METRICS:
         value = val.get(name)
         if isinstance(value, (int, float)) and math.isfinite(value):
             return name, float(value)
