@@ -178,7 +178,6 @@ def test_the_chosen_setting_is_trained_on_every_seed(in_process):
     assert in_process["config"]["lr"] is None  # the shared config, not one arch's tuned lr
 
 
-@pytest.mark.slow
 def test_a_local_pool_gives_the_same_trials_choices_and_results(in_process):
     pool = tuned_run(workers=2)
     assert pool["tuning"]["executor"] == "on a local pool of 2 processes"

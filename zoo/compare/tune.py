@@ -16,11 +16,11 @@ searched.
 Trials are reproducible and independent of where they run: trial 0 is the architecture's
 defaults (so the choice is never worse than them on the trials' validation score); trials
 1..N-1 are random draws from ``numpy.random.default_rng([tune_seed, crc32(arch)])``, made here,
-in the calling process, before any trial runs. A trial is an ordinary compare job (``runner.run_job``) with
-the drawn setting, trained with seed ``tune_seed``, which must not be a reported seed: the
-initialisation that won the selection would otherwise report on test. Trials run on the
-comparison's executor (in-process, local processes or Dask), so each executor gives the same
-trials, the same choice and the same per-seed results.
+in the calling process, before any trial runs. A trial is an ordinary compare job
+(``runner.run_job``) with the drawn setting, trained with seed ``tune_seed``, which must not be
+a reported seed: the initialisation that won the selection would otherwise report on test.
+Trials run on the comparison's executor (in-process, local processes or Dask), so each executor
+gives the same trials, the same choice and the same per-seed results.
 
 Example:
     >>> comparison = Comparison(["mlp", "cnn"], seeds=[0, 1, 2], dataset="mnist1d")
