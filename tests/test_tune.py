@@ -126,6 +126,21 @@ def test_the_best_validation_score_wins_ties_to_the_lower_loss_then_the_earlier_
     assert tune.best_trial([record(0, None, None, status="failed")]) is None
 
 
+def test_with_metric_the_trials_are_scored_on_that_metric_on_validation():
+    row = {"status": "ok", "val": {"loss": 0.2, "accuracy": 0.9, "macro_f1": 0.7}}
+    assert tune.val_score(row) == ("accuracy", 0.9)
+    assert tune.val_score(row, "macro_f1") == ("macro_f1", 0.7)
+    assert tune.val_score(row, "mae") == ("accuracy", 0.9)  # not reported: the default
+    assert tune.best_trial([record(0, 0.3, 0.1, "mae"), record(1, 0.2, 0.5, "mae")]
+                           )["trial"] == 1  # mae: lower is better
+    comparison = zc.Comparison(["linear"], [0], metric="macro_f1", **SMALL)
+    tuning = tune.Tuning(comparison, 2)
+    assert tuning.metric == "macro_f1"
+    tuned = tuning.run(workers=1)
+    assert [r["val_metric"] for r in tuned["rows"]] == ["macro_f1", "macro_f1"]
+    assert tuned["selection"].startswith("best validation macro_f1")
+
+
 def test_a_trial_keeps_its_validation_results_and_never_its_test_ones():
     row = {"status": "ok", "val": {"loss": 0.2, "accuracy": 0.9},
            "test": {"loss": 0.1, "accuracy": 1.0}, "epochs": 2, "history": [{}]}

@@ -168,11 +168,14 @@ def setting_text(setting: dict) -> str:
 
 
 # -- scoring ---------------------------------------------------------------------------------
-def val_score(row: dict) -> tuple | None:
-    """``(metric, value)``: the trial's validation score, or ``None`` if it has none."""
+def val_score(row: dict, metric: str | None = None) -> tuple | None:
+    """``(metric, value)``: the trial's validation score, or ``None`` if it has none.
+
+    The metric the table ranks by, read on validation instead of test: ``metric`` (the
+    comparison's ``--metric``) when the trial reports it, else the first of accuracy, probe
+    accuracy, r2 and mse."""
     val = row.get("val") or {}
-    # The first metric the table would rank by, read on validation instead of test.
-    for name in runner.METRICS:
+    for name in ([metric] if metric else []) + list(runner.METRICS):
         value = val.get(name)
         if isinstance(value, (int, float)) and math.isfinite(value):
             return name, float(value)
@@ -186,8 +189,10 @@ def best_trial(records: list[dict]) -> dict | None:
     if not scored:
         return None
 
+    from zoo.training.metrics import is_maximised
+
     def key(r):
-        better = -r["val_score"] if runner.MAXIMISED[r["val_metric"]] else r["val_score"]
+        better = -r["val_score"] if is_maximised(r["val_metric"]) else r["val_score"]
         loss = (r.get("val") or {}).get("loss")
         loss = loss if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
         return (better, loss, r["trial"])
@@ -195,12 +200,13 @@ def best_trial(records: list[dict]) -> dict | None:
     return min(scored, key=key)
 
 
-def trial_record(row: dict, arch: str, trial: int, setting: dict) -> dict:
+def trial_record(row: dict, arch: str, trial: int, setting: dict,
+                 metric: str | None = None) -> dict:
     """What a trial leaves behind: its setting and validation results, never its test ones
     (selection must not see them, and no reader should be tempted to)."""
     # A trial Ctrl-C stopped midway is not a finished trial: no score.
     status = "interrupted" if runner.interrupted(row) else row["status"]
-    score = val_score(row) if status == "ok" else None
+    score = val_score(row, metric) if status == "ok" else None
     record = {"arch": arch, "trial": trial, "setting": setting, "status": status,
               "val_metric": score[0] if score else None,
               "val_score": score[1] if score else None}
@@ -233,6 +239,7 @@ class Tuning:
                               f"must train on a seed that does not report on test; "
                               f"give another --tune-seed")
         self.comparison = comparison
+        self.metric = getattr(comparison, "metric", None)  # --metric: the ranking one
         # What every job shares before tuning gives each architecture its own lr and options.
         self.shared_config = comparison.shared_config()
         self.group = f"{comparison.group}-tune"
@@ -266,7 +273,8 @@ class Tuning:
 
         def emit(index: int, row: dict) -> None:
             arch, trial = self.owners[index]
-            records[index] = trial_record(row, arch, trial, self.settings[arch][trial])
+            records[index] = trial_record(row, arch, trial, self.settings[arch][trial],
+                                          self.metric)
             done[0] += 1
             if on_result is not None:
                 on_result(records[index], done[0], len(self.jobs))
@@ -302,8 +310,9 @@ class Tuning:
             "trials": self.trials, "seed": self.seed, "search": "random",
             "interrupted": stopped,
             "seeds": list(self.comparison.seeds),
-            "selection": "best validation score (accuracy, probe accuracy, r2 or mse), "
-                         "ties to the lower validation loss, then the earlier trial",
+            "selection": (f"best validation {self.metric}" if self.metric else
+                          "best validation score (accuracy, probe accuracy, r2 or mse)")
+                         + ", ties to the lower validation loss, then the earlier trial",
             "executor": executor.description,
             "shared_config": self.shared_config,
             "wall_time_s": round(time.perf_counter() - t0, 3),
