@@ -85,8 +85,12 @@ class Trainable(Layer):
         x = np.asarray(x)
         self.check_input(x)
         x = x.astype(self.dtype, copy=False)
-        outs = [self.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
-                for i in range(0, len(x), batch_size)]
+        from zoo.kernels.threads import single_threaded_blas
+
+        # BLAS on one thread, as in training: the same bits whatever the process's BLAS count.
+        with single_threaded_blas():
+            outs = [self.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
+                    for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), self.dtype)
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:

@@ -35,10 +35,13 @@ def evaluate(model, loss, x, y, task: str, batch_size: int = 512, metrics=None,
     target = x if task == "reconstruct" else y
     outputs = np.empty((len(x), *model.output_shape), dtype=model.dtype)
     total = 0.0
-    for i in range(0, len(x), batch_size):
-        out = model.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
-        outputs[i:i + len(out)] = out
-        total += loss.forward(out, target[i:i + batch_size]) * len(out)
+    # As in train_step: BLAS on one thread, so the metrics are the same bits whatever thread
+    # count the process (a test runner, a notebook, a compare worker) gave its BLAS library.
+    with single_threaded_blas():
+        for i in range(0, len(x), batch_size):
+            out = model.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
+            outputs[i:i + len(out)] = out
+            total += loss.forward(out, target[i:i + batch_size]) * len(out)
     if outputs_out is not None:
         outputs_out.append(outputs)
     return task_metrics(task, outputs, target, total / len(x), loss.activate, metrics)
