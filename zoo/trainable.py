@@ -85,10 +85,12 @@ class Trainable(Layer):
         x = np.asarray(x)
         self.check_input(x)
         x = x.astype(self.dtype, copy=False)
+        from zoo.kernels.fpenv import flush_denormals
         from zoo.kernels.threads import single_threaded_blas
 
-        # BLAS on one thread, as in training: the same bits whatever the process's BLAS count.
-        with single_threaded_blas():
+        # As in training: BLAS on one thread (the same bits whatever the process's BLAS count)
+        # and denormals flushed.
+        with single_threaded_blas(), flush_denormals():
             outs = [self.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
                     for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), self.dtype)

@@ -18,6 +18,9 @@
    sets zoo's count instead, with BLAS still held to one thread inside zoo's products.
 4. ``zoo compare``'s worker processes share the cores: each gets ``cores // workers`` threads,
    fixed (``worker_environment``), so no worker's governor competes for another's core.
+5. A worker computes a job's blocks in the floating-point mode of the thread that posted it
+   (denormals flushed inside training steps, ``zoo.kernels.fpenv``), so that too is the same
+   whichever thread runs a block.
 
 This module imports neither numpy nor numba at import time: the command line calls
 ``prepare_environment`` before numpy is loaded.
@@ -162,10 +165,39 @@ def run_blocks(fn, blocks: int) -> None:
     Blocks must write disjoint outputs; which thread runs a block never changes what it
     computes.
     """
+    from zoo.kernels.fpenv import current_mode
     from zoo.kernels.workers import run_blocks as run
+
+    # Every thread computes its blocks in the posting thread's floating-point mode (denormals
+    # flushed or not, ``zoo.kernels.fpenv``): a block's bits must not depend on who ran it.
+    mode = current_mode()
+
+    def block_scope():
+        return _BlockScope(mode)
 
     # Held here for the whole job, not only by each thread around its blocks: where the count
     # is the process's (pthreads OpenBLAS, MKL), a thread restoring it when its own blocks end
     # would hand another thread's running block a threaded BLAS.
     with single_threaded_blas():
-        run(fn, blocks, _COUNT[0], single_threaded_blas)
+        run(fn, blocks, _COUNT[0], block_scope)
+
+
+class _BlockScope:
+    """What a thread runs a job's blocks in: BLAS on one thread, the poster's float mode."""
+
+    __slots__ = ("blas", "mode")
+
+    def __init__(self, mode: int):
+        from zoo.kernels.fpenv import same_mode
+
+        self.blas = single_threaded_blas()
+        self.mode = same_mode(mode)
+
+    def __enter__(self):
+        self.blas.__enter__()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+        return self.blas.__exit__(*exc)

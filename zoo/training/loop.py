@@ -14,6 +14,7 @@ import numpy as np
 
 from zoo import checks
 from zoo.errors import DataError, describe_array
+from zoo.kernels.fpenv import flush_denormals
 from zoo.kernels.threads import make_governor, single_threaded_blas
 from zoo.optimizers import clip_grad_norm
 from zoo.training.callbacks import History, overriding
@@ -36,8 +37,9 @@ def evaluate(model, loss, x, y, task: str, batch_size: int = 512, metrics=None,
     outputs = np.empty((len(x), *model.output_shape), dtype=model.dtype)
     total = 0.0
     # As in train_step: BLAS on one thread, so the metrics are the same bits whatever thread
-    # count the process (a test runner, a notebook, a compare worker) gave its BLAS library.
-    with single_threaded_blas():
+    # count the process (a test runner, a notebook, a compare worker) gave its BLAS library;
+    # denormals flushed, as the model was trained.
+    with single_threaded_blas(), flush_denormals():
         for i in range(0, len(x), batch_size):
             out = model.forward(np.ascontiguousarray(x[i:i + batch_size]), training=False)
             outputs[i:i + len(out)] = out
@@ -179,10 +181,12 @@ class Trainer:
         ``benchmarks/steps.py`` times exactly this. Returns the batch's loss. BLAS runs on one
         thread throughout, as the thread policy says (``zoo.kernels.threads``), even where a
         user's program lets it use more: then no product's bits depend on a thread count.
+        Denormals are flushed to zero (``zoo.kernels.fpenv``): a fitted batch's tiny gradients
+        would otherwise take the CPU's slow path.
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        with single_threaded_blas():
+        with single_threaded_blas(), flush_denormals():
             self._outputs = self.model.forward(xb, training=True)
             value = self.loss.forward(self._outputs, tb)
             self.model.backward(self.loss.backward())

@@ -1,0 +1,149 @@
+"""Denormal floats flushed to zero while zoo computes: the same training, without the slow path.
+
+Training on a batch the model already fits drives softmax probabilities, sigmoid slopes and
+the gradients made from them below float32's smallest normal number (1.2e-38). The CPU
+handles such denormal operands in microcode, tens of times slower than normal ones, and every
+product that touches them slows down: a ``benchmarks/steps.py`` mlp-small step went from
+17 us to 51 us once its loss was near zero. XLA (JAX, TensorFlow) flushes denormals for the
+same reason; zoo does it inside its own computations only: ``flush_denormals()`` wraps each
+training step, evaluation and prediction, and restores the caller's mode on exit, so a
+user's own numpy code outside zoo computes as before.
+
+On x86-64 this sets two bits of the SSE/AVX control register MXCSR: FTZ (a denormal result
+becomes zero) and DAZ (a denormal operand is read as zero), which numpy, numba's kernels and
+the BLAS library all obey. Elsewhere (ARM, ...) the mode is left alone: denormals are computed
+as IEEE 754 says, slower on some CPUs, with the same results on any thread count either way.
+
+A value that would have been denormal is below 1.2e-38 (float32) or 2.2e-308 (float64);
+flushing it changes a sum by less than one unit in the last place of anything it is added to,
+which is why frameworks treat the mode as a speed setting. It does change bits, so the threads
+that compute one product must all run in the same mode: ``zoo.kernels.threads.run_blocks``
+hands the posting thread's mode to every worker for the blocks it computes (``same_mode``).
+
+The register is per thread; reading and writing it is one instruction each, plus a numba call.
+The kernels are made on first use: importing this module loads neither numpy nor numba (the
+command line imports the training loop before it knows whether it will train).
+"""
+
+from __future__ import annotations
+
+import platform
+
+# MXCSR bits: FTZ (15) flushes denormal results to zero, DAZ (6) reads denormal operands as
+# zero. The low six bits are sticky exception flags, which are not part of a mode.
+FLUSH_BITS = 0x8040
+STATUS_BITS = 0x3F
+
+SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _define_x86_kernels():
+    """``(read, write)`` of MXCSR as numba kernels; only built on x86-64 (compile what runs)."""
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    from zoo.kernels._jit import njit
+
+    def call_csr(builder, name, slot):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+        fn = builder.module.declare_intrinsic(name, fnty=fnty)
+        builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+
+    @intrinsic
+    def stmxcsr(typingctx):
+        def codegen(context, builder, signature, args):
+            slot = builder.alloca(ir.IntType(32))
+            call_csr(builder, "llvm.x86.sse.stmxcsr", slot)
+            return builder.load(slot)
+
+        return types.uint32(), codegen
+
+    @intrinsic
+    def ldmxcsr(typingctx, value):
+        def codegen(context, builder, signature, args):
+            slot = builder.alloca(ir.IntType(32))
+            builder.store(args[0], slot)
+            call_csr(builder, "llvm.x86.sse.ldmxcsr", slot)
+            return context.get_dummy_value()
+
+        return types.void(types.uint32), codegen
+
+    @njit
+    def read():
+        return stmxcsr()
+
+    @njit
+    def write(value):
+        ldmxcsr(value)
+
+    return read, write
+
+
+_KERNELS: list = []  # [(read, write)] once made
+
+
+def _read() -> int:
+    if not _KERNELS:
+        _KERNELS.append(_define_x86_kernels())
+    return int(_KERNELS[0][0]())
+
+
+def _write(value: int) -> None:
+    _KERNELS[0][1](value)  # always after a _read
+
+
+def current_mode() -> int:
+    """This thread's floating-point mode (0 where zoo does not manage one)."""
+    return _read() & ~STATUS_BITS if SUPPORTED else 0
+
+
+def flushing() -> bool:
+    """Whether this thread flushes denormals to zero now."""
+    return SUPPORTED and current_mode() & FLUSH_BITS == FLUSH_BITS
+
+
+class _Mode:
+    """Set this thread's mode on entry (``target(old)`` gives the new one), restore on exit."""
+
+    __slots__ = ("old",)
+
+    def target(self, old: int) -> int:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.old = None
+        if SUPPORTED:
+            old = _read()
+            new = self.target(old & ~STATUS_BITS) | (old & STATUS_BITS)
+            if new != old:
+                _write(new)
+                self.old = old
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            # Keep exception flags raised inside; restore only the mode.
+            _write((self.old & ~STATUS_BITS) | (_read() & STATUS_BITS))
+        return False
+
+
+class flush_denormals(_Mode):  # lower case: used as ``with flush_denormals():``
+    """Inside the block, this thread flushes denormals to zero; its mode is restored after."""
+
+    __slots__ = ()
+
+    def target(self, old: int) -> int:
+        return old | FLUSH_BITS
+
+
+class same_mode(_Mode):
+    """Inside the block, this thread runs in ``mode`` (another thread's ``current_mode()``)."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self, mode: int):
+        self.mode = mode
+
+    def target(self, old: int) -> int:
+        return self.mode
