@@ -37,8 +37,8 @@ STATUS_BITS = 0x3F
 SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
 
 
-def _define_x86_kernels():
-    """``(read, write)`` of MXCSR as numba kernels; only built on x86-64 (compile what runs)."""
+def _define_x86_kernel():
+    """MXCSR's ``swap`` as a numba kernel; only built on x86-64 (compile what runs)."""
     from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
@@ -70,32 +70,29 @@ def _define_x86_kernels():
         return types.void(types.uint32), codegen
 
     @njit
-    def read():
-        return stmxcsr()
+    def swap(keep, add):
+        old = stmxcsr()
+        new = (old & keep) | add
+        if new != old:
+            ldmxcsr(new)
+        return old
 
-    @njit
-    def write(value):
-        ldmxcsr(value)
-
-    return read, write
-
-
-_KERNELS: list = []  # [(read, write)] once made
+    return swap
 
 
-def _read() -> int:
-    if not _KERNELS:
-        _KERNELS.append(_define_x86_kernels())
-    return int(_KERNELS[0][0]())
+_KERNEL: list = []  # [swap] once made
 
 
-def _write(value: int) -> None:
-    _KERNELS[0][1](value)  # always after a _read
+def _swap(keep: int, add: int) -> int:
+    """Set MXCSR to ``(old & keep) | add`` (one numba call) and return ``old``."""
+    if not _KERNEL:
+        _KERNEL.append(_define_x86_kernel())
+    return int(_KERNEL[0](keep, add))
 
 
 def current_mode() -> int:
     """This thread's floating-point mode (0 where zoo does not manage one)."""
-    return _read() & ~STATUS_BITS if SUPPORTED else 0
+    return _swap(0xFFFFFFFF, 0) & ~STATUS_BITS if SUPPORTED else 0
 
 
 def flushing() -> bool:
@@ -104,27 +101,20 @@ def flushing() -> bool:
 
 
 class _Mode:
-    """Set this thread's mode on entry (``target(old)`` gives the new one), restore on exit."""
+    """Change this thread's mode on entry (``_keep``, ``_add``: see ``_swap``); restore it on
+    exit. Exception flags raised inside are kept: they are not part of a mode."""
 
     __slots__ = ("old",)
-
-    def target(self, old: int) -> int:
-        raise NotImplementedError
+    _keep = 0xFFFFFFFF
+    _add = 0
 
     def __enter__(self):
-        self.old = None
-        if SUPPORTED:
-            old = _read()
-            new = self.target(old & ~STATUS_BITS) | (old & STATUS_BITS)
-            if new != old:
-                _write(new)
-                self.old = old
+        self.old = _swap(self._keep, self._add) & ~STATUS_BITS if SUPPORTED else None
         return self
 
     def __exit__(self, *exc):
         if self.old is not None:
-            # Keep exception flags raised inside; restore only the mode.
-            _write((self.old & ~STATUS_BITS) | (_read() & STATUS_BITS))
+            _swap(STATUS_BITS, self.old)
         return False
 
 
@@ -132,18 +122,14 @@ class flush_denormals(_Mode):  # lower case: used as ``with flush_denormals():``
     """Inside the block, this thread flushes denormals to zero; its mode is restored after."""
 
     __slots__ = ()
-
-    def target(self, old: int) -> int:
-        return old | FLUSH_BITS
+    _add = FLUSH_BITS
 
 
 class same_mode(_Mode):
     """Inside the block, this thread runs in ``mode`` (another thread's ``current_mode()``)."""
 
-    __slots__ = ("mode",)
+    __slots__ = ("_add",)
+    _keep = STATUS_BITS
 
     def __init__(self, mode: int):
-        self.mode = mode
-
-    def target(self, old: int) -> int:
-        return self.mode
+        self._add = mode & ~STATUS_BITS
