@@ -32,7 +32,7 @@ from numba.np.numpy_support import as_dtype
 from zoo.kernels import threads
 from zoo.kernels._jit import njit
 
-ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS enum values
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
 
 _FOUND: dict = {}  # {dtype: (address, integer dtype) or None}
 
@@ -92,6 +92,21 @@ def gemm(f, a, b, c):
           _like(i, a.strides[0] // a.itemsize), b.ctypes.data,
           _like(i, b.strides[0] // b.itemsize), _like(c, 0), c.ctypes.data,
           _like(i, c.strides[0] // c.itemsize))
+
+
+@njit
+def gemm_trans(f, a, trans_a, b, trans_b, c):
+    """``c = op(a) @ op(b)``, ``op`` transposing where ``trans_*`` is true, as numpy calls BLAS
+    for a transposed view (``np.dot(x.T, dz)``): ``a``, ``b``, ``c`` are C-contiguous as
+    stored. Only with BLAS (``f``'s address not 0): a caller checks ``gemm_function`` first."""
+    address, i = f
+    m = a.shape[1] if trans_a else a.shape[0]
+    k = a.shape[0] if trans_a else a.shape[1]
+    n = b.shape[0] if trans_b else b.shape[1]
+    _call(address, np.int32(ROW_MAJOR), np.int32(TRANS if trans_a else NO_TRANS),
+          np.int32(TRANS if trans_b else NO_TRANS), _like(i, m), _like(i, n), _like(i, k),
+          _like(c, 1), a.ctypes.data, _like(i, a.shape[1]), b.ctypes.data,
+          _like(i, b.shape[1]), _like(c, 0), c.ctypes.data, _like(i, c.shape[1]))
 
 
 def _find(dtype):
