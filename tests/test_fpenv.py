@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from zoo.kernels import blas, fpenv, threads
+from zoo.kernels import blas, dense_stack, fpenv, threads
 from zoo.layers.dense import Dense
 from zoo.losses import SoftmaxCrossEntropy
 from zoo.model import Sequential
@@ -117,16 +117,27 @@ def _trainer():
                    task="classify", batch_size=5, rng=rng)
 
 
-def test_training_steps_and_evaluation_flush_and_the_caller_does_not(ieee_mode, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_training_steps_and_evaluation_flush_and_the_caller_does_not(ieee_mode, monkeypatch,
+                                                                     fused):
     trainer = _trainer()
+    if not fused:
+        trainer._fused = None  # the layer-by-layer step
+    elif trainer._fused is None:
+        pytest.skip("no fused Dense-stack step with this BLAS (zoo.training.fused)")
     modes = []
-    forward = trainer.loss.forward
+    forward, fused_step = trainer.loss.forward, dense_stack.step
 
     def spy(outputs, targets):
         modes.append(fpenv.flushing())
         return forward(outputs, targets)
 
+    def fused_spy(*args):
+        modes.append(fpenv.flushing())
+        return fused_step(*args)
+
     monkeypatch.setattr(trainer.loss, "forward", spy)
+    monkeypatch.setattr(dense_stack, "step", fused_spy)
     x = np.random.default_rng(1).random((5, 4), dtype=np.float32)
     y = np.array([0, 1, 2, 0, 1])
     trainer.train_step(x, y)

@@ -91,6 +91,10 @@ class Trainer:
         self.schedule_note: str | None = None
         self._values_list, self._grads_list = self._flat_groups(model, optimizer)
         _skip_input_grad(model)
+        # A plain stack of Dense layers: forward, loss and backward in one kernel call.
+        from zoo.training.fused import dense_stack_step  # loads numba: not at import time
+
+        self._fused = dense_stack_step(model, loss, self.values, self.grads)
         # Position in the run: what a checkpoint needs to resume exactly.
         self.epoch = 0
         self.step = 0
@@ -187,9 +191,13 @@ class Trainer:
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
         with single_threaded_blas(), flush_denormals():
-            self._outputs = self.model.forward(xb, training=True)
-            value = self.loss.forward(self._outputs, tb)
-            self.model.backward(self.loss.backward())
+            fused = self._fused.step(xb, tb) if self._fused is not None else None
+            if fused is not None:
+                self._outputs, value = fused
+            else:
+                self._outputs = self.model.forward(xb, training=True)
+                value = self.loss.forward(self._outputs, tb)
+                self.model.backward(self.loss.backward())
             if self.clip_norm is not None:
                 clip_grad_norm(self._grads_list, self.clip_norm)
             self.optimizer.step(self._values_list, self._grads_list)

@@ -1,0 +1,131 @@
+"""The fused Dense-stack step (``zoo.training.fused``, ``zoo.kernels.dense_stack``): the same
+bits as the layers, and the layers wherever it does not apply."""
+
+import numpy as np
+import pytest
+
+from zoo.errors import DataError
+from zoo.kernels import cblas
+from zoo.layers.dense import Dense
+from zoo.layers.dropout import Dropout
+from zoo.losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
+from zoo.model import Sequential
+from zoo.optimizers import SGD, Adam
+from zoo.training.loop import Trainer
+from zoo.training.stopping import MaxEpochs, StoppingEngine
+
+pytestmark = pytest.mark.skipif(cblas.gemm_function(np.float32)[0] == 0,
+                                reason="numpy's BLAS is not OpenBLAS: no fused path to test")
+
+
+def _trainer(layers, loss, dtype=np.float32, batch_size=7, optimizer=None, fused=True,
+             input_size=9):
+    rng = np.random.default_rng(0)
+    model = Sequential(layers)
+    model.build((input_size,), rng, dtype=dtype)
+    task = "classify" if isinstance(loss, SoftmaxCrossEntropy) else "reconstruct"
+    trainer = Trainer(model, loss, optimizer or SGD(lr=0.05, momentum=0.9),
+                      StoppingEngine([MaxEpochs(3)]), task=task,
+                      batch_size=batch_size, rng=rng)
+    if not fused:
+        trainer._fused = None
+    return trainer
+
+
+def _data(dtype, n=30, features=9, classes=5):
+    rng = np.random.default_rng(1)
+    return rng.random((n, features)).astype(dtype), rng.integers(0, classes, n)
+
+
+STACKS = {
+    "relu-linear": lambda: [Dense(16, activation="relu"), Dense(5)],
+    "tanh-sigmoid-linear": lambda: [Dense(12, activation="tanh"),
+                                    Dense(8, activation="sigmoid"), Dense(5)],
+    "leaky-relu": lambda: [Dense(6, activation="leaky_relu", negative_slope=0.2), Dense(5)],
+    "one layer (logistic regression)": lambda: [Dense(5)],
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_classifier_trains_to_the_same_bits_fused_or_layer_by_layer(stack, dtype):
+    x, y = _data(dtype)
+    runs = []
+    for fused in (True, False):
+        # 30 examples in batches of 7: every epoch ends with a batch of 2 rows.
+        trainer = _trainer(STACKS[stack](), SoftmaxCrossEntropy(), dtype, fused=fused)
+        assert (trainer._fused is not None) == fused
+        trainer.fit(x, y)
+        runs.append((trainer.values.copy(), trainer.history.rows))
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1][-1]["train_loss"] == runs[1][1][-1]["train_loss"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_autoencoder_under_mse_and_adam_trains_to_the_same_bits(dtype):
+    x, _ = _data(dtype)
+    values = []
+    for fused in (True, False):
+        trainer = _trainer([Dense(4, activation="relu"), Dense(9, activation="sigmoid")],
+                           MSE(), dtype, optimizer=Adam(lr=0.01), fused=fused)
+        trainer.fit(x, None)
+        values.append(trainer.values.copy())
+    assert np.array_equal(*values)
+
+
+def test_the_step_returns_the_outputs_and_loss_the_layers_give():
+    x, y = _data(np.float32, n=7)
+    trainer = _trainer(STACKS["tanh-sigmoid-linear"](), SoftmaxCrossEntropy())
+    outputs, value = trainer._fused.step(x, y)
+    expected = trainer.model.forward(x, training=True)
+    assert np.array_equal(outputs, expected)
+    assert value == trainer.loss.forward(expected, y)
+
+
+@pytest.mark.parametrize("layers, loss", [
+    ([Dense(8, activation="relu"), Dropout(0.5), Dense(5)], SoftmaxCrossEntropy()),
+    ([Dense(8, activation="gelu"), Dense(5)], SoftmaxCrossEntropy()),
+    ([Dense(8, use_bias=False), Dense(5)], SoftmaxCrossEntropy()),
+    ([Dense(8), Dense(5)], BinaryCrossEntropy()),
+    ([Dense(1), Dense(5)], SoftmaxCrossEntropy()),  # np.dot would use gemv for Dense(1)
+])
+def test_other_models_and_losses_go_through_the_layers(layers, loss):
+    assert _trainer(layers, loss)._fused is None
+
+
+def test_products_large_enough_for_threads_go_through_the_layers():
+    trainer = _trainer([Dense(256, activation="relu"), Dense(10)], SoftmaxCrossEntropy(),
+                       input_size=784)
+    rng = np.random.default_rng(0)
+    small = rng.random((8, 784), dtype=np.float32)
+    large = rng.random((128, 784), dtype=np.float32)
+    assert trainer._fused.step(small, rng.integers(0, 10, 8)) is not None
+    assert trainer._fused.step(large, rng.integers(0, 10, 128)) is None  # Gemm's blocks
+
+
+def test_batches_it_cannot_take_go_through_the_layers():
+    x, y = _data(np.float32, n=7)
+    step = _trainer(STACKS["relu-linear"](), SoftmaxCrossEntropy())._fused
+    assert step.step(x[:1], y[:1]) is None  # one row: np.dot's matrix-vector path
+    assert step.step(x.astype(np.float64), y) is None
+    assert step.step(np.asfortranarray(x), y) is None
+    assert step.step(x, y.astype(np.int32)) is None
+    assert step.step(x, y) is not None
+
+
+def test_a_label_out_of_range_raises_the_losss_error():
+    x, y = _data(np.float32, n=7)
+    trainer = _trainer(STACKS["relu-linear"](), SoftmaxCrossEntropy())
+    y[3] = 7
+    with pytest.raises(DataError, match=r"labels must be in \[0, 5\); received label 7"):
+        trainer.train_step(x, y)
+
+
+def test_a_rebound_parameter_sends_steps_back_through_the_layers():
+    x, y = _data(np.float32, n=7)
+    trainer = _trainer(STACKS["relu-linear"](), SoftmaxCrossEntropy())
+    layer = trainer.model.layers[0]
+    layer.weight.value = layer.weight.value.copy()  # no longer a view of the flat buffer
+    assert trainer._fused.step(x, y) is None
+    trainer.train_step(x, y)  # and the layers still train it
+    assert np.all(np.isfinite(layer.weight.value))

@@ -1,0 +1,152 @@
+"""When a training step's forward, loss and backward run as one kernel call, and how.
+
+A plain stack of ``Dense`` layers (a ``Sequential`` of nothing else, with biases, activations
+none/relu/leaky_relu/tanh/sigmoid) under ``SoftmaxCrossEntropy`` or ``MSE`` runs through
+``zoo.kernels.dense_stack``, which computes exactly what the layers would (the same BLAS calls
+and kernels, in the same order), in one call instead of a dozen: on small MLPs the Python of
+the layer calls cost more than their arithmetic. Everything else, and any batch this path
+does not take, goes through the layers as usual; the optimizer, clipping and the rest of the
+step do not change.
+
+The choice depends on the model's structure and the batch's sizes alone, never on the machine
+or the load, so it never changes which bits a run produces. It needs numpy's BLAS to be callable
+from kernels (``cblas.gemm_function``: OpenBLAS) and every product small enough to be a single
+BLAS call (a product ``kernels.blas.Gemm`` would cut into blocks for threads goes through the
+layers, whose blocks two threads can share).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.kernels import blas, cblas
+from zoo.kernels import dense_stack as ds
+from zoo.layers.dense import Dense
+from zoo.losses import MSE, SoftmaxCrossEntropy
+from zoo.model import Sequential
+
+_ALIGN = 16  # elements: each work array starts on a 64-byte boundary (float32)
+_LABELS = np.zeros(1, np.int64)  # the argument a loss does not read
+
+
+def dense_stack_step(model, loss, values: np.ndarray, grads: np.ndarray):
+    """A ``DenseStackStep`` for this model and loss, or None where the layers must run."""
+    if type(model) is not Sequential or not model.layers or len(model.input_shape) != 1:
+        return None
+    layers = [layer for layer in model.layers if type(layer) is Dense and layer.use_bias
+              and layer.activation in ds.ACTIVATION_CODES]
+    if len(layers) != len(model.layers):
+        return None
+    if type(loss) is SoftmaxCrossEntropy:
+        loss_code = ds.SOFTMAX_CROSS_ENTROPY
+    elif type(loss) is MSE:
+        loss_code = ds.MEAN_SQUARED_ERROR
+    else:
+        return None
+    dtype = values.dtype
+    if dtype not in (np.float32, np.float64) or cblas.gemm_function(dtype)[0] == 0:
+        return None
+    # np.dot computes a product with a dimension of 1 as a matrix-vector product (gemv):
+    # with another BLAS routine the bits could differ, so such stacks stay with the layers.
+    if min(min(layer.weight.value.shape) for layer in layers) < 2:
+        return None
+    offsets = []
+    for layer in layers:
+        where = [_offset(values, layer.weight.value), _offset(values, layer.bias.value),
+                 _offset(grads, layer.weight.grad), _offset(grads, layer.bias.grad)]
+        if None in where or where[0] != where[2] or where[1] != where[3]:
+            return None
+        offsets.append(where[:2])
+    return DenseStackStep(layers, loss_code, values, grads, offsets)
+
+
+def _offset(buffer: np.ndarray, view: np.ndarray) -> int | None:
+    """Where the C-contiguous ``view`` starts in the flat ``buffer``, or None if it is not
+    inside it."""
+    if view.base is not buffer or not view.flags.c_contiguous or view.dtype != buffer.dtype:
+        return None
+    start = view.__array_interface__["data"][0] - buffer.__array_interface__["data"][0]
+    return start // buffer.itemsize
+
+
+class DenseStackStep:
+    """``step(xb, tb)``: ``(outputs, loss)`` of one fused forward, loss and backward, or None
+    when this batch must go through the layers (its shape, dtype or layout differ, or the
+    weights were replaced since)."""
+
+    def __init__(self, layers, loss_code, values, grads, offsets):
+        self.values, self.grads = values, grads
+        self.loss_code = loss_code
+        self.blas = cblas.gemm_function(values.dtype)
+        self.dtype = values.dtype
+        self.fan_in = layers[0].weight.value.shape[0]
+        self.classes = layers[-1].units
+        self.sizes = [layer.weight.value.shape for layer in layers]
+        self.slopes = np.array([0.0 if layer.activation == "relu" else layer.negative_slope
+                                for layer in layers])
+        self.codes = [ds.ACTIVATION_CODES[layer.activation] for layer in layers]
+        self.offsets = offsets
+        # The arrays the layout was made for: a layer whose parameter is rebound (a restore
+        # that assigns new arrays) sends steps back through the layers.
+        self.parameters = [(p, p.value, p.grad) for layer in layers
+                           for p in (layer.weight, layer.bias)]
+        self.target = np.zeros((1, 1), values.dtype)  # MSE's target for a classifier: unread
+        self.work: dict = {}  # rows -> (layout, work buffer), or None where not fused
+
+    def step(self, xb, tb):
+        if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
+                and xb.shape[1] == self.fan_in and xb.flags.c_contiguous):
+            return None
+        rows = xb.shape[0]
+        if self.loss_code == ds.SOFTMAX_CROSS_ENTROPY:
+            if not (isinstance(tb, np.ndarray) and tb.dtype == np.int64
+                    and tb.shape == (rows,) and tb.flags.c_contiguous):
+                return None
+            labels, target = tb, self.target
+        else:
+            if not (isinstance(tb, np.ndarray) and tb.dtype == self.dtype
+                    and tb.shape == (rows, self.classes) and tb.flags.c_contiguous):
+                return None
+            labels, target = _LABELS, tb
+        for p, value, grad in self.parameters:
+            if p.value is not value or p.grad is not grad:
+                return None
+        plan = self.work.get(rows, False)
+        if plan is False:
+            plan = self.work[rows] = self._layout(rows)
+        if plan is None:
+            return None
+        layout, work = plan
+        value = ds.step(self.blas, xb, labels, target, self.loss_code, self.values,
+                        self.grads, layout, self.slopes, work)
+        if value < 0:
+            return None  # a label out of range: the loss raises it, through the layers
+        last = layout[-1]
+        outputs = work[last[ds.OUT]:last[ds.OUT] + rows * self.classes]
+        return outputs.reshape(rows, self.classes), value
+
+    def _layout(self, rows: int):
+        """``(layout, work)`` for batches of ``rows`` examples, or None if they must go through
+        the layers (a single example: np.dot's matrix-vector path; or a product large enough
+        for ``Gemm``'s blocks)."""
+        if rows < 2 or any(blas.gemm_or_none(*shape) is not None for fan_in, units in self.sizes
+                           for shape in ((rows, fan_in, units), (fan_in, rows, units),
+                                         (rows, units, fan_in))):
+            return None
+        layout = np.zeros((len(self.sizes), 8), np.int64)
+        used = 0
+
+        def take(count):
+            nonlocal used
+            start = used
+            used += -(-count // _ALIGN) * _ALIGN
+            return start
+
+        for i, ((fan_in, units), code, (w, b)) in enumerate(zip(self.sizes, self.codes,
+                                                                self.offsets)):
+            layout[i, ds.FAN_IN], layout[i, ds.UNITS] = fan_in, units
+            layout[i, ds.WEIGHT], layout[i, ds.BIAS], layout[i, ds.ACTIVATION] = w, b, code
+            layout[i, ds.OUT] = take(rows * units)
+            layout[i, ds.GRAD_PRE] = take(rows * units) if code != ds.LINEAR else 0
+            layout[i, ds.GRAD_OUT] = take(rows * units)
+        return layout, np.zeros(used, self.dtype)
