@@ -25,6 +25,39 @@ WORKLOADS = {
 WARMUP = 5  # steps before timing (compilation, buffers, caches)
 
 
+def _dense(batch, sizes):
+    """Product flops of a Dense stack's step: forward, weight gradients, and input gradients
+    for every layer but the first (nobody needs the input's)."""
+    macs = sum(i * o for i, o in zip(sizes, sizes[1:]))
+    first = sizes[0] * sizes[1]
+    return 2 * batch * (3 * macs - first)
+
+
+def _recurrent(batch, steps, hidden, gates, classes=10):
+    """Forward ``h @ U`` per step, backward its weight and hidden-state gradients (the
+    1-feature input products are negligible), plus the classifier head."""
+    return 2 * batch * steps * hidden * gates * hidden * 3 + _dense(batch, [hidden, classes])
+
+
+def _lenet5(batch):
+    conv1 = 28 * 28 * 6 * 25  # per example: output positions x filters x taps
+    conv2 = 10 * 10 * 16 * 150
+    fc = 400 * 120 + 120 * 84 + 84 * 10
+    return 2 * batch * (3 * (conv1 + conv2 + fc) - conv1)
+
+
+# Floating-point operations of one step's matrix products (multiply and add counted apart;
+# elementwise work left out): what the machine's fp32 GEMM peak bounds.
+PRODUCT_FLOPS = {
+    "mlp-small": _dense(32, [64, 64, 10]),
+    "mlp": _dense(128, [784, 256, 128, 10]),
+    "cnn": _lenet5(64),
+    "rnn": _recurrent(64, 40, 128, 1),
+    "lstm": _recurrent(64, 40, 128, 4),
+    "autoencoder": _dense(128, [784, 256, 32, 256, 784]),
+}
+
+
 def time_steps(step, seconds: float, finish=lambda: None) -> float:
     """Steps per second of ``step()`` over about ``seconds``, after ``WARMUP`` steps.
 

@@ -101,3 +101,37 @@ def test_benchmark_workloads_are_the_designs_and_train(name):
     second = trainer.train_step(xb, tb)
     assert math.isfinite(first) and second < first
     assert not np.array_equal(before, trainer.values)
+
+
+def _bench_module(name):
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # their sibling imports
+    try:
+        spec = importlib.util.spec_from_file_location(
+            f"zoo_bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+
+
+def test_product_flops_count_what_a_step_multiplies():
+    flops = _bench_module("_workloads").PRODUCT_FLOPS
+    # mlp-small, 64-64-10, batch 32: forward 32x64x64 + 32x64x10, both weight gradients, and
+    # the second layer's input gradient (the first one's is never computed).
+    assert flops["mlp-small"] == 2 * 32 * (2 * (64 * 64 + 64 * 10) + 64 * 10)
+    # lstm: 40 steps of a 64x128 @ 128x512 product, three times (forward, dU, dh), + the head.
+    assert flops["lstm"] == 2 * 64 * 40 * 128 * 512 * 3 + 2 * 64 * 2 * 128 * 10
+
+
+def test_the_peer_table_reports_the_share_of_the_fp32_limit():
+    compare = _bench_module("compare_peers")
+    flops = compare._workloads.PRODUCT_FLOPS["lstm"]
+    at_limit = 0.95 * 100e9 / flops  # steps/s at 95% of a 100 GFLOP/s limit
+    results = {"zoo": {"lstm": [at_limit]}, "torch": {"lstm": [at_limit]}}
+    rows, _ = compare.steps_table(results, ["lstm"], {"lstm": [1.0]}, limit=100.0)
+    assert "| 95% | 1.5x: within 10% of the fp32 limit |" in rows[-1]
+    rows, _ = compare.steps_table(results, ["lstm"], {"lstm": [1.0]}, limit=200.0)
+    assert "| 48% | 1.5x: **not met** |" in rows[-1]
