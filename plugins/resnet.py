@@ -71,13 +71,14 @@ def build(spec, options):
 
 OPTIONS = (
     Option("channels", "ints", (16, 32), "channels of each stage, e.g. 16,32 (every stage "
-           "after the first halves the resolution)", minimum=1, min_items=1, log=True),
-    Option("blocks", int, 1, "residual blocks per stage", minimum=1),
+           "after the first halves the resolution)", minimum=1, min_items=1, log=True,
+           search=(8, 64), search_items=(1, 3)),
+    Option("blocks", int, 1, "residual blocks per stage", minimum=1, search=(1, 2)),
     Option("kernel_size", int, 0, "convolution window, odd (0 = 5 on sequences and vectors, "
            "3 on images)", minimum=0),
     Option("pooling", str, "avg", "global pooling before the head", POOLINGS),
     Option("dropout", float, 0.0, "dropout rate before the head (0 = none)", minimum=0,
-           maximum=1, exclusive_maximum=True),
+           maximum=1, exclusive_maximum=True, search=(0.0, 0.3)),
 )
 
 # Defaults measured with ``zoo.run.train`` (test accuracy, seeds 0-2): mnist1d 97.3 / 98.3 /
@@ -93,6 +94,8 @@ RESNET = Architecture(
     options=OPTIONS,
     defaults={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 50,
               "patience": 10},
+    # zoo compare --tune: width and number of stages, depth per stage, dropout (above), lr.
+    search={"lr": (3e-4, 3e-3)},
 )
 
 

@@ -92,9 +92,9 @@ def _stem(spec, channels):
 OPTIONS = (
     Option("d_model", int, 32, "features per token (the model width)", minimum=1, log=True),
     Option("heads", int, 4, "attention heads per block (must divide d_model)", minimum=1),
-    Option("layers", int, 2, "encoder blocks", minimum=1),
+    Option("layers", int, 2, "encoder blocks", minimum=1, search=(1, 3)),
     Option("mlp_dim", int, 0, "hidden units of each block's MLP (0 = 2 * d_model)",
-           minimum=0),
+           minimum=0, search=(32, 256)),
     Option("patch_size", int, 0, "steps (sequences), values (vectors) or pixels per side "
            "(images) per token; 0 = 1 step for sequences, F // 10 values for vectors, side // 4 "
            "pixels for images", minimum=0),
@@ -105,7 +105,8 @@ OPTIONS = (
     Option("activation", str, "gelu_erf", "the MLPs' activation (gelu_erf is the exact GELU)",
            ACTIVATIONS),
     Option("dropout", float, 0.1, "dropout rate in every block (attention weights, after "
-           "attention, in the MLP)", minimum=0, maximum=1, exclusive_maximum=True),
+           "attention, in the MLP)", minimum=0, maximum=1, exclusive_maximum=True,
+           search=(0.0, 0.3)),
 )
 
 # Defaults measured with ``zoo.run.train`` (test accuracy, seeds 0-2): mnist1d 96.5 / 95.5 / 95.0%
@@ -119,6 +120,9 @@ TRANSFORMER = Architecture(
     options=OPTIONS,
     defaults={"optimizer": "adamw", "lr": 1e-3, "batch_size": 64, "epochs": 50,
               "patience": 10, "clip_norm": 1.0},
+    # zoo compare --tune: depth, MLP width, dropout (above) and the learning rate. The width
+    # d_model is not searched: every drawn value would have to divide by the head count.
+    search={"lr": (1e-4, 3e-3)},
 )
 
 

@@ -16,7 +16,8 @@ from zoo.errors import ConfigError
 from zoo.plugins import resolve_host
 
 SMALL = {"dataset": "xor", "epochs": 2, "batch_size": 32}
-BUILT_INS = ("linear", "mlp", "cnn", "rnn", "lstm", "gru", "autoencoder")
+BUILT_INS = ("linear", "mlp", "cnn", "rnn", "lstm", "gru", "autoencoder", "transformer",
+             "resnet")
 
 
 # -- declaring a search space ----------------------------------------------------------------
