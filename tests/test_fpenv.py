@@ -126,7 +126,7 @@ def test_training_steps_and_evaluation_flush_and_the_caller_does_not(ieee_mode, 
     elif trainer._fused is None:
         pytest.skip("no fused Dense-stack step with this BLAS (zoo.training.fused)")
     modes = []
-    forward, fused_step = trainer.loss.forward, dense_stack.step
+    forward, fused_step = trainer.loss.forward, dense_stack.fused_step
 
     def spy(outputs, targets):
         modes.append(fpenv.flushing())
@@ -137,7 +137,7 @@ def test_training_steps_and_evaluation_flush_and_the_caller_does_not(ieee_mode, 
         return fused_step(*args)
 
     monkeypatch.setattr(trainer.loss, "forward", spy)
-    monkeypatch.setattr(dense_stack, "step", fused_spy)
+    monkeypatch.setattr(dense_stack, "fused_step", fused_spy)
     x = np.random.default_rng(1).random((5, 4), dtype=np.float32)
     y = np.array([0, 1, 2, 0, 1])
     trainer.train_step(x, y)

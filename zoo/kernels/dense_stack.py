@@ -70,9 +70,15 @@ def _activation_grad(g, y, dz, db, code, slope):
 
 
 @njit
-def _step(f, x, labels, target, loss_code, values, grads, layout, slopes, work):
+def fused_step(address, width, x, labels, target, loss_code, values, grads, layout, slopes,
+               work):
     """Forward, loss and backward; the gradients land in ``grads``. Returns the mean loss, or
-    -1.0 for a label out of range (the caller then raises, as the loss does)."""
+    -1.0 for a label out of range (the caller then raises, as the loss does).
+
+    ``(address, width)`` is ``cblas.gemm_function(dtype)``, passed as two scalars: a tuple
+    argument costs numba's dispatcher a microsecond per call. Callers build every argument
+    (``zoo.training.fused``): nothing is checked here."""
+    f = (address, width)
     rows = x.shape[0]
     depth = layout.shape[0]
     # Forward: the first layer reads x, every other the previous layer's output in work.
@@ -121,7 +127,3 @@ def _step(f, x, labels, target, loss_code, values, grads, layout, slopes, work):
                              True, _region(work, layout[li - 1, GRAD_OUT], rows, fan_in))
     return value
 
-
-def step(f, x, labels, target, loss_code, values, grads, layout, slopes, work) -> float:
-    """``_step`` for callers that built every argument (``zoo.training.fused``)."""
-    return _step(f, x, labels, target, loss_code, values, grads, layout, slopes, work)

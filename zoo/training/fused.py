@@ -91,7 +91,7 @@ class DenseStackStep:
         self.parameters = [(p, p.value, p.grad) for layer in layers
                            for p in (layer.weight, layer.bias)]
         self.target = np.zeros((1, 1), values.dtype)  # MSE's target for a classifier: unread
-        self.work: dict = {}  # rows -> (layout, work buffer), or None where not fused
+        self.work: dict = {}  # rows -> (layout, work buffer, outputs), or None: not fused
 
     def step(self, xb, tb):
         if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
@@ -116,17 +116,17 @@ class DenseStackStep:
             plan = self.work[rows] = self._layout(rows)
         if plan is None:
             return None
-        layout, work = plan
-        value = ds.step(self.blas, xb, labels, target, self.loss_code, self.values,
-                        self.grads, layout, self.slopes, work)
+        layout, work, outputs = plan
+        address, width = self.blas
+        value = ds.fused_step(address, width, xb, labels, target, self.loss_code, self.values,
+                              self.grads, layout, self.slopes, work)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
-        last = layout[-1]
-        outputs = work[last[ds.OUT]:last[ds.OUT] + rows * self.classes]
-        return outputs.reshape(rows, self.classes), value
+        return outputs, value
 
     def _layout(self, rows: int):
-        """``(layout, work)`` for batches of ``rows`` examples, or None if they must go through
+        """``(layout, work, outputs)`` for batches of ``rows`` examples (``outputs``: the last
+        layer's output, a view of ``work``), or None if they must go through
         the layers (a single example: np.dot's matrix-vector path; or a product large enough
         for ``Gemm``'s blocks)."""
         if rows < 2 or any(blas.gemm_or_none(*shape) is not None for fan_in, units in self.sizes
@@ -149,4 +149,7 @@ class DenseStackStep:
             layout[i, ds.OUT] = take(rows * units)
             layout[i, ds.GRAD_PRE] = take(rows * units) if code != ds.LINEAR else 0
             layout[i, ds.GRAD_OUT] = take(rows * units)
-        return layout, np.zeros(used, self.dtype)
+        work = np.zeros(used, self.dtype)
+        start = layout[-1, ds.OUT]
+        outputs = work[start:start + rows * self.classes].reshape(rows, self.classes)
+        return layout, work, outputs
