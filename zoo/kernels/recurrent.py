@@ -45,7 +45,7 @@ from numba import types
 from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels import cblas, threads
+from zoo.kernels import cblas, packed, threads
 from zoo.kernels._jit import njit
 
 _FLOATS = (np.float32, np.float64)
@@ -277,66 +277,82 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
 
 
 # -- time loops: one block of rows through every step, without the GIL ----------------------
+def _product(f, a, b, bp, c, work):
+    """``c = a @ b`` for one step: float32 against ``bp = packed.pack(b)``, float64 by BLAS."""
+    cblas.gemm(f, a, b, c)
+
+
+@overload(_product, inline="always")
+def _product_typed(f, a, b, bp, c, work):
+    if a.dtype == types.float32:
+        return lambda f, a, b, bp, c, work: packed.gemm(a, bp, c, work)
+    return lambda f, a, b, bp, c, work: cblas.gemm(f, a, b, c)
+
+
 # ``f`` is ``cblas.gemm_function(dtype)``; ``dh_out`` is always 3-D here: every step's output
 # gradient ``(T, N, U)`` when ``every``, else ``(1, N, U)`` for the last step only.
 @njit
-def _rnn_loop(f, x, w_in, project, w_rec, gates, bias, h, rec, zero_init, lo, hi):
+def _rnn_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, rec, zero_init, lo,
+              hi):
     for t in range(x.shape[0]):
         if t or not zero_init:
-            cblas.gemm(f, h[t, lo:hi], w_rec, rec)
+            _product(f, h[t, lo:hi], w_rec, wp, rec, work)
         _rnn_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, h[t + 1, lo:hi])
 
 
 @njit
-def _rnn_loop_backward(f, h, dh_out, every, w_t, dz, zero_init, lo, hi, dh_rec, db):
+def _rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi, dh_rec,
+                       db):
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, dh_out[t if every else 0, lo:hi],
                            every or t == t_ - 1, dz[t, lo:hi], db)
         if t or not zero_init:
-            cblas.gemm(f, dz[t, lo:hi], w_t, dh_rec)
+            _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
 
 @njit
-def _lstm_loop(f, x, w_in, project, w_rec, gates, bias, h, c, tanh_c, rec, zero_init, lo, hi):
+def _lstm_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, c, tanh_c, rec,
+               zero_init, lo, hi):
     for t in range(x.shape[0]):
         if t or not zero_init:
-            cblas.gemm(f, h[t, lo:hi], w_rec, rec)
+            _product(f, h[t, lo:hi], w_rec, wp, rec, work)
         _lstm_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, c[t, lo:hi],
                    c[t + 1, lo:hi], h[t + 1, lo:hi], tanh_c[t, lo:hi])
 
 
 @njit
-def _lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, dz, zero_init, lo, hi,
-                        dh_rec, dc, db):
+def _lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, zero_init,
+                        lo, hi, dh_rec, dc, db):
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec,
                             dh_out[t if every else 0, lo:hi], every or t == t_ - 1, dc,
                             dz[t, lo:hi], db)
         if t or not zero_init:
-            cblas.gemm(f, dz[t, lo:hi], w_t, dh_rec)
+            _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
 
 @njit
-def _gru_loop(f, x, w_in, project, w_rec, gates, bias, rbias, h, hn, rec, zero_init, lo, hi):
+def _gru_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, rbias, h, hn, rec,
+              zero_init, lo, hi):
     for t in range(x.shape[0]):
         if t or not zero_init:
-            cblas.gemm(f, h[t, lo:hi], w_rec, rec)
+            _product(f, h[t, lo:hi], w_rec, wp, rec, work)
         _gru_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, rbias, h[t, lo:hi],
                   h[t + 1, lo:hi], hn[t, lo:hi])
 
 
 @njit
-def _gru_loop_backward(f, gates, hn, h, dh_out, every, w_t, dzx, dzh, zero_init, lo, hi,
-                       dh_rec, carry, db, dbhn):
+def _gru_loop_backward(f, gates, hn, h, dh_out, every, w_t, wp, work, dzx, dzh, zero_init,
+                       lo, hi, dh_rec, carry, db, dbhn):
     t_ = dzx.shape[0]
     for t in range(t_ - 1, -1, -1):
         _gru_cell_backward(gates[t, lo:hi], hn[t, lo:hi], h[t, lo:hi], dh_rec,
                            dh_out[t if every else 0, lo:hi], every or t == t_ - 1, carry,
                            dzx[t, lo:hi], dzh[t, lo:hi], db, dbhn)
         if t or not zero_init:
-            cblas.gemm(f, dzh[t, lo:hi], w_t, dh_rec)
+            _product(f, dzh[t, lo:hi], w_t, wp, dh_rec, work)
 
 
 # -- threads --------------------------------------------------------------------------------
@@ -439,6 +455,19 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     _parallel(block, blocks, blocks)
 
 
+_NOT_PACKED = np.empty((0, 0, 0), np.float32)  # what float64 loops get for ``wp``
+
+
+def _pack(w):
+    """The recurrent weights as the float32 step products take them (``packed.pack``)."""
+    return packed.pack(w) if w.dtype == np.float32 else _NOT_PACKED
+
+
+def _work():
+    """A block's work array for ``packed.gemm`` (one per block: blocks run concurrently)."""
+    return packed.scratch()
+
+
 def _steps(dh_out, every: bool):
     """``dh_out`` as the loops take it: 3-D, with one step when only the last has one."""
     return dh_out if every else dh_out[None]
@@ -464,11 +493,12 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
     blocks = _blocks(n_, n_ * u_ * u_)
     project = _project(x, w_in, gates, blocks)
 
-    f = cblas.gemm_function(dt)
+    f, wp = cblas.gemm_function(dt), _pack(w_rec)
 
     def rows(lo, hi):
         rec = np.zeros((hi - lo, u_), dt)
-        _rnn_loop(f, x, w_in, project, w_rec, gates, bias, h, rec, zero_init, lo, hi)
+        _rnn_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, h, rec, zero_init,
+                  lo, hi)
 
     _parallel(rows, n_, blocks)
 
@@ -498,12 +528,13 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
     w_t = np.ascontiguousarray(w_rec.T)  # a contiguous R^T makes the step GEMMs faster
     blocks = _blocks(n_, n_ * u_ * u_)
 
-    f, steps = cblas.gemm_function(dt), _steps(dh_out, every)
+    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         db_part = np.zeros(u_, dt)
-        _rnn_loop_backward(f, h, steps, every, w_t, dz, zero_init, lo, hi, dh_rec, db_part)
+        _rnn_loop_backward(f, h, steps, every, w_t, wp, _work(), dz, zero_init, lo, hi,
+                           dh_rec, db_part)
         return dh_rec, db_part
 
     parts = _parallel(rows, n_, blocks)
@@ -533,12 +564,12 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
     project = _project(x, w_in, gates, blocks)
 
-    f = cblas.gemm_function(dt)
+    f, wp = cblas.gemm_function(dt), _pack(w_rec)
 
     def rows(lo, hi):
         rec = np.zeros((hi - lo, 4 * u_), dt)
-        _lstm_loop(f, x, w_in, project, w_rec, gates, bias, h, c, tanh_c, rec, zero_init,
-                   lo, hi)
+        _lstm_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, h, c, tanh_c, rec,
+                   zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
 
@@ -572,14 +603,14 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     w_t = np.ascontiguousarray(w_rec.T)
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
 
-    f, steps = cblas.gemm_function(dt), _steps(dh_out, every)
+    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         dc = np.zeros((hi - lo, u_), dt) if dc_out is None else dc_out[lo:hi].copy()
         db_part = np.zeros(4 * u_, dt)
-        _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, dz, zero_init, lo, hi,
-                            dh_rec, dc, db_part)
+        _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _work(), dz, zero_init,
+                            lo, hi, dh_rec, dc, db_part)
         return dh_rec, dc, db_part
 
     parts = _parallel(rows, n_, blocks)
@@ -614,12 +645,12 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
     project = _project(x, w_in, gates, blocks)
 
-    f = cblas.gemm_function(dt)
+    f, wp = cblas.gemm_function(dt), _pack(w_rec)
 
     def rows(lo, hi):
         rec = np.zeros((hi - lo, 3 * u_), dt)
-        _gru_loop(f, x, w_in, project, w_rec, gates, bias, recurrent_bias, h, hn, rec,
-                  zero_init, lo, hi)
+        _gru_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, recurrent_bias, h, hn,
+                  rec, zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
 
@@ -652,15 +683,15 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     w_t = np.ascontiguousarray(w_rec.T)
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
 
-    f, steps = cblas.gemm_function(dt), _steps(dh_out, every)
+    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         carry = np.zeros((hi - lo, u_), dt)
         db_part = np.zeros(3 * u_, dt)
         dbhn_part = np.zeros(u_, dt)
-        _gru_loop_backward(f, gates, hn, h, steps, every, w_t, dzx, dzh, zero_init, lo, hi,
-                           dh_rec, carry, db_part, dbhn_part)
+        _gru_loop_backward(f, gates, hn, h, steps, every, w_t, wp, _work(), dzx, dzh,
+                           zero_init, lo, hi, dh_rec, carry, db_part, dbhn_part)
         return dh_rec + carry, db_part, dbhn_part
 
     parts = _parallel(rows, n_, blocks)

@@ -1,0 +1,90 @@
+"""zoo.kernels.packed: float32 products against a matrix packed once (the recurrent steps)."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from zoo.kernels import packed
+
+F32 = np.float32
+
+
+def _rand(rng, *shape):
+    return rng.standard_normal(shape).astype(F32)
+
+
+def _product(a, b):
+    c = np.full((a.shape[0], b.shape[1]), np.nan, F32)
+    packed.gemm(a, packed.pack(b), c, packed.scratch())
+    return c
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (5, 7, 3), (32, 128, 512), (32, 512, 128),
+                                     (13, 33, packed.PANEL + 5), (packed.ROWS + 1, 64, 40),
+                                     (64, 20, 256), (3, 0, 17)])
+def test_the_product_matches_float64(m, k, n):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a, b = _rand(rng, m, k), _rand(rng, k, n)
+    c = _product(a, b)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    # float32 rounding of k products: a few units in the last place of the sum of |terms|
+    bound = 4 * np.finfo(F32).eps * (np.abs(a).astype(np.float64) @ np.abs(b) + 1e-30)
+    assert np.all(np.abs(c - exact) <= bound * max(1, k) ** 0.5)
+
+
+def test_row_slices_of_larger_arrays_are_read_and_written_in_place():
+    rng = np.random.default_rng(1)
+    big_a, b = _rand(rng, 20, 50), _rand(rng, 40, 70)
+    big_c = np.zeros((20, 90), F32)
+    packed.gemm(big_a[3:17, 5:45], packed.pack(b), big_c[3:17, 10:80], packed.scratch())
+    np.testing.assert_array_equal(big_c[3:17, 10:80], _product(big_a[3:17, 5:45].copy(), b))
+    assert not big_c[:3].any() and not big_c[17:].any()
+    assert not big_c[:, :10].any() and not big_c[:, 80:].any()
+
+
+def test_a_row_gets_the_same_bits_whatever_rows_it_is_computed_with():
+    # What makes the recurrent loops' row blocks thread-count independent: a row's result
+    # depends on that row and b only, not on the tile or block it falls in.
+    rng = np.random.default_rng(2)
+    a, b = _rand(rng, 37, 128), _rand(rng, 128, 3 * packed.PANEL + 7)
+    whole = _product(a, b)
+    for cuts in ([0, 1, 37], [0, 8, 16, 37], [0, 5, 19, 30, 37], list(range(38))):
+        parts = np.concatenate([_product(a[lo:hi], b) for lo, hi in zip(cuts, cuts[1:])])
+        np.testing.assert_array_equal(parts, whole, err_msg=str(cuts))
+
+
+def _tile_product(tile, rows, a, bp, n):
+    """``a @ b`` through one tile intrinsic of ``rows`` rows (m a multiple of rows)."""
+
+    @njit
+    def run(a, bp, c):
+        for p in range(bp.shape[0]):
+            for i in range(0, a.shape[0], rows):
+                tile(a[i:].ctypes.data, a.strides[0] // 4, bp[p].ctypes.data, a.shape[1],
+                     c[i:, p * bp.shape[2]:].ctypes.data, c.strides[0] // 4)
+
+    c = np.zeros((a.shape[0], bp.shape[0] * bp.shape[2]), F32)
+    run(a, bp, c)
+    return c[:, :n]
+
+
+def test_every_tile_shape_gives_the_same_bits():
+    # The tile is chosen for the CPU (AVX-512 or not); the results must not depend on it.
+    rng = np.random.default_rng(3)
+    a, b = _rand(rng, 16, 96), _rand(rng, 96, 64)
+    bp = packed.pack(b)
+    vectors = packed.PANEL // packed.LANES
+    results = [_tile_product(packed._make_tile(rows, vectors), rows, a, bp, 64)
+               for rows in (1, 2, 4, 8)]
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    np.testing.assert_array_equal(results[0], _product(a, b))
+
+
+def test_pack_lays_out_zero_padded_column_panels():
+    b = np.arange(3 * (packed.PANEL + 2), dtype=F32).reshape(3, packed.PANEL + 2)
+    bp = packed.pack(b)
+    assert bp.shape == (2, 3, packed.PANEL) and bp.flags.c_contiguous
+    np.testing.assert_array_equal(bp[0], b[:, :packed.PANEL])
+    np.testing.assert_array_equal(bp[1, :, :2], b[:, packed.PANEL:])
+    assert not bp[1, :, 2:].any()
