@@ -211,9 +211,15 @@ def split_blocks(monkeypatch):
     threads.set_threads(1)
 
 
-@pytest.mark.parametrize("gemm", ["blas", "loops"])
+# float32 steps multiply by packed weights (zoo.kernels.packed), float64 ones call numpy's
+# BLAS or, where it cannot be called, plain loops. Narrow inputs (3 features) have their
+# input-weight gradient summed in the time loops, block by block; wide ones (20) by one GEMM.
+@pytest.mark.parametrize("dtype, gemm", [(np.float32, "packed"), (np.float64, "blas"),
+                                         (np.float64, "loops")])
+@pytest.mark.parametrize("features", [3, 20])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, gemm, split_blocks, monkeypatch):
+def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, features, dtype, gemm,
+                                                           split_blocks, monkeypatch):
     if gemm == "loops":  # as where numpy's BLAS cannot be called from the kernels
         monkeypatch.setattr(kernels.cblas, "gemm_function", lambda dtype: (0, np.int64(0)))
     seen = set()  # the threads that ran blocks
@@ -225,8 +231,8 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, gemm, split_blo
         run(spy, blocks)
 
     monkeypatch.setattr(threads, "run_blocks", run_blocks)
-    p = random_problem(cell, n=7, t=5, f=20, u=4, dtype=np.float32, seed=6)
-    dh = np.random.default_rng(7).standard_normal((7, 5, 4)).astype(np.float32)
+    p = random_problem(cell, n=7, t=5, f=features, u=4, dtype=dtype, seed=6)
+    dh = np.random.default_rng(7).standard_normal((7, 5, 4)).astype(dtype)
     want, _ = oracle(cell, *(p[k].astype(np.float64) if p[k] is not None else None
                              for k in ("x", "w_in", "w_rec", "bias", "h0", "c0", "bhn")))
     results = {}
@@ -236,6 +242,12 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, gemm, split_blo
         results[count] = run_kernels(cell, p, dh_out=dh)
         assert (seen == {"MainThread"}) if count == 1 else seen
     np.testing.assert_allclose(results[1]["h"], want, atol=1e-5)
+    if dtype == np.float32:  # the float32 gradients against float64's (checked elsewhere)
+        exact = run_kernels(cell, {k: None if v is None else v.astype(np.float64)
+                                   for k, v in p.items()}, dh_out=dh.astype(np.float64))
+        for name, grad in results[1]["grads"].items():
+            np.testing.assert_allclose(grad, exact["grads"][name], rtol=1e-4, atol=1e-4,
+                                       err_msg=name)
     for count in (2, 3):
         np.testing.assert_array_equal(results[count]["h"], results[1]["h"])
         for name, grad in results[count]["grads"].items():

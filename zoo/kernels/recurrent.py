@@ -2,21 +2,29 @@
 
 Per sequence: the inputs of all steps are projected at once (one GEMM; for narrow inputs,
 F <= 16, the projection is fused into the cells instead, since BLAS is slow at GEMMs with an
-inner dimension of 1 to 16); then step by step one BLAS GEMM applies the recurrent weights to
-the previous state and one fused kernel adds the projection and the bias, applies every gate's
+inner dimension of 1 to 16); then step by step one GEMM applies the recurrent weights to the
+previous state and one fused kernel adds the projection and the bias, applies every gate's
 non-linearity and produces the new state, caching what backward needs. Backward mirrors it:
 per step one fused kernel turns the state gradient into pre-activation gradients (and
-accumulates the bias gradient) and one GEMM carries it to the previous state; the input and
-weight gradients are then one GEMM each over all steps.
+accumulates the bias gradient) and one GEMM carries it to the previous state; the recurrent
+weights' gradient (and the inputs' and, for wide inputs, the input weights') is then one GEMM
+over all steps. Narrow inputs have their input-weight gradient added step by step in the time
+loop instead (``_add_input_grad``), while the step's pre-activation gradients are in cache: as
+a GEMM over all steps with an inner dimension of 1 it read the whole ``dz`` from memory again
+(180 us of an lstm step's ~9 ms).
+
+The step GEMMs: float32 multiplies by the recurrent weights packed once per pass
+(``zoo.kernels.packed``: a register tile in LLVM IR, 190-220 GFLOP/s on the lstm workload's
+32 x 128 x 512 steps, where a BLAS call, repacking the 256 KB of weights at every step, ran at
+100-140); float64 (gradient checks) calls numpy's own BLAS function (``zoo.kernels.cblas``).
 
 The rows of a batch are independent through time, so the batch is cut into row blocks
 (``_blocks``: from the sizes alone) and each block runs its whole time loop as one numba kernel
-(``_rnn_loop`` ...) without the GIL: the step GEMMs call numpy's own BLAS function from inside
-the kernel (``zoo.kernels.cblas``; BLAS at these sizes, 64 x 128 x gates, runs about twice as
-fast as a hand-written numba GEMM). Driven from Python instead, each step held the GIL for a
+(``_rnn_loop`` ...) without the GIL. Driven from Python instead, each step held the GIL for a
 few microseconds and two threads kept waking each other on it. The blocks are shared by
-``zoo.kernels.threads``' count of threads, each with BLAS on one thread, and the bias-gradient
-parts are added in block order, so the results are the same on one thread and on several.
+``zoo.kernels.threads``' count of threads, each with BLAS on one thread; a row's step products
+do not depend on the rows beside it, and the parts of the bias (and narrow input-weight)
+gradients are added in block order, so the results are the same on one thread and on several.
 
 Layout: everything is time-major so each step's slice is one contiguous ``(N, width)`` block:
 inputs ``x`` are ``(T, N, F)``, ``gates`` ``(T, N, G*U)``, states ``h`` (and ``c``)
@@ -276,6 +284,20 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
             dbhn[j] += dha
 
 
+@njit
+def _add_input_grad(x, dz, dw):
+    """``dw += x^T dz`` for one step of a block: the input-weight gradient of narrow inputs,
+    added while the step's ``dz`` is still in cache (a GEMM over all steps would read the whole
+    ``dz`` again, for an inner dimension of 1 to 16)."""
+    for n in range(x.shape[0]):
+        dzn = dz[n]
+        for k in range(x.shape[1]):
+            xk = x[n, k]
+            row = dw[k]
+            for j in range(row.shape[0]):
+                row[j] += xk * dzn[j]
+
+
 # -- time loops: one block of rows through every step, without the GIL ----------------------
 def _product(f, a, b, bp, c, work):
     """``c = a @ b`` for one step: float32 against ``bp = packed.pack(b)``, float64 by BLAS."""
@@ -302,11 +324,13 @@ def _rnn_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, rec, zero_in
 
 @njit
 def _rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi, dh_rec,
-                       db):
+                       db, x, fused, dw_in):
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, dh_out[t if every else 0, lo:hi],
                            every or t == t_ - 1, dz[t, lo:hi], db)
+        if fused:
+            _add_input_grad(x[t, lo:hi], dz[t, lo:hi], dw_in)
         if t or not zero_init:
             _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
@@ -323,12 +347,14 @@ def _lstm_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, c, tanh_c, 
 
 @njit
 def _lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, zero_init,
-                        lo, hi, dh_rec, dc, db):
+                        lo, hi, dh_rec, dc, db, x, fused, dw_in):
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec,
                             dh_out[t if every else 0, lo:hi], every or t == t_ - 1, dc,
                             dz[t, lo:hi], db)
+        if fused:
+            _add_input_grad(x[t, lo:hi], dz[t, lo:hi], dw_in)
         if t or not zero_init:
             _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
@@ -345,12 +371,14 @@ def _gru_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, rbias, h, hn, r
 
 @njit
 def _gru_loop_backward(f, gates, hn, h, dh_out, every, w_t, wp, work, dzx, dzh, zero_init,
-                       lo, hi, dh_rec, carry, db, dbhn):
+                       lo, hi, dh_rec, carry, db, dbhn, x, fused, dw_in):
     t_ = dzx.shape[0]
     for t in range(t_ - 1, -1, -1):
         _gru_cell_backward(gates[t, lo:hi], hn[t, lo:hi], h[t, lo:hi], dh_rec,
                            dh_out[t if every else 0, lo:hi], every or t == t_ - 1, carry,
                            dzx[t, lo:hi], dzh[t, lo:hi], db, dbhn)
+        if fused:
+            _add_input_grad(x[t, lo:hi], dzx[t, lo:hi], dw_in)
         if t or not zero_init:
             _product(f, dzh[t, lo:hi], w_t, wp, dh_rec, work)
 
@@ -430,7 +458,8 @@ def _project(x, w_in, gates, blocks: int) -> bool:
 
 
 def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) -> None:
-    """dx, dW_in and dW_rec as GEMMs over all steps, split into column (row) blocks."""
+    """dx, dW_in and dW_rec as GEMMs over all steps, split into column (row) blocks; dW_in
+    only if ``dw_in`` is given (narrow inputs have theirs summed in the time loops)."""
     t_, n_, f_ = x.shape
     w = dz_in.shape[2]
     first = 1 if zero_init else 0  # h[0] = 0 adds nothing to dW_rec
@@ -444,7 +473,8 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     def block(lo, hi):
         cols = slice(w * lo // blocks, w * hi // blocks)
         rows = slice(t_ * n_ * lo // blocks, t_ * n_ * hi // blocks)
-        np.matmul(x2.T, dzi[:, cols], out=dw_in[:, cols])
+        if dw_in is not None:
+            np.matmul(x2.T, dzi[:, cols], out=dw_in[:, cols])
         if len(h2):
             np.matmul(h2.T, dzr[:, cols], out=dw_rec[:, cols])
         else:
@@ -530,16 +560,21 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
 
     f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
 
+    fused = f_ <= FUSE_MAX_FEATURES
+
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         db_part = np.zeros(u_, dt)
+        dw_part = np.zeros((f_, u_), dt)
         _rnn_loop_backward(f, h, steps, every, w_t, wp, _work(), dz, zero_init, lo, hi,
-                           dh_rec, db_part)
-        return dh_rec, db_part
+                           dh_rec, db_part, x, fused, dw_part)
+        return dh_rec, db_part, dw_part
 
     parts = _parallel(rows, n_, blocks)
     np.sum([p[1] for p in parts], axis=0, out=db)
-    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, blocks)
+    if fused:
+        np.sum([p[2] for p in parts], axis=0, out=dw_in)
+    _gradients(x, w_in, h, dz, dz, dx, None if fused else dw_in, dw_rec, zero_init, blocks)
     return None if zero_init else np.concatenate([p[0] for p in parts])
 
 
@@ -604,18 +639,22 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
 
     f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
+    fused = f_ <= FUSE_MAX_FEATURES
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         dc = np.zeros((hi - lo, u_), dt) if dc_out is None else dc_out[lo:hi].copy()
         db_part = np.zeros(4 * u_, dt)
+        dw_part = np.zeros((f_, 4 * u_), dt)
         _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _work(), dz, zero_init,
-                            lo, hi, dh_rec, dc, db_part)
-        return dh_rec, dc, db_part
+                            lo, hi, dh_rec, dc, db_part, x, fused, dw_part)
+        return dh_rec, dc, db_part, dw_part
 
     parts = _parallel(rows, n_, blocks)
     np.sum([p[2] for p in parts], axis=0, out=db)
-    _gradients(x, w_in, h, dz, dz, dx, dw_in, dw_rec, zero_init, blocks)
+    if fused:
+        np.sum([p[3] for p in parts], axis=0, out=dw_in)
+    _gradients(x, w_in, h, dz, dz, dx, None if fused else dw_in, dw_rec, zero_init, blocks)
     if zero_init:
         return None, None
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -684,18 +723,23 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
 
     f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
+    fused = f_ <= FUSE_MAX_FEATURES
 
     def rows(lo, hi):
         dh_rec = np.zeros((hi - lo, u_), dt)
         carry = np.zeros((hi - lo, u_), dt)
         db_part = np.zeros(3 * u_, dt)
         dbhn_part = np.zeros(u_, dt)
+        dw_part = np.zeros((f_, 3 * u_), dt)
         _gru_loop_backward(f, gates, hn, h, steps, every, w_t, wp, _work(), dzx, dzh,
-                           zero_init, lo, hi, dh_rec, carry, db_part, dbhn_part)
-        return dh_rec + carry, db_part, dbhn_part
+                           zero_init, lo, hi, dh_rec, carry, db_part, dbhn_part, x, fused,
+                           dw_part)
+        return dh_rec + carry, db_part, dbhn_part, dw_part
 
     parts = _parallel(rows, n_, blocks)
     np.sum([p[1] for p in parts], axis=0, out=db)
     np.sum([p[2] for p in parts], axis=0, out=dbhn)
-    _gradients(x, w_in, h, dzx, dzh, dx, dw_in, dw_rec, zero_init, blocks)
+    if fused:
+        np.sum([p[3] for p in parts], axis=0, out=dw_in)
+    _gradients(x, w_in, h, dzx, dzh, dx, None if fused else dw_in, dw_rec, zero_init, blocks)
     return None if zero_init else np.concatenate([p[0] for p in parts])
