@@ -169,6 +169,61 @@ def _cases(rng):
     cases.append(("recurrent.rnn_forward (40 steps, 64 x 128)",
                   lambda: kernels.recurrent.rnn_forward(xs, w_in, w_rec, bias, h, gates, True),
                   np_rnn))
+    # The lstm workload's step products (one row block of 32): forward h @ R, backward
+    # dz @ R^T, against weights packed once (what the time loops run) and numpy's matmul.
+    from zoo.kernels import packed
+
+    for m, k, n in ((32, 128, 512), (32, 512, 128)):
+        a_, b_, c_ = r(m, k), r(k, n), np.empty((m, n), F32)
+        bp, work = packed.pack(b_), packed.scratch()
+        cases.append((f"packed.gemm {m} x {k} x {n} (a recurrent step)",
+                      lambda a_=a_, bp=bp, c_=c_, work=work: packed.gemm(a_, bp, c_, work),
+                      lambda a_=a_, b_=b_, c_=c_: np.matmul(a_, b_, out=c_)))
+    # One lstm sequence (40 steps, batch 64, hidden 128, one feature), forward and backward.
+    lw_in, lw_rec, lbias = r(1, 4 * u_) * 0.1, r(u_, 4 * u_) * 0.08, r(4 * u_)
+    lh, lc = np.zeros((t_ + 1, n_, u_), F32), np.zeros((t_ + 1, n_, u_), F32)
+    ltc, lgates = np.empty((t_, n_, u_), F32), np.empty((t_, n_, 4 * u_), F32)
+    ldz, ldh = np.empty((t_, n_, 4 * u_), F32), r(n_, u_) * 0.01
+    ldw_in, ldw_rec, ldb = np.empty_like(lw_in), np.empty_like(lw_rec), np.empty_like(lbias)
+    sig = lambda v: 0.5 + 0.5 * np.tanh(0.5 * v)  # noqa: E731
+
+    def np_lstm(cache=None):
+        hh, cc = np.zeros((n_, u_), F32), np.zeros((n_, u_), F32)
+        for t in range(t_):
+            z = xs[t] @ lw_in + hh @ lw_rec + lbias
+            i, f, g, o = sig(z[:, :u_]), sig(z[:, u_:2 * u_]), np.tanh(z[:, 2 * u_:3 * u_]), \
+                sig(z[:, 3 * u_:])
+            if cache is not None:
+                cache.append((hh, cc, i, f, g, o))
+            cc = f * cc + i * g
+            hh = o * np.tanh(cc)
+        return hh
+
+    lstm_cache: list = []
+    np_lstm(lstm_cache)
+
+    def np_lstm_backward():
+        dh, dc = ldh, np.zeros((n_, u_), F32)
+        dw_in, dw_rec, db = np.zeros_like(lw_in), np.zeros_like(lw_rec), np.zeros_like(lbias)
+        for t in range(t_ - 1, -1, -1):
+            hp, cp, i, f, g, o = lstm_cache[t]
+            tc = np.tanh(f * cp + i * g)
+            dc = dc + dh * o * (1 - tc * tc)
+            dz = np.concatenate([dc * g * i * (1 - i), dc * cp * f * (1 - f),
+                                 dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
+            dw_in += xs[t].T @ dz
+            dw_rec += hp.T @ dz
+            db += dz.sum(0)
+            dh, dc = dz @ lw_rec.T, dc * f
+        return dw_in, dw_rec, db
+
+    cases.append(("recurrent.lstm_forward (40 steps, 64 x 128)",
+                  lambda: kernels.recurrent.lstm_forward(xs, lw_in, lw_rec, lbias, lh, lc, ltc,
+                                                         lgates, True), np_lstm))
+    cases.append(("recurrent.lstm_backward (last step's gradient only)",
+                  lambda: kernels.recurrent.lstm_backward(xs, lw_in, lw_rec, lh, lc, ltc, lgates,
+                                                          ldh, ldz, None, ldw_in, ldw_rec, ldb,
+                                                          True), np_lstm_backward))
     return cases
 
 
