@@ -88,3 +88,10 @@ def test_pack_lays_out_zero_padded_column_panels():
     np.testing.assert_array_equal(bp[0], b[:, :packed.PANEL])
     np.testing.assert_array_equal(bp[1, :, :2], b[:, packed.PANEL:])
     assert not bp[1, :, 2:].any()
+
+
+def test_a_transposed_view_packs_like_its_contiguous_copy():
+    rng = np.random.default_rng(4)
+    for units in (2 * packed.PANEL, packed.PANEL + 3):
+        w = _rand(rng, units, 4 * units)
+        np.testing.assert_array_equal(packed.pack(w.T), packed.pack(np.ascontiguousarray(w.T)))

@@ -138,9 +138,14 @@ _tile_row = _make_tile(1, PANEL // LANES)
 
 
 def pack(b: np.ndarray) -> np.ndarray:
-    """``b`` (K, N) float32 as ``(ceil(N / PANEL), K, PANEL)`` column panels, zero-padded."""
+    """``b`` (K, N) float32 as ``(ceil(N / PANEL), K, PANEL)`` column panels, zero-padded.
+
+    ``b`` may be a strided view (``w.T``): packed in one copy, without a transposed copy first.
+    """
     k, n = b.shape
     panels = -(-n // PANEL)
+    if n % PANEL == 0:
+        return np.ascontiguousarray(b.reshape(k, panels, PANEL).transpose(1, 0, 2))
     padded = np.zeros((k, panels * PANEL), np.float32)
     padded[:, :n] = b
     return np.ascontiguousarray(padded.reshape(k, panels, PANEL).transpose(1, 0, 2))

@@ -488,6 +488,12 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
 _NOT_PACKED = np.empty((0, 0, 0), np.float32)  # what float64 loops get for ``wp``
 
 
+def _transposed(w):
+    """R^T for the backward steps: a view where it is only packed (float32), else contiguous,
+    which makes BLAS's step GEMMs faster."""
+    return w.T if w.dtype == np.float32 else np.ascontiguousarray(w.T)
+
+
 def _pack(w):
     """The recurrent weights as the float32 step products take them (``packed.pack``)."""
     return packed.pack(w) if w.dtype == np.float32 else _NOT_PACKED
@@ -555,7 +561,7 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
     if dx is not None:
         _check("dx", dx, (t_, n_, f_), dt)
-    w_t = np.ascontiguousarray(w_rec.T)  # a contiguous R^T makes the step GEMMs faster
+    w_t = _transposed(w_rec)
     blocks = _blocks(n_, n_ * u_ * u_)
 
     f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
@@ -635,7 +641,7 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
         _check("dx", dx, (t_, n_, f_), dt)
     if dc_out is not None:
         _check("dc_out", dc_out, (n_, u_), dt)
-    w_t = np.ascontiguousarray(w_rec.T)
+    w_t = _transposed(w_rec)
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
 
     f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
@@ -719,7 +725,7 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     every = _check_dh_out(dh_out, t_, n_, u_, dt)
     if dx is not None:
         _check("dx", dx, (t_, n_, f_), dt)
-    w_t = np.ascontiguousarray(w_rec.T)
+    w_t = _transposed(w_rec)
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
 
     f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
