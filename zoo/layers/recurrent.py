@@ -2,10 +2,12 @@
 ``Bidirectional``.
 
 All the arithmetic is in ``zoo.kernels.recurrent``: the input projection of every step (one
-GEMM, or inside the cells for inputs of at most 16 features), the time loop (one BLAS GEMM and
-one fused numba cell per step, on row blocks in parallel threads), and in backward each weight
-gradient as one GEMM over all steps. The layers keep time-major buffers, reused while the
-batch shape stays the same, and return fresh arrays.
+GEMM, or inside the cells for inputs of at most 16 features), the time loop (one GEMM, for
+float32 against the recurrent weights packed once per pass, and one fused numba cell per step,
+on row blocks in parallel threads), and in backward the recurrent weights' gradient as one GEMM
+over all steps (the input weights' too, or for narrow inputs summed in the time loop). The
+layers keep time-major buffers, reused while the batch shape stays the same, and return fresh
+arrays.
 
 Parameters (G = 1, 4, 3 gate blocks): ``input_weight`` (F, G*units), ``recurrent_weight``
 (units, G*units), ``bias`` (G*units); the GRU adds ``recurrent_bias`` (units,). Gate order:
