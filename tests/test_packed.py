@@ -68,17 +68,38 @@ def _tile_product(tile, rows, a, bp, n):
     return c[:, :n]
 
 
+def _panels(b, width):
+    """``b`` packed as ``pack`` does, in panels of ``width`` columns (a multiple of them)."""
+    k, n = b.shape
+    return np.ascontiguousarray(b.reshape(k, n // width, width).transpose(1, 0, 2))
+
+
 def test_every_tile_shape_gives_the_same_bits():
-    # The tile is chosen for the CPU (AVX-512 or not); the results must not depend on it.
+    # The tile is chosen for the CPU (8 x 32 with AVX-512, 4 x 16 without); the results must
+    # not depend on it. Both shapes (and others) run here, whatever this CPU is.
     rng = np.random.default_rng(3)
     a, b = _rand(rng, 16, 96), _rand(rng, 96, 64)
-    bp = packed.pack(b)
-    vectors = packed.PANEL // packed.LANES
-    results = [_tile_product(packed._make_tile(rows, vectors), rows, a, bp, 64)
-               for rows in (1, 2, 4, 8)]
+    results = [_tile_product(packed._make_tile(rows, vectors), rows, a,
+                             _panels(b, vectors * packed.LANES), 64)
+               for rows in (1, 2, 4, 8) for vectors in (1, 2)]
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
     np.testing.assert_array_equal(results[0], _product(a, b))
+
+
+def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
+    # Where the CPU has no FMA, each product is rounded before it is added: still accurate.
+    monkeypatch.setattr(packed, "FUSED", False)
+    rng = np.random.default_rng(5)
+    a, b = _rand(rng, 8, 200), _rand(rng, 200, packed.PANEL)
+    c = _tile_product(packed._make_tile(8, packed.PANEL // packed.LANES), 8, a,
+                      packed.pack(b), packed.PANEL)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(c, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+    twice = np.zeros_like(c)  # the same sums in numpy, one float32 rounding per operation
+    for p in range(a.shape[1]):
+        twice = twice + a[:, p:p + 1] * b[p]
+    np.testing.assert_array_equal(c, twice)
 
 
 def test_pack_lays_out_zero_padded_column_panels():
