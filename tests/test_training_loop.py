@@ -96,3 +96,60 @@ def test_validation_split_is_the_same_for_every_seed():
     a = ds.split_validation(0.1, seed=0)
     b = ds.split_validation(0.1, seed=0)
     assert np.array_equal(a[2], b[2])
+
+
+class _RecordingTrainer:
+    """A Trainer that keeps the first column of every batch it trains on (the example ids)."""
+
+    @staticmethod
+    def make(shuffle, steps, seed=0):
+        from zoo.layers.dense import Dense
+        from zoo.losses import MSE
+        from zoo.model import Sequential
+        from zoo.optimizers import SGD
+        from zoo.training.loop import Trainer
+        from zoo.training.stopping import MaxSteps, StoppingEngine
+
+        class Recording(Trainer):
+            def train_step(self, xb, tb):
+                self.seen.append(xb[:, 0].astype(int).tolist())
+                return super().train_step(xb, tb)
+
+        model = Sequential([Dense(1)])
+        model.build((2,), np.random.default_rng(0))
+        trainer = Recording(model, MSE(), SGD(0.01), StoppingEngine([MaxSteps(steps)]),
+                            task="regress", batch_size=3, rng=np.random.default_rng(seed),
+                            shuffle=shuffle)
+        trainer.seen = []
+        return trainer
+
+
+def _ids(n):
+    x = np.stack([np.arange(n), np.zeros(n)], axis=1).astype(np.float32)
+    return x, np.zeros((n, 1), np.float32)
+
+
+def test_without_shuffle_every_epoch_walks_the_examples_in_stored_order():
+    trainer = _RecordingTrainer.make(shuffle=False, steps=7)
+    before = trainer.rng.bit_generator.state
+    trainer.fit(*_ids(7))
+    # 7 examples in batches of 3: [0 1 2] [3 4 5] [6], then the same again from example 0.
+    assert trainer.seen == [[0, 1, 2], [3, 4, 5], [6], [0, 1, 2], [3, 4, 5], [6], [0, 1, 2]]
+    assert trainer.rng.bit_generator.state == before  # the order draws nothing
+
+
+def test_shuffle_draws_a_new_order_every_epoch():
+    trainer = _RecordingTrainer.make(shuffle=True, steps=6)
+    trainer.fit(*_ids(7))
+    first = sum(trainer.seen[:3], [])
+    second = sum(trainer.seen[3:], [])
+    assert sorted(first) == sorted(second) == list(range(7))
+    assert first != second and first != list(range(7))
+
+
+def test_shuffle_must_be_a_boolean():
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shuffle must be True or False; received "
+                                          "shuffle='no'"):
+        _RecordingTrainer.make(shuffle="no", steps=1)

@@ -186,8 +186,10 @@ class Architecture:
             reports it, else the task's: ``val_accuracy`` for classification, ``val_loss``
             otherwise),
             ``steps`` (a fixed number of optimizer steps instead of the epoch budget),
-            ``early_stopping`` (``False``: train the whole budget, keep the last weights) and
-            ``validation_split`` (the share held out when the user gives none; 0.1 if unset).
+            ``early_stopping`` (``False``: train the whole budget, keep the last weights),
+            ``validation_split`` (the share held out when the user gives none; 0.1 if unset)
+            and ``shuffle`` (``False``: every epoch walks the training examples in their
+            stored order instead of a fresh random one; ``True`` if unset).
         presets: training defaults that come with a value of the ``preset`` option, laid over
             ``defaults`` when that preset is chosen: ``{"mnist1d": {"lr": 1e-2, ...}}``. A
             preset that reproduces a published model trains the way its authors did.

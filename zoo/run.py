@@ -264,7 +264,8 @@ class Run:
                                task=task, batch_size=self.batch_size,
                                rng=np.random.default_rng([config.seed, 2]),
                                clip_norm=self.clip_norm, callbacks=callbacks,
-                               schedule=self.schedule, base_lr=self.lr, metrics=self.metrics)
+                               schedule=self.schedule, base_lr=self.lr, metrics=self.metrics,
+                               shuffle=defaults.get("shuffle", True))
         self.train_time = 0.0
         self.compile_time = 0.0
         self.checkpoint_path: str | None = None

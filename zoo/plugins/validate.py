@@ -20,7 +20,7 @@ from zoo.errors import PluginError, printable
 
 # The training defaults an architecture may set (what zoo.run reads from ``defaults``).
 DEFAULT_KEYS = ("optimizer", "lr", "batch_size", "epochs", "patience", "monitor", "clip_norm",
-                "loss", "schedule", "steps", "early_stopping", "validation_split")
+                "loss", "schedule", "steps", "early_stopping", "validation_split", "shuffle")
 
 # Names are typed on the command line and listed with commas (``--arch mlp,cnn``): one word.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")

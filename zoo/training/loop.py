@@ -50,7 +50,7 @@ def evaluate(model, loss, x, y, task: str, batch_size: int = 512, metrics=None,
 
 
 class Trainer:
-    """Trains a built model with shuffled mini-batches until the stopping engine says stop.
+    """Trains a built model on mini-batches until the stopping engine says stop.
 
     Args:
         model: a built Layer (usually ``Sequential``).
@@ -59,6 +59,9 @@ class Trainer:
         task: classify / regress / reconstruct (decides metrics and targets).
         batch_size: examples per step; the last batch of an epoch may be smaller.
         rng: the ``numpy.random.Generator`` that orders the data.
+        shuffle: draw a new order of the training examples every epoch (the default); with
+            ``False`` every epoch walks them in their stored order, batch after batch from the
+            first example, as some published protocols do (``rng`` is then never drawn from).
         clip_norm: clip the global gradient norm to this value before each update.
         callbacks: observers (progress, history, checkpoints).
         schedule: a ``zoo.schedules.Schedule`` setting the optimizer's rate before each step
@@ -73,8 +76,9 @@ class Trainer:
     def __init__(self, model, loss, optimizer, engine, *, task: str, batch_size: int = 32,
                  rng: np.random.Generator | None = None, clip_norm: float | None = None,
                  callbacks=(), eval_batch_size: int = 512, schedule=None,
-                 base_lr: float | None = None, metrics=None):
+                 base_lr: float | None = None, metrics=None, shuffle: bool = True):
         checks.positive_int(None, "batch_size", batch_size)
+        self.shuffle = checks.boolean(None, "shuffle", shuffle)
         if clip_norm is not None:
             checks.positive_number(None, "clip_norm", clip_norm)
         self.model, self.loss, self.optimizer, self.engine = model, loss, optimizer, engine
@@ -137,7 +141,7 @@ class Trainer:
         with _stop_on_sigint(self):
             while not (self.engine.stopped or self._interrupted):
                 if self.permutation is None:
-                    self.permutation = self.rng.permutation(n)
+                    self.permutation = self.rng.permutation(n) if self.shuffle else np.arange(n)
                     self.batch_index = 0
                     self.epoch_loss_sum, self.epoch_examples = 0.0, 0
                     self.epoch_correct = 0
