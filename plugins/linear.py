@@ -29,7 +29,7 @@ def build(spec, options):
 
 OPTIONS = (
     Option("preset", str, "none", "mnist1d: train as the MNIST-1D paper did (Adam 1e-2, "
-           "batch 100, 8000 steps, no early stopping)", ("none", _mnist1d.PRESET)),
+           "batch 100, 8001 steps in data order, no early stopping)", ("none", _mnist1d.PRESET)),
 )
 
 LINEAR = Architecture(

@@ -1,5 +1,6 @@
 """The ``linear`` architecture, the MNIST-1D paper's models as ``preset=mnist1d`` and the
-training defaults a preset brings (Adam 1e-2, batch 100, 8000 steps, no early stopping)."""
+training defaults a preset brings (Adam 1e-2, batch 100 in data order, 8001 steps, no early
+stopping), checked against the reference's procedure."""
 
 import numpy as np
 import pytest
@@ -85,13 +86,15 @@ def test_a_preset_brings_the_papers_training_protocol():
     assert run.config.validation_split == 0.0 and len(run.x_train) == 4000
     names = [c.name for c in run.engine.criteria]
     assert "max_steps" in names and "early_stopping" not in names and "max_epochs" not in names
+    assert run.engine.criteria[0].steps == 8001  # train.py: range(total_steps + 1), 8000 + 1
+    assert run.trainer.shuffle is False  # train.py slices its batches in the stored order
     # The user's flags still win; without the preset the architecture's defaults apply.
     mine = Run(RunConfig(arch="mlp", options={"preset": "mnist1d"}, lr=3e-3, epochs=2,
                          validation_split=0.2))
     assert mine.lr == 3e-3 and len(mine.x_train) == 3200
     assert [c.name for c in mine.engine.criteria][0] == "max_epochs"
     plain = Run(RunConfig(arch="mlp"))
-    assert plain.config.validation_split == 0.1
+    assert plain.config.validation_split == 0.1 and plain.trainer.shuffle is True
     assert "early_stopping" in [c.name for c in plain.engine.criteria]
 
 
@@ -118,7 +121,76 @@ def test_the_cheap_rows_of_the_papers_table():
     assert abs(accuracy["linear"]["mean"] - 0.32) <= 0.03
     assert accuracy["mlp"]["mean"] >= 0.60
     assert result["paired"]["better"] == "mlp" and result["paired"]["significant"]
-    assert all(r["steps"] == 8000 for r in result["rows"])
+    assert all(r["steps"] == 8001 for r in result["rows"])
+
+
+def test_the_mlp_preset_starts_from_pytorchs_default_initialisation():
+    """nn.Linear's default: weights and biases uniform in +-1/sqrt(fan_in), the biases with
+    the weight's fan_in (40 for the first layer, 100 for the others)."""
+    run = Run(RunConfig(arch="mlp", options={"preset": "mnist1d"}, seed=3))
+    state = run.model.state_dict()
+    for prefix, fan_in in [("0.", 40), ("1.body.0.", 100), ("2.", 100)]:
+        limit = 1 / np.sqrt(fan_in)
+        weight, bias = state[prefix + "weight"], state[prefix + "bias"]
+        assert weight.shape[0] == fan_in
+        assert np.abs(weight).max() <= limit and np.abs(bias).max() <= limit
+        assert np.abs(weight).max() > 0.98 * limit  # fills the range, not a narrower one
+        # Uniform, not normal: the standard deviation of U(-l, l) is l / sqrt(3).
+        assert abs(weight.std() / (limit / np.sqrt(3)) - 1) < 0.05
+        assert np.count_nonzero(bias) == bias.size  # biases are drawn too, not zeros
+    assert np.abs(state["0.bias"]).max() > 0.12  # beyond 1/sqrt(100): fan_in is 40
+
+
+def _reference_mlp_training(params, x, y, steps, lr=1e-2, betas=(0.9, 0.999), eps=1e-8):
+    """The reference procedure written out in numpy: MLPBase's forward pass (relu(x W1 + b1),
+    h + relu(h W2 + b2), then W3), mean softmax cross-entropy, PyTorch's Adam, and the batches
+    of train.py: ``x[bix:bix + 100]`` with ``bix = (step * 100) % len(x)``."""
+    p = {k: v.copy() for k, v in params.items()}
+    names = {"w1": "0.weight", "b1": "0.bias", "w2": "1.body.0.weight",
+             "b2": "1.body.0.bias", "w3": "2.weight", "b3": "2.bias"}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(a) for k, a in p.items()}
+    for step in range(steps):
+        bix = (step * 100) % len(x)
+        xb, yb = x[bix:bix + 100], y[bix:bix + 100]
+        w = {k: p[name] for k, name in names.items()}
+        a1 = xb @ w["w1"] + w["b1"]
+        h1 = np.maximum(a1, 0)
+        a2 = h1 @ w["w2"] + w["b2"]
+        h2 = h1 + np.maximum(a2, 0)
+        out = h2 @ w["w3"] + w["b3"]
+        prob = np.exp(out - out.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        g3 = prob
+        g3[np.arange(len(yb)), yb] -= 1
+        g3 /= len(yb)
+        g_h2 = g3 @ w["w3"].T
+        g2 = g_h2 * (a2 > 0)
+        g1 = (g_h2 + g2 @ w["w2"].T) * (a1 > 0)
+        grads = {"w3": h2.T @ g3, "b3": g3.sum(0), "w2": h1.T @ g2, "b2": g2.sum(0),
+                 "w1": xb.T @ g1, "b1": g1.sum(0)}
+        t = step + 1
+        for k, name in names.items():
+            m[name] = betas[0] * m[name] + (1 - betas[0]) * grads[k]
+            v[name] = betas[1] * v[name] + (1 - betas[1]) * grads[k] ** 2
+            denom = np.sqrt(v[name]) / np.sqrt(1 - betas[1] ** t) + eps
+            p[name] -= lr / (1 - betas[0] ** t) * m[name] / denom
+    return p
+
+
+def test_the_mlp_preset_trains_step_by_step_as_the_reference_procedure():
+    """45 steps (past the first epoch of 40 batches) in float64 against the reference
+    procedure in plain numpy, from the same initial weights: the same batches in the same
+    order, the same loss and the same Adam update, to rounding."""
+    run = Run(RunConfig(arch="mlp", options={"preset": "mnist1d"}, dtype="float64",
+                        stop=("max_steps=45",)))
+    start = {k: v.copy() for k, v in run.model.state_dict().items()}
+    run.fit()
+    assert run.trainer.step == 45
+    expected = _reference_mlp_training(start, run.x_train.astype(np.float64), run.y_train, 45)
+    trained = run.model.state_dict()
+    for name, value in expected.items():
+        np.testing.assert_allclose(trained[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
 def test_the_plugin_host_refuses_presets_it_cannot_apply():
