@@ -38,13 +38,14 @@ PRESET_OPTION = Option(
 
 def _mnist1d_grubase(spec, cell):
     """The MNIST-1D paper's ``GRUBase`` (Greydanus 2020): a bidirectional layer of 6 units
-    returning every step, flattened (T * 12 features) into the output layer."""
+    returning every step, flattened (T * 12 features) into the output layer, which starts
+    from PyTorch's default initialisation as the reference's ``nn.Linear`` does."""
     from zoo.layers import recurrent
     from zoo.layers.dense import Dense
     from zoo.layers.reshape import Flatten
 
     return [recurrent.Bidirectional(cell(6, return_sequences=True)), Flatten(),
-            Dense(spec.output_size)]
+            Dense(spec.output_size, **_mnist1d.DENSE_INIT)]
 
 
 def builder(name, cell_name):

@@ -141,6 +141,18 @@ def test_the_mlp_preset_starts_from_pytorchs_default_initialisation():
     assert np.abs(state["0.bias"]).max() > 0.12  # beyond 1/sqrt(100): fan_in is 40
 
 
+@pytest.mark.parametrize("arch", ["linear", "mlp", "cnn", "gru"])
+def test_every_presets_output_layer_starts_as_pytorchs_linear(arch):
+    run = Run(RunConfig(arch=arch, options={"preset": "mnist1d"}, seed=1))
+    output = run.model.layers[-1]
+    assert isinstance(output, Dense)
+    weight, bias = output.weight.value, output.bias.value
+    limit = 1 / np.sqrt(weight.shape[0])  # fan_in: 40, 100, 125 and 480 features
+    assert np.abs(weight).max() <= limit and np.abs(bias).max() <= limit
+    assert np.abs(weight).max() > 0.98 * limit
+    assert np.count_nonzero(bias) == bias.size
+
+
 def _reference_mlp_training(params, x, y, steps, lr=1e-2, betas=(0.9, 0.999), eps=1e-8):
     """The reference procedure written out in numpy: MLPBase's forward pass (relu(x W1 + b1),
     h + relu(h W2 + b2), then W3), mean softmax cross-entropy, PyTorch's Adam, and the batches
