@@ -183,11 +183,23 @@ def _train(name, count, steps=4):
     return trainer, losses
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_training_is_bit_identical_on_1_2_3_threads_and_when_the_count_flips(name, monkeypatch):
-    cut = []  # products and time loops that ran as several blocks
-    run = threads.run_blocks
+def _count_blocks(monkeypatch) -> list:
+    """The number of blocks of every parallel job from now on (gemms and Python blocks)."""
+    cut: list = []
+    run, run_gemm = threads.run_blocks, threads.run_gemm
     monkeypatch.setattr(threads, "run_blocks", lambda fn, n: cut.append(n) or run(fn, n))
+    monkeypatch.setattr(threads, "run_gemm", lambda cuts, *args: cut.append(len(cuts) - 1)
+                        or run_gemm(cuts, *args))
+    return cut
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_is_bit_identical_on_1_2_3_threads_and_when_the_count_flips(name, path,
+                                                                            monkeypatch):
+    if path == "python":  # the products as np.matmul blocks, as where zoo cannot call BLAS
+        monkeypatch.setattr(workers, "gemm_supported", lambda dtype: False)
+    cut = _count_blocks(monkeypatch)  # products and time loops that ran as several blocks
     one, one_losses = _train(name, 1)
     assert cut and max(cut) > 1
     for count in (2, 3, "flip"):

@@ -51,18 +51,40 @@ class Gemm:
 
     Made once per shape by a layer, called every step. ``a`` and ``b`` may be transposed
     views; ``out`` is a C-contiguous ``(m, n)`` array and is returned.
+
+    Where zoo can call numpy's BLAS itself (``zoo.kernels.cblas``) and ``a``, ``b`` are
+    C-contiguous or transposed C-contiguous, the blocks run as one job of
+    ``zoo.kernels.workers.run_gemm``: numba kernels that call BLAS's GEMM without the GIL, in
+    workers that pick the job up within a microsecond. Otherwise each block is an
+    ``np.matmul`` of slices, run by ``threads.run_blocks``. Both make the same BLAS calls, one
+    per block, whatever the thread count.
     """
 
     def __init__(self, m: int, k: int, n: int, dtype=None):
         self.shape = (m, k, n)
         self.axis, self.cuts = partition(m, k, n)
         self.blocks = len(self.cuts) - 1
+        self._bounds = np.array(self.cuts, np.int64)
+        self._native: dict = {}  # {dtype: whether run_gemm computes it}
 
     def __call__(self, a, b, out):
         if self.blocks == 1:
             with threads.single_threaded_blas():
                 np.matmul(a, b, out=out)
             return out
+        dtype = out.dtype
+        native = self._native.get(dtype)
+        if native is None:
+            from zoo.kernels.workers import MAX_GEMM_BLOCKS, gemm_supported
+
+            native = self._native[dtype] = (gemm_supported(dtype)
+                                            and self.blocks <= MAX_GEMM_BLOCKS)
+        if native and a.dtype == dtype and b.dtype == dtype and out.flags.c_contiguous:
+            a_base, ta = _row_major(a)
+            b_base, tb = _row_major(b)
+            if a_base is not None and b_base is not None:
+                threads.run_gemm(self._bounds, self.axis, a_base, ta, b_base, tb, out)
+                return out
         cuts = self.cuts
         if self.axis == 1:
             def block(i):
@@ -74,6 +96,17 @@ class Gemm:
                 np.matmul(a[lo:hi], b, out=out[lo:hi])
         threads.run_blocks(block, self.blocks)
         return out
+
+
+def _row_major(x):
+    """``(x, 0)`` if ``x`` is C-contiguous, ``(x.T, 1)`` if its transpose is, else
+    ``(None, 0)``."""
+    if x.flags.c_contiguous:
+        return x, 0
+    t = x.T
+    if t.flags.c_contiguous:
+        return t, 1
+    return None, 0
 
 
 def gemm_or_none(m: int, k: int, n: int, dtype=None) -> Gemm | None:

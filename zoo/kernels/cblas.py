@@ -154,3 +154,23 @@ def gemm_function(dtype) -> tuple:
                     found = None
         _FOUND[dtype] = found or (0, np.int64(0))
     return _FOUND[dtype]
+
+
+@njit
+def gemm_at(address, width, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, double):
+    """``C = op(A) @ op(B)`` through BLAS's GEMM at ``address`` (``gemm_function``), on raw
+    row-major data: ``a``, ``b``, ``c`` are addresses, ``lda``... their row strides in
+    elements, ``op`` a transpose where ``trans_a``/``trans_b``; ``double``: float64, else
+    float32; ``width`` a sample of BLAS's integer type."""
+    ta = np.int32(TRANS if trans_a else NO_TRANS)
+    tb = np.int32(TRANS if trans_b else NO_TRANS)
+    if double:
+        one, zero = np.float64(1), np.float64(0)
+        _call(address, np.int32(ROW_MAJOR), ta, tb, _like(width, m), _like(width, n),
+              _like(width, k), one, a, _like(width, lda), b, _like(width, ldb), zero, c,
+              _like(width, ldc))
+    else:
+        one32, zero32 = np.float32(1), np.float32(0)
+        _call(address, np.int32(ROW_MAJOR), ta, tb, _like(width, m), _like(width, n),
+              _like(width, k), one32, a, _like(width, lda), b, _like(width, ldb), zero32, c,
+              _like(width, ldc))

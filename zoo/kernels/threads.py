@@ -29,6 +29,7 @@ This module imports neither numpy nor numba at import time: the command line cal
 from __future__ import annotations
 
 import os
+import threading
 
 from zoo.errors import ConfigError
 
@@ -133,30 +134,73 @@ def blas_libraries() -> list:
     return _BLAS[0]
 
 
+def _per_thread(lib) -> bool:
+    """Whether ``lib`` keeps its thread count per thread (OpenMP builds of OpenBLAS); the
+    others (pthreads OpenBLAS, MKL, BLIS) keep one count for the process."""
+    return getattr(lib, "threading_layer", None) == "openmp"
+
+
+# The process-wide counts: set to one by the first thread to enter single_threaded_blas and
+# restored by the last to leave, so that one thread leaving never hands another thread's
+# running product a threaded BLAS.
+_HOLD = threading.Lock()
+_HELD: list = [0, []]  # [threads inside, [(library, count to restore)]]
+
+
+def _new_hold_lock() -> None:  # a forked child's copy may be locked by a thread it lacks
+    global _HOLD
+    _HOLD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_hold_lock)
+
+
 class single_threaded_blas:  # lower case: used as ``with single_threaded_blas():``
     """Inside the block, the BLAS library runs on one thread; restored after it.
 
     Cheap (a microsecond when BLAS is on one thread already, as under the ``zoo`` command), so
-    it wraps every training step and every block of a parallel kernel. OpenMP builds keep a
-    count per thread, so every thread that runs BLAS for zoo enters it.
+    it wraps every training step and every parallel job. A count kept for the whole process
+    is restored when the last thread inside leaves; OpenMP builds keep a count per thread, so
+    every thread that runs BLAS for zoo enters it.
     """
 
     __slots__ = ("changed",)
 
     def __enter__(self):
+        libs = _BLAS[0] if _BLAS else blas_libraries()
         self.changed = []
-        for lib in _BLAS[0] if _BLAS else blas_libraries():
-            n = lib.get_num_threads()
-            if n != 1:
-                lib.set_num_threads(1)
-                self.changed.append((lib, n))
+        with _HOLD:
+            if _HELD[0] == 0:
+                _HELD[1] = _set_one([lib for lib in libs if not _per_thread(lib)])
+            _HELD[0] += 1
+        self.changed = _set_one([lib for lib in libs if _per_thread(lib)])
         return self
 
     def __exit__(self, *exc):
-        for lib, n in self.changed:
-            if n is not None:
-                lib.set_num_threads(n)
+        _restore(self.changed)
+        with _HOLD:
+            _HELD[0] -= 1
+            if _HELD[0] == 0:
+                _restore(_HELD[1])
+                _HELD[1] = []
         return False
+
+
+def _set_one(libs) -> list:
+    changed = []
+    for lib in libs:
+        n = lib.get_num_threads()
+        if n != 1:
+            lib.set_num_threads(1)
+            changed.append((lib, n))
+    return changed
+
+
+def _restore(changed) -> None:
+    for lib, n in changed:
+        if n is not None:
+            lib.set_num_threads(n)
 
 
 def run_blocks(fn, blocks: int) -> None:
@@ -180,6 +224,28 @@ def run_blocks(fn, blocks: int) -> None:
     # would hand another thread's running block a threaded BLAS.
     with single_threaded_blas():
         run(fn, blocks, _COUNT[0], block_scope)
+
+
+def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out) -> None:
+    """``out = op(a) @ op(b)`` by ``zoo.kernels.workers.run_gemm``: the blocks ``cuts`` along
+    ``axis``, each one single-threaded BLAS call, on up to ``threads()`` threads."""
+    from zoo.kernels.fpenv import current_mode
+    from zoo.kernels.workers import run_gemm as run
+
+    # As in run_blocks: BLAS held for the whole job, and the workers adopt this thread's mode.
+    with single_threaded_blas():
+        run(cuts, axis, a, ta, b, tb, out, _COUNT[0], current_mode())
+
+
+def hold_blas_in_worker() -> None:
+    """In a thread of zoo's own (a worker): BLAS libraries that keep their thread count per
+    thread (OpenMP builds) run on one thread in it from now on.
+
+    Where the count is the process's (pthreads OpenBLAS), the caller of each job holds it to
+    one for the whole job (above), and a worker must not touch it: restoring it after its
+    blocks could hand another thread's running block a threaded BLAS.
+    """
+    _set_one([lib for lib in blas_libraries() if _per_thread(lib)])
 
 
 class _BlockScope:

@@ -1,0 +1,267 @@
+"""The worker pool's hand-off (``zoo.kernels.workers``): jobs posted through the mailbox, picked
+up by spinning or sleeping workers, every block exactly once, and no worker left busy.
+
+Nothing here measures speed or depends on the machine: waits have generous time limits, and
+products are compared with zoo's own single-thread results.
+"""
+
+import multiprocessing
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from zoo.kernels import blas, cblas, fpenv, threads, workers
+
+NATIVE = workers.gemm_supported(np.float32)
+needs_native = pytest.mark.skipif(not NATIVE, reason="numpy's BLAS is not OpenBLAS: zoo cannot "
+                                  "call its GEMM from numba, and Gemm uses np.matmul blocks")
+
+
+@pytest.fixture(autouse=True)
+def one_thread_after():
+    yield
+    threads.set_threads(1)
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """A pool of this test's own (workers of earlier tests left alone, and forgotten after)."""
+    monkeypatch.setattr(workers, "_POOL", [])
+    yield
+    workers._POOL.clear()
+
+
+def _operands(m, k, n, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+
+
+def _state(w: int) -> int:
+    return int(workers._pool().box[workers._STATE + 8 * w])
+
+
+def _wait_until(condition, seconds=20.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.001)
+    return condition()
+
+
+def _post_gemm_to_workers(gemm, a, b, out, helpers):
+    """Post ``gemm``'s job and let the workers compute every block (the caller takes none)."""
+    pool = workers._pool()
+    fn, width = cblas.gemm_function(out.dtype)
+    with pool.post, threads.single_threaded_blas():  # as threads.run_gemm holds it
+        pool.grow(helpers)
+        word = pool.next_word(helpers, False, gemm.blocks)
+        pool.wake(workers._gemm_post(pool.box, word, helpers, fn, fpenv.current_mode(),
+                                     gemm._bounds, gemm.axis, a, 0, b, 0, out))
+        workers._wait_done(pool.box, gemm.blocks, pool.clock, 10**6, 10**5)
+    return out
+
+
+# -- gemm jobs -------------------------------------------------------------------------------
+@needs_native
+@pytest.mark.parametrize("count", [2, 3, 8])
+def test_a_gemm_job_computes_every_block_once_on_any_thread_count(count, fresh_pool):
+    a, b = _operands(256, 300, 512)
+    gemm = blas.Gemm(256, 300, 512)
+    assert gemm.blocks == 4
+    threads.set_threads(1)
+    one = gemm(a, b, np.full((256, 512), np.nan, np.float32)).copy()
+    threads.set_threads(count)
+    for _ in range(20):  # jobs in quick succession: workers pick them up spinning
+        many = gemm(a, b, np.full((256, 512), np.nan, np.float32))
+        np.testing.assert_array_equal(many, one)  # no block missed (NaN), none changed
+
+
+@needs_native
+def test_workers_alone_compute_a_posted_gemm_job(fresh_pool):
+    a, b = _operands(128, 784, 256, seed=3)
+    gemm = blas.Gemm(128, 784, 256)
+    one = gemm(a, b, np.empty((128, 256), np.float32)).copy()
+    for _ in range(3):
+        out = _post_gemm_to_workers(gemm, a, b, np.full((128, 256), np.nan, np.float32), 1)
+        np.testing.assert_array_equal(out, one)
+        # and again after the worker has gone to sleep: the post wakes it
+        assert _wait_until(lambda: _state(0) == workers.ASLEEP)
+
+
+@needs_native
+@pytest.mark.parametrize("flush", [False, True])
+def test_a_worker_computes_gemm_blocks_in_the_posting_threads_mode(flush, fresh_pool):
+    a, b = _operands(128, 784, 256, seed=1)
+    a *= np.float32(1e-12)
+    a[:, ::5] *= np.float32(1e-28)  # denormal columns (~1e-40) times b's rows of ~1e30 ...
+    b[::5] *= np.float32(1e30)  # ... add ~1e-10 to each sum: or nothing, flushed
+    gemm = blas.Gemm(128, 784, 256)
+    ieee_mode = fpenv.current_mode() & ~fpenv.FLUSH_BITS
+    with fpenv.same_mode(ieee_mode):
+        ieee = gemm(a, b, np.empty((128, 256), np.float32)).copy()
+        with fpenv.flush_denormals():
+            flushed = gemm(a, b, np.empty((128, 256), np.float32)).copy()
+    if fpenv.SUPPORTED:
+        assert not np.array_equal(ieee, flushed)
+    for flushing in (flush, not flush, flush):  # the worker changes modes between jobs
+        with fpenv.flush_denormals() if flushing else fpenv.same_mode(ieee_mode):
+            out = _post_gemm_to_workers(gemm, a, b, np.empty((128, 256), np.float32), 1)
+        np.testing.assert_array_equal(out, flushed if flushing else ieee)
+
+
+@needs_native
+def test_transposed_operands_and_float64_take_the_native_path(fresh_pool, monkeypatch):
+    calls = []
+    run = workers.run_gemm
+    monkeypatch.setattr(workers, "run_gemm", lambda *args: calls.append(1) or run(*args))
+    for dtype in (np.float32, np.float64):
+        for layout in ("ab", "at", "bt"):
+            a, b = _operands(128, 784, 256, dtype=dtype)
+            if layout == "at":
+                a = np.ascontiguousarray(a.T).T
+            if layout == "bt":
+                b = np.ascontiguousarray(b.T).T
+            gemm = blas.Gemm(128, 784, 256)
+            results = []
+            for count in (1, 2):
+                threads.set_threads(count)
+                results.append(gemm(a, b, np.empty((128, 256), dtype)).copy())
+            np.testing.assert_array_equal(results[0], results[1])
+            np.testing.assert_allclose(results[0], a.astype(np.float64) @ b,
+                                       rtol=1e-4, atol=1e-3)
+    assert len(calls) == 12
+
+
+def test_strided_operands_fall_back_to_numpy_blocks(monkeypatch):
+    calls = []
+    run = threads.run_blocks
+    monkeypatch.setattr(threads, "run_blocks", lambda fn, n: calls.append(n) or run(fn, n))
+    a, b = _operands(128, 784, 512)
+    b = b[:, ::2]  # every other column: no BLAS layout
+    gemm = blas.Gemm(128, 784, 256)
+    out = gemm(a, b, np.empty((128, 256), np.float32))
+    assert calls == [gemm.blocks]
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
+# -- a worker that never comes, two callers at once, a forked child --------------------------
+def test_a_worker_that_never_wakes_does_not_stall_a_job(fresh_pool, monkeypatch):
+    stuck = threading.Event()
+    monkeypatch.setattr(workers, "_work", lambda pool, w: stuck.wait())
+    try:
+        threads.set_threads(2)
+        ran = []
+        threads.run_blocks(ran.append, 5)
+        assert sorted(ran) == list(range(5))
+        a, b = _operands(128, 784, 256)
+        gemm = blas.Gemm(128, 784, 256)
+        out = gemm(a, b, np.empty((128, 256), np.float32))
+        threads.set_threads(1)
+        np.testing.assert_array_equal(out, gemm(a, b, np.empty((128, 256), np.float32)))
+    finally:
+        stuck.set()
+
+
+def test_two_threads_posting_at_once_both_get_their_results(fresh_pool):
+    # BLAS on one thread for the whole process first, as the zoo command starts it: OpenBLAS
+    # ignores a thread count set from a thread other than the main one, so only the main
+    # thread can hold it (threads.single_threaded_blas) for products run in other threads.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        _post_from_three_threads()
+
+
+def _post_from_three_threads():
+    threads.set_threads(2)
+    a, b = _operands(128, 784, 256)
+    gemm = blas.Gemm(128, 784, 256)
+    threads.set_threads(1)
+    one = gemm(a, b, np.empty((128, 256), np.float32)).copy()
+    threads.set_threads(2)
+    failures = []
+
+    def caller():
+        out = np.empty((128, 256), np.float32)
+        for _ in range(30):
+            if not np.array_equal(gemm(a, b, out), one):
+                failures.append(1)
+            ran = []
+            threads.run_blocks(ran.append, 3)
+            if sorted(ran) != [0, 1, 2]:
+                failures.append(2)
+
+    callers = [threading.Thread(target=caller) for _ in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(60)
+    assert not any(t.is_alive() for t in callers)
+    assert failures == []
+
+
+def _gemm_in_child(queue):
+    threads.set_threads(2)
+    a, b = _operands(128, 784, 256)
+    queue.put(blas.Gemm(128, 784, 256)(a, b, np.empty((128, 256), np.float32)))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_forked_child_starts_a_pool_of_its_own():
+    threads.set_threads(2)
+    a, b = _operands(128, 784, 256)
+    gemm = blas.Gemm(128, 784, 256)
+    mine = gemm(a, b, np.empty((128, 256), np.float32)).copy()  # the parent's pool is up
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_gemm_in_child, args=(queue,))
+    child.start()
+    theirs = queue.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(theirs, mine)
+
+
+# -- no busy core after a job ----------------------------------------------------------------
+def _cpu_seconds(thread) -> float:
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="no per-thread clock")
+def test_workers_sleep_within_the_bound_after_a_job(fresh_pool):
+    threads.set_threads(3)
+    a, b = _operands(128, 784, 256)
+    gemm = blas.Gemm(128, 784, 256)
+    for _ in range(5):
+        gemm(a, b, np.empty((128, 256), np.float32))
+        threads.run_blocks(lambda i: None, 4)
+    pool = workers._pool()
+    assert len(pool.workers) == 2
+    # Asleep in SPIN_NS (0.2 ms) on a quiet machine; a busy one may delay them, not keep them.
+    assert _wait_until(lambda: all(_state(w) == workers.ASLEEP for w in range(2)))
+    before = [_cpu_seconds(t) for t in pool.workers]
+    time.sleep(0.3)
+    after = [_cpu_seconds(t) for t in pool.workers]
+    assert all(y - x < 0.01 for x, y in zip(before, after)), (before, after)
+    # and they still work
+    threads.run_blocks(lambda i: None, 3)
+
+
+def test_the_job_word_keeps_its_fields_apart():
+    word = workers._word(seq=0x7FFFFFFF, helpers=255, python=True, blocks=2047)
+    assert word >> 32 == 0x7FFFFFFF
+    assert (word >> 24) & 255 == 255 and (word >> 23) & 1 == 1
+    assert (word >> 12) & 2047 == 2047 and word & 4095 == 0
+    assert 0 < word < 2**63
+    word = workers._word(seq=5, helpers=1, python=False, blocks=8)
+    assert (word >> 32, (word >> 24) & 255, (word >> 23) & 1, (word >> 12) & 2047) == (5, 1, 0, 8)
+    assert blas.MAX_BLOCKS <= workers.MAX_GEMM_BLOCKS
+
+
+def test_the_pool_is_per_process():
+    pool = workers._pool()
+    assert workers._pool() is pool and pool.pid == os.getpid()
