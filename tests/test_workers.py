@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from zoo.kernels import blas, cblas, fpenv, threads, workers
+from zoo.kernels import blas, cblas, fpenv, optim, threads, workers
 
 NATIVE = workers.gemm_supported(np.float32)
 needs_native = pytest.mark.skipif(not NATIVE, reason="numpy's BLAS is not OpenBLAS: zoo cannot "
@@ -69,8 +69,8 @@ def _post_gemm_to_workers(gemm, a, b, out, helpers):
 @needs_native
 @pytest.mark.parametrize("count", [2, 3, 8])
 def test_a_gemm_job_computes_every_block_once_on_any_thread_count(count, fresh_pool):
-    a, b = _operands(256, 300, 512)
-    gemm = blas.Gemm(256, 300, 512)
+    a, b = _operands(256, 600, 512)
+    gemm = blas.Gemm(256, 600, 512)
     assert gemm.blocks == 4
     threads.set_threads(1)
     one = gemm(a, b, np.full((256, 512), np.nan, np.float32)).copy()
@@ -146,6 +146,74 @@ def test_strided_operands_fall_back_to_numpy_blocks(monkeypatch):
     out = gemm(a, b, np.empty((128, 256), np.float32))
     assert calls == [gemm.blocks]
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
+def test_operands_of_other_shapes_are_never_read_past():
+    a, b = _operands(128, 784, 256)
+    gemm = blas.Gemm(128, 784, 256)
+    out = gemm(a[:, :700], b[:700], np.empty((128, 256), np.float32))  # numpy's way
+    np.testing.assert_allclose(out, a[:, :700].astype(np.float64) @ b[:700], rtol=1e-4,
+                               atol=1e-3)
+    with pytest.raises(ValueError):
+        gemm(a, b, np.empty((64, 256), np.float32))
+
+
+# -- call jobs: the optimizers' updates in chunks ---------------------------------------------
+def test_chunks_depend_on_the_size_alone():
+    for size in (1, 1000, 2 * optim.CHUNK - 1, 2 * optim.CHUNK, 235_146, 10**7):
+        bounds = optim.chunk_bounds(size)
+        chunks = len(bounds) - 1
+        assert bounds[0] == 0 and bounds[-1] == size and bounds == sorted(set(bounds))
+        assert chunks & (chunks - 1) == 0 and chunks <= optim.MAX_CHUNKS
+        assert all(b % optim.ALIGN == 0 for b in bounds[:-1])
+        assert chunks == 1 or size >= chunks * optim.CHUNK
+    assert len(optim.chunk_bounds(235_146)) - 1 == 4  # the mlp benchmark's parameters
+
+
+def _three_updates(p, g, seed):
+    rng = np.random.default_rng(seed)
+    slots = [np.zeros_like(p) for _ in range(4)]
+    for step in range(1, 4):
+        g[:] = rng.standard_normal(g.size).astype(g.dtype)
+        optim.sgd(p, g, slots[0], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+        optim.rmsprop(p, g, slots[1], slots[2], lr=0.01, momentum=0.5, weight_decay=0.1)
+        optim.adam(p, g, slots[3], slots[1], lr=0.01, step=step, weight_decay=0.1,
+                   decoupled=True)
+    return p
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_updates_give_the_same_bits_on_any_thread_count(dtype, fresh_pool,
+                                                                monkeypatch):
+    size = 235_146
+    start = np.random.default_rng(0).standard_normal(size).astype(dtype)
+    results = []
+    for count in (1, 2, 3, 2):
+        threads.set_threads(count)
+        results.append(_three_updates(start.copy(), np.empty_like(start), seed=1))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    # every element got the arithmetic of an update in one piece
+    monkeypatch.setattr(optim, "chunk_bounds", lambda n: [0, n])
+    whole = _three_updates(start.copy(), np.empty_like(start), seed=1)
+    np.testing.assert_array_equal(whole, results[0])
+
+
+def test_a_worker_alone_runs_every_chunk_of_a_posted_update(fresh_pool):
+    p = np.arange(200_000, dtype=np.float32)
+    g = np.ones_like(p)
+    pool = workers._pool()
+    args = np.empty(workers.CALL_ARGS, np.int64)
+    hyper = np.array([0.5, 0.0, 0.0, 0.0])  # lr 0.5, no momentum, no decay: p -= 0.5 g
+    optim._job_args(args, p, g, p, p, hyper)
+    cuts = np.array(optim.chunk_bounds(p.size), np.int64)
+    fn = optim._block_address(optim._sgd_block)
+    with pool.post:
+        pool.grow(1)
+        word = pool.next_word(1, False, cuts.size - 1)
+        pool.wake(workers._call_post(pool.box, word, 1, fn, fpenv.current_mode(), args, cuts))
+        workers._wait_done(pool.box, cuts.size - 1, pool.clock, 10**6, 10**5)
+    np.testing.assert_array_equal(p, np.arange(200_000, dtype=np.float32) - 0.5)
 
 
 # -- a worker that never comes, two callers at once, a forked child --------------------------

@@ -1,15 +1,18 @@
-"""Atomic operations on int64 array elements, a spin-wait hint and a clock, for numba kernels.
+"""What threads need to share work without the GIL, for numba kernels: atomics, a spin-wait
+hint, a clock, and calls through addresses.
 
-``zoo.kernels.handoff`` lets threads hand each other work through a small int64 array without
+``zoo.kernels.workers`` lets threads hand each other work through a small int64 array without
 the GIL. numba has no atomics, and a plain load in a waiting loop may be hoisted out of it by
 LLVM (the loop would then never see another thread's store), so these are LLVM's own atomic
 instructions: ``load`` (acquire), ``store``, ``add`` and ``compare_and_swap``
 (sequentially consistent), each on ``array[i]`` of a C-contiguous int64 array.
 
 ``pause()`` tells the CPU the thread is spinning (x86 ``pause``, ARM ``yield``; nothing
-elsewhere), which spares a hyperthread sibling and the memory bus. ``call_clock`` and
-``call_sleep`` call C's ``clock_gettime`` and ``nanosleep`` through addresses received as
-arguments (``clock_functions``), so the kernels stay cacheable across processes.
+elsewhere), which spares a hyperthread sibling and the memory bus. ``now_ns`` and
+``sleep_ns`` call C's ``clock_gettime`` and ``nanosleep`` through addresses received as
+arguments (``clock_functions``), so the kernels stay cacheable across processes;
+``call_block`` calls a numba ``cfunc`` by its address and ``pointer`` turns an address into a
+pointer for ``numba.carray``.
 """
 
 from __future__ import annotations
@@ -182,3 +185,28 @@ def sleep_ns(clock, timespec, ns):
     timespec[0] = ns // 1_000_000_000
     timespec[1] = ns % 1_000_000_000
     _call_ptr_ptr(clock[1], timespec)
+
+
+@intrinsic
+def pointer(typingctx, address, sample):
+    """The address ``address`` (an integer) as a pointer to ``sample``'s type, for
+    ``numba.carray`` (kernels only)."""
+    target = types.CPointer(sample)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(target))
+
+    return target(address, sample), codegen
+
+
+@intrinsic
+def call_block(typingctx, address, desc, i):
+    """Call ``void block(int64 *desc, int64 i)`` at ``address`` (a numba ``cfunc``)."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [i64.as_pointer(), i64])
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(fn, [builder.inttoptr(args[1], i64.as_pointer()), args[2]])
+        return context.get_dummy_value()
+
+    return types.void(address, desc, i), codegen

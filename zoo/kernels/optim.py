@@ -20,9 +20,31 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import carray, cfunc, types
 
 from zoo.errors import DataError, describe_array
+from zoo.kernels import atomics, threads, workers
 from zoo.kernels._jit import njit
+
+# A large update is cut into chunks that zoo's threads share (``zoo.kernels.threads``): at
+# least CHUNK elements each (about 10 us of SGD with momentum on one core), a power of two of
+# them up to MAX_CHUNKS, bounds on multiples of ALIGN elements. The chunks depend on the size
+# alone and one thread runs the very same calls in turn, so the bits never depend on the
+# thread count; and every element gets the same arithmetic whichever chunk holds it (ALIGN, a
+# multiple of any vector width times unroll, even keeps it in the same part of the compiled
+# loop, its vectorised body or its remainder, as in an update in one piece).
+CHUNK = 32768
+MAX_CHUNKS = 8
+ALIGN = 1024
+
+
+def chunk_bounds(size: int) -> list[int]:
+    """The bounds of the chunks a ``size``-element update is cut into: ``[0, ..., size]``."""
+    chunks = 1
+    while 2 * chunks <= MAX_CHUNKS and size >= 2 * chunks * CHUNK:
+        chunks *= 2
+    inner = [size * i // (chunks * ALIGN) * ALIGN for i in range(1, chunks)]
+    return [0, *inner, size]
 
 
 @njit
@@ -125,8 +147,8 @@ def sgd(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_
         if momentum:
             arrays["velocity"] = velocity
         _check("sgd", arrays)
-    _sgd(param, grad, param if velocity is None else velocity, lr, momentum, nesterov,
-         weight_decay)
+    _update(_sgd, _sgd_block, (param, grad, param if velocity is None else velocity),
+            (lr, momentum, nesterov, weight_decay))
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer=None, *, lr, alpha=0.99, eps=1e-8,
@@ -137,8 +159,9 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, *, lr, alpha=0.99, ep
         if momentum:
             arrays["momentum_buffer"] = momentum_buffer
         _check("rmsprop", arrays)
-    _rmsprop(param, grad, square_avg, param if momentum_buffer is None else momentum_buffer,
-             lr, alpha, eps, momentum, weight_decay)
+    _update(_rmsprop, _rmsprop_block, (param, grad, square_avg,
+                                       param if momentum_buffer is None else momentum_buffer),
+            (lr, alpha, eps, momentum, weight_decay))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -154,8 +177,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, 
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
     l2, decay = (0.0, lr * weight_decay) if decoupled else (weight_decay, 0.0)
-    _adam(param, grad, exp_avg, exp_avg_sq, lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2),
-          l2, decay)
+    _update(_adam, _adam_block, (param, grad, exp_avg, exp_avg_sq),
+            (lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2), l2, decay))
 
 
 def squared_norm(arrays) -> float:
@@ -172,3 +195,91 @@ def scale_(arrays, factor: float) -> None:
     for i, a in enumerate(arrays):
         _check("scale_", {f"arrays[{i}]": a})
         _scale(a, factor)
+
+
+
+# -- updates in chunks, on zoo's threads -------------------------------------------------------
+# A chunk job's arguments (``zoo.kernels.workers.run_call``): the addresses of up to four
+# arrays, their itemsize, and the address of a float64 array of hyperparameters. Each
+# optimizer's block is a numba cfunc (made on first use) that runs the kernel above on chunk i
+# of every array; one thread runs the same cfunc on each chunk in turn.
+_ARG = workers.D_ARGS  # where a call job's arguments start in its description
+_ITEMSIZE, _HYPER = 4, 5
+
+
+@njit
+def _job_args(args, a0, a1, a2, a3, hyper):
+    args[0], args[1] = a0.ctypes.data, a1.ctypes.data
+    args[2], args[3] = a2.ctypes.data, a3.ctypes.data
+    args[_ITEMSIZE], args[_HYPER] = a0.itemsize, hyper.ctypes.data
+
+
+@njit
+def _chunk(d, j, lo, hi, sample):
+    """Elements ``lo:hi`` of the job's array ``j``, of ``sample``'s type."""
+    return carray(atomics.pointer(d[_ARG + j] + lo * d[_ARG + _ITEMSIZE], sample), hi - lo)
+
+
+def _sgd_block(desc, i):
+    d = carray(desc, workers.DESC_WORDS)
+    lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
+    h = carray(atomics.pointer(d[_ARG + _HYPER], np.float64(0)), 4)
+    if d[_ARG + _ITEMSIZE] == 4:
+        x = np.float32(0)
+        _sgd(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
+             h[0], h[1], h[2] != 0, h[3])
+    else:
+        y = np.float64(0)
+        _sgd(_chunk(d, 0, lo, hi, y), _chunk(d, 1, lo, hi, y), _chunk(d, 2, lo, hi, y),
+             h[0], h[1], h[2] != 0, h[3])
+
+
+def _rmsprop_block(desc, i):
+    d = carray(desc, workers.DESC_WORDS)
+    lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
+    h = carray(atomics.pointer(d[_ARG + _HYPER], np.float64(0)), 5)
+    if d[_ARG + _ITEMSIZE] == 4:
+        x = np.float32(0)
+        _rmsprop(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
+                 _chunk(d, 3, lo, hi, x), h[0], h[1], h[2], h[3], h[4])
+    else:
+        y = np.float64(0)
+        _rmsprop(_chunk(d, 0, lo, hi, y), _chunk(d, 1, lo, hi, y), _chunk(d, 2, lo, hi, y),
+                 _chunk(d, 3, lo, hi, y), h[0], h[1], h[2], h[3], h[4])
+
+
+def _adam_block(desc, i):
+    d = carray(desc, workers.DESC_WORDS)
+    lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
+    h = carray(atomics.pointer(d[_ARG + _HYPER], np.float64(0)), 7)
+    if d[_ARG + _ITEMSIZE] == 4:
+        x = np.float32(0)
+        _adam(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
+              _chunk(d, 3, lo, hi, x), h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+    else:
+        y = np.float64(0)
+        _adam(_chunk(d, 0, lo, hi, y), _chunk(d, 1, lo, hi, y), _chunk(d, 2, lo, hi, y),
+              _chunk(d, 3, lo, hi, y), h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+
+
+_BLOCKS: dict = {}  # {name: the cfunc}, made on first use
+
+
+def _block_address(fn) -> int:
+    name = fn.__name__
+    if name not in _BLOCKS:
+        _BLOCKS[name] = cfunc(types.void(types.CPointer(types.int64), types.int64),
+                              cache=True)(fn)
+    return _BLOCKS[name].address
+
+
+def _update(kernel, block, arrays, hyper) -> None:
+    """``kernel(*arrays, *hyper)``, or the same in chunks on zoo's threads when it is large."""
+    bounds = chunk_bounds(arrays[0].size)
+    if len(bounds) == 2:
+        kernel(*arrays, *hyper)
+        return
+    values = np.array([float(h) for h in hyper], np.float64)  # alive until the job ends
+    args = np.empty(workers.CALL_ARGS, np.int64)
+    _job_args(args, *arrays, *[arrays[0]] * (4 - len(arrays)), values)
+    threads.run_call(_block_address(block), args, np.array(bounds, np.int64))

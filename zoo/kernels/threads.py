@@ -237,6 +237,16 @@ def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out) -> None:
         run(cuts, axis, a, ta, b, tb, out, _COUNT[0], current_mode())
 
 
+def run_call(fn: int, args, cuts) -> None:
+    """Every block of a native call job (``zoo.kernels.workers.run_call``: a numba cfunc at
+    address ``fn`` per block of the bounds ``cuts``) on up to ``threads()`` threads."""
+    from zoo.kernels.fpenv import current_mode
+    from zoo.kernels.workers import run_call as run
+
+    with single_threaded_blas():
+        run(fn, args, cuts, _COUNT[0], current_mode())
+
+
 def hold_blas_in_worker() -> None:
     """In a thread of zoo's own (a worker): BLAS libraries that keep their thread count per
     thread (OpenMP builds) run on one thread in it from now on.

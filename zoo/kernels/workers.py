@@ -57,17 +57,27 @@ MAX_WORKERS = 63
 
 # The mailbox: an int64 array; each word a thread writes often on a cache line of its own.
 _TAKE = 0  # the current job, one word: see _word()
-_DONE = 8  # blocks of the current gemm job finished
-_DESC = 16  # the current gemm job (below), 32 words
+_DONE = 8  # blocks of the current native job finished
+_DESC = 16  # the current native job (below), 32 words
 _STATE = 48  # worker w's state at _STATE + 8 * w
 _SIZE = _STATE + 8 * MAX_WORKERS
 AWAKE, ASLEEP = 0, 1
 
-# A gemm job's description, at _DESC: every block is C[rows, cols] = A @ B, C row-major.
-D_DTYPE, D_MODE, D_FN, D_A, D_B, D_C, D_LDA, D_LDB, D_LDC, D_TA, D_TB = range(11)
-D_M, D_K, D_N, D_AXIS, D_CUTS = range(11, 16)
+# A native job's description, at _DESC (32 words). Every kind: what it is, the poster's float
+# mode, a function's address, and the block bounds from D_CUTS.
+D_KIND, D_MODE, D_FN = 0, 1, 2
+KIND_GEMM, KIND_CALL = 0, 1
+# A gemm (KIND_GEMM, D_FN BLAS's GEMM): every block is C[rows, cols] = op(A) @ op(B), all
+# row-major, along D_AXIS (0: rows, 1: columns).
+D_DTYPE, D_A, D_B, D_C, D_LDA, D_LDB, D_LDC, D_TA, D_TB, D_M, D_K, D_N, D_AXIS = range(3, 16)
+# A call (KIND_CALL): block i is ``fn(address of the description, i)``, a numba cfunc that
+# finds its own arguments in the words from D_ARGS (``run_call``).
+D_ARGS = 3
+D_CUTS = 16
 DESC_WORDS = 32
-MAX_GEMM_BLOCKS = DESC_WORDS - D_CUTS - 1
+CALL_ARGS = D_CUTS - D_ARGS
+MAX_NATIVE_BLOCKS = DESC_WORDS - D_CUTS - 1
+MAX_GEMM_BLOCKS = MAX_NATIVE_BLOCKS
 
 # The job word: seq << 32 | participants << 24 | python << 23 | blocks << 12 | next block
 _SEQ_MASK = 0x7FFFFFFF
@@ -141,8 +151,16 @@ def _gemm_block(desc, i, width):
 
 
 @njit
-def _take_gemm_blocks(box, width, mode):
-    """Take and compute blocks of the current gemm job until none is left; returns this
+def _run_block(desc, i, width):
+    if desc[D_KIND] == KIND_GEMM:
+        _gemm_block(desc, i, width)
+    else:
+        atomics.call_block(desc[D_FN], desc.ctypes.data, i)
+
+
+@njit
+def _take_blocks(box, width, mode):
+    """Take and compute blocks of the current native job until none is left; returns this
     thread's float mode after (a worker adopts the poster's)."""
     desc = box[_DESC:_DESC + DESC_WORDS]
     while True:
@@ -155,13 +173,13 @@ def _take_gemm_blocks(box, width, mode):
             if desc[D_MODE] != mode:
                 mode = desc[D_MODE]
                 _set_float_mode(mode)
-            _gemm_block(desc, i, width)
+            _run_block(desc, i, width)
             atomics.add(box, _DONE, 1)
 
 
 @njit
 def _serve(box, w, width, clock, spin_ns, python_seen):
-    """Worker ``w``'s loop without the GIL: computes gemm jobs; returns the number of a Python
+    """Worker ``w``'s loop without the GIL: computes native jobs; returns the number of a Python
     job to run (not ``python_seen``), or -1 to sleep: after ``spin_ns`` without a job, once
     ASLEEP (or claimed by a caller that releases its lock: the sleep then ends at once)."""
     timespec = np.empty(2, np.int64)
@@ -174,7 +192,7 @@ def _serve(box, w, width, clock, spin_ns, python_seen):
         if _for_worker(word, w, python_seen):
             if (word >> 23) & 1:
                 return word >> 32
-            mode = _take_gemm_blocks(box, width, mode)
+            mode = _take_blocks(box, width, mode)
             if timed:
                 deadline = atomics.now_ns(clock, timespec) + spin_ns
             continue
@@ -203,7 +221,7 @@ def _for_worker(word, w, python_seen):
 
 @njit
 def _wait_done(box, blocks, clock, spin_ns, nap_ns):
-    """Until ``blocks`` blocks of the current gemm job are done: spin, then nap."""
+    """Until ``blocks`` blocks of the current native job are done: spin, then nap."""
     timespec = np.empty(2, np.int64)
     sleeper = np.empty(2, np.int64)
     timed = clock[0] != 0
@@ -233,13 +251,22 @@ def _post(box, word, helpers):
 def _describe(desc, fn, mode, cuts, axis, a, ta, b, tb, c):
     """Write the gemm job ``c = op(a) @ op(b)`` in the blocks ``cuts`` along ``axis`` into
     ``desc`` (op: transposed where ``ta``/``tb``)."""
+    desc[D_KIND], desc[D_MODE], desc[D_FN] = KIND_GEMM, mode, fn
     desc[D_DTYPE] = 0 if c.itemsize == 4 else 1
-    desc[D_MODE], desc[D_FN] = mode, fn
     desc[D_A], desc[D_B], desc[D_C] = a.ctypes.data, b.ctypes.data, c.ctypes.data
     desc[D_LDA], desc[D_LDB], desc[D_LDC] = a.shape[1], b.shape[1], c.shape[1]
     desc[D_TA], desc[D_TB] = ta, tb
     desc[D_M], desc[D_K], desc[D_N] = c.shape[0], (a.shape[0] if ta else a.shape[1]), c.shape[1]
     desc[D_AXIS] = axis
+    for j in range(cuts.size):
+        desc[D_CUTS + j] = cuts[j]
+
+
+@njit
+def _describe_call(desc, fn, mode, args, cuts):
+    desc[D_KIND], desc[D_MODE], desc[D_FN] = KIND_CALL, mode, fn
+    for j in range(args.size):
+        desc[D_ARGS + j] = args[j]
     for j in range(cuts.size):
         desc[D_CUTS + j] = cuts[j]
 
@@ -253,9 +280,17 @@ def _gemm_post(box, word, helpers, fn, mode, cuts, axis, a, ta, b, tb, c):
 
 
 @njit
-def _gemm_work(box, width, blocks, clock):
-    """The caller's part of the posted gemm job: blocks until none is left, then the wait."""
-    _take_gemm_blocks(box, width, _float_mode())
+def _call_post(box, word, helpers, fn, mode, args, cuts):
+    """Describe the call job in the mailbox and post it (``_post``)."""
+    _describe_call(box[_DESC:_DESC + DESC_WORDS], fn, mode, args, cuts)
+    box[_DONE] = 0
+    return _post(box, word, helpers)
+
+
+@njit
+def _work_and_wait(box, width, blocks, clock):
+    """The caller's part of the posted native job: blocks until none is left, then the wait."""
+    _take_blocks(box, width, _float_mode())
     _wait_done(box, blocks, clock, WAIT_SPIN_NS, NAP_NS)
 
 
@@ -266,6 +301,15 @@ def _gemm_alone(width, fn, mode, cuts, axis, a, ta, b, tb, c):
     _describe(desc, fn, mode, cuts, axis, a, ta, b, tb, c)
     for i in range(cuts.size - 1):
         _gemm_block(desc, i, width)
+
+
+@njit
+def _call_alone(fn, mode, args, cuts):
+    """The call job computed by the calling thread alone: the same calls, in turn."""
+    desc = np.empty(DESC_WORDS, np.int64)
+    _describe_call(desc, fn, mode, args, cuts)
+    for i in range(cuts.size - 1):
+        atomics.call_block(fn, desc.ctypes.data, i)
 
 
 # -- Python jobs -----------------------------------------------------------------------------
@@ -440,8 +484,29 @@ def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: 
             box = pool.box
             pool.wake(_gemm_post(box, pool.next_word(helpers, False, blocks), helpers, fn, mode,
                                  cuts, axis, a, ta, b, tb, out))
-            _gemm_work(box, width, blocks, pool.clock)
+            _work_and_wait(box, width, blocks, pool.clock)
         finally:
             pool.post.release()
     else:
         _gemm_alone(width, fn, mode, cuts, axis, a, ta, b, tb, out)
+
+
+def run_call(fn: int, args: np.ndarray, cuts: np.ndarray, threads: int, mode: int) -> None:
+    """Call the numba cfunc at address ``fn`` as ``fn(description, i)`` for every block ``i``
+    of the bounds ``cuts`` (an int64 array), on up to ``threads`` threads, in float mode
+    ``mode``. The description (``CALL_ARGS`` words from ``D_ARGS``: ``args``, an int64 array;
+    the bounds from ``D_CUTS``) is all a block may read; blocks write disjoint outputs."""
+    blocks = cuts.size - 1
+    helpers = _helpers(threads, blocks)
+    pool = _pool() if helpers else None
+    if pool is not None and pool.post.acquire(blocking=False):
+        try:
+            pool.grow(helpers)
+            box = pool.box
+            pool.wake(_call_post(box, pool.next_word(helpers, False, blocks), helpers, fn, mode,
+                                 args, cuts))
+            _work_and_wait(box, pool.width, blocks, pool.clock)
+        finally:
+            pool.post.release()
+    else:
+        _call_alone(fn, mode, args, cuts)
