@@ -79,13 +79,17 @@ def test_the_partition_depends_on_the_sizes_alone():
         assert blocks & (blocks - 1) == 0 and blocks <= blas.MAX_BLOCKS  # a power of two
         if blocks > 1:
             assert m * k * n >= blocks * blas.BLOCK_WORK
+        if blocks > 2:
+            assert m * k * n >= blocks * blas.WIDE_WORK
     assert blas.partition(128, 784, 256) == (1, [0, 128, 256])
+    assert blas.partition(128, 256, 128) == (1, [0, 64, 128])
     assert len(blas.partition(4096, 4096, 4096)[1]) - 1 == blas.MAX_BLOCKS
 
 
 def test_small_products_stay_plain_numpy():
     assert blas.gemm_or_none(32, 64, 10, np.float32) is None
-    assert blas.gemm_or_none(128, 256, 128, np.float32) is None  # 4M multiply-adds: one block
+    assert blas.gemm_or_none(128, 256, 32, np.float32) is None  # 1M multiply-adds: one block
+    assert blas.gemm_or_none(128, 256, 128, np.float32).blocks == 2
     assert blas.gemm_or_none(128, 784, 256, np.float32).blocks == 2
 
 

@@ -20,9 +20,14 @@ import numpy as np
 
 from zoo.kernels import threads
 
-# Multiply-adds (m*k*n) per block at least: about 50 us on one core; smaller blocks lose more
-# to packing the other operand again than a second core can win back.
-BLOCK_WORK = 7_000_000
+# Multiply-adds (m*k*n) per block at least: 2 blocks of BLOCK_WORK (about 12 us on one core)
+# pay on two cores now that a worker starts its block within a microsecond
+# (``zoo.kernels.workers``); each block packs the other operand again, which costs one thread
+# 10-15% at two blocks of 128x256x64. More than two blocks need WIDE_WORK each: a 128x784x256
+# product costs one thread 8% more as 2 blocks and 45% as 8, so only products large enough
+# for more cores to win that back are cut further.
+BLOCK_WORK = 2_000_000
+WIDE_WORK = 16_000_000
 # Most blocks a product is cut into (a power of two, so they share evenly over 1, 2, 4 ...).
 MAX_BLOCKS = 8
 # Block bounds are multiples of this many rows or columns.
@@ -38,8 +43,8 @@ def partition(m: int, k: int, n: int) -> tuple[int, list[int]]:
     axis = 1 if m <= n else 0
     length = (m, n)[axis]
     blocks = 1
-    while (2 * blocks <= MAX_BLOCKS and m * k * n >= 2 * blocks * BLOCK_WORK
-           and length >= 2 * blocks * ALIGN):
+    while (2 * blocks <= MAX_BLOCKS and length >= 2 * blocks * ALIGN
+           and m * k * n >= 2 * blocks * (BLOCK_WORK if blocks == 1 else WIDE_WORK)):
         blocks *= 2
     # Even blocks, inner bounds rounded to multiples of ALIGN (at least ALIGN apart: distinct).
     inner = [round(length * i / (blocks * ALIGN)) * ALIGN for i in range(1, blocks)]
@@ -79,7 +84,11 @@ class Gemm:
 
             native = self._native[dtype] = (gemm_supported(dtype)
                                             and self.blocks <= MAX_GEMM_BLOCKS)
-        if native and a.dtype == dtype and b.dtype == dtype and out.flags.c_contiguous:
+        m, k, n = self.shape
+        # BLAS reads and writes where the sizes say: anything else goes the checked way
+        # (np.matmul raises on a shape that does not fit).
+        if native and a.dtype == dtype and b.dtype == dtype and out.flags.c_contiguous \
+                and a.shape == (m, k) and b.shape == (k, n) and out.shape == (m, n):
             a_base, ta = _row_major(a)
             b_base, tb = _row_major(b)
             if a_base is not None and b_base is not None:
