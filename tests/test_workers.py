@@ -167,7 +167,7 @@ def test_chunks_depend_on_the_size_alone():
         assert chunks & (chunks - 1) == 0 and chunks <= optim.MAX_CHUNKS
         assert all(b % optim.ALIGN == 0 for b in bounds[:-1])
         assert chunks == 1 or size >= chunks * optim.CHUNK
-    assert len(optim.chunk_bounds(235_146)) - 1 == 4  # the mlp benchmark's parameters
+    assert len(optim.chunk_bounds(235_146)) - 1 == 2  # the mlp benchmark's parameters
 
 
 def _three_updates(p, g, seed):
