@@ -333,3 +333,28 @@ def test_the_job_word_keeps_its_fields_apart():
 def test_the_pool_is_per_process():
     pool = workers._pool()
     assert workers._pool() is pool and pool.pid == os.getpid()
+
+
+STOP_AT_EXIT = """
+import threading
+import numpy as np
+from zoo.kernels import blas, threads, workers
+threads.set_threads(3)
+a = np.ones((128, 784), np.float32)
+b = np.ones((784, 256), np.float32)
+blas.Gemm(128, 784, 256)(a, b, np.empty((128, 256), np.float32))
+threads.run_blocks(lambda i: None, 3)
+pool = workers._pool()
+workers._stop_workers()
+print(pool.stopping, [t.is_alive() for t in pool.workers])
+"""
+
+
+def test_workers_end_at_exit_before_the_interpreter_does(subprocess_env):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STOP_AT_EXIT], capture_output=True, text=True,
+                          env=subprocess_env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "True [False, False]"

@@ -32,6 +32,7 @@ not need it.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import threading
@@ -366,6 +367,7 @@ class _Pool:
         self.post = threading.Lock()  # one job at a time: the mailbox has room for one
         self.seq = 0
         self.job: _Job | None = None  # the Python job last posted
+        self.stopping = False  # set at exit: workers end their threads
 
     def grow(self, workers: int) -> None:
         while len(self.workers) < workers:
@@ -398,7 +400,7 @@ def _work(pool: _Pool, w: int) -> None:
     threads.hold_blas_in_worker()
     box, waker = pool.box, pool.wakers[w]
     python_seen = 0
-    while True:
+    while not pool.stopping:
         seq = _serve(box, w, pool.width, pool.clock, SPIN_NS, python_seen)
         if seq < 0:
             waker.acquire()  # until a caller claims this worker AWAKE and releases it
@@ -417,6 +419,24 @@ def _pool() -> _Pool:
     if not _POOL or _POOL[0].pid != os.getpid():
         _POOL[:] = [_Pool()]
     return _POOL[0]
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """At exit, before the interpreter frees what they read: every worker out of its kernel
+    and its thread ended (a worker spinning without the GIL would otherwise read the mailbox
+    while it is freed)."""
+    pool = _POOL[0] if _POOL else None
+    if pool is None or pool.pid != os.getpid() or not pool.workers:
+        return
+    if not pool.post.acquire(timeout=1.0):  # a job still running in another thread
+        return
+    pool.stopping = True
+    pool.job = None
+    workers = len(pool.workers)
+    pool.wake(_post(pool.box, pool.next_word(workers, True, 0), workers))
+    for thread in pool.workers:
+        thread.join(timeout=1.0)
 
 
 def _helpers(threads: int, blocks: int) -> int:
