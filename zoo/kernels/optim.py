@@ -151,7 +151,7 @@ def sgd(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_
         if momentum:
             arrays["velocity"] = velocity
         _check("sgd", arrays)
-    _update(_sgd, _sgd_block, (param, grad, param if velocity is None else velocity),
+    _update(_sgd, "sgd", (param, grad, param if velocity is None else velocity),
             (lr, momentum, nesterov, weight_decay))
 
 
@@ -163,7 +163,7 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, *, lr, alpha=0.99, ep
         if momentum:
             arrays["momentum_buffer"] = momentum_buffer
         _check("rmsprop", arrays)
-    _update(_rmsprop, _rmsprop_block, (param, grad, square_avg,
+    _update(_rmsprop, "rmsprop", (param, grad, square_avg,
                                        param if momentum_buffer is None else momentum_buffer),
             (lr, alpha, eps, momentum, weight_decay))
 
@@ -181,7 +181,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, 
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
     l2, decay = (0.0, lr * weight_decay) if decoupled else (weight_decay, 0.0)
-    _update(_adam, _adam_block, (param, grad, exp_avg, exp_avg_sq),
+    _update(_adam, "adam", (param, grad, exp_avg, exp_avg_sq),
             (lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2), l2, decay))
 
 
@@ -224,60 +224,71 @@ def _chunk(d, j, lo, hi, sample):
     return carray(atomics.pointer(d[_ARG + j] + lo * d[_ARG + _ITEMSIZE], sample), hi - lo)
 
 
-def _sgd_block(desc, i):
+@njit
+def _sgd_chunk(desc, i, x):
     d = carray(desc, workers.DESC_WORDS)
     lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
     h = carray(atomics.pointer(d[_ARG + _HYPER], np.float64(0)), 4)
-    if d[_ARG + _ITEMSIZE] == 4:
-        x = np.float32(0)
-        _sgd(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
-             h[0], h[1], h[2] != 0, h[3])
-    else:
-        y = np.float64(0)
-        _sgd(_chunk(d, 0, lo, hi, y), _chunk(d, 1, lo, hi, y), _chunk(d, 2, lo, hi, y),
-             h[0], h[1], h[2] != 0, h[3])
+    _sgd(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
+         h[0], h[1], h[2] != 0, h[3])
 
 
-def _rmsprop_block(desc, i):
+@njit
+def _rmsprop_chunk(desc, i, x):
     d = carray(desc, workers.DESC_WORDS)
     lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
     h = carray(atomics.pointer(d[_ARG + _HYPER], np.float64(0)), 5)
-    if d[_ARG + _ITEMSIZE] == 4:
-        x = np.float32(0)
-        _rmsprop(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
-                 _chunk(d, 3, lo, hi, x), h[0], h[1], h[2], h[3], h[4])
-    else:
-        y = np.float64(0)
-        _rmsprop(_chunk(d, 0, lo, hi, y), _chunk(d, 1, lo, hi, y), _chunk(d, 2, lo, hi, y),
-                 _chunk(d, 3, lo, hi, y), h[0], h[1], h[2], h[3], h[4])
+    _rmsprop(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
+             _chunk(d, 3, lo, hi, x), h[0], h[1], h[2], h[3], h[4])
 
 
-def _adam_block(desc, i):
+@njit
+def _adam_chunk(desc, i, x):
     d = carray(desc, workers.DESC_WORDS)
     lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
     h = carray(atomics.pointer(d[_ARG + _HYPER], np.float64(0)), 7)
-    if d[_ARG + _ITEMSIZE] == 4:
-        x = np.float32(0)
-        _adam(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
-              _chunk(d, 3, lo, hi, x), h[0], h[1], h[2], h[3], h[4], h[5], h[6])
-    else:
-        y = np.float64(0)
-        _adam(_chunk(d, 0, lo, hi, y), _chunk(d, 1, lo, hi, y), _chunk(d, 2, lo, hi, y),
-              _chunk(d, 3, lo, hi, y), h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+    _adam(_chunk(d, 0, lo, hi, x), _chunk(d, 1, lo, hi, x), _chunk(d, 2, lo, hi, x),
+          _chunk(d, 3, lo, hi, x), h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+
+
+# The cfuncs, one per optimizer and dtype (compiled on first use: only what runs).
+def _sgd_block32(desc, i):
+    _sgd_chunk(desc, i, np.float32(0))
+
+
+def _sgd_block64(desc, i):
+    _sgd_chunk(desc, i, np.float64(0))
+
+
+def _rmsprop_block32(desc, i):
+    _rmsprop_chunk(desc, i, np.float32(0))
+
+
+def _rmsprop_block64(desc, i):
+    _rmsprop_chunk(desc, i, np.float64(0))
+
+
+def _adam_block32(desc, i):
+    _adam_chunk(desc, i, np.float32(0))
+
+
+def _adam_block64(desc, i):
+    _adam_chunk(desc, i, np.float64(0))
 
 
 _BLOCKS: dict = {}  # {name: the cfunc}, made on first use
 
 
-def _block_address(fn) -> int:
-    name = fn.__name__
+def _block_address(kind: str, dtype) -> int:
+    """The address of the cfunc that updates one chunk for ``kind`` ("sgd"...) and ``dtype``."""
+    name = f"_{kind}_block{np.dtype(dtype).itemsize * 8}"
     if name not in _BLOCKS:
         _BLOCKS[name] = cfunc(types.void(types.CPointer(types.int64), types.int64),
-                              cache=True)(fn)
+                              cache=True)(globals()[name])
     return _BLOCKS[name].address
 
 
-def _update(kernel, block, arrays, hyper) -> None:
+def _update(kernel, kind, arrays, hyper) -> None:
     """``kernel(*arrays, *hyper)``, or the same in chunks on zoo's threads when it is large."""
     bounds = chunk_bounds(arrays[0].size)
     if len(bounds) == 2:
@@ -286,4 +297,4 @@ def _update(kernel, block, arrays, hyper) -> None:
     values = np.array([float(h) for h in hyper], np.float64)  # alive until the job ends
     args = np.empty(workers.CALL_ARGS, np.int64)
     _job_args(args, *arrays, *[arrays[0]] * (4 - len(arrays)), values)
-    threads.run_call(_block_address(block), args, np.array(bounds, np.int64))
+    threads.run_call(_block_address(kind, arrays[0].dtype), args, np.array(bounds, np.int64))
