@@ -4,13 +4,19 @@ A job is ``blocks`` pieces of work whose outputs do not overlap. The caller and 
 ``threads - 1`` workers each take the next block not yet taken until none is left, so which
 thread runs which block is decided at run time, and is all the thread count decides: the
 caller cut the work from the sizes alone, so the result is the same on one thread and on many
-(``zoo.kernels.threads`` has the whole policy). Two kinds of job:
+(``zoo.kernels.threads`` has the whole policy). Three kinds of job:
 
 - ``run_gemm``: the blocks of a ``zoo.kernels.blas.Gemm``, each one call of numpy's own
   single-threaded ``sgemm``/``dgemm`` (``zoo.kernels.cblas``). Workers compute them inside a
   numba kernel, without the GIL and without returning to Python.
+- ``run_call``: block ``i`` is a numba ``cfunc`` called by its address with the job's
+  description, also without the GIL (``zoo.kernels.optim``'s updates in chunks).
 - ``run_blocks(fn, blocks, ...)``: any Python function ``fn(i)``; a worker takes the GIL to
-  call it (zoo's blocks spend their time in numba kernels or BLAS, which release it).
+  call it (zoo's blocks spend their time in numba kernels or BLAS, which release it), which
+  costs a GIL hand-off or two per job.
+
+Workers end at interpreter exit (``_stop_workers``), before the memory a spinning worker
+reads is freed.
 
 **The hand-off.** Posting a job is one atomic store into a shared int64 array (the mailbox).
 A worker that has just finished a job does not go to sleep at once: for ``SPIN_NS`` (200 us)
