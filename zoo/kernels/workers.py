@@ -363,7 +363,7 @@ class _Unwrapped:
 
 # -- the pool --------------------------------------------------------------------------------
 class _Pool:
-    def __init__(self):
+    def __init__(self) -> None:
         self.pid = os.getpid()
         self.box = np.zeros(_SIZE, np.int64)
         self.clock = atomics.clock_functions()
