@@ -31,6 +31,9 @@ def fresh_pool(monkeypatch):
     """A pool of this test's own (workers of earlier tests left alone, and forgotten after)."""
     monkeypatch.setattr(workers, "_POOL", [])
     yield
+    if workers._POOL:
+        workers._POOL[0].stop()
+        assert not any(t.is_alive() for t in workers._POOL[0].workers)
     workers._POOL.clear()
 
 

@@ -395,6 +395,17 @@ class _Pool:
             claimed >>= 1
             w += 1
 
+    def stop(self, timeout: float = 1.0) -> None:
+        """End every worker's thread (at exit; a stopped pool takes no more jobs)."""
+        if not self.workers or not self.post.acquire(timeout=timeout):
+            return  # no workers, or a job still runs in another thread
+        self.stopping = True
+        self.job = None
+        workers = len(self.workers)
+        self.wake(_post(self.box, self.next_word(workers, True, 0), workers))
+        for thread in self.workers:
+            thread.join(timeout=timeout)
+
     def next_word(self, helpers: int, python: bool, blocks: int) -> int:
         self.seq = (self.seq + 1) & _SEQ_MASK or 1
         return _word(self.seq, helpers, python, blocks)
@@ -433,16 +444,8 @@ def _stop_workers() -> None:
     and its thread ended (a worker spinning without the GIL would otherwise read the mailbox
     while it is freed)."""
     pool = _POOL[0] if _POOL else None
-    if pool is None or pool.pid != os.getpid() or not pool.workers:
-        return
-    if not pool.post.acquire(timeout=1.0):  # a job still running in another thread
-        return
-    pool.stopping = True
-    pool.job = None
-    workers = len(pool.workers)
-    pool.wake(_post(pool.box, pool.next_word(workers, True, 0), workers))
-    for thread in pool.workers:
-        thread.join(timeout=1.0)
+    if pool is not None and pool.pid == os.getpid():
+        pool.stop()
 
 
 def _helpers(threads: int, blocks: int) -> int:
