@@ -226,25 +226,32 @@ def run_blocks(fn, blocks: int) -> None:
         run(fn, blocks, _COUNT[0], block_scope)
 
 
+_MODULES: list = []  # [(fpenv, workers)], imported on first use (not at import: see above)
+
+
+def _modules():
+    if not _MODULES:
+        from zoo.kernels import fpenv, workers
+
+        _MODULES.append((fpenv, workers))
+    return _MODULES[0]
+
+
 def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out) -> None:
     """``out = op(a) @ op(b)`` by ``zoo.kernels.workers.run_gemm``: the blocks ``cuts`` along
     ``axis``, each one single-threaded BLAS call, on up to ``threads()`` threads."""
-    from zoo.kernels.fpenv import current_mode
-    from zoo.kernels.workers import run_gemm as run
-
+    fpenv, workers = _MODULES[0] if _MODULES else _modules()  # a few us a call: kept cheap
     # As in run_blocks: BLAS held for the whole job, and the workers adopt this thread's mode.
     with single_threaded_blas():
-        run(cuts, axis, a, ta, b, tb, out, _COUNT[0], current_mode())
+        workers.run_gemm(cuts, axis, a, ta, b, tb, out, _COUNT[0], fpenv.current_mode())
 
 
 def run_call(fn: int, args, cuts) -> None:
     """Every block of a native call job (``zoo.kernels.workers.run_call``: a numba cfunc at
     address ``fn`` per block of the bounds ``cuts``) on up to ``threads()`` threads."""
-    from zoo.kernels.fpenv import current_mode
-    from zoo.kernels.workers import run_call as run
-
+    fpenv, workers = _MODULES[0] if _MODULES else _modules()
     with single_threaded_blas():
-        run(fn, args, cuts, _COUNT[0], current_mode())
+        workers.run_call(fn, args, cuts, _COUNT[0], fpenv.current_mode())
 
 
 def hold_blas_in_worker() -> None:
