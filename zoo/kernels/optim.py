@@ -151,8 +151,11 @@ def sgd(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_
         if momentum:
             arrays["velocity"] = velocity
         _check("sgd", arrays)
-    _update(_sgd, "sgd", (param, grad, param if velocity is None else velocity),
-            (lr, momentum, nesterov, weight_decay))
+    v = param if velocity is None else velocity
+    if param.size < 2 * CHUNK:  # one chunk: the kernel itself (a small model's step is short)
+        _sgd(param, grad, v, lr, momentum, nesterov, weight_decay)
+    else:
+        _update(_sgd, "sgd", (param, grad, v), (lr, momentum, nesterov, weight_decay))
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer=None, *, lr, alpha=0.99, eps=1e-8,
@@ -163,9 +166,12 @@ def rmsprop(param, grad, square_avg, momentum_buffer=None, *, lr, alpha=0.99, ep
         if momentum:
             arrays["momentum_buffer"] = momentum_buffer
         _check("rmsprop", arrays)
-    _update(_rmsprop, "rmsprop", (param, grad, square_avg,
-                                       param if momentum_buffer is None else momentum_buffer),
-            (lr, alpha, eps, momentum, weight_decay))
+    b = param if momentum_buffer is None else momentum_buffer
+    if param.size < 2 * CHUNK:
+        _rmsprop(param, grad, square_avg, b, lr, alpha, eps, momentum, weight_decay)
+    else:
+        _update(_rmsprop, "rmsprop", (param, grad, square_avg, b),
+                (lr, alpha, eps, momentum, weight_decay))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -181,8 +187,12 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, 
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
     l2, decay = (0.0, lr * weight_decay) if decoupled else (weight_decay, 0.0)
-    _update(_adam, "adam", (param, grad, exp_avg, exp_avg_sq),
-            (lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2), l2, decay))
+    if param.size < 2 * CHUNK:
+        _adam(param, grad, exp_avg, exp_avg_sq, lr / c1, beta1, beta2, eps,
+              1.0 / math.sqrt(c2), l2, decay)
+    else:
+        _update(_adam, "adam", (param, grad, exp_avg, exp_avg_sq),
+                (lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2), l2, decay))
 
 
 def squared_norm(arrays) -> float:

@@ -29,7 +29,6 @@ This module imports neither numpy nor numba at import time: the command line cal
 from __future__ import annotations
 
 import os
-import threading
 
 from zoo.errors import ConfigError
 
@@ -140,67 +139,30 @@ def _per_thread(lib) -> bool:
     return getattr(lib, "threading_layer", None) == "openmp"
 
 
-# The process-wide counts: set to one by the first thread to enter single_threaded_blas and
-# restored by the last to leave, so that one thread leaving never hands another thread's
-# running product a threaded BLAS.
-_HOLD = threading.Lock()
-_HELD: list = [0, []]  # [threads inside, [(library, count to restore)]]
-
-
-def _new_hold_lock() -> None:  # a forked child's copy may be locked by a thread it lacks
-    global _HOLD
-    _HOLD = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_hold_lock)
-
-
 class single_threaded_blas:  # lower case: used as ``with single_threaded_blas():``
     """Inside the block, the BLAS library runs on one thread; restored after it.
 
     Cheap (a microsecond when BLAS is on one thread already, as under the ``zoo`` command), so
-    it wraps every training step and every parallel job. A count kept for the whole process
-    is restored when the last thread inside leaves; OpenMP builds keep a count per thread, so
-    every thread that runs BLAS for zoo enters it.
+    it wraps every training step and every parallel job. OpenMP builds keep a count per
+    thread, so every thread that runs BLAS for zoo enters it.
     """
 
     __slots__ = ("changed",)
 
     def __enter__(self):
-        libs = _BLAS[0] if _BLAS else blas_libraries()
         self.changed = []
-        with _HOLD:
-            if _HELD[0] == 0:
-                _HELD[1] = _set_one([lib for lib in libs if not _per_thread(lib)])
-            _HELD[0] += 1
-        self.changed = _set_one([lib for lib in libs if _per_thread(lib)])
+        for lib in _BLAS[0] if _BLAS else blas_libraries():
+            n = lib.get_num_threads()
+            if n != 1:
+                lib.set_num_threads(1)
+                self.changed.append((lib, n))
         return self
 
     def __exit__(self, *exc):
-        _restore(self.changed)
-        with _HOLD:
-            _HELD[0] -= 1
-            if _HELD[0] == 0:
-                _restore(_HELD[1])
-                _HELD[1] = []
+        for lib, n in self.changed:
+            if n is not None:
+                lib.set_num_threads(n)
         return False
-
-
-def _set_one(libs) -> list:
-    changed = []
-    for lib in libs:
-        n = lib.get_num_threads()
-        if n != 1:
-            lib.set_num_threads(1)
-            changed.append((lib, n))
-    return changed
-
-
-def _restore(changed) -> None:
-    for lib, n in changed:
-        if n is not None:
-            lib.set_num_threads(n)
 
 
 def run_blocks(fn, blocks: int) -> None:
@@ -262,7 +224,9 @@ def hold_blas_in_worker() -> None:
     one for the whole job (above), and a worker must not touch it: restoring it after its
     blocks could hand another thread's running block a threaded BLAS.
     """
-    _set_one([lib for lib in blas_libraries() if _per_thread(lib)])
+    for lib in blas_libraries():
+        if _per_thread(lib) and lib.get_num_threads() != 1:
+            lib.set_num_threads(1)
 
 
 class _BlockScope:
