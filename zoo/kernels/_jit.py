@@ -3,6 +3,7 @@
 Every kernel module does ``from zoo.kernels._jit import njit, prange``.
 """
 
+import hashlib
 import os
 import tempfile
 import time
@@ -38,7 +39,26 @@ def _choose_cache_dir() -> str:
     return tempfile.mkdtemp(prefix="zoo-numba-")
 
 
-CACHE_DIR = _choose_cache_dir()
+def sources_digest(here: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+    """A digest of every kernel module's source (the ``.py`` files in ``here``).
+
+    numba revalidates a cached kernel against its own file only, yet a kernel compiles in the
+    kernels it calls from other files (``dense_stack`` calls ``dense``'s): after such a file
+    changes (a ``git checkout``, an editable install), the caller's cached machine code would
+    still run the old callee, or crash on a changed data layout. One cache directory per
+    version of all the kernel sources rules that out; reading them costs about a millisecond.
+    """
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            digest.update(name.encode())
+            with open(os.path.join(here, name), "rb") as source:
+                digest.update(source.read())
+    return digest.hexdigest()[:16]
+
+
+CACHE_DIR = os.path.join(_choose_cache_dir(), f"kernels-{sources_digest()}")
+os.makedirs(CACHE_DIR, exist_ok=True)
 os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR  # numba reads it when first imported
 
 import numba  # noqa: E402
