@@ -37,34 +37,50 @@ STATUS_BITS = 0x3F
 SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
 
 
+def read_csr(builder):
+    """LLVM IR reading this thread's MXCSR (an i32), for intrinsics here and in ``workers``."""
+    from llvmlite import ir
+
+    slot = builder.alloca(ir.IntType(32))
+    _csr_call(builder, "llvm.x86.sse.stmxcsr", slot)
+    return builder.load(slot)
+
+
+def write_csr(builder, value):
+    """LLVM IR setting this thread's MXCSR to the i32 ``value``."""
+    from llvmlite import ir
+
+    slot = builder.alloca(ir.IntType(32))
+    builder.store(value, slot)
+    _csr_call(builder, "llvm.x86.sse.ldmxcsr", slot)
+
+
+def _csr_call(builder, name, slot):
+    from llvmlite import ir
+
+    fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+    fn = builder.module.declare_intrinsic(name, fnty=fnty)
+    builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+
+
 def _define_x86_kernel():
     """MXCSR's ``swap`` as a numba kernel; only built on x86-64 (compile what runs)."""
-    from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
 
     from zoo.kernels._jit import njit
 
-    def call_csr(builder, name, slot):
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
-        fn = builder.module.declare_intrinsic(name, fnty=fnty)
-        builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
-
     @intrinsic
     def stmxcsr(typingctx):
         def codegen(context, builder, signature, args):
-            slot = builder.alloca(ir.IntType(32))
-            call_csr(builder, "llvm.x86.sse.stmxcsr", slot)
-            return builder.load(slot)
+            return read_csr(builder)
 
         return types.uint32(), codegen
 
     @intrinsic
     def ldmxcsr(typingctx, value):
         def codegen(context, builder, signature, args):
-            slot = builder.alloca(ir.IntType(32))
-            builder.store(args[0], slot)
-            call_csr(builder, "llvm.x86.sse.ldmxcsr", slot)
+            write_csr(builder, args[0])
             return context.get_dummy_value()
 
         return types.void(types.uint32), codegen

@@ -101,7 +101,7 @@ def _float_mode(typingctx):
     def codegen(context, builder, signature, args):
         if not fpenv.SUPPORTED:
             return ir.Constant(ir.IntType(64), 0)
-        return builder.zext(builder.and_(_stmxcsr(builder), ir.Constant(
+        return builder.zext(builder.and_(fpenv.read_csr(builder), ir.Constant(
             ir.IntType(32), ~fpenv.STATUS_BITS & 0xFFFFFFFF)), ir.IntType(64))
 
     return types.int64(), codegen
@@ -113,26 +113,11 @@ def _set_float_mode(typingctx, mode):
     def codegen(context, builder, signature, args):
         if fpenv.SUPPORTED:
             i32 = ir.IntType(32)
-            status = builder.and_(_stmxcsr(builder), ir.Constant(i32, fpenv.STATUS_BITS))
-            value = builder.or_(builder.trunc(args[0], i32), status)
-            slot = builder.alloca(i32)
-            builder.store(value, slot)
-            _csr_call(builder, "llvm.x86.sse.ldmxcsr", slot)
+            status = builder.and_(fpenv.read_csr(builder), ir.Constant(i32, fpenv.STATUS_BITS))
+            fpenv.write_csr(builder, builder.or_(builder.trunc(args[0], i32), status))
         return context.get_dummy_value()
 
     return types.void(types.int64), codegen
-
-
-def _csr_call(builder, name, slot):
-    fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
-    fn = builder.module.declare_intrinsic(name, fnty=fnty)
-    builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
-
-
-def _stmxcsr(builder):
-    slot = builder.alloca(ir.IntType(32))
-    _csr_call(builder, "llvm.x86.sse.stmxcsr", slot)
-    return builder.load(slot)
 
 
 # -- gemm blocks, without the GIL ------------------------------------------------------------
