@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from numba import njit
 
 from zoo.kernels import packed
 
@@ -51,55 +50,6 @@ def test_a_row_gets_the_same_bits_whatever_rows_it_is_computed_with():
     for cuts in ([0, 1, 37], [0, 8, 16, 37], [0, 5, 19, 30, 37], list(range(38))):
         parts = np.concatenate([_product(a[lo:hi], b) for lo, hi in zip(cuts, cuts[1:])])
         np.testing.assert_array_equal(parts, whole, err_msg=str(cuts))
-
-
-def _tile_product(tile, rows, a, bp, n):
-    """``a @ b`` through one tile intrinsic of ``rows`` rows (m a multiple of rows)."""
-
-    @njit
-    def run(a, bp, c):
-        for p in range(bp.shape[0]):
-            for i in range(0, a.shape[0], rows):
-                tile(a[i:].ctypes.data, a.strides[0] // 4, bp[p].ctypes.data, a.shape[1],
-                     c[i:, p * bp.shape[2]:].ctypes.data, c.strides[0] // 4)
-
-    c = np.zeros((a.shape[0], bp.shape[0] * bp.shape[2]), F32)
-    run(a, bp, c)
-    return c[:, :n]
-
-
-def _panels(b, width):
-    """``b`` packed as ``pack`` does, in panels of ``width`` columns (a multiple of them)."""
-    k, n = b.shape
-    return np.ascontiguousarray(b.reshape(k, n // width, width).transpose(1, 0, 2))
-
-
-def test_every_tile_shape_gives_the_same_bits():
-    # The tile is chosen for the CPU (8 x 32 with AVX-512, 4 x 16 without); the results must
-    # not depend on it. Both shapes (and others) run here, whatever this CPU is.
-    rng = np.random.default_rng(3)
-    a, b = _rand(rng, 16, 96), _rand(rng, 96, 64)
-    results = [_tile_product(packed._make_tile(rows, vectors), rows, a,
-                             _panels(b, vectors * packed.LANES), 64)
-               for rows in (1, 2, 4, 8) for vectors in (1, 2)]
-    for other in results[1:]:
-        np.testing.assert_array_equal(other, results[0])
-    np.testing.assert_array_equal(results[0], _product(a, b))
-
-
-def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
-    # Where the CPU has no FMA, each product is rounded before it is added: still accurate.
-    monkeypatch.setattr(packed, "FUSED", False)
-    rng = np.random.default_rng(5)
-    a, b = _rand(rng, 8, 200), _rand(rng, 200, packed.PANEL)
-    c = _tile_product(packed._make_tile(8, packed.PANEL // packed.LANES), 8, a,
-                      packed.pack(b), packed.PANEL)
-    exact = a.astype(np.float64) @ b.astype(np.float64)
-    np.testing.assert_allclose(c, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
-    twice = np.zeros_like(c)  # the same sums in numpy, one float32 rounding per operation
-    for p in range(a.shape[1]):
-        twice = twice + a[:, p:p + 1] * b[p]
-    np.testing.assert_array_equal(c, twice)
 
 
 def test_pack_lays_out_zero_padded_column_panels():

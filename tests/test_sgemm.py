@@ -1,0 +1,125 @@
+"""zoo's float32 product (``zoo.kernels.sgemm``): right, and the same bits however it is cut."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from zoo.kernels import sgemm
+
+SIZES = [(1, 1, 1), (3, 5, 7), (9, 33, 31), (17, 600, 70), (130, 1100, 65),
+         (sgemm.ROWS + 1, sgemm.KC + 3, sgemm.PANEL + 1)]
+
+
+def operand(rng, rows, cols, transposed):
+    """A ``(rows, cols)`` float32 operand, stored transposed if asked."""
+    if transposed:
+        return rng.standard_normal((cols, rows)).astype(np.float32).T
+    return rng.standard_normal((rows, cols)).astype(np.float32)
+
+
+@pytest.mark.parametrize("m,k,n", SIZES)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_matches_float64_product(m, k, n, ta, tb):
+    rng = np.random.default_rng(m * 1000 + k + n)
+    a, b = operand(rng, m, k, ta), operand(rng, k, n, tb)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    out = np.full((m, n), np.nan, np.float32)
+    sgemm.gemm(a, b, out)
+    assert np.all(np.abs(out - exact) <= 1e-6 * k * scale + 1e-30)
+    sgemm.gemm(a, b, out, accumulate=True)
+    assert np.all(np.abs(out - 2 * exact) <= 2e-6 * k * scale + 1e-30)
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_blocks_of_rows_columns_and_k_give_the_same_bits(ta, tb):
+    """Every element is one chain of multiply-adds in k order: computing row blocks, column
+    blocks, or k in two parts (the second accumulating) changes no bit."""
+    m, k, n = 45, 777, 70
+    rng = np.random.default_rng(1)
+    a, b = operand(rng, m, k, ta), operand(rng, k, n, tb)
+    whole = np.empty((m, n), np.float32)
+    sgemm.gemm(a, b, whole)
+    rows = np.empty_like(whole)
+    for lo, hi in [(0, 1), (1, 20), (20, 45)]:
+        sgemm.gemm(a[lo:hi], b, rows[lo:hi])
+    cols = np.empty_like(whole)
+    for lo, hi in [(0, 33), (33, 34), (34, 70)]:
+        sgemm.gemm(a, b[:, lo:hi], cols[:, lo:hi])
+    split = np.empty_like(whole)
+    sgemm.gemm(a[:, :300], b[:300], split)
+    sgemm.gemm(a[:, 300:], b[300:], split, accumulate=True)
+    assert whole.tobytes() == rows.tobytes() == cols.tobytes() == split.tobytes()
+
+
+def test_writes_only_its_output():
+    rng = np.random.default_rng(2)
+    a, b = operand(rng, 13, 40, False), operand(rng, 40, 37, True)
+    big = np.full((20, 50), 7.0, np.float32)
+    sgemm.gemm(a, b, big[3:16, 5:42])
+    expected = np.full((20, 50), 7.0, np.float32)
+    expected[3:16, 5:42] = big[3:16, 5:42]
+    assert np.array_equal(big, expected)
+    assert np.allclose(big[3:16, 5:42], a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_supports_only_what_it_can_read():
+    a = np.ones((4, 5), np.float32)
+    b = np.ones((5, 6), np.float32)
+    out = np.empty((4, 6), np.float32)
+    assert sgemm.supports(a, b, out)
+    assert sgemm.supports(a.T.T, np.ascontiguousarray(b.T).T, out)
+    assert not sgemm.supports(a.astype(np.float64), b, out)
+    assert not sgemm.supports(a[:, ::2], b[:3], out)  # neither rows nor columns contiguous
+    assert not sgemm.supports(a, b, out.T.copy().T)  # output columns strided
+    assert not sgemm.supports(a, b[:4], out)
+    assert not sgemm.supports(a[::-1], b, out)
+
+
+def _tile_product(tile, rows, a, b):
+    """``a @ b`` through one tile intrinsic of ``rows`` rows (m a multiple of rows, n of the
+    tile's width): b's rows read in place."""
+    width = tile.width
+
+    @njit
+    def run(a, b, c):
+        table = np.empty(rows, np.int64)
+        for j in range(0, b.shape[1], width):
+            for i in range(0, a.shape[0], rows):
+                sgemm.fill_rows(table, i, rows, a.strides[0] // 4)
+                tile(np.int64(a.ctypes.data), np.int64(table.ctypes.data), 1,
+                     np.int64(b[:, j:].ctypes.data), b.strides[0] // 4, a.shape[1],
+                     np.int64(c[i:, j:].ctypes.data), c.strides[0] // 4, rows, False)
+
+    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    run(a, b, c)
+    return c
+
+
+def test_every_tile_shape_gives_the_same_bits():
+    # The tile is chosen for the CPU (8 x 32 with AVX-512, 4 x 16 without); the results must
+    # not depend on it. Both shapes (and others) run here, whatever this CPU is.
+    rng = np.random.default_rng(3)
+    a, b = operand(rng, 16, 96, False), operand(rng, 96, 64, False)
+    results = [_tile_product(sgemm._make_tile(rows, vectors), rows, a, b)
+               for rows in (1, 2, 4, 8) for vectors in (1, 2)]
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    whole = np.empty((16, 64), np.float32)
+    np.testing.assert_array_equal(results[0], sgemm.gemm(a, b, whole))
+
+
+def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
+    # Where the CPU has no FMA, each product is rounded before it is added: still accurate.
+    monkeypatch.setattr(sgemm, "FUSED", False)
+    rng = np.random.default_rng(5)
+    a, b = operand(rng, 8, 200, False), operand(rng, 200, 32, False)
+    c = _tile_product(sgemm._make_tile(8, 2), 8, a, b)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(c, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+    twice = np.zeros_like(c)  # the same sums in numpy, one float32 rounding per operation
+    for p in range(a.shape[1]):
+        twice = twice + a[:, p:p + 1] * b[p]
+    np.testing.assert_array_equal(c, twice)
