@@ -123,3 +123,24 @@ def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
     for p in range(a.shape[1]):
         twice = twice + a[:, p:p + 1] * b[p]
     np.testing.assert_array_equal(c, twice)
+
+
+@pytest.mark.parametrize("m,k,n", [(128, 784, 256), (784, 128, 256), (16, 150, 2000)])
+def test_blocked_float32_gemms_are_sgemm_products_on_any_thread_count(m, k, n):
+    """``blas.Gemm`` cuts float32 products into blocks of sgemm: the same bits as one whole
+    sgemm product (so no BLAS kernel family enters them), on 1, 2 and 3 threads."""
+    from zoo.kernels import blas, threads
+
+    rng = np.random.default_rng(4)
+    a, b = operand(rng, m, k, True), operand(rng, k, n, False)
+    whole = sgemm.gemm(a, b, np.empty((m, n), np.float32))
+    gemm = blas.Gemm(m, k, n, np.float32)
+    assert gemm.blocks > 1
+    before = threads.threads()
+    try:
+        for count in (1, 2, 3):
+            threads.set_threads(count)
+            out = gemm(a, b, np.empty((m, n), np.float32))
+            assert out.tobytes() == whole.tobytes(), count
+    finally:
+        threads.set_threads(before)

@@ -2,11 +2,15 @@
 
 A ``Gemm`` for ``(m, k) @ (k, n)`` cuts the output into column blocks (or row blocks) whose
 number and bounds depend on ``m, k, n`` only, and computes each block with one
-single-threaded BLAS call over the whole inner dimension, so no sum is ever split. How many
+single-threaded call over the whole inner dimension, so no sum is ever split. How many
 threads share the blocks (``zoo.kernels.threads``: one, or as a trainer's governor or
 ``ZOO_BLAS_THREADS`` says) decides only who computes which block: one thread runs the same
-calls in turn. The bits then depend on the sizes, the BLAS build and the CPU's kernel family,
-never on the thread count or the load.
+calls in turn. The bits never depend on the thread count or the load.
+
+float32 blocks run zoo's own product (``zoo.kernels.sgemm``), whose every element is one
+chain of multiply-adds in k order: its bits do not depend on the blocks either, nor on the
+BLAS build or its kernel family. float64 blocks are calls of numpy's BLAS, whose bits depend
+on the sizes, the BLAS build and the CPU's kernel family.
 
 The split costs a little on one thread: each block packs the other operand again (measured:
 +2-5% at two blocks on 128x784x256, +10-15% at four), so a block gets at least
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.kernels import threads
+from zoo.kernels import sgemm, threads
 
 # Multiply-adds (m*k*n) per block at least: 2 blocks of BLOCK_WORK (about 12 us on one core)
 # pay on two cores now that a worker starts its block within a microsecond
@@ -57,12 +61,12 @@ class Gemm:
     Made once per shape by a layer, called every step. ``a`` and ``b`` may be transposed
     views; ``out`` is a C-contiguous ``(m, n)`` array and is returned.
 
-    Where zoo can call numpy's BLAS itself (``zoo.kernels.cblas``) and ``a``, ``b`` are
-    C-contiguous or transposed C-contiguous, the blocks run as one job of
-    ``zoo.kernels.workers.run_gemm``: numba kernels that call BLAS's GEMM without the GIL, in
-    workers that pick the job up within a microsecond. Otherwise each block is an
-    ``np.matmul`` of slices, run by ``threads.run_blocks``. Both make the same BLAS calls, one
-    per block, whatever the thread count.
+    Where ``a`` and ``b`` are C-contiguous or transposed C-contiguous (and, for float64, zoo
+    can call numpy's BLAS itself: ``zoo.kernels.cblas``), the blocks run as one job of
+    ``zoo.kernels.workers.run_gemm``: numba kernels that call ``sgemm`` or BLAS's GEMM
+    without the GIL, in workers that pick the job up within a microsecond. Otherwise each
+    block is an ``sgemm.gemm`` or ``np.matmul`` of slices, run by ``threads.run_blocks``.
+    Both compute the same blocks the same way, whatever the thread count.
     """
 
     def __init__(self, m: int, k: int, n: int, dtype=None):
@@ -74,6 +78,8 @@ class Gemm:
 
     def __call__(self, a, b, out):
         if self.blocks == 1:
+            if sgemm.supports(a, b, out):
+                return sgemm.gemm(a, b, out)
             with threads.single_threaded_blas():
                 np.matmul(a, b, out=out)
             return out
@@ -95,16 +101,21 @@ class Gemm:
                 threads.run_gemm(self._bounds, self.axis, a_base, ta, b_base, tb, out)
                 return out
         cuts = self.cuts
+        product = sgemm.gemm if sgemm.supports(a, b, out) else _matmul
         if self.axis == 1:
             def block(i):
                 lo, hi = cuts[i], cuts[i + 1]
-                np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+                product(a, b[:, lo:hi], out[:, lo:hi])
         else:
             def block(i):
                 lo, hi = cuts[i], cuts[i + 1]
-                np.matmul(a[lo:hi], b, out=out[lo:hi])
+                product(a[lo:hi], b, out[lo:hi])
         threads.run_blocks(block, self.blocks)
         return out
+
+
+def _matmul(a, b, out):
+    np.matmul(a, b, out=out)
 
 
 def _row_major(x):

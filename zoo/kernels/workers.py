@@ -6,8 +6,9 @@ thread runs which block is decided at run time, and is all the thread count deci
 caller cut the work from the sizes alone, so the result is the same on one thread and on many
 (``zoo.kernels.threads`` has the whole policy). Three kinds of job:
 
-- ``run_gemm``: the blocks of a ``zoo.kernels.blas.Gemm``, each one call of numpy's own
-  single-threaded ``sgemm``/``dgemm`` (``zoo.kernels.cblas``). Workers compute them inside a
+- ``run_gemm``: the blocks of a ``zoo.kernels.blas.Gemm``, each one call of zoo's float32
+  product (``zoo.kernels.sgemm``) or of numpy's own single-threaded ``dgemm``
+  (``zoo.kernels.cblas``). Workers compute them inside a
   numba kernel, without the GIL and without returning to Python.
 - ``run_call``: block ``i`` is a numba ``cfunc`` called by its address with the job's
   description, also without the GIL (``zoo.kernels.optim``'s updates in chunks).
@@ -48,7 +49,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from zoo.kernels import atomics, cblas, fpenv
+from zoo.kernels import atomics, cblas, fpenv, sgemm
 from zoo.kernels._jit import njit
 
 # How long (ns) a worker keeps watching for the next job after its last one before it sleeps.
@@ -123,8 +124,9 @@ def _set_float_mode(typingctx, mode):
 # -- gemm blocks, without the GIL ------------------------------------------------------------
 @njit
 def _gemm_block(desc, i, width):
-    """Block ``i`` of the gemm job ``desc``: one call of BLAS's GEMM (``width``: a sample of
-    BLAS's integer type)."""
+    """Block ``i`` of the gemm job ``desc``: one call of zoo's float32 product
+    (``zoo.kernels.sgemm``) or of BLAS's float64 GEMM (``width``: a sample of BLAS's integer
+    type)."""
     lo, hi = desc[D_CUTS + i], desc[D_CUTS + i + 1]
     size = 4 if desc[D_DTYPE] == 0 else 8
     a, b, c = desc[D_A], desc[D_B], desc[D_C]
@@ -139,7 +141,10 @@ def _gemm_block(desc, i, width):
         a += lo * size * (1 if ta else lda)
         c += lo * size * ldc
         m = hi - lo
-    cblas.gemm_at(desc[D_FN], width, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, size == 8)
+    if size == 4:
+        sgemm.gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, False)
+    else:
+        cblas.gemm_at(desc[D_FN], width, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, True)
 
 
 @njit
@@ -474,10 +479,11 @@ def run_blocks(fn, blocks: int, threads: int, wrap) -> None:
 
 
 def gemm_supported(dtype) -> bool:
-    """Whether ``run_gemm`` can compute products of ``dtype`` (numpy's BLAS found and
-    checked, ``zoo.kernels.cblas``)."""
+    """Whether ``run_gemm`` can compute products of ``dtype``: float32 always
+    (``zoo.kernels.sgemm``), float64 where numpy's BLAS was found and checked
+    (``zoo.kernels.cblas``)."""
     dtype = np.dtype(dtype)
-    return dtype.char in "fd" and cblas.gemm_function(dtype)[0] != 0
+    return dtype == np.float32 or (dtype == np.float64 and cblas.gemm_function(dtype)[0] != 0)
 
 
 def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: int,
