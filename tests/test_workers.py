@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from zoo.kernels import blas, cblas, fpenv, optim, threads, workers
+from zoo.kernels import blas, fpenv, optim, threads, workers
 
 NATIVE = workers.gemm_supported(np.float32)
 needs_native = pytest.mark.skipif(not NATIVE, reason="numpy's BLAS is not OpenBLAS: zoo cannot "
@@ -58,7 +58,7 @@ def _wait_until(condition, seconds=20.0) -> bool:
 def _post_gemm_to_workers(gemm, a, b, out, helpers):
     """Post ``gemm``'s job and let the workers compute every block (the caller takes none)."""
     pool = workers._pool()
-    fn, width = cblas.gemm_function(out.dtype)
+    fn, width = workers.gemm_block_function(out.dtype)
     with pool.post, threads.single_threaded_blas():  # as threads.run_gemm holds it
         pool.grow(helpers)
         word = pool.next_word(helpers, False, gemm.blocks)

@@ -255,7 +255,7 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
     b2 = carray(atomics.pointer(b, np.float32(0)), (n if tb else k, ldb))
     cf = carray(atomics.pointer(c, np.float32(0)), max((m - 1) * ldc + n, 0))
     row_table = np.empty(ROWS, np.int64)
-    panel = np.empty((KC, PANEL), np.float32)
+    panel = np.empty((min(KC, max(k, 1)), PANEL), np.float32)
     edge = np.empty((ROWS, PANEL), np.float32)  # a tile's partial columns
     a_step = lda if ta else 1
     row_stride = 1 if ta else lda
@@ -281,16 +281,19 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
                 for i in range(i0, i1, ROWS):
                     count = min(ROWS, i1 - i)
                     fill_rows(row_table, i, count, row_stride)
+                    # one call site of the tile (its code is large): partial panels go
+                    # through ``edge`` and are copied out after
                     if cols == PANEL:
-                        tile(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step, kc,
-                             c + 4 * (i * ldc + j0), ldc, count, more)
+                        c_at, c_ld = c + 4 * (i * ldc + j0), ldc
                     else:
+                        c_at, c_ld = np.int64(edge.ctypes.data), PANEL
                         if more:
                             for r in range(count):
                                 for j in range(cols):
                                     edge[r, j] = cf[(i + r) * ldc + j0 + j]
-                        tile(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step, kc,
-                             np.int64(edge.ctypes.data), PANEL, count, more)
+                    tile(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step, kc, c_at,
+                         c_ld, count, more)
+                    if cols < PANEL:
                         for r in range(count):
                             for j in range(cols):
                                 cf[(i + r) * ldc + j0 + j] = edge[r, j]

@@ -46,7 +46,7 @@ import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import carray, cfunc, types
 from numba.extending import intrinsic
 
 from zoo.kernels import atomics, cblas, fpenv, sgemm
@@ -123,35 +123,61 @@ def _set_float_mode(typingctx, mode):
 
 # -- gemm blocks, without the GIL ------------------------------------------------------------
 @njit
-def _gemm_block(desc, i, width):
-    """Block ``i`` of the gemm job ``desc``: one call of zoo's float32 product
-    (``zoo.kernels.sgemm``) or of BLAS's float64 GEMM (``width``: a sample of BLAS's integer
-    type)."""
+def _block_operands(desc, i):
+    """``(a, b, c, m, n)`` of block ``i`` of the gemm job ``desc``: the addresses and sizes of
+    its part of the product (the rest is as described)."""
     lo, hi = desc[D_CUTS + i], desc[D_CUTS + i + 1]
     size = 4 if desc[D_DTYPE] == 0 else 8
     a, b, c = desc[D_A], desc[D_B], desc[D_C]
     lda, ldb, ldc = desc[D_LDA], desc[D_LDB], desc[D_LDC]
-    ta, tb = desc[D_TA], desc[D_TB]
-    m, k, n = desc[D_M], desc[D_K], desc[D_N]
+    m, n = desc[D_M], desc[D_N]
     if desc[D_AXIS] == 1:  # columns lo:hi of C and B
-        b += lo * size * (ldb if tb else 1)
+        b += lo * size * (ldb if desc[D_TB] else 1)
         c += lo * size
         n = hi - lo
     else:  # rows lo:hi of C and A
-        a += lo * size * (1 if ta else lda)
+        a += lo * size * (1 if desc[D_TA] else lda)
         c += lo * size * ldc
         m = hi - lo
-    if size == 4:
-        sgemm.gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, False)
-    else:
-        cblas.gemm_at(desc[D_FN], width, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, True)
+    return a, b, c, m, n
+
+
+@njit
+def _gemm_block(desc, i, width):
+    """Block ``i`` of a float64 gemm job: one call of BLAS's GEMM (``width``: a sample of
+    BLAS's integer type)."""
+    a, b, c, m, n = _block_operands(desc, i)
+    cblas.gemm_at(desc[D_FN], width, desc[D_TA], desc[D_TB], m, n, desc[D_K], a, desc[D_LDA],
+                  b, desc[D_LDB], c, desc[D_LDC], True)
+
+
+def _sgemm_job_block(desc, i):
+    """Block ``i`` of a float32 gemm job, one ``sgemm`` product: the body of
+    ``sgemm_block_address``'s cfunc (``desc``: a pointer to the description)."""
+    d = carray(desc, DESC_WORDS)
+    a, b, c, m, n = _block_operands(d, i)
+    sgemm.gemm_at(d[D_TA], d[D_TB], m, n, d[D_K], a, d[D_LDA], b, d[D_LDB], c, d[D_LDC],
+                  False)
+
+
+_SGEMM_BLOCK: list = []  # the cfunc, made on first use
+
+
+def sgemm_block_address() -> int:
+    """The address of a cfunc computing block ``i`` of a float32 gemm job: workers call it by
+    its address (``atomics.call_block``), so ``sgemm``'s large code is compiled once, not
+    again into every kernel that can run a block."""
+    if not _SGEMM_BLOCK:
+        _SGEMM_BLOCK.append(cfunc(types.void(types.CPointer(types.int64), types.int64),
+                                  cache=True)(_sgemm_job_block))
+    return _SGEMM_BLOCK[0].address
 
 
 @njit
 def _run_block(desc, i, width):
-    if desc[D_KIND] == KIND_GEMM:
+    if desc[D_KIND] == KIND_GEMM and desc[D_DTYPE] != 0:
         _gemm_block(desc, i, width)
-    else:
+    else:  # a call job, or a float32 gemm job (D_FN: sgemm_block_address())
         atomics.call_block(desc[D_FN], desc.ctypes.data, i)
 
 
@@ -297,7 +323,7 @@ def _gemm_alone(width, fn, mode, cuts, axis, a, ta, b, tb, c):
     desc = np.empty(DESC_WORDS, np.int64)
     _describe(desc, fn, mode, cuts, axis, a, ta, b, tb, c)
     for i in range(cuts.size - 1):
-        _gemm_block(desc, i, width)
+        _run_block(desc, i, width)
 
 
 @njit
@@ -486,6 +512,15 @@ def gemm_supported(dtype) -> bool:
     return dtype == np.float32 or (dtype == np.float64 and cblas.gemm_function(dtype)[0] != 0)
 
 
+def gemm_block_function(dtype) -> tuple:
+    """``(address, width)`` a gemm job of ``dtype`` is described with (its ``D_FN``): the
+    ``sgemm`` block cfunc for float32, BLAS's GEMM for float64 (``cblas.gemm_function``)."""
+    fn, width = cblas.gemm_function(dtype)
+    if np.dtype(dtype) == np.float32:
+        fn = sgemm_block_address()
+    return fn, width
+
+
 def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: int,
              mode: int) -> None:
     """``out = op(a) @ op(b)`` in the blocks ``cuts`` (an int64 array of bounds) along ``axis``
@@ -495,7 +530,7 @@ def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: 
     is ``x.T`` where the flag is 1. BLAS must be held to one thread by the caller.
     """
     blocks = cuts.size - 1
-    fn, width = cblas.gemm_function(out.dtype)
+    fn, width = gemm_block_function(out.dtype)
     helpers = _helpers(threads, blocks)
     pool = _pool() if helpers else None
     if pool is not None and pool.post.acquire(blocking=False):
