@@ -206,7 +206,7 @@ def _make_tile(rows: int, vectors: int, b_table: bool = False):
 
         return sig, codegen
 
-    tile.width = vectors * LANES
+    tile.width = vectors * LANES  # type: ignore[attr-defined]
     return tile
 
 
