@@ -144,6 +144,12 @@ def test_blas_runs_on_one_thread_inside_and_as_before_after():
         before = [lib.get_num_threads() for lib in libs]
         with threads.single_threaded_blas():
             assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
+            with threads.single_threaded_blas():  # a job inside a step: the outer one holds
+                assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
+            assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
+        assert [lib.get_num_threads() for lib in libs] == before
+        with threads.single_threaded_blas():  # and a scope after the nested ones holds again
+            assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
         assert [lib.get_num_threads() for lib in libs] == before
 
 

@@ -29,6 +29,7 @@ This module imports neither numpy nor numba at import time: the command line cal
 from __future__ import annotations
 
 import os
+import threading
 
 from zoo.errors import ConfigError
 
@@ -139,26 +140,40 @@ def _per_thread(lib) -> bool:
     return getattr(lib, "threading_layer", None) == "openmp"
 
 
+_HELD = threading.local()  # .depth: how many single_threaded_blas scopes this thread is in
+
+
 class single_threaded_blas:  # lower case: used as ``with single_threaded_blas():``
     """Inside the block, the BLAS library runs on one thread; restored after it.
 
     Cheap (a microsecond when BLAS is on one thread already, as under the ``zoo`` command), so
     it wraps every training step and every parallel job. OpenMP builds keep a count per
-    thread, so every thread that runs BLAS for zoo enters it.
+    thread, so every thread that runs BLAS for zoo enters it. A scope inside another of the
+    same thread (a job inside a training step) costs nothing more: the outer one holds BLAS
+    until it exits.
     """
 
     __slots__ = ("changed",)
 
     def __enter__(self):
         self.changed = []
-        for lib in _BLAS[0] if _BLAS else blas_libraries():
-            n = lib.get_num_threads()
-            if n != 1:
-                lib.set_num_threads(1)
-                self.changed.append((lib, n))
+        depth = getattr(_HELD, "depth", 0)
+        _HELD.depth = depth + 1
+        if depth:
+            return self
+        try:
+            for lib in _BLAS[0] if _BLAS else blas_libraries():
+                n = lib.get_num_threads()
+                if n != 1:
+                    lib.set_num_threads(1)
+                    self.changed.append((lib, n))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc):
+        _HELD.depth -= 1
         for lib, n in self.changed:
             if n is not None:
                 lib.set_num_threads(n)

@@ -512,13 +512,19 @@ def gemm_supported(dtype) -> bool:
     return dtype == np.float32 or (dtype == np.float64 and cblas.gemm_function(dtype)[0] != 0)
 
 
+_BLOCK_FUNCTIONS: dict = {}  # {dtype: (address, width)}, found on first use
+
+
 def gemm_block_function(dtype) -> tuple:
     """``(address, width)`` a gemm job of ``dtype`` is described with (its ``D_FN``): the
     ``sgemm`` block cfunc for float32, BLAS's GEMM for float64 (``cblas.gemm_function``)."""
-    fn, width = cblas.gemm_function(dtype)
-    if np.dtype(dtype) == np.float32:
-        fn = sgemm_block_address()
-    return fn, width
+    found = _BLOCK_FUNCTIONS.get(dtype)
+    if found is None:
+        fn, width = cblas.gemm_function(dtype)
+        if np.dtype(dtype) == np.float32:
+            fn = sgemm_block_address()
+        found = _BLOCK_FUNCTIONS[dtype] = (fn, width)
+    return found
 
 
 def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: int,
