@@ -71,7 +71,8 @@ def run_lines(argv, env_changes=None, label=None) -> dict:
 
 
 def measure_peak() -> dict:
-    """``{threads: GFLOP/s}`` of ``peak.py`` (numpy's SGEMM, this kernel family)."""
+    """``{threads: peak.py's row}``: the limit (``gflops``), numpy's SGEMM in this kernel
+    family and zoo's sgemm, in GFLOP/s."""
     env = dict(os.environ)
     if CORETYPE[0]:
         env["OPENBLAS_CORETYPE"] = CORETYPE[0]
@@ -81,7 +82,8 @@ def measure_peak() -> dict:
     for line in done.stdout.splitlines():
         try:
             row = json.loads(line)
-            peak[int(row["threads"])] = float(row["gflops"])
+            peak[int(row["threads"])] = {key: float(row[key])
+                                         for key in ("gflops", "numpy", "zoo")}
         except (ValueError, KeyError, TypeError):
             continue
     return peak
@@ -250,7 +252,7 @@ def main(argv=None) -> None:
         rows, summary = threads_table(results, args.workloads, ratios)
     else:
         rows, summary = steps_table(results, args.workloads, ratios,
-                                    max(peak.values()) if peak else None)
+                                    max(row["gflops"] for row in peak.values()) if peak else None)
     print("\n".join(summary))
     if args.no_write:
         return
@@ -276,9 +278,12 @@ def main(argv=None) -> None:
                  + (f", OpenBLAS kernel family {args.coretype}" if args.coretype else "")
                  + (", one core busy" if args.busy else ""))
         if peak:
-            lines.append("- fp32 limit (`benchmarks/peak.py`, numpy's SGEMM 2048^3, best of 5): "
-                         + ", ".join(f"{g:,.0f} GFLOP/s on {t} core{'s' * (t > 1)}"
-                                     for t, g in sorted(peak.items())))
+            lines.append("- fp32 limit (`benchmarks/peak.py`, SGEMM 2048^3, best of 5; the larger "
+                         "of numpy's on all cores and zoo's `sgemm` on one core times the "
+                         "cores): " + ", ".join(
+                             f"{row['gflops']:,.0f} GFLOP/s on {t} core{'s' * (t > 1)} "
+                             f"(numpy {row['numpy']:,.0f}, zoo {row['zoo']:,.0f})"
+                             for t, row in sorted(peak.items())))
         if args.peer_python:
             theirs = _docs.versions(args.peer_python, ("torch", "jax", "numpy"))
             lines.append("- peer side: " + ", ".join(f"{k} {v}" for k, v in theirs.items()))
