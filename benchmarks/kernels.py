@@ -82,6 +82,16 @@ def _cases(rng):
         a, w, out = r(m, k), r(k, n), np.empty((m, n), F32)
         cases.append((f"GEMM ({m}x{k}) @ ({k}x{n}), BLAS",
                       lambda a=a, w=w, out=out: np.dot(a, w, out=out), lambda a=a, w=w: a @ w))
+    # zoo's own float32 product (what Gemm's blocks run) against numpy's BLAS: x @ w, the
+    # weight gradient x.T @ dz, and the input gradient dz @ w.T (w's panels transposed).
+    from zoo.kernels import sgemm
+
+    x, w, dz = r(128, 784), r(784, 256), r(128, 256)
+    for label, a, b in (("x @ w", x, w), ("x.T @ dz", x.T, dz), ("dz @ w.T", dz, w.T)):
+        out = np.empty((a.shape[0], b.shape[1]), F32)
+        cases.append((f"sgemm {label} ({a.shape[0]}x{a.shape[1]}) @ ({b.shape[0]}x{b.shape[1]})",
+                      lambda a=a, b=b, out=out: sgemm.gemm(a, b, out),
+                      lambda a=a, b=b: a @ b))
     # Losses.
     for rows in (32, 128):
         logits, labels = r(rows, 10), rng.integers(0, 10, rows)
