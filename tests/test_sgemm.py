@@ -78,6 +78,19 @@ def test_supports_only_what_it_can_read():
     assert not sgemm.supports(a[::-1], b, out)
 
 
+@pytest.mark.parametrize("args", [
+    (np.ones((4, 5)), np.ones((5, 6), np.float32), np.empty((4, 6), np.float32)),
+    (np.ones((4, 5), np.float32), np.ones((4, 6), np.float32), np.empty((4, 6), np.float32)),
+    (np.ones((4, 5), np.float32), np.ones((5, 6), np.float32), np.empty((6, 4), np.float32).T),
+    (np.ones((4, 5), np.float32), [[1.0] * 6] * 5, np.empty((4, 6), np.float32)),
+])
+def test_what_it_cannot_read_is_one_clear_error(args):
+    from zoo.errors import DataError
+
+    with pytest.raises(DataError, match="expected float32 matrices"):
+        sgemm.gemm(*args)
+
+
 def _tile_product(tile, rows, a, b):
     """``a @ b`` through one tile intrinsic of ``rows`` rows (m a multiple of rows, n of the
     tile's width): b's rows read in place."""

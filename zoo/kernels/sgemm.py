@@ -33,6 +33,7 @@ from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic
 
+from zoo.errors import DataError, describe_array
 from zoo.kernels import atomics
 from zoo.kernels._jit import njit
 
@@ -326,7 +327,12 @@ def supports(a, b, out) -> bool:
 
 def gemm(a, b, out, accumulate=False):
     """``out = a @ b`` (``out += a @ b`` with ``accumulate``) for float32 operands ``supports``
-    takes; ``out`` must not overlap ``a`` or ``b``."""
+    takes (a ``DataError`` otherwise); ``out`` must not overlap ``a`` or ``b``."""
+    if not all(isinstance(x, np.ndarray) for x in (a, b, out)) or not supports(a, b, out):
+        raise DataError(
+            "sgemm.gemm: expected float32 matrices a (m, k), b (k, n) and out (m, n), each "
+            "with contiguous rows or columns (out: rows); received "
+            + ", ".join(describe_array(x) for x in (a, b, out)))
     ta, lda = _layout(a)
     tb, ldb = _layout(b)
     ldc = max(out.strides[0] // 4, out.shape[1], 1)
