@@ -14,8 +14,8 @@ import importlib
 # option choices without importing numerical code.
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_erf")
 
-_SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "pool", "norm", "recurrent",
-               "resample", "blas", "threads", "workers", "layernorm", "attention",
+_SUBMODULES = ("activations", "losses", "optim", "dense", "conv", "conv_tiles", "pool", "norm",
+               "recurrent", "resample", "blas", "threads", "workers", "layernorm", "attention",
                "embedding")
 
 

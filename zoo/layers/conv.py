@@ -179,7 +179,10 @@ class Conv2D(_Conv):
         self.out_hw = (oh, ow)
         kh, kw = self.kernel_size
         self._add_parameters((self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw, rng)
-        self.direct = self.stride == (1, 1) and c * kh * kw <= DIRECT_MAX_TAPS
+        # float32 stride-1 layers: implicit products on zoo's register tile (no im2col copy)
+        self.tiles = self.stride == (1, 1) and np.dtype(self.dtype) == np.float32
+        self.direct = not self.tiles and self.stride == (1, 1) \
+            and c * kh * kw <= DIRECT_MAX_TAPS
         self.wide = self.stride == (1, 1)  # contiguous im2col copies (zoo.kernels.conv)
         self.input_shape = tuple(input_shape)
         self.output_shape = (self.filters, oh, ow)
@@ -197,11 +200,47 @@ class Conv2D(_Conv):
             xp = self._scratch["xp"] = np.zeros(shape, x.dtype)
         return kernels.conv.pad2d(x, self.pads, xp)
 
+    def _source(self, x):
+        """``x`` padded and flattened with the zeroed tail ``zoo.kernels.conv_tiles`` reads
+        (a reused buffer: border and tail zeroed once); sets ``_xp_shape``."""
+        shape = kernels.conv.padded_shape2d(x.shape, self.kernel_size, self.stride, self.pads,
+                                            self.dilation, self.out_hw)
+        size = int(np.prod(shape))
+        reach = kernels.conv_tiles.forward_reach(shape, self.kernel_size, self.dilation,
+                                                 self.out_hw)
+        xf = self._scratch.get("xf")
+        if xf is None or xf.size != size + reach or getattr(self, "_xp_shape", None) != shape:
+            xf = self._scratch["xf"] = np.zeros(size + reach, np.float32)
+        self._xp_shape = shape
+        (ph, pw), (h, w) = self.pads, x.shape[2:]
+        xf[:size].reshape(shape)[:, :, ph:ph + h, pw:pw + w] = x
+        return xf
+
+    def _gradient_buffers(self, n):
+        """The backward's ``GradientLayout`` and its two zero-bordered buffers, per batch
+        size."""
+        key = ("grad", n)
+        found = self._scratch.get(key)
+        if found is None:
+            self._scratch = {k: v for k, v in self._scratch.items()
+                             if not (isinstance(k, tuple) and k[0] == "grad")}
+            layout = kernels.conv_tiles.GradientLayout(
+                (n, *self.input_shape), self.filters, self.kernel_size, self.dilation,
+                self.pads, self.out_hw, self._xp_shape[3])
+            found = self._scratch[key] = (layout, np.zeros(layout.flat, np.float32),
+                                          np.zeros(layout.transposed, np.float32))
+        return found
+
     def forward(self, x, training=False):
         self.check_input(x)
+        bias = self.bias.value if self.use_bias else None
+        if self.tiles:
+            self._xf = self._source(x)
+            return kernels.conv_tiles.conv2d_forward(self._xf, self._xp_shape,
+                                                     self.weight.value, bias, self.dilation,
+                                                     self.out_hw)
         xp = self._pad(np.ascontiguousarray(x))
         self._xp_shape = xp.shape
-        bias = self.bias.value if self.use_bias else None
         if self.direct:
             self._xp = xp
             return kernels.conv.conv2d_direct(xp, self.weight.value, bias, self.dilation,
@@ -229,6 +268,13 @@ class Conv2D(_Conv):
         grad_out = np.ascontiguousarray(grad_out)
         n, f = grad_out.shape[0], self.filters
         dbias = self.bias.grad if self.use_bias else None
+        if self.tiles:
+            layout, gp, gt = self._gradient_buffers(n)
+            dx = np.empty((n, *self.input_shape), np.float32) if self.needs_input_grad \
+                else None
+            return kernels.conv_tiles.conv2d_backward(
+                grad_out, self._xf, self._xp_shape, self.weight.value, self.dilation,
+                self.pads, layout, gp, gt, self.weight.grad, dbias, dx)
         if self.direct:
             dxp = kernels.conv.conv2d_direct_backward(grad_out, self._xp, self.weight.value,
                                                       self.dilation, self.weight.grad, dbias,
