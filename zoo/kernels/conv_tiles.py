@@ -42,13 +42,15 @@ elements (``forward_reach``, ``GradientLayout``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import carray, cfunc, types
 
-from zoo.errors import DataError
-from zoo.kernels import atomics, sgemm, threads, workers
+from zoo.errors import DataError, describe_array
+from zoo.kernels import atomics, conv, sgemm, threads, workers
 from zoo.kernels._jit import njit
-from zoo.kernels.conv import check_array
+from zoo.kernels.conv import check_array, output_array
 
 ROWS, PANEL, LANES = sgemm.ROWS, sgemm.PANEL, sgemm.LANES
 # The weight gradient's tile: as many accumulator registers as sgemm's (16 taps x 16
@@ -70,53 +72,46 @@ def wide_length(output_size, pitch) -> int:
     return (output_size[0] - 1) * pitch + output_size[1]
 
 
-def tap_offsets(channels, pitch_rows, pitch, kernel_size, dilation) -> np.ndarray:
-    """``offs[(c, i, j)] = c * rows * pitch + i * dh * pitch + j * dw`` (int64)."""
-    kh, kw = kernel_size
-    cc, ii, jj = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
-    return (cc * pitch_rows * pitch + ii * dilation[0] * pitch
-            + jj * dilation[1]).reshape(-1).astype(np.int64)
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(channels, rows, pitch, kernel_size, dilation) -> np.ndarray:
+    (kh, kw), (dh, dw) = kernel_size, dilation
+    offs = np.array([c * rows * pitch + i * dh * pitch + j * dw
+                     for c in range(channels) for i in range(kh) for j in range(kw)], np.int64)
+    offs.setflags(write=False)  # shared by every call with these sizes
+    return offs
+
+
+def tap_offsets(channels, rows, pitch, kernel_size, dilation) -> np.ndarray:
+    """``offs[(c, i, j)] = c * rows * pitch + i * dh * pitch + j * dw``: where each tap
+    reads in an image ``(channels, rows, pitch)`` flattened (int64, read-only, cached: a
+    layer asks for the same ones every step)."""
+    return _tap_offsets(int(channels), int(rows), int(pitch), tuple(map(int, kernel_size)),
+                        tuple(map(int, dilation)))
 
 
 def forward_reach(padded_shape, kernel_size, dilation, output_size) -> int:
     """Elements the forward reads past the end of ``N`` padded images (a zeroed tail)."""
     _, c, hp, wp = padded_shape
     m = wide_length(output_size, wp)
-    last = tap_offsets(c, hp, wp, kernel_size, dilation)[-1] + _ceil(m, PANEL)
+    last = (c - 1) * hp * wp + (kernel_size[0] - 1) * dilation[0] * wp \
+        + (kernel_size[1] - 1) * dilation[1] + _ceil(m, PANEL)
     return max(0, int(last) - c * hp * wp)
 
 
-class GradientLayout:
-    """The shapes of the backward's two views of the output gradient (a plain record).
-
-    ``padded``: ``(N, F, GH, GW)``, the gradient at rows ``(KH - 1) * dh`` and columns
-    ``(KW - 1) * dw`` of a zero border big enough for every input position; ``flat``: its
-    length with the zeroed tail the input gradient reads. ``transposed``: ``(N, m, FP)``,
-    the gradient as positions x filters in the forward's wide layout, filters padded to a
-    multiple of ``LANES``, zeros in the thrown-away columns.
-    """
-
-    def __init__(self, input_shape, filters, kernel_size, dilation, pads, output_size,
-                 padded_width):
-        n, c, h, w = input_shape
-        (kh, kw), (dh, dw), (ph, pw) = kernel_size, dilation, pads
-        oh, ow = output_size
-        self.edge = ((kh - 1) * dh, (kw - 1) * dw)
-        gh = max(self.edge[0] + oh, h + ph + self.edge[0])
-        gw = max(self.edge[1] + ow, w + pw + self.edge[1])
-        self.padded = (n, filters, gh, gw)
-        self.base = ph * gw + pw  # where input position (0, 0) reads from
-        self.offsets = tap_offsets(filters, gh, gw, kernel_size, dilation)
-        m_in = wide_length((h, w), gw)
-        reach = max(0, self.base + int(self.offsets[-1]) + _ceil(m_in, PANEL) - filters * gh * gw)
-        self.flat = n * filters * gh * gw + reach
-        self.transposed = (n, wide_length(output_size, padded_width), _ceil(filters, LANES))
+def gradient_shapes(padded_shape, filters, output_size) -> tuple:
+    """The shapes of the backward's two views of the output gradient ``(N, F, OH, OW)``,
+    both with zeros in the thrown-away columns of the wide layout: ``(N, F, MP)`` as the
+    forward's output (``m`` columns rounded up to whole panels) and ``(N, m, FP)``, positions
+    x filters, filters rounded up to a multiple of ``LANES``."""
+    n, _, _, wp = padded_shape
+    m = wide_length(output_size, wp)
+    return (n, filters, _ceil(m, PANEL)), (n, m, _ceil(filters, LANES))
 
 
 # -- kernels ---------------------------------------------------------------------------------
 @njit
-def _correlate(src, stride, base, offs, w, bias, use_bias, pitch, out, lo, hi):
-    """``out[n, r, y, x] = sum_t w[r, t] * src[n * stride + base + offs[t] + y * pitch + x]``
+def _correlate(src, stride, offs, w, bias, use_bias, pitch, out, lo, hi):
+    """``out[n, r, y, x] = sum_t w[r, t] * src[n * stride + offs[t] + y * pitch + x]``
     (+ ``bias[r]``) for images ``lo:hi``."""
     rows_, taps = w.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -126,7 +121,7 @@ def _correlate(src, stride, base, offs, w, bias, use_bias, pitch, out, lo, hi):
     table = np.empty(ROWS, np.int64)
     w_at, y_at, offs_at = w.ctypes.data, y.ctypes.data, offs.ctypes.data
     for n in range(lo, hi):
-        b_at = src.ctypes.data + 4 * (n * stride + base)
+        b_at = src.ctypes.data + 4 * n * stride
         for r0 in range(0, rows_, ROWS):
             count = min(ROWS, rows_ - r0)
             sgemm.fill_rows(table, r0, count, taps)
@@ -161,9 +156,10 @@ def _weight_grad(src, stride, offs, gt, dwt, lo, hi):
 
 
 @njit
-def _gradient_views(g, gp, edge_h, edge_w, gt, pitch, db, use_bias):
-    """``g (N, F, OH, OW)`` into the interiors of ``gp`` and ``gt`` (their zeros stay), and
-    the bias gradient: per image in float64, over images in order."""
+def _gradient_views(g, gw, gt, pitch, db, use_bias, wide):
+    """``g (N, F, OH, OW)`` into ``gw`` (if ``wide``) and ``gt`` at the wide layout's
+    positions (the zeros between stay), and the bias gradient: per image in float64, over
+    images in order."""
     n_, f_, oh, ow = g.shape
     if use_bias:
         db[:] = 0
@@ -172,10 +168,12 @@ def _gradient_views(g, gp, edge_h, edge_w, gt, pitch, db, use_bias):
             acc = 0.0
             for y in range(oh):
                 s = g[n, f, y]
-                d = gp[n, f, edge_h + y, edge_w:]
                 for x in range(ow):
-                    d[x] = s[x]
                     acc += s[x]
+                if wide:
+                    d = gw[n, f, y * pitch:]
+                    for x in range(ow):
+                        d[x] = s[x]
             if use_bias:
                 db[f] += acc
         for y in range(oh):  # positions outer, filters inner: gt's rows are written whole
@@ -186,22 +184,47 @@ def _gradient_views(g, gp, edge_h, edge_w, gt, pitch, db, use_bias):
 
 
 @njit
-def _flip(w, out):
-    """``out[c, (f, i, j)] = w[f, c, KH-1-i, KW-1-j]``: the input gradient's weights."""
-    f_, c_, kh, kw = w.shape
-    for c in range(c_):
-        for f in range(f_):
-            for i in range(kh):
-                for j in range(kw):
-                    out[c, (f * kh + i) * kw + j] = w[f, c, kh - 1 - i, kw - 1 - j]
+def _input_grad(gw, w, offs, m, hp, wp, ph, pw, dx, lo, hi):
+    """``dx[n]`` for images ``lo:hi``: ``D = W.T @ gw[n]`` (taps x wide positions) on the
+    tile, each tap's row added into the padded image ``(C, HP, WP)`` at its offset (taps in
+    order), then the interior copied out."""
+    f_, taps = w.shape
+    mp = gw.shape[2]
+    c_, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
+    d = np.empty((taps, mp), np.float32)
+    dxp = np.empty(c_ * hp * wp, np.float32)
+    table = np.empty(ROWS, np.int64)
+    table_at, d_at = np.int64(table.ctypes.data), d.ctypes.data
+    for n in range(lo, hi):
+        b_at = gw.ctypes.data + 4 * n * f_ * mp
+        for t0 in range(0, taps, ROWS):
+            count = min(ROWS, taps - t0)
+            sgemm.fill_rows(table, t0, count, 1)
+            for j0 in range(0, m, PANEL):
+                sgemm.tile(w.ctypes.data, table_at, taps, b_at + 4 * j0, mp, f_,
+                           d_at + 4 * (t0 * mp + j0), mp, count, False)
+        dxp[:] = 0
+        for t in range(taps):
+            src = d[t]
+            dst = dxp[offs[t]:]
+            for q in range(m):
+                dst[q] += src[q]
+        for c in range(c_):
+            for y in range(h):
+                src = dxp[(c * hp + ph + y) * wp + pw:]
+                dst = dx[n, c, y]
+                for x in range(wd):
+                    dst[x] = src[x]
 
 
 # -- jobs on zoo's threads: a plan (int64 words) per job, a cfunc per block ------------------
-# correlate (forward, input gradient): src, src size, stride, base, offs, taps, w, rows,
-# bias, use_bias, pitch, out, N, OH, OW (15 words); weight gradient: src, src size, stride,
-# offs, taps, gt, N, m, FP, dwt (10 words). A backward plan is both, then whether the input
-# gradient runs and N: its blocks are images 0:N, then groups of taps from N on.
-_DW, _BACK = 15, 25
+# A plan holds the addresses and sizes of a job's arrays; block i of a job is images or tap
+# groups ``cuts[i]:cuts[i + 1]``. Forward: images. Backward: images 0:N for the input
+# gradient (if it runs), then tap groups of the weight gradient from N (or 0) on.
+(_X, _X_SIZE, _X_STRIDE, _OFFS, _TAPS, _W, _F, _N, _PITCH,  # both
+ _BIAS, _USE_BIAS, _OUT, _OH, _OW,  # forward
+ _GW, _MP, _GT, _M, _FP, _DWT, _DX, _C, _H, _WD, _HP, _PH, _PW, _INPUT_GRAD) = range(28)
+_WORDS = 28
 
 
 @njit
@@ -215,44 +238,42 @@ def _i64(address, size):
 
 
 @njit
-def _correlate_plan(p, lo, hi):
-    src = _f32(p[0], p[1])
-    offs = _i64(p[4], p[5])
-    w = _f32(p[6], (p[7], p[5]))
-    bias = _f32(p[8], p[7])
-    out = _f32(p[11], (p[12], p[7], p[13], p[14]))
-    _correlate(src, p[2], p[3], offs, w, bias, p[9] != 0, p[10], out, lo, hi)
-
-
-@njit
-def _weight_grad_plan(p, lo, hi):
-    q = p[_DW:]
-    src = _f32(q[0], q[1])
-    offs = _i64(q[3], q[4])
-    gt = _f32(q[5], (q[6], q[7], q[8]))
-    dwt = _f32(q[9], (q[4], q[8]))
-    _weight_grad(src, q[2], offs, gt, dwt, lo, hi)
-
-
-@njit
-def _block_bounds(desc, i):
+def _block(desc, i):
+    """Block ``i``'s bounds and its job's plan."""
     d = carray(desc, workers.DESC_WORDS)
-    return d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1], d[workers.D_ARGS]
+    return d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1], _i64(d[workers.D_ARGS], _WORDS)
 
 
 def _forward_block(desc, i):
-    lo, hi, plan = _block_bounds(desc, i)
-    _correlate_plan(_i64(plan, _DW), lo, hi)
+    lo, hi, p = _block(desc, i)
+    _correlate(_f32(p[_X], p[_X_SIZE]), p[_X_STRIDE], _i64(p[_OFFS], p[_TAPS]),
+               _f32(p[_W], (p[_F], p[_TAPS])), _f32(p[_BIAS], p[_F]), p[_USE_BIAS] != 0,
+               p[_PITCH], _f32(p[_OUT], (p[_N], p[_F], p[_OH], p[_OW])), lo, hi)
 
 
 def _backward_block(desc, i):
-    lo, hi, plan = _block_bounds(desc, i)
-    p = _i64(plan, _BACK + 2)
-    images = p[_BACK + 1] if p[_BACK] != 0 else 0
+    lo, hi, p = _block(desc, i)
+    offs = _i64(p[_OFFS], p[_TAPS])
+    images = p[_N] if p[_INPUT_GRAD] != 0 else 0
     if lo < images:
-        _correlate_plan(p, lo, hi)
+        _input_grad(_f32(p[_GW], (p[_N], p[_F], p[_MP])), _f32(p[_W], (p[_F], p[_TAPS])),
+                    offs, p[_M], p[_HP], p[_PITCH], p[_PH], p[_PW],
+                    _f32(p[_DX], (p[_N], p[_C], p[_H], p[_WD])), lo, hi)
     else:
-        _weight_grad_plan(p, lo - images, hi - images)
+        _weight_grad(_f32(p[_X], p[_X_SIZE]), p[_X_STRIDE], offs,
+                     _f32(p[_GT], (p[_N], p[_M], p[_FP])), _f32(p[_DWT], (p[_TAPS], p[_FP])),
+                     lo - images, hi - images)
+
+
+def _direct_backward_block(desc, i):
+    lo, hi, p = _block(desc, i)
+    n, f, taps, stride = p[_N], p[_F], p[_TAPS], p[_X_STRIDE]
+    dxpf = _f32(p[_DX], (n, stride if p[_INPUT_GRAD] != 0 else 0))
+    conv._direct2d_backward(  # noqa: SLF001  (zoo.kernels.conv's kernel, on images lo:hi)
+        _f32(p[_OUT], (n, f, p[_OH], p[_OW]))[lo:hi],
+        _f32(p[_X], (n, stride))[lo:hi], _i64(p[_OFFS], taps), _f32(p[_W], (f, taps)),
+        _f32(p[_DWT], (n, f, taps))[lo:hi], _f32(p[_GW], (n, f))[lo:hi], dxpf[lo:hi],
+        p[_PITCH], np.float32(0), p[_INPUT_GRAD] != 0)
 
 
 _CFUNCS: dict = {}  # {name: cfunc}, compiled on first use
@@ -270,17 +291,14 @@ def _cuts(size: int, blocks: int) -> list:
     return [size * i // blocks for i in range(blocks + 1)]
 
 
-def _run(fn, plan: np.ndarray, cuts: list) -> None:
+def _run(fn, words: dict, cuts: list) -> None:
+    """The job ``fn`` (a block function above) on zoo's threads; ``words``: its plan."""
+    plan = np.zeros(_WORDS, np.int64)  # alive until the job ends
+    for index, value in words.items():
+        plan[index] = value.ctypes.data if isinstance(value, np.ndarray) else int(value)
     args = np.zeros(workers.CALL_ARGS, np.int64)
     args[0] = plan.ctypes.data
     threads.run_call(_address(fn), args, np.asarray(cuts, np.int64))
-
-
-def _correlate_words(src, stride, base, offs, w, bias, pitch, out) -> list:
-    use_bias = bias is not None
-    return [src.ctypes.data, src.size, stride, base, offs.ctypes.data, offs.size,
-            w.ctypes.data, w.shape[0], (bias if use_bias else w).ctypes.data, int(use_bias),
-            pitch, out.ctypes.data, out.shape[0], out.shape[2], out.shape[3]]
 
 
 # -- public wrappers -------------------------------------------------------------------------
@@ -292,6 +310,13 @@ def _check_source(name, xf, padded_shape, reach):
                         f"{tuple(padded_shape)} and a tail of {reach}); received {xf.size}")
 
 
+def _check_weight(name, weight, padded_shape):
+    check_array(f"{name}: weight", weight, 4, np.float32)
+    if weight.shape[1] != padded_shape[1]:
+        raise DataError(f"{name}: weight of shape {weight.shape} needs {weight.shape[1]} "
+                        f"channels; the images have {padded_shape[1]}")
+
+
 def conv2d_forward(xf, padded_shape, weight, bias, dilation, output_size, out=None):
     """Stride-1 float32 convolution of padded images, ``-> (N, F, OH, OW)``.
 
@@ -299,65 +324,94 @@ def conv2d_forward(xf, padded_shape, weight, bias, dilation, output_size, out=No
     flattened, then a zeroed tail of at least ``forward_reach(...)`` elements. ``bias`` may
     be None.
     """
-    padded_shape = tuple(padded_shape)
+    n, c, hp, wp = padded_shape = tuple(padded_shape)
     kernel_size = weight.shape[2:]
+    _check_weight("conv2d_forward", weight, padded_shape)
     _check_source("conv2d_forward: xf", xf, padded_shape,
                   forward_reach(padded_shape, kernel_size, dilation, output_size))
-    check_array("conv2d_forward: weight", weight, 4, np.float32)
-    n, c, hp, wp = padded_shape
     f = weight.shape[0]
-    if weight.shape[1] != c:
-        raise DataError(f"conv2d_forward: weight {weight.shape} needs {weight.shape[1]} "
-                        f"channels; the images have {c}")
-    if out is None:
-        out = np.empty((n, f, *output_size), np.float32)
+    out = output_array(out, (n, f, *output_size), np.float32, "conv2d_forward")
     offs = tap_offsets(c, hp, wp, kernel_size, dilation)
-    w = weight.reshape(f, -1)
-    plan = np.array(_correlate_words(xf, c * hp * wp, 0, offs, w, bias, wp, out), np.int64)
-    _run(_forward_block, plan, _cuts(n, IMAGE_BLOCKS))
+    use_bias = bias is not None
+    _run(_forward_block, {_X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs,
+                          _TAPS: offs.size, _W: weight, _F: f, _N: n, _PITCH: wp,
+                          _BIAS: bias if use_bias else weight, _USE_BIAS: use_bias,
+                          _OUT: out, _OH: output_size[0], _OW: output_size[1]},
+         _cuts(n, IMAGE_BLOCKS))
     return out
 
 
-def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, layout, gp, gt, dweight,
+def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, gw, gt, dweight,
                     dbias=None, dx=None):
-    """Gradients of ``conv2d_forward``: fills ``dweight`` (``(F, C, KH, KW)``), ``dbias`` if
-    given and ``dx`` (the unpadded input's gradient ``(N, C, H, W)``) if given.
+    """Gradients of ``conv2d_forward`` for the output gradient ``grad``: fills ``dweight``
+    (``(F, C, KH, KW)``), ``dbias`` if given and ``dx`` (the gradient of the unpadded input
+    ``(N, C, H, W)``, at ``pads`` in the padded images) if given; returns ``dx``.
 
-    ``layout``: a ``GradientLayout``; ``gp`` (``layout.flat`` elements) and ``gt``
-    (``layout.transposed``): zeroed float32 buffers, given zeroed once and reused (only
-    their interiors are written).
+    ``gw`` and ``gt``: float32 buffers of ``gradient_shapes(...)``, zeroed once and reused
+    (only the positions of outputs are written); ``gw`` may be None without ``dx``.
     """
+    n, c, hp, wp = padded_shape = tuple(padded_shape)
     check_array("conv2d_backward: grad", grad, 4, np.float32)
-    n, c, hp, wp = padded_shape
-    f = weight.shape[0]
-    kernel_size = weight.shape[2:]
+    _check_weight("conv2d_backward", weight, padded_shape)
+    f, kernel_size, output_size = weight.shape[0], weight.shape[2:], grad.shape[2:]
+    if grad.shape[:2] != (n, f):
+        raise DataError(f"conv2d_backward: grad must have shape (N, F, OH, OW) = "
+                        f"{(n, f)} + (OH, OW); received {describe_array(grad)}")
     _check_source("conv2d_backward: xf", xf, padded_shape,
-                  forward_reach(padded_shape, kernel_size, dilation, grad.shape[2:]))
-    if gp.size != layout.flat or gt.shape != layout.transposed:
-        raise DataError("conv2d_backward: gp and gt must be made for this layout")
-    gp4 = gp[:int(np.prod(layout.padded))].reshape(layout.padded)
+                  forward_reach(padded_shape, kernel_size, dilation, output_size))
+    wide, transposed = gradient_shapes(padded_shape, f, output_size)
+    for name, buf, shape in (("gw", gw, wide), ("gt", gt, transposed)):
+        if (buf is not None or name == "gt" or dx is not None) and (
+                not isinstance(buf, np.ndarray) or buf.shape != shape
+                or buf.dtype != np.float32 or not buf.flags.c_contiguous):
+            raise DataError(f"conv2d_backward: {name} must be a contiguous float32 array of "
+                            f"shape {shape}; received {describe_array(buf)}")
     use_bias = dbias is not None
-    _gradient_views(grad, gp4, *layout.edge, gt, wp, dbias if use_bias else grad[0, 0, 0],
-                    use_bias)
-    taps = c * kernel_size[0] * kernel_size[1]
-    dwt = np.empty((taps, gt.shape[2]), np.float32)
+    _gradient_views(grad, gt if gw is None else gw, gt, wp,
+                    dbias if use_bias else grad[0, 0, 0], use_bias, dx is not None)
     offs = tap_offsets(c, hp, wp, kernel_size, dilation)
-    if dx is not None:
-        wflip = np.empty((c, f * kernel_size[0] * kernel_size[1]), np.float32)
-        _flip(weight, wflip)
-        corr = _correlate_words(gp, f * layout.padded[2] * layout.padded[3], layout.base,
-                                layout.offsets, wflip, None, layout.padded[3], dx)
-        images = n
-    else:  # valid words that no block reads: only the weight gradient's blocks run
-        corr = _correlate_words(xf, 0, 0, offs, weight.reshape(f, -1), None, wp, grad)
-        images = 0
-    words = corr + [xf.ctypes.data, xf.size, c * hp * wp, offs.ctypes.data, taps,
-                    gt.ctypes.data, n, gt.shape[1], gt.shape[2], dwt.ctypes.data,
-                    int(dx is not None), n]
-    plan = np.array(words, np.int64)
-    groups = -(-taps // DW_ROWS)
-    cuts = (_cuts(n, IMAGE_BLOCKS) if images else [0]) \
+    dwt = np.empty((offs.size, transposed[2]), np.float32)
+    input_grad = dx is not None
+    images = n if input_grad else 0
+    words = {_X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size,
+             _W: weight, _F: f, _N: n, _PITCH: wp, _GW: gt if gw is None else gw, _MP: wide[2], _GT: gt,
+             _M: transposed[1], _FP: transposed[2], _DWT: dwt, _DX: dx if input_grad else gt,
+             _C: c, _H: 0, _WD: 0, _HP: hp, _PH: pads[0], _PW: pads[1],
+             _INPUT_GRAD: input_grad}
+    if input_grad:
+        words[_H], words[_WD] = dx.shape[2:]
+    groups = -(-offs.size // DW_ROWS)
+    cuts = (_cuts(n, IMAGE_BLOCKS) if input_grad else [0]) \
         + [images + b for b in _cuts(groups, TAP_BLOCKS)[1:]]
-    _run(_backward_block, plan, cuts)
+    _run(_backward_block, words, cuts)
     dweight.reshape(f, -1)[...] = dwt[:, :f].T
     return dx
+
+
+def direct_backward(grad, xf, padded_shape, weight, dilation, dweight, dbias=None,
+                    input_grad=True):
+    """``zoo.kernels.conv.conv2d_direct_backward``'s kernel on zoo's threads, for layers with
+    few taps (LeNet's first), where the tile's weight gradient would leave most of its lanes
+    idle: blocks of images, each writing its images' partial sums, added up over images in
+    order afterwards. Returns the padded input's gradient (or None)."""
+    n, c, hp, wp = padded_shape = tuple(padded_shape)
+    check_array("direct_backward: grad", grad, 4, np.float32)
+    _check_weight("direct_backward", weight, padded_shape)
+    _check_source("direct_backward: xf", xf, padded_shape, 0)
+    f, kernel_size = weight.shape[0], weight.shape[2:]
+    if grad.shape[:2] != (n, f):
+        raise DataError(f"direct_backward: grad must have shape (N, F, OH, OW) = "
+                        f"{(n, f)} + (OH, OW); received {describe_array(grad)}")
+    offs = tap_offsets(c, hp, wp, kernel_size, dilation)
+    dwn = np.empty((n, f, offs.size), np.float32)  # per-image partial sums
+    dbn = np.empty((n, f), np.float32)
+    dxp = np.empty(padded_shape, np.float32) if input_grad else None
+    _run(_direct_backward_block,
+         {_X: xf, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size, _W: weight, _F: f,
+          _N: n, _PITCH: wp, _OUT: grad, _OH: grad.shape[2], _OW: grad.shape[3], _DWT: dwn,
+          _GW: dbn, _DX: dxp if input_grad else dbn, _INPUT_GRAD: input_grad},
+         _cuts(n, IMAGE_BLOCKS))
+    np.sum(dwn, axis=0, out=dweight.reshape(f, -1))
+    if dbias is not None:
+        np.sum(dbn, axis=0, out=dbias)
+    return dxp

@@ -181,8 +181,9 @@ class Conv2D(_Conv):
         self._add_parameters((self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw, rng)
         # float32 stride-1 layers: implicit products on zoo's register tile (no im2col copy)
         self.tiles = self.stride == (1, 1) and np.dtype(self.dtype) == np.float32
-        self.direct = not self.tiles and self.stride == (1, 1) \
-            and c * kh * kw <= DIRECT_MAX_TAPS
+        few_taps = self.stride == (1, 1) and c * kh * kw <= DIRECT_MAX_TAPS
+        self.direct = not self.tiles and few_taps
+        self.direct_grad = self.tiles and few_taps  # the direct kernel's backward, threaded
         self.wide = self.stride == (1, 1)  # contiguous im2col copies (zoo.kernels.conv)
         self.input_shape = tuple(input_shape)
         self.output_shape = (self.filters, oh, ow)
@@ -216,20 +217,13 @@ class Conv2D(_Conv):
         xf[:size].reshape(shape)[:, :, ph:ph + h, pw:pw + w] = x
         return xf
 
-    def _gradient_buffers(self, n):
-        """The backward's ``GradientLayout`` and its two zero-bordered buffers, per batch
-        size."""
-        key = ("grad", n)
-        found = self._scratch.get(key)
-        if found is None:
-            self._scratch = {k: v for k, v in self._scratch.items()
-                             if not (isinstance(k, tuple) and k[0] == "grad")}
-            layout = kernels.conv_tiles.GradientLayout(
-                (n, *self.input_shape), self.filters, self.kernel_size, self.dilation,
-                self.pads, self.out_hw, self._xp_shape[3])
-            found = self._scratch[key] = (layout, np.zeros(layout.flat, np.float32),
-                                          np.zeros(layout.transposed, np.float32))
-        return found
+    def _zeros(self, key, shape):
+        """A float32 buffer of zeros made once per shape and reused: the kernels that take
+        one write only its interior."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._scratch[key] = np.zeros(shape, np.float32)
+        return buf
 
     def forward(self, x, training=False):
         self.check_input(x)
@@ -268,14 +262,21 @@ class Conv2D(_Conv):
         grad_out = np.ascontiguousarray(grad_out)
         n, f = grad_out.shape[0], self.filters
         dbias = self.bias.grad if self.use_bias else None
-        if self.tiles:
-            layout, gp, gt = self._gradient_buffers(n)
-            dx = np.empty((n, *self.input_shape), np.float32) if self.needs_input_grad \
-                else None
+        if self.direct_grad:
+            dxp = kernels.conv_tiles.direct_backward(
+                grad_out, self._xf, self._xp_shape, self.weight.value, self.dilation,
+                self.weight.grad, dbias, self.needs_input_grad)
+        elif self.tiles:
+            wide, transposed = kernels.conv_tiles.gradient_shapes(self._xp_shape, f,
+                                                                  self.out_hw)
+            dx = gw = None
+            if self.needs_input_grad:
+                dx = np.empty((n, *self.input_shape), np.float32)
+                gw = self._zeros("gw", wide)
             return kernels.conv_tiles.conv2d_backward(
                 grad_out, self._xf, self._xp_shape, self.weight.value, self.dilation,
-                self.pads, layout, gp, gt, self.weight.grad, dbias, dx)
-        if self.direct:
+                self.pads, gw, self._zeros("gt", transposed), self.weight.grad, dbias, dx)
+        elif self.direct:
             dxp = kernels.conv.conv2d_direct_backward(grad_out, self._xp, self.weight.value,
                                                       self.dilation, self.weight.grad, dbias,
                                                       input_grad=self.needs_input_grad)
