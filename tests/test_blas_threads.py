@@ -194,12 +194,15 @@ def _train(name, count, steps=4):
 
 
 def _count_blocks(monkeypatch) -> list:
-    """The number of blocks of every parallel job from now on (gemms and Python blocks)."""
+    """The number of blocks of every parallel job from now on (gemms, native calls such as
+    the float32 convolutions', and Python blocks)."""
     cut: list = []
-    run, run_gemm = threads.run_blocks, threads.run_gemm
+    run, run_gemm, run_call = threads.run_blocks, threads.run_gemm, threads.run_call
     monkeypatch.setattr(threads, "run_blocks", lambda fn, n: cut.append(n) or run(fn, n))
     monkeypatch.setattr(threads, "run_gemm", lambda cuts, *args: cut.append(len(cuts) - 1)
                         or run_gemm(cuts, *args))
+    monkeypatch.setattr(threads, "run_call", lambda fn, args, cuts: cut.append(len(cuts) - 1)
+                        or run_call(fn, args, cuts))
     return cut
 
 

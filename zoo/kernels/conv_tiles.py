@@ -366,6 +366,12 @@ def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, gw, gt, dwei
                 or buf.dtype != np.float32 or not buf.flags.c_contiguous):
             raise DataError(f"conv2d_backward: {name} must be a contiguous float32 array of "
                             f"shape {shape}; received {describe_array(buf)}")
+    if dx is not None:
+        check_array("conv2d_backward: dx", dx, 4, np.float32)
+        if dx.shape[:2] != (n, c) or pads[0] + dx.shape[2] > hp or pads[1] + dx.shape[3] > wp:
+            raise DataError(f"conv2d_backward: dx must be {(n, c)} + (H, W) images that fit "
+                            f"at {tuple(pads)} in {padded_shape}; received "
+                            f"{describe_array(dx)}")
     use_bias = dbias is not None
     _gradient_views(grad, gt if gw is None else gw, gt, wp,
                     dbias if use_bias else grad[0, 0, 0], use_bias, dx is not None)
