@@ -156,14 +156,12 @@ def _weight_grad(src, stride, offs, gt, dwt, lo, hi):
 
 
 @njit
-def _gradient_views(g, gw, gt, pitch, db, use_bias, wide):
-    """``g (N, F, OH, OW)`` into ``gw`` (if ``wide``) and ``gt`` at the wide layout's
-    positions (the zeros between stay), and the bias gradient: per image in float64, over
-    images in order."""
-    n_, f_, oh, ow = g.shape
-    if use_bias:
-        db[:] = 0
-    for n in range(n_):
+def _gradient_views(g, gw, gt, pitch, dbn, wide, lo, hi):
+    """For images ``lo:hi``: ``g (N, F, OH, OW)`` into ``gw`` (if ``wide``) and ``gt`` at the
+    wide layout's positions (the zeros between stay), and each image's bias gradient, summed
+    in float64 into ``dbn[n]``."""
+    f_, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    for n in range(lo, hi):
         for f in range(f_):
             acc = 0.0
             for y in range(oh):
@@ -174,8 +172,7 @@ def _gradient_views(g, gw, gt, pitch, db, use_bias, wide):
                     d = gw[n, f, y * pitch:]
                     for x in range(ow):
                         d[x] = s[x]
-            if use_bias:
-                db[f] += acc
+            dbn[n, f] = acc
         for y in range(oh):  # positions outer, filters inner: gt's rows are written whole
             for x in range(ow):
                 d = gt[n, y * pitch + x]
@@ -223,8 +220,9 @@ def _input_grad(gw, w, offs, m, hp, wp, ph, pw, dx, lo, hi):
 # gradient (if it runs), then tap groups of the weight gradient from N (or 0) on.
 (_X, _X_SIZE, _X_STRIDE, _OFFS, _TAPS, _W, _F, _N, _PITCH,  # both
  _BIAS, _USE_BIAS, _OUT, _OH, _OW,  # forward
- _GW, _MP, _GT, _M, _FP, _DWT, _DX, _C, _H, _WD, _HP, _PH, _PW, _INPUT_GRAD) = range(28)
-_WORDS = 28
+ _GW, _MP, _GT, _M, _FP, _DWT, _DX, _C, _H, _WD, _HP, _PH, _PW, _INPUT_GRAD,  # backward
+ _DBN) = range(29)
+_WORDS = 29
 
 
 @njit
@@ -249,6 +247,15 @@ def _forward_block(desc, i):
     _correlate(_f32(p[_X], p[_X_SIZE]), p[_X_STRIDE], _i64(p[_OFFS], p[_TAPS]),
                _f32(p[_W], (p[_F], p[_TAPS])), _f32(p[_BIAS], p[_F]), p[_USE_BIAS] != 0,
                p[_PITCH], _f32(p[_OUT], (p[_N], p[_F], p[_OH], p[_OW])), lo, hi)
+
+
+def _views_block(desc, i):
+    lo, hi, p = _block(desc, i)
+    n, f = p[_N], p[_F]
+    _gradient_views(_f32(p[_OUT], (n, f, p[_OH], p[_OW])), _f32(p[_GW], (n, f, p[_MP])),
+                    _f32(p[_GT], (n, p[_M], p[_FP])), p[_PITCH],
+                    carray(atomics.pointer(p[_DBN], np.float64(0)), (n, f)),
+                    p[_INPUT_GRAD] != 0, lo, hi)
 
 
 def _backward_block(desc, i):
@@ -372,20 +379,23 @@ def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, gw, gt, dwei
             raise DataError(f"conv2d_backward: dx must be {(n, c)} + (H, W) images that fit "
                             f"at {tuple(pads)} in {padded_shape}; received "
                             f"{describe_array(dx)}")
-    use_bias = dbias is not None
-    _gradient_views(grad, gt if gw is None else gw, gt, wp,
-                    dbias if use_bias else grad[0, 0, 0], use_bias, dx is not None)
     offs = tap_offsets(c, hp, wp, kernel_size, dilation)
     dwt = np.empty((offs.size, transposed[2]), np.float32)
+    dbn = np.empty((n, f), np.float64)  # each image's bias gradient
     input_grad = dx is not None
-    images = n if input_grad else 0
     words = {_X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size,
-             _W: weight, _F: f, _N: n, _PITCH: wp, _GW: gt if gw is None else gw, _MP: wide[2], _GT: gt,
-             _M: transposed[1], _FP: transposed[2], _DWT: dwt, _DX: dx if input_grad else gt,
-             _C: c, _H: 0, _WD: 0, _HP: hp, _PH: pads[0], _PW: pads[1],
-             _INPUT_GRAD: input_grad}
-    if input_grad:
-        words[_H], words[_WD] = dx.shape[2:]
+             _W: weight, _F: f, _N: n, _PITCH: wp, _OUT: grad, _OH: output_size[0],
+             _OW: output_size[1], _GT: gt, _M: transposed[1], _FP: transposed[2], _DWT: dwt,
+             _DBN: dbn, _INPUT_GRAD: input_grad,
+             # without an input gradient no block reads these: valid addresses all the same
+             _GW: gw if input_grad else gt, _MP: wide[2] if input_grad else 0,
+             _DX: dx if input_grad else gt, _C: c, _H: dx.shape[2] if input_grad else 0,
+             _WD: dx.shape[3] if input_grad else 0, _HP: hp, _PH: pads[0], _PW: pads[1]}
+    # two jobs: the gradient's views and bias sums per image, then the products
+    _run(_views_block, words, _cuts(n, IMAGE_BLOCKS))
+    if dbias is not None:
+        dbias[...] = dbn.sum(axis=0)  # over images in order
+    images = n if input_grad else 0
     groups = -(-offs.size // DW_ROWS)
     cuts = (_cuts(n, IMAGE_BLOCKS) if input_grad else [0]) \
         + [images + b for b in _cuts(groups, TAP_BLOCKS)[1:]]
