@@ -1,43 +1,51 @@
-"""Float32 stride-1 Conv2D as implicit products on zoo's register tile: no im2col copy.
+"""Float32 stride-1 Conv2D as products on zoo's register tile, with no im2col copy.
 
 ``zoo.kernels.sgemm``'s tile computes ``ROWS x PANEL`` outputs, each one chain of
 multiply-adds in ``k`` order, reading ``a``'s rows through a table of offsets and, in its
 ``tile_table`` form, ``b``'s row ``k`` at ``b + table[k]``. A stride-1 convolution is such a
-product with nothing copied, in the "wide" layout of ``zoo.kernels.conv``: an image's padded
-input ``(C, HP, WP)`` flattened, output position ``(y, x)`` at column ``q = y * WP + x``, and
-tap ``t = (c, i, j)`` at offset ``offs[t] = c * HP * WP + i * dh * WP + j * dw``, so that row
-``t`` of the im2col matrix is the flattened image shifted by ``offs[t]``. Columns
-``x >= OW`` of each output row (``WP - OW`` of them) are computed and thrown away.
+product in the "wide" layout (as in ``zoo.kernels.conv``): an image's padded input
+``(C, HP, WP)`` flattened, output ``(y, x)`` at column ``q = y * WP + x``, and tap
+``t = (c, i, j)`` at offset ``offs[t] = c * HP * WP + i * dh * WP + j * dw``, so that row
+``t`` of the im2col matrix is the flattened image itself, shifted by ``offs[t]``: the tile
+reads it in place. The ``WP - OW`` columns after each output row are computed and thrown
+away (zeros where they enter a sum).
 
-Per image ``n`` (``F`` filters, ``T = C * KH * KW`` taps, ``m = (OH - 1) * WP + OW``):
+Per image ``n`` (``F`` filters, ``T = C * KH * KW`` taps, ``m = (OH - 1) * WP + OW``
+columns, rounded up to whole panels):
 
 - **forward** ``Y_n (F x m) = W (F x T) @ X_n (T x m)``, ``X_n[t, q] = xp_n[offs[t] + q]``:
   ``tile_table`` with ``W``'s rows as ``a`` and ``offs`` as ``b``'s table, into a small
   scratch that is copied to ``(F, OH, OW)`` with the bias added.
-- **input gradient** the full correlation of the gradient with the flipped weights, the
-  same product again: ``dX_n (C x m') = Wf (C x F*KH*KW) @ G_n``, with ``G_n``'s rows
-  shifted windows of the gradient in a zero border of ``(KH - 1) * dh`` rows and
-  ``(KW - 1) * dw`` columns (pitch ``GW``), ``Wf[c, (f, i, j)] = W[f, c, KH-1-i, KW-1-j]``;
-  only the input's own positions (not its padding) are computed, and written straight to
-  ``dx``. Measured against the alternative (``W.T @ G`` then col2im's scatter) it needs no
-  scatter and no second kernel.
 - **weight gradient** ``dW.T (T x F) = sum_n X_n (T x m) @ Gt_n (m x F)``: ``a``'s rows are
-  the taps read in place (``a_rows[r] = offs[t]``), ``Gt_n`` is the gradient transposed to
-  positions x filters with zeros in the thrown-away columns, and the chain of every
-  ``dW[f, t]`` runs over images in order (``accumulate`` from the second image on). Its tile
-  is ``DW_ROWS x LANES`` (16 taps x 16 filters with AVX-512): LeNet-sized layers have 6 or
-  16 filters, and a 32-wide panel would compute half of it for nothing.
+  the taps read in place (``a_rows[r] = offs[t]``), ``Gt_n`` the output gradient as
+  positions x filters (zeros in the thrown-away columns); every ``dW[f, t]`` is one chain
+  over the images in order (``accumulate`` from the second image on). Its tile is
+  ``DW_ROWS x LANES`` (16 taps x 16 filters with AVX-512): LeNet-sized layers have 6 or 16
+  filters, where a 32-wide panel would compute half of it for nothing.
+- **input gradient** ``D_n (T x m) = W.T (T x F) @ G_n (F x m)`` on the tile (``G_n``: the
+  output gradient in the wide layout, zeros between rows), each row of ``D_n`` then added
+  into the padded image at its tap's offset (col2im), and the interior copied to ``dx``.
+  Also measured (batch 64, one thread): the full correlation of the zero-bordered gradient
+  with the flipped weights as one ``tile_table`` product (k = F * KH * KW, mostly on the
+  border's zeros) was no faster on LeNet's conv2 (460-570 us against 460-500); one
+  accumulating product per tap into the shifted image, rows = channels, was 12% faster
+  there (6 channels) but 3.6x slower with one channel, where it leaves the tile's rows idle.
+
+Layers with at most ``zoo.layers.conv.DIRECT_MAX_TAPS`` taps (LeNet's first: 1 channel, 25
+taps, 6 filters) keep ``zoo.kernels.conv``'s direct weight-gradient kernel, run here on
+blocks of images (``direct_backward``): with 6 filters the tile's weight gradient leaves
+most lanes idle (measured about 2x slower, with the transposed gradient it needs).
 
 **The same bits on any thread count.** Every output element is one chain in a fixed order
 (sgemm's contract), and zoo's threads (``zoo.kernels.threads.run_call``) only share out
-blocks whose outputs are disjoint: images for the forward and the input gradient, groups of
-``DW_ROWS`` taps for the weight gradient (whose chain runs over all images), so one thread
-and any number compute the same calls. The bias gradient is summed per image in float64 and
-over images in order, by one thread.
+blocks whose outputs are disjoint: images for the forward, the input gradient and the
+gradient's views, groups of ``DW_ROWS`` taps for the weight gradient (whose chain runs over
+all images). The bias gradient and the direct kernel's weight gradient are per-image sums
+added over images in order afterwards. Blocks are cut from the sizes alone, and one thread
+runs the very same calls in turn.
 
-Reads run past the last image by up to a panel (the thrown-away columns of its last panel
-and rows of its last output row), so every source buffer has a zeroed tail of ``reach``
-elements (``forward_reach``, ``GradientLayout``).
+The forward reads past the end of the last image by up to a panel (the thrown-away columns
+of its last panel), so the input buffer has a zeroed tail (``forward_reach``).
 """
 
 from __future__ import annotations
@@ -298,11 +306,17 @@ def _cuts(size: int, blocks: int) -> list:
     return [size * i // blocks for i in range(blocks + 1)]
 
 
-def _run(fn, words: dict, cuts: list) -> None:
-    """The job ``fn`` (a block function above) on zoo's threads; ``words``: its plan."""
-    plan = np.zeros(_WORDS, np.int64)  # alive until the job ends
+def _plan(words: dict) -> np.ndarray:
+    """A job's plan from ``{word: array or int}`` (arrays by their address)."""
+    plan = np.zeros(_WORDS, np.int64)
     for index, value in words.items():
         plan[index] = value.ctypes.data if isinstance(value, np.ndarray) else int(value)
+    return plan
+
+
+def _run(fn, plan: np.ndarray, cuts: list) -> None:
+    """The job ``fn`` (a block function above) on zoo's threads; ``plan`` must stay alive
+    (and every array it points to) until it returns, as it does here."""
     args = np.zeros(workers.CALL_ARGS, np.int64)
     args[0] = plan.ctypes.data
     threads.run_call(_address(fn), args, np.asarray(cuts, np.int64))
@@ -340,11 +354,11 @@ def conv2d_forward(xf, padded_shape, weight, bias, dilation, output_size, out=No
     out = output_array(out, (n, f, *output_size), np.float32, "conv2d_forward")
     offs = tap_offsets(c, hp, wp, kernel_size, dilation)
     use_bias = bias is not None
-    _run(_forward_block, {_X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs,
-                          _TAPS: offs.size, _W: weight, _F: f, _N: n, _PITCH: wp,
-                          _BIAS: bias if use_bias else weight, _USE_BIAS: use_bias,
-                          _OUT: out, _OH: output_size[0], _OW: output_size[1]},
-         _cuts(n, IMAGE_BLOCKS))
+    plan = _plan({_X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs,
+                  _TAPS: offs.size, _W: weight, _F: f, _N: n, _PITCH: wp,
+                  _BIAS: bias if use_bias else weight, _USE_BIAS: use_bias, _OUT: out,
+                  _OH: output_size[0], _OW: output_size[1]})
+    _run(_forward_block, plan, _cuts(n, IMAGE_BLOCKS))
     return out
 
 
@@ -383,23 +397,24 @@ def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, gw, gt, dwei
     dwt = np.empty((offs.size, transposed[2]), np.float32)
     dbn = np.empty((n, f), np.float64)  # each image's bias gradient
     input_grad = dx is not None
-    words = {_X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size,
-             _W: weight, _F: f, _N: n, _PITCH: wp, _OUT: grad, _OH: output_size[0],
-             _OW: output_size[1], _GT: gt, _M: transposed[1], _FP: transposed[2], _DWT: dwt,
-             _DBN: dbn, _INPUT_GRAD: input_grad,
-             # without an input gradient no block reads these: valid addresses all the same
-             _GW: gw if input_grad else gt, _MP: wide[2] if input_grad else 0,
-             _DX: dx if input_grad else gt, _C: c, _H: dx.shape[2] if input_grad else 0,
-             _WD: dx.shape[3] if input_grad else 0, _HP: hp, _PH: pads[0], _PW: pads[1]}
+    plan = _plan({
+        _X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size,
+        _W: weight, _F: f, _N: n, _PITCH: wp, _OUT: grad, _OH: output_size[0],
+        _OW: output_size[1], _GT: gt, _M: transposed[1], _FP: transposed[2], _DWT: dwt,
+        _DBN: dbn, _INPUT_GRAD: input_grad,
+        # without an input gradient no block reads these: valid addresses all the same
+        _GW: gw if input_grad else gt, _MP: wide[2] if input_grad else 0,
+        _DX: dx if input_grad else gt, _C: c, _H: dx.shape[2] if input_grad else 0,
+        _WD: dx.shape[3] if input_grad else 0, _HP: hp, _PH: pads[0], _PW: pads[1]})
     # two jobs: the gradient's views and bias sums per image, then the products
-    _run(_views_block, words, _cuts(n, IMAGE_BLOCKS))
+    _run(_views_block, plan, _cuts(n, IMAGE_BLOCKS))
     if dbias is not None:
         dbias[...] = dbn.sum(axis=0)  # over images in order
     images = n if input_grad else 0
     groups = -(-offs.size // DW_ROWS)
     cuts = (_cuts(n, IMAGE_BLOCKS) if input_grad else [0]) \
         + [images + b for b in _cuts(groups, TAP_BLOCKS)[1:]]
-    _run(_backward_block, words, cuts)
+    _run(_backward_block, plan, cuts)
     dweight.reshape(f, -1)[...] = dwt[:, :f].T
     return dx
 
@@ -422,11 +437,11 @@ def direct_backward(grad, xf, padded_shape, weight, dilation, dweight, dbias=Non
     dwn = np.empty((n, f, offs.size), np.float32)  # per-image partial sums
     dbn = np.empty((n, f), np.float32)
     dxp = np.empty(padded_shape, np.float32) if input_grad else None
-    _run(_direct_backward_block,
-         {_X: xf, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size, _W: weight, _F: f,
-          _N: n, _PITCH: wp, _OUT: grad, _OH: grad.shape[2], _OW: grad.shape[3], _DWT: dwn,
-          _GW: dbn, _DX: dxp if input_grad else dbn, _INPUT_GRAD: input_grad},
-         _cuts(n, IMAGE_BLOCKS))
+    plan = _plan({_X: xf, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size, _W: weight,
+                  _F: f, _N: n, _PITCH: wp, _OUT: grad, _OH: grad.shape[2],
+                  _OW: grad.shape[3], _DWT: dwn, _GW: dbn,
+                  _DX: dxp if input_grad else dbn, _INPUT_GRAD: input_grad})
+    _run(_direct_backward_block, plan, _cuts(n, IMAGE_BLOCKS))
     np.sum(dwn, axis=0, out=dweight.reshape(f, -1))
     if dbias is not None:
         np.sum(dbn, axis=0, out=dbias)

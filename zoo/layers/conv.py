@@ -1,9 +1,12 @@
 """Convolution layers: ``Conv2D`` on images (N, C, H, W) and ``Conv1D`` on sequences (N, T, F).
 
-Each is im2col (numba) + one GEMM (numpy BLAS) + col2im (numba), except stride-1 Conv2D layers
-with few weights per filter (LeNet's first layer), which run a direct kernel; see
-``zoo.kernels.conv``. The geometry helpers here (``conv_geometry`` and the argument checks) are
-shared with pooling.
+Float32 stride-1 Conv2D layers run as products on zoo's register tile that read the padded
+images in place, with no im2col copy, on zoo's threads with the same bits on any count
+(``zoo.kernels.conv_tiles``; their weight gradient with few weights per filter, as in LeNet's
+first layer, is the direct kernel's). The others (float64, strided, and Conv1D) are im2col
+(numba) + one GEMM (``zoo.kernels.blas``) + col2im (numba), except float64 stride-1 Conv2D
+layers with few weights per filter, which run a direct kernel; see ``zoo.kernels.conv``.
+The geometry helpers here (``conv_geometry`` and the argument checks) are shared with pooling.
 
 LeCun et al., "Gradient-Based Learning Applied to Document Recognition", 1998.
 """
@@ -19,9 +22,10 @@ from zoo.initializers import get_initializer, name_of
 from zoo.layers.base import Layer
 
 PADDING_MODES = ("valid", "same")
-# Conv2D runs the direct kernel for stride 1 and at most this many weights per filter
-# (C * KH * KW), im2col + GEMM otherwise. Measured (CPU ms for forward + backward, batch 64,
-# float32, one thread; direct vs im2col): 1x28x28 k5 to 6 / 16 / 32 filters 1.2 vs 1.7,
+# A float64 Conv2D runs the direct kernel for stride 1 and at most this many weights per
+# filter (C * KH * KW), im2col + GEMM otherwise; a float32 one, its weight gradient. Measured
+# before the float32 tile path (CPU ms for forward + backward, batch 64, float32, one thread;
+# direct vs im2col): 1x28x28 k5 to 6 / 16 / 32 filters 1.2 vs 1.7,
 # 3.1 vs 3.7, 6.0 vs 6.6; 1x28x28 k3 to 64 filters 5.2 vs 7.5; but 3x32x32 k3 to 32 filters
 # (27 taps) 12.6 vs 11.1, 2x28x28 k5 (50 taps) 8.8 vs 8.6, 6x14x14 k5 (150 taps) 4.8 vs 2.9.
 DIRECT_MAX_TAPS = 25
@@ -165,9 +169,10 @@ class Conv2D(_Conv):
     Input shape: ``(N, C, H, W)``. Output shape: ``(N, filters, OH, OW)``.
 
     ``needs_input_grad = False`` (for a model's first layer) skips the input gradient;
-    backward then returns None. Stride-1 layers with at most ``DIRECT_MAX_TAPS`` weights per
-    filter run a direct kernel;
-    the others im2col + GEMM (``zoo.kernels.conv``).
+    backward then returns None. float32 stride-1 layers run on zoo's register tile with no
+    im2col copy (``zoo.kernels.conv_tiles``); other stride-1 layers with at most
+    ``DIRECT_MAX_TAPS`` weights per filter run a direct kernel, the rest im2col + GEMM
+    (``zoo.kernels.conv``).
     """
 
     rank = 2
