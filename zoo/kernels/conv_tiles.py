@@ -19,7 +19,8 @@ columns, rounded up to whole panels):
 - **weight gradient** ``dW.T (T x F) = sum_n X_n (T x m) @ Gt_n (m x F)``: ``a``'s rows are
   the taps read in place (``a_rows[r] = offs[t]``), ``Gt_n`` the output gradient as
   positions x filters (zeros in the thrown-away columns); every ``dW[f, t]`` is one chain
-  over the images in order (``accumulate`` from the second image on). Its tile is
+  over a block's images in order (``accumulate`` from its second image on), and the
+  blocks' sums are added in order. Its tile is
   ``DW_ROWS x LANES`` (16 taps x 16 filters with AVX-512): LeNet-sized layers have 6 or 16
   filters, where a 32-wide panel would compute half of it for nothing.
 - **input gradient** ``D_n (T x m) = W.T (T x F) @ G_n (F x m)`` on the tile (``G_n``: the
@@ -36,13 +37,14 @@ taps, 6 filters) keep ``zoo.kernels.conv``'s direct weight-gradient kernel, run 
 blocks of images (``direct_backward``): with 6 filters the tile's weight gradient leaves
 most lanes idle (measured about 2x slower, with the transposed gradient it needs).
 
-**The same bits on any thread count.** Every output element is one chain in a fixed order
-(sgemm's contract), and zoo's threads (``zoo.kernels.threads.run_call``) only share out
-blocks whose outputs are disjoint: images for the forward, the input gradient and the
-gradient's views, groups of ``DW_ROWS`` taps for the weight gradient (whose chain runs over
-all images). The bias gradient and the direct kernel's weight gradient are per-image sums
-added over images in order afterwards. Blocks are cut from the sizes alone, and one thread
-runs the very same calls in turn.
+**The same bits on any thread count.** Every job is cut into blocks of images
+(``IMAGE_BLOCKS``, from the batch size alone) that zoo's threads share out
+(``zoo.kernels.threads.run_call``); one thread runs the very same calls in turn. A block
+does all the work of its images: the forward; or the gradient's views, the input gradient
+and its own partial weight gradient (one chain per element, sgemm's contract, over its
+images in order). The partial sums, per block for the weight gradient and per image for the
+bias (float64) and the direct kernel's weight gradient, are added in order afterwards. One
+job per layer and direction, and each image's data stays with the core that computed it.
 
 The forward reads past the end of the last image by up to a panel (the thrown-away columns
 of its last panel), so the input buffer has a zeroed tail (``forward_reach``).
@@ -65,10 +67,10 @@ ROWS, PANEL, LANES = sgemm.ROWS, sgemm.PANEL, sgemm.LANES
 # filters with AVX-512, 4 x 16 elsewhere), one vector of filters wide.
 DW_ROWS = ROWS * (PANEL // LANES)
 _dw_tile = sgemm._make_tile(DW_ROWS, 1)  # noqa: SLF001  (sgemm's own tile, another shape)
-# At most this many blocks per job (the images of the forward; images and tap groups of the
-# backward), chosen from the sizes alone: whatever the cut, every element's chain is the same.
+# Every job is cut into at most this many blocks of images, from the batch size alone (the
+# weight gradient's sum over the blocks depends on the cut, so the cut never depends on the
+# thread count).
 IMAGE_BLOCKS = 8
-TAP_BLOCKS = 6
 
 
 def _ceil(a: int, b: int) -> int:
@@ -147,20 +149,20 @@ def _correlate(src, stride, offs, w, bias, use_bias, pitch, out, lo, hi):
 
 @njit
 def _weight_grad(src, stride, offs, gt, dwt, lo, hi):
-    """Rows ``lo * DW_ROWS`` on of ``dwt (T, FP) = sum_n X_n @ gt[n]``, images in order."""
-    n_, m, fp = gt.shape
+    """``dwt (T, FP) = sum_n X_n @ gt[n]`` over images ``lo:hi``, in order (one chain)."""
+    m, fp = gt.shape[1], gt.shape[2]
     taps = dwt.shape[0]
     table = np.empty(DW_ROWS, np.int64)
     table_at = np.int64(table.ctypes.data)
-    for t0 in range(lo * DW_ROWS, min(taps, hi * DW_ROWS), DW_ROWS):
+    for t0 in range(0, taps, DW_ROWS):
         count = min(DW_ROWS, taps - t0)
         for r in range(DW_ROWS):
             table[r] = offs[t0 + min(r, count - 1)]
         for f0 in range(0, fp, LANES):
             c_at = dwt.ctypes.data + 4 * (t0 * fp + f0)
-            for n in range(n_):
+            for n in range(lo, hi):
                 _dw_tile(src.ctypes.data + 4 * n * stride, table_at, 1,
-                         gt.ctypes.data + 4 * (n * m * fp + f0), fp, m, c_at, fp, count, n > 0)
+                         gt.ctypes.data + 4 * (n * m * fp + f0), fp, m, c_at, fp, count, n > lo)
 
 
 @njit
@@ -223,14 +225,13 @@ def _input_grad(gw, w, offs, m, hp, wp, ph, pw, dx, lo, hi):
 
 
 # -- jobs on zoo's threads: a plan (int64 words) per job, a cfunc per block ------------------
-# A plan holds the addresses and sizes of a job's arrays; block i of a job is images or tap
-# groups ``cuts[i]:cuts[i + 1]``. Forward: images. Backward: images 0:N for the input
-# gradient (if it runs), then tap groups of the weight gradient from N (or 0) on.
+# A plan holds the addresses and sizes of a job's arrays; block i of a job is the images
+# ``cuts[i]:cuts[i + 1]``.
 (_X, _X_SIZE, _X_STRIDE, _OFFS, _TAPS, _W, _F, _N, _PITCH,  # both
  _BIAS, _USE_BIAS, _OUT, _OH, _OW,  # forward
  _GW, _MP, _GT, _M, _FP, _DWT, _DX, _C, _H, _WD, _HP, _PH, _PW, _INPUT_GRAD,  # backward
- _DBN) = range(29)
-_WORDS = 29
+ _DBN, _BLOCKS) = range(30)
+_WORDS = 30
 
 
 @njit
@@ -257,27 +258,22 @@ def _forward_block(desc, i):
                p[_PITCH], _f32(p[_OUT], (p[_N], p[_F], p[_OH], p[_OW])), lo, hi)
 
 
-def _views_block(desc, i):
-    lo, hi, p = _block(desc, i)
-    n, f = p[_N], p[_F]
-    _gradient_views(_f32(p[_OUT], (n, f, p[_OH], p[_OW])), _f32(p[_GW], (n, f, p[_MP])),
-                    _f32(p[_GT], (n, p[_M], p[_FP])), p[_PITCH],
-                    carray(atomics.pointer(p[_DBN], np.float64(0)), (n, f)),
-                    p[_INPUT_GRAD] != 0, lo, hi)
-
-
 def _backward_block(desc, i):
+    """Everything of images ``lo:hi``: the gradient's views and bias sums, their input
+    gradient, and their part of the weight gradient (``dwt[i]``)."""
     lo, hi, p = _block(desc, i)
-    offs = _i64(p[_OFFS], p[_TAPS])
-    images = p[_N] if p[_INPUT_GRAD] != 0 else 0
-    if lo < images:
-        _input_grad(_f32(p[_GW], (p[_N], p[_F], p[_MP])), _f32(p[_W], (p[_F], p[_TAPS])),
-                    offs, p[_M], p[_HP], p[_PITCH], p[_PH], p[_PW],
-                    _f32(p[_DX], (p[_N], p[_C], p[_H], p[_WD])), lo, hi)
-    else:
-        _weight_grad(_f32(p[_X], p[_X_SIZE]), p[_X_STRIDE], offs,
-                     _f32(p[_GT], (p[_N], p[_M], p[_FP])), _f32(p[_DWT], (p[_TAPS], p[_FP])),
-                     lo - images, hi - images)
+    n, f, taps = p[_N], p[_F], p[_TAPS]
+    offs = _i64(p[_OFFS], taps)
+    gt = _f32(p[_GT], (n, p[_M], p[_FP]))
+    input_grad = p[_INPUT_GRAD] != 0
+    gw = _f32(p[_GW], (n, f, p[_MP]))
+    _gradient_views(_f32(p[_OUT], (n, f, p[_OH], p[_OW])), gw, gt, p[_PITCH],
+                    carray(atomics.pointer(p[_DBN], np.float64(0)), (n, f)), input_grad, lo, hi)
+    if input_grad:
+        _input_grad(gw, _f32(p[_W], (f, taps)), offs, p[_M], p[_HP], p[_PITCH], p[_PH],
+                    p[_PW], _f32(p[_DX], (n, p[_C], p[_H], p[_WD])), lo, hi)
+    _weight_grad(_f32(p[_X], p[_X_SIZE]), p[_X_STRIDE], offs, gt,
+                 _f32(p[_DWT], (p[_BLOCKS], taps, p[_FP]))[i], lo, hi)
 
 
 def _direct_backward_block(desc, i):
@@ -394,28 +390,26 @@ def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, gw, gt, dwei
                             f"at {tuple(pads)} in {padded_shape}; received "
                             f"{describe_array(dx)}")
     offs = tap_offsets(c, hp, wp, kernel_size, dilation)
-    dwt = np.empty((offs.size, transposed[2]), np.float32)
-    dbn = np.empty((n, f), np.float64)  # each image's bias gradient
+    cuts = _cuts(n, IMAGE_BLOCKS)
+    dwt = np.empty((len(cuts) - 1, offs.size, transposed[2]), np.float32)  # per block
+    dbn = np.empty((n, f), np.float64)  # per image
     input_grad = dx is not None
     plan = _plan({
         _X: xf, _X_SIZE: xf.size, _X_STRIDE: c * hp * wp, _OFFS: offs, _TAPS: offs.size,
         _W: weight, _F: f, _N: n, _PITCH: wp, _OUT: grad, _OH: output_size[0],
         _OW: output_size[1], _GT: gt, _M: transposed[1], _FP: transposed[2], _DWT: dwt,
-        _DBN: dbn, _INPUT_GRAD: input_grad,
+        _BLOCKS: len(cuts) - 1, _DBN: dbn, _INPUT_GRAD: input_grad,
         # without an input gradient no block reads these: valid addresses all the same
         _GW: gw if input_grad else gt, _MP: wide[2] if input_grad else 0,
         _DX: dx if input_grad else gt, _C: c, _H: dx.shape[2] if input_grad else 0,
         _WD: dx.shape[3] if input_grad else 0, _HP: hp, _PH: pads[0], _PW: pads[1]})
-    # two jobs: the gradient's views and bias sums per image, then the products
-    _run(_views_block, plan, _cuts(n, IMAGE_BLOCKS))
+    _run(_backward_block, plan, cuts)
     if dbias is not None:
         dbias[...] = dbn.sum(axis=0)  # over images in order
-    images = n if input_grad else 0
-    groups = -(-offs.size // DW_ROWS)
-    cuts = (_cuts(n, IMAGE_BLOCKS) if input_grad else [0]) \
-        + [images + b for b in _cuts(groups, TAP_BLOCKS)[1:]]
-    _run(_backward_block, plan, cuts)
-    dweight.reshape(f, -1)[...] = dwt[:, :f].T
+    total = dwt[0]
+    for part in dwt[1:]:  # the blocks' sums, in order
+        total += part
+    dweight.reshape(f, -1)[...] = total[:, :f].T
     return dx
 
 
