@@ -290,7 +290,7 @@ def _direct_backward_block(desc, i):
 _CFUNCS: dict = {}  # {name: cfunc}, compiled on first use
 
 
-def _address(fn) -> int:
+def _cfunc_address(fn) -> int:
     if fn.__name__ not in _CFUNCS:
         _CFUNCS[fn.__name__] = cfunc(types.void(types.CPointer(types.int64), types.int64),
                                      cache=True)(fn)
@@ -302,11 +302,16 @@ def _cuts(size: int, blocks: int) -> list:
     return [size * i // blocks for i in range(blocks + 1)]
 
 
+@njit
+def _address(a):
+    return a.ctypes.data  # a fifth of the cost of numpy's ``a.ctypes.data``
+
+
 def _plan(words: dict) -> np.ndarray:
     """A job's plan from ``{word: array or int}`` (arrays by their address)."""
     plan = np.zeros(_WORDS, np.int64)
     for index, value in words.items():
-        plan[index] = value.ctypes.data if isinstance(value, np.ndarray) else int(value)
+        plan[index] = _address(value) if isinstance(value, np.ndarray) else int(value)
     return plan
 
 
@@ -315,7 +320,7 @@ def _run(fn, plan: np.ndarray, cuts: list) -> None:
     (and every array it points to) until it returns, as it does here."""
     args = np.zeros(workers.CALL_ARGS, np.int64)
     args[0] = plan.ctypes.data
-    threads.run_call(_address(fn), args, np.asarray(cuts, np.int64))
+    threads.run_call(_cfunc_address(fn), args, np.asarray(cuts, np.int64))
 
 
 # -- public wrappers -------------------------------------------------------------------------
