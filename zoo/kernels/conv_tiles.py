@@ -396,7 +396,7 @@ def conv2d_backward(grad, xf, padded_shape, weight, dilation, pads, gw, gt, dwei
                             f"{describe_array(dx)}")
     offs = tap_offsets(c, hp, wp, kernel_size, dilation)
     cuts = _cuts(n, IMAGE_BLOCKS)
-    dwt = np.empty((len(cuts) - 1, offs.size, transposed[2]), np.float32)  # per block
+    dwt = np.zeros((len(cuts) - 1, offs.size, transposed[2]), np.float32)  # per block
     dbn = np.empty((n, f), np.float64)  # per image
     input_grad = dx is not None
     plan = _plan({
