@@ -116,7 +116,7 @@ def test_every_tile_shape_gives_the_same_bits():
     # not depend on it. Both shapes (and others) run here, whatever this CPU is.
     rng = np.random.default_rng(3)
     a, b = operand(rng, 16, 96, False), operand(rng, 96, 64, False)
-    results = [_tile_product(sgemm._make_tile(rows, vectors), rows, a, b)
+    results = [_tile_product(sgemm.make_tile(rows, vectors), rows, a, b)
                for rows in (1, 2, 4, 8) for vectors in (1, 2)]
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
@@ -129,7 +129,7 @@ def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
     monkeypatch.setattr(sgemm, "FUSED", False)
     rng = np.random.default_rng(5)
     a, b = operand(rng, 8, 200, False), operand(rng, 200, 32, False)
-    c = _tile_product(sgemm._make_tile(8, 2), 8, a, b)
+    c = _tile_product(sgemm.make_tile(8, 2), 8, a, b)
     exact = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(c, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
     twice = np.zeros_like(c)  # the same sums in numpy, one float32 rounding per operation

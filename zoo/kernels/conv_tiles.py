@@ -66,7 +66,7 @@ ROWS, PANEL, LANES = sgemm.ROWS, sgemm.PANEL, sgemm.LANES
 # The weight gradient's tile: as many accumulator registers as sgemm's (16 taps x 16
 # filters with AVX-512, 4 x 16 elsewhere), one vector of filters wide.
 DW_ROWS = ROWS * (PANEL // LANES)
-_dw_tile = sgemm._make_tile(DW_ROWS, 1)  # noqa: SLF001  (sgemm's own tile, another shape)
+_dw_tile = sgemm.make_tile(DW_ROWS, 1)  # sgemm's tile in another shape
 # Every job is cut into at most this many blocks of images, from the batch size alone (the
 # weight gradient's sum over the blocks depends on the cut, so the cut never depends on the
 # thread count).

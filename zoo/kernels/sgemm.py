@@ -15,7 +15,7 @@ the recurrent step products) runs here instead of BLAS. Two reasons:
   ``x.T @ dz`` needs no copy). Measured on one Sapphire Rapids core, 128x784 by 784x256:
   about 175 GFLOP/s against 153 for OpenBLAS's SkylakeX kernels and 113 for its Haswell ones.
 
-The tile (``_make_tile``) is written in LLVM IR: numba cannot keep an accumulator tile in
+The tile (``make_tile``) is written in LLVM IR: numba cannot keep an accumulator tile in
 registers, and a tile of ``ROWS x PANEL`` accumulators is the whole point. ``ROWS x PANEL``
 is 8 x 32 (16 registers of 16 floats) where AVX-512 gives 32 vector registers, 4 x 16
 elsewhere.
@@ -66,7 +66,7 @@ MC = 256
 PACK_ROWS = 4 * ROWS
 
 
-def _make_tile(rows: int, vectors: int, b_table: bool = False):
+def make_tile(rows: int, vectors: int, b_table: bool = False):
     """An intrinsic computing one ``rows x (vectors * LANES)`` tile of ``c (+)= a @ b``.
 
     ``tile(a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate)``, addresses as
@@ -211,8 +211,8 @@ def _make_tile(rows: int, vectors: int, b_table: bool = False):
     return tile
 
 
-tile = _make_tile(ROWS, PANEL // LANES)
-tile_table = _make_tile(ROWS, PANEL // LANES, b_table=True)
+tile = make_tile(ROWS, PANEL // LANES)
+tile_table = make_tile(ROWS, PANEL // LANES, b_table=True)
 
 
 @njit
