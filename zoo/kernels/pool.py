@@ -54,34 +54,75 @@ def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
                     idx[n, c, y, xo] = at
 
 
+# The common 2x2, stride-2, unpadded window, in two passes that vectorise: a loop over each
+# output row's few windows (14 in LeNet-5) runs scalar, so the work is split into a vertical
+# pass (each column of a row pair, unit stride) and a horizontal pass over the whole tensor at
+# once (one long loop). The argmax is kept as a code, 2 * row + column within the window
+# (int8), which is a quarter of the int32 index's memory. Compares and selects only, so these
+# kernels run without fast-math: the winner is always one of the inputs, bit for bit.
+@njit(fastmath=False)
+def _max2x2_columns(x, v, below):
+    """``v[p * OH + y, k]``: the larger of ``x[p, 2y, k]`` and ``x[p, 2y + 1, k]``.
+
+    ``below`` says the bottom one won: it is larger or NaN (a later NaN wins, as in ``_max2d``).
+    """
+    p_ = x.shape[0]
+    oh = x.shape[1] // 2
+    w2 = v.shape[1]
+    for p in range(p_):
+        for y in range(oh):
+            top, bottom = x[p, 2 * y], x[p, 2 * y + 1]
+            vr, br = v[p * oh + y], below[p * oh + y]
+            for k in range(w2):
+                a, d = top[k], bottom[k]
+                b = (d > a) | (d != d)
+                vr[k] = d if b else a
+                br[k] = b
+
+
+@njit(fastmath=False)
+def _max2x2_pairs(v, below, out, code):
+    """Each window's winner from its left and right column winners, in ``_max2d``'s order.
+
+    ``_max2d`` scans a, b, d, e (top left, top right, bottom left, bottom right) and keeps the
+    first maximum, or the last NaN. Between the left column's winner L (a or d) and the right
+    one's R (b or e), R wins when it is larger, or the only NaN; on a tie (or two NaNs) the
+    scan order decides, and only the pair (L = d, R = b) differs from "R wins on NaNs, L on
+    ties": b comes before d, so b wins the tie and d wins as the later NaN.
+    """
+    for q in range(out.size):
+        left, right = v[2 * q], v[2 * q + 1]
+        lb, rb = below[2 * q], below[2 * q + 1]
+        d_vs_b = lb & ~rb
+        ln, rn = left != left, right != right
+        r_wins = (right > left) | (rn & ~ln) | ((right == left) & d_vs_b) | (rn & ln & ~d_vs_b)
+        out[q] = right if r_wins else left
+        code[q] = np.int8(2) * np.int8(rb if r_wins else lb) + np.int8(r_wins)
+
+
 @njit
-def _max2d_k2s2(x, out, idx):
-    """The common 2x2, stride 2, no-padding case without bounds checks."""
-    n_, c_, _, w_ = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for n in range(n_):
-        for c in range(c_):
-            for y in range(oh):
-                r0 = 2 * y
-                for xo in range(ow):
-                    c0 = 2 * xo
-                    a = x[n, c, r0, c0]
-                    b = x[n, c, r0, c0 + 1]
-                    d = x[n, c, r0 + 1, c0]
-                    e = x[n, c, r0 + 1, c0 + 1]
-                    best = a
-                    at = r0 * w_ + c0
-                    if b > best or np.isnan(b):
-                        best = b
-                        at = r0 * w_ + c0 + 1
-                    if d > best or np.isnan(d):
-                        best = d
-                        at = (r0 + 1) * w_ + c0
-                    if e > best or np.isnan(e):
-                        best = e
-                        at = (r0 + 1) * w_ + c0 + 1
-                    out[n, c, y, xo] = best
-                    idx[n, c, y, xo] = at
+def _codes_to_indices(code, idx, w_):
+    # code (P, OH, OW) -> idx: the flat position iy * W + ix in each input plane
+    p_, oh, ow = code.shape
+    for p in range(p_):
+        for y in range(oh):
+            for j in range(ow):
+                c = code[p, y, j]
+                idx[p, y, j] = (2 * y + ((c >> 1) & 1)) * w_ + 2 * j + (c & 1)
+
+
+@njit
+def _max2x2_backward(g, code, dx):
+    # g, code (P, OH, OW); dx (P, H, W). One plane at a time, so the zeroing stays in cache.
+    # Only the code's two low bits are read: any int8 stays inside its window.
+    p_, oh, ow = g.shape
+    for p in range(p_):
+        plane = dx[p]
+        plane[:] = 0
+        for y in range(oh):
+            for j in range(ow):
+                c = code[p, y, j]
+                plane[2 * y + ((c >> 1) & 1), 2 * j + (c & 1)] += g[p, y, j]
 
 
 @njit
@@ -144,8 +185,11 @@ def max_pool2d(x, pool_size, stride, padding, output_size, out=None, indices=Non
     shape = (n, c, *output_size)
     out = output_array(out, shape, x.dtype, "max_pool2d")
     indices = output_array(indices, shape, np.int32, "max_pool2d indices")
-    if tuple(pool_size) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
-        _max2d_k2s2(x, out, indices)
+    if tuple(pool_size) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0) \
+            and tuple(output_size) == (x.shape[2] // 2, x.shape[3] // 2):
+        _, codes = max_pool2d_2x2(x, out)
+        _codes_to_indices(codes.reshape(n * c, *output_size),
+                          indices.reshape(n * c, *output_size), x.shape[3])
     else:
         _max2d(x, out, indices, *pool_size, *stride, *padding)
     return out, indices
@@ -156,6 +200,55 @@ def max_pool2d_backward(grad, indices, input_shape, out=None):
     _check_backward("max_pool2d_backward", grad, indices, 4)
     dx = output_array(out, tuple(input_shape), grad.dtype, "max_pool2d_backward")
     _max2d_backward(grad, indices, dx.reshape(*dx.shape[:2], -1))
+    return dx
+
+
+def max_pool2d_2x2_scratch(input_shape, dtype):
+    """Working memory for ``max_pool2d_2x2`` on inputs of this shape, to reuse across calls."""
+    n, c, h, w = input_shape
+    shape = (n * c * (h // 2), 2 * (w // 2))
+    return np.empty(shape, dtype), np.empty(shape, np.bool_)
+
+
+def max_pool2d_2x2(x, out=None, codes=None, scratch=None):
+    """Max-pool images ``(N, C, H, W)`` over 2x2 windows, stride 2, no padding.
+
+    Returns ``(out, codes)``, both ``(N, C, H // 2, W // 2)``: ``codes`` (int8) is the
+    position of each window's maximum, ``2 * row + column`` in the window (0 to 3), under the
+    same rule as ``max_pool2d``'s indices (the first maximum; a NaN wins, the last one if
+    several). An odd last row or column is left out, as in ``max_pool2d``. ``scratch`` is
+    ``max_pool2d_2x2_scratch(x.shape, x.dtype)``, made here if not given.
+    """
+    check_array("max_pool2d_2x2: x", x, 4)
+    n, c, h, w = x.shape
+    shape = (n, c, h // 2, w // 2)
+    out = output_array(out, shape, x.dtype, "max_pool2d_2x2")
+    codes = output_array(codes, shape, np.int8, "max_pool2d_2x2 codes")
+    if scratch is None:
+        scratch = max_pool2d_2x2_scratch(x.shape, x.dtype)
+    columns = (n * c * (h // 2), 2 * (w // 2))
+    v = output_array(scratch[0], columns, x.dtype, "max_pool2d_2x2 scratch")
+    below = output_array(scratch[1], columns, np.bool_, "max_pool2d_2x2 scratch")
+    _max2x2_columns(x.reshape(n * c, h, w), v, below)
+    _max2x2_pairs(v.reshape(-1), below.reshape(-1), out.reshape(-1), codes.reshape(-1))
+    return out, codes
+
+
+def max_pool2d_2x2_backward(grad, codes, input_shape, out=None):
+    """Route ``grad`` ``(N, C, OH, OW)`` to the maxima ``max_pool2d_2x2`` coded; zeros elsewhere."""
+    check_array("max_pool2d_2x2_backward: grad", grad, 4)
+    if codes.shape != grad.shape or codes.dtype != np.int8:
+        raise DataError(f"max_pool2d_2x2_backward: codes must be int8 of shape {grad.shape}; "
+                        f"received {describe_array(codes)}")
+    n, c, h, w = input_shape
+    if grad.shape != (n, c, h // 2, w // 2):
+        raise DataError(f"max_pool2d_2x2_backward: grad must have shape "
+                        f"{(n, c, h // 2, w // 2)} for inputs {tuple(input_shape)}; "
+                        f"received {describe_array(grad)}")
+    dx = output_array(out, tuple(input_shape), grad.dtype, "max_pool2d_2x2_backward")
+    planes = n * c
+    _max2x2_backward(grad.reshape(planes, h // 2, w // 2), codes.reshape(planes, h // 2, w // 2),
+                     dx.reshape(planes, h, w))
     return dx
 
 
