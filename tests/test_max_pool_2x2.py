@@ -99,16 +99,15 @@ def test_forward_and_backward_match_the_scan(dtype, shape):
     assert_same_bits(dx, pool.max_pool2d_backward(grad, idx, shape))
 
 
-def test_scratch_and_outputs_are_reused_and_checked():
+def test_outputs_are_reused_and_checked():
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 7)).astype(np.float32)
     out = np.empty((2, 3, 3, 3), np.float32)
     codes = np.empty(out.shape, np.int8)
-    scratch = pool.max_pool2d_2x2_scratch(x.shape, x.dtype)
-    got, got_codes = pool.max_pool2d_2x2(x, out, codes, scratch)
+    got, got_codes = pool.max_pool2d_2x2(x, out, codes)
     assert got is out and got_codes is codes
     np.testing.assert_array_equal(out, scan_windows(x)[0])
-    with pytest.raises(DataError, match="max_pool2d_2x2 scratch: out must be"):
-        pool.max_pool2d_2x2(x, scratch=pool.max_pool2d_2x2_scratch((2, 3, 4, 7), x.dtype))
+    with pytest.raises(DataError, match="max_pool2d_2x2 codes: out must be a C-contiguous int8"):
+        pool.max_pool2d_2x2(x, codes=codes.astype(np.int32))
     with pytest.raises(DataError, match="codes must be int8 of shape"):
         pool.max_pool2d_2x2_backward(out, codes.astype(np.int32), x.shape)
     with pytest.raises(DataError, match=r"grad must have shape \(2, 3, 3, 3\)"):

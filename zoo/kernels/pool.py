@@ -55,24 +55,25 @@ def _max2d(x, out, idx, kh, kw, sh, sw, ph, pw):
 
 
 # The common 2x2, stride-2, unpadded window, in two passes that vectorise: a loop over each
-# output row's few windows (14 in LeNet-5) runs scalar, so the work is split into a vertical
-# pass (each column of a row pair, unit stride) and a horizontal pass over the whole tensor at
-# once (one long loop). The argmax is kept as a code, 2 * row + column within the window
-# (int8), which is a quarter of the int32 index's memory. Compares and selects only, so these
-# kernels run without fast-math: the winner is always one of the inputs, bit for bit.
+# output row's few windows (14 in LeNet-5) runs scalar, so each image is done in a vertical
+# pass (each column of a row pair, unit stride, into a small scratch that stays in cache) and a
+# horizontal pass over all of that image's windows at once (one long loop). The argmax is kept
+# as a code, 2 * row + column within the window (int8), a quarter of an int32 index's memory.
+# Compares and selects only, so these kernels run without fast-math: the winner is always one
+# of the inputs, bit for bit.
 @njit(fastmath=False)
 def _max2x2_columns(x, v, below):
-    """``v[p * OH + y, k]``: the larger of ``x[p, 2y, k]`` and ``x[p, 2y + 1, k]``.
+    """``v[c * OH + y, k]``: the larger of ``x[c, 2y, k]`` and ``x[c, 2y + 1, k]``.
 
     ``below`` says the bottom one won: it is larger or NaN (a later NaN wins, as in ``_max2d``).
     """
-    p_ = x.shape[0]
+    c_ = x.shape[0]
     oh = x.shape[1] // 2
     w2 = v.shape[1]
-    for p in range(p_):
+    for c in range(c_):
         for y in range(oh):
-            top, bottom = x[p, 2 * y], x[p, 2 * y + 1]
-            vr, br = v[p * oh + y], below[p * oh + y]
+            top, bottom = x[c, 2 * y], x[c, 2 * y + 1]
+            vr, br = v[c * oh + y], below[c * oh + y]
             for k in range(w2):
                 a, d = top[k], bottom[k]
                 b = (d > a) | (d != d)
@@ -100,6 +101,20 @@ def _max2x2_pairs(v, below, out, code):
         code[q] = np.int8(2) * np.int8(rb if r_wins else lb) + np.int8(r_wins)
 
 
+@njit(fastmath=False)
+def _max2x2(x, out, code):
+    # x (N, C, H, W); out, code (N, C, H // 2, W // 2)
+    n_, c_ = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    size = c_ * oh * ow
+    v = np.empty((c_ * oh, 2 * ow), x.dtype)
+    below = np.empty((c_ * oh, 2 * ow), np.bool_)
+    for n in range(n_):
+        _max2x2_columns(x[n], v, below)
+        _max2x2_pairs(v.reshape(2 * size), below.reshape(2 * size), out[n].reshape(size),
+                      code[n].reshape(size))
+
+
 @njit
 def _codes_to_indices(code, idx, w_):
     # code (P, OH, OW) -> idx: the flat position iy * W + ix in each input plane
@@ -111,18 +126,22 @@ def _codes_to_indices(code, idx, w_):
                 idx[p, y, j] = (2 * y + ((c >> 1) & 1)) * w_ + 2 * j + (c & 1)
 
 
-@njit
+@njit(fastmath=False)
 def _max2x2_backward(g, code, dx):
-    # g, code (P, OH, OW); dx (P, H, W). One plane at a time, so the zeroing stays in cache.
-    # Only the code's two low bits are read: any int8 stays inside its window.
-    p_, oh, ow = g.shape
-    for p in range(p_):
-        plane = dx[p]
-        plane[:] = 0
-        for y in range(oh):
-            for j in range(ow):
-                c = code[p, y, j]
-                plane[2 * y + ((c >> 1) & 1), 2 * j + (c & 1)] += g[p, y, j]
+    # g, code (N, C, OH, OW); dx (N, C, H, W). Windows do not overlap, so each gradient is
+    # stored over a zeroed image, as 0 + g like the general kernel's sum into zeros (-0 gives
+    # +0; fast-math would drop the addition). Only the code's two low bits are read: any int8
+    # stays inside its window.
+    n_, c_, oh, ow = g.shape
+    zero = dx.dtype.type(0)
+    for n in range(n_):
+        dx[n] = 0
+        for c in range(c_):
+            plane = dx[n, c]
+            for y in range(oh):
+                for j in range(ow):
+                    k = code[n, c, y, j]
+                    plane[2 * y + ((k >> 1) & 1), 2 * j + (k & 1)] = zero + g[n, c, y, j]
 
 
 @njit
@@ -203,34 +222,20 @@ def max_pool2d_backward(grad, indices, input_shape, out=None):
     return dx
 
 
-def max_pool2d_2x2_scratch(input_shape, dtype):
-    """Working memory for ``max_pool2d_2x2`` on inputs of this shape, to reuse across calls."""
-    n, c, h, w = input_shape
-    shape = (n * c * (h // 2), 2 * (w // 2))
-    return np.empty(shape, dtype), np.empty(shape, np.bool_)
-
-
-def max_pool2d_2x2(x, out=None, codes=None, scratch=None):
+def max_pool2d_2x2(x, out=None, codes=None):
     """Max-pool images ``(N, C, H, W)`` over 2x2 windows, stride 2, no padding.
 
     Returns ``(out, codes)``, both ``(N, C, H // 2, W // 2)``: ``codes`` (int8) is the
     position of each window's maximum, ``2 * row + column`` in the window (0 to 3), under the
     same rule as ``max_pool2d``'s indices (the first maximum; a NaN wins, the last one if
-    several). An odd last row or column is left out, as in ``max_pool2d``. ``scratch`` is
-    ``max_pool2d_2x2_scratch(x.shape, x.dtype)``, made here if not given.
+    several). An odd last row or column is left out, as in ``max_pool2d``.
     """
     check_array("max_pool2d_2x2: x", x, 4)
     n, c, h, w = x.shape
     shape = (n, c, h // 2, w // 2)
     out = output_array(out, shape, x.dtype, "max_pool2d_2x2")
     codes = output_array(codes, shape, np.int8, "max_pool2d_2x2 codes")
-    if scratch is None:
-        scratch = max_pool2d_2x2_scratch(x.shape, x.dtype)
-    columns = (n * c * (h // 2), 2 * (w // 2))
-    v = output_array(scratch[0], columns, x.dtype, "max_pool2d_2x2 scratch")
-    below = output_array(scratch[1], columns, np.bool_, "max_pool2d_2x2 scratch")
-    _max2x2_columns(x.reshape(n * c, h, w), v, below)
-    _max2x2_pairs(v.reshape(-1), below.reshape(-1), out.reshape(-1), codes.reshape(-1))
+    _max2x2(x, out, codes)
     return out, codes
 
 
@@ -246,9 +251,7 @@ def max_pool2d_2x2_backward(grad, codes, input_shape, out=None):
                         f"{(n, c, h // 2, w // 2)} for inputs {tuple(input_shape)}; "
                         f"received {describe_array(grad)}")
     dx = output_array(out, tuple(input_shape), grad.dtype, "max_pool2d_2x2_backward")
-    planes = n * c
-    _max2x2_backward(grad.reshape(planes, h // 2, w // 2), codes.reshape(planes, h // 2, w // 2),
-                     dx.reshape(planes, h, w))
+    _max2x2_backward(grad, codes, dx)
     return dx
 
 

@@ -80,11 +80,10 @@ class MaxPool2D(_Pool):
         return super().build(input_shape, rng)
 
     def _work_for(self, x):
-        """(codes, scratch, training output, input gradient) for this batch shape and dtype."""
+        """(codes, training output, input gradient) for this batch shape and dtype."""
         if self._work is None or self._work[0] != (x.shape, x.dtype):
             out_shape = (*x.shape[:2], *self.out_size)
             self._work = ((x.shape, x.dtype), np.empty(out_shape, np.int8),
-                          kernels.pool.max_pool2d_2x2_scratch(x.shape, x.dtype),
                           np.empty(out_shape, x.dtype), np.empty_like(x))
         return self._work[1:]
 
@@ -92,10 +91,9 @@ class MaxPool2D(_Pool):
         self.check_input(x)
         x = np.ascontiguousarray(x)
         if self._two_by_two:
-            codes, scratch, out, _ = self._work_for(x)
+            codes, out, _ = self._work_for(x)
             # Training reuses the output buffer; inference returns a fresh array the caller keeps.
-            out, self._codes = kernels.pool.max_pool2d_2x2(x, out if training else None, codes,
-                                                           scratch)
+            out, self._codes = kernels.pool.max_pool2d_2x2(x, out if training else None, codes)
             return out
         out, self._indices = kernels.pool.max_pool2d(x, self.pool_size, self.stride,
                                                      self.padding, self.out_size)
@@ -105,7 +103,7 @@ class MaxPool2D(_Pool):
         grad_out = np.ascontiguousarray(grad_out)
         input_shape = (len(grad_out), *self.input_shape)
         if self._two_by_two:
-            dx = self._work[4]
+            dx = self._work[3]
             if dx.shape != input_shape or dx.dtype != grad_out.dtype:
                 dx = None
             return kernels.pool.max_pool2d_2x2_backward(grad_out, self._codes, input_shape, dx)
