@@ -112,6 +112,8 @@ def test_outputs_are_reused_and_checked():
         pool.max_pool2d_2x2_backward(out, codes.astype(np.int32), x.shape)
     with pytest.raises(DataError, match=r"grad must have shape \(2, 3, 3, 3\)"):
         pool.max_pool2d_2x2_backward(out[:, :2].copy(), codes[:, :2].copy(), x.shape)
+    with pytest.raises(DataError, match=r"input_shape must be \(N, C, H, W\)"):
+        pool.max_pool2d_2x2_backward(out, codes, (2, 3, 6))
 
 
 def test_backward_keeps_any_code_inside_its_window():

@@ -250,6 +250,9 @@ def max_pool2d_2x2_backward(grad, codes, input_shape, out=None):
     if codes.shape != grad.shape or codes.dtype != np.int8:
         raise DataError(f"max_pool2d_2x2_backward: codes must be int8 of shape {grad.shape}; "
                         f"received {describe_array(codes)}")
+    if len(input_shape) != 4:
+        raise DataError(f"max_pool2d_2x2_backward: input_shape must be (N, C, H, W); "
+                        f"received {tuple(input_shape)}")
     n, c, h, w = input_shape
     if grad.shape != (n, c, h // 2, w // 2):
         raise DataError(f"max_pool2d_2x2_backward: grad must have shape "
