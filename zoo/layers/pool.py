@@ -72,28 +72,17 @@ class MaxPool2D(_Pool):
     rank = 2
 
     def build(self, input_shape, rng):
-        # 2x2 windows with stride 2 (LeNet's, VGG's) take a faster kernel that codes the
-        # argmax in int8 and reuses its memory from step to step.
+        # 2x2 windows with stride 2 (LeNet's, VGG's) take a vectorised kernel that codes the
+        # argmax in int8.
         self._two_by_two = (self.pool_size, self.stride, self.padding) == ((2, 2), (2, 2),
                                                                           (0, 0))
-        self._work = None
         return super().build(input_shape, rng)
-
-    def _work_for(self, x):
-        """(codes, training output, input gradient) for this batch shape and dtype."""
-        if self._work is None or self._work[0] != (x.shape, x.dtype):
-            out_shape = (*x.shape[:2], *self.out_size)
-            self._work = ((x.shape, x.dtype), np.empty(out_shape, np.int8),
-                          np.empty(out_shape, x.dtype), np.empty_like(x))
-        return self._work[1:]
 
     def forward(self, x, training=False):
         self.check_input(x)
         x = np.ascontiguousarray(x)
         if self._two_by_two:
-            codes, out, _ = self._work_for(x)
-            # Training reuses the output buffer; inference returns a fresh array the caller keeps.
-            out, self._codes = kernels.pool.max_pool2d_2x2(x, out if training else None, codes)
+            out, self._codes = kernels.pool.max_pool2d_2x2(x)
             return out
         out, self._indices = kernels.pool.max_pool2d(x, self.pool_size, self.stride,
                                                      self.padding, self.out_size)
@@ -103,10 +92,7 @@ class MaxPool2D(_Pool):
         grad_out = np.ascontiguousarray(grad_out)
         input_shape = (len(grad_out), *self.input_shape)
         if self._two_by_two:
-            dx = self._work[3]
-            if dx.shape != input_shape or dx.dtype != grad_out.dtype:
-                dx = None
-            return kernels.pool.max_pool2d_2x2_backward(grad_out, self._codes, input_shape, dx)
+            return kernels.pool.max_pool2d_2x2_backward(grad_out, self._codes, input_shape)
         return kernels.pool.max_pool2d_backward(grad_out, self._indices, input_shape)
 
 
