@@ -55,6 +55,7 @@ from numba.extending import overload
 from zoo.errors import DataError, describe_array
 from zoo.kernels import cblas, packed, threads
 from zoo.kernels._jit import njit
+from zoo.kernels.vector_width import wide_vectors
 
 _FLOATS = (np.float32, np.float64)
 # float32 constants keep float32 arithmetic in float32 (a Python 1 or 0.5 would promote it to
@@ -140,6 +141,7 @@ def _project_row(g, x, w_in):
 
 @njit
 def _rnn_cell(x, w_in, project, rec, gates, bias, h):
+    wide_vectors()
     n_, u_ = h.shape
     for n in range(n_):
         if project:
@@ -153,6 +155,7 @@ def _rnn_cell(x, w_in, project, rec, gates, bias, h):
 
 @njit
 def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db):
+    wide_vectors()
     n_, u_ = h.shape
     for n in range(n_):
         hn = h[n]
@@ -168,6 +171,7 @@ def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db):
 
 @njit
 def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
+    wide_vectors()
     n_, u_ = h.shape
     bi, bf, bg, bo = bias[:u_], bias[u_:2 * u_], bias[2 * u_:3 * u_], bias[3 * u_:]
     for n in range(n_):
@@ -196,6 +200,7 @@ def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
 @njit
 def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, db):
     """``dc`` holds dL/dc_t on entry and dL/dc_{t-1} on exit."""
+    wide_vectors()
     n_, u_ = tanh_c.shape
     bi, bf, bg, bo = db[:u_], db[u_:2 * u_], db[2 * u_:3 * u_], db[3 * u_:]
     for n in range(n_):
@@ -228,6 +233,7 @@ def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, 
 
 @njit
 def _gru_cell(x, w_in, project, rec, gates, bias, rbias, h_prev, h, hn):
+    wide_vectors()
     n_, u_ = h.shape
     br, bz, bn = bias[:u_], bias[u_:2 * u_], bias[2 * u_:]
     for n in range(n_):
@@ -255,6 +261,7 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
     ``dzx`` are the gradients of the input-side pre-activations (x W + b), ``dzh`` those of
     the recurrent side (h R, with b_hn in its candidate block); they differ in that block only.
     """
+    wide_vectors()
     n_, u_ = hn.shape
     br, bz, bn = db[:u_], db[u_:2 * u_], db[2 * u_:]
     for n in range(n_):
@@ -289,6 +296,7 @@ def _add_input_grad(x, dz, dw):
     """``dw += x^T dz`` for one step of a block: the input-weight gradient of narrow inputs,
     added while the step's ``dz`` is still in cache (a GEMM over all steps would read the whole
     ``dz`` again, for an inner dimension of 1 to 16)."""
+    wide_vectors()
     for n in range(x.shape[0]):
         dzn = dz[n]
         for k in range(x.shape[1]):
