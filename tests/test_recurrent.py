@@ -152,6 +152,29 @@ def test_the_float32_tanh_is_accurate_and_saturates():
     assert got[-3] == -1 and got[-2] == 1 and got[-1] == 0
 
 
+def test_the_float32_lstm_gates_are_accurate_and_saturate():
+    # The four gates of a float32 LSTM share one division (``_lstm_gates_f32``): every gate
+    # must still be within a few float32 ulps of the float64 functions, on the whole range.
+    z = np.concatenate([np.linspace(-30, 30, 20001), [-1e30, 1e30, 0.0]]).astype(np.float32)
+    n = len(z)
+    x = z.reshape(1, n, 1)
+    w_in = np.array([[1.0, 1.0, 1.0, 1.0]], np.float32)  # every gate's pre-activation is z
+    h = np.zeros((2, n, 1), np.float32)
+    c = np.zeros((2, n, 1), np.float32)
+    tanh_c = np.empty((1, n, 1), np.float32)
+    gates = np.empty((1, n, 4), np.float32)
+    R.lstm_forward(x, w_in, np.zeros((1, 4), np.float32), np.zeros(4, np.float32), h, c, tanh_c,
+                   gates, zero_init=True)
+    z64 = z.astype(np.float64)
+    sig, tanh = 0.5 + 0.5 * np.tanh(z64 / 2), np.tanh(z64)
+    for k, want in enumerate((sig, sig, tanh, sig)):
+        assert np.abs(gates[0, :, k] - want).max() < 6e-7
+    assert np.abs(c[1, :, 0] - sig * tanh).max() < 1e-6
+    np.testing.assert_allclose(gates[0, -3], [0, 0, -1, 0], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(gates[0, -2], [1, 1, 1, 1], rtol=0, atol=1e-7)
+    assert list(gates[0, -1]) == [0.5, 0.5, 0, 0.5]  # exact at 0
+
+
 def _numeric(f, array, eps=1e-6):
     """Central differences of ``f()`` for every entry of ``array`` (zoo.kit.gradcheck's)."""
     _, grads = _numeric_grad(f, array, eps, max_entries=array.size, rng=None)

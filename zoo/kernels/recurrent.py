@@ -83,7 +83,8 @@ def _tanh(x):
     return type(x)(math.tanh(x))
 
 
-def _tanh_f32(x):
+def _tanh_ratio_f32(x):
+    """tanh(x) as ``(numerator, denominator)``: the division left to the caller."""
     v = min(max(x, np.float32(-9.0)), np.float32(9.0))  # tanh(9) rounds to 1 in float32
     v2 = v * v
     p = v2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
@@ -95,9 +96,19 @@ def _tanh_f32(x):
     q = v2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
     q = v2 * q + np.float32(2.26843463243900e-03)
     q = v2 * q + np.float32(4.89352518554385e-03)
+    return v * p, q  # q is in [0.0049, 1.6]: never zero, and products of four stay normal
+
+
+@overload(_tanh_ratio_f32, inline="always")
+def _tanh_ratio_typed(x):
+    return _tanh_ratio_f32
+
+
+def _tanh_f32(x):
+    num, den = _tanh_ratio_f32(x)
     # np.divide, not '/': under numba's Python error model '/' checks for zero, which stops
-    # the loop from vectorising (q >= 0.0049 here, never zero).
-    return np.divide(v * p, q)
+    # the loop from vectorising.
+    return np.divide(num, den)
 
 
 @overload(_tanh, inline="always")
@@ -121,6 +132,36 @@ def _sigmoid_any(x):
 @overload(_sigmoid, inline="always")
 def _sigmoid_typed(x):
     return _sigmoid_any
+
+
+def _lstm_gates(zi, zf, zg, zo):
+    """The LSTM's gate activations ``sigmoid(zi), sigmoid(zf), tanh(zg), sigmoid(zo)``."""
+    return _sigmoid(zi), _sigmoid(zf), _tanh(zg), _sigmoid(zo)
+
+
+def _lstm_gates_f32(zi, zf, zg, zo):
+    # The four rational tanh share one division: 1/q_k = (prod of the other three) / (prod
+    # of all four). A division costs the vector unit as much as the rest of a tanh (one per
+    # 16 lanes every 10 cycles against two multiply-adds a cycle), so this one instead of four
+    # made the cell about a third faster; each quotient moves by a few float32 ulps.
+    ni, qi = _tanh_ratio_f32(_HALF * zi)
+    nf, qf = _tanh_ratio_f32(_HALF * zf)
+    ng, qg = _tanh_ratio_f32(zg)
+    no, qo = _tanh_ratio_f32(_HALF * zo)
+    q_if = qi * qf
+    q_go = qg * qo
+    inv = np.divide(_ONE, q_if * q_go)
+    inv_if = inv * q_go
+    inv_go = inv * q_if
+    return (_HALF + _HALF * (ni * (inv_if * qf)), _HALF + _HALF * (nf * (inv_if * qi)),
+            ng * (inv_go * qo), _HALF + _HALF * (no * (inv_go * qg)))
+
+
+@overload(_lstm_gates, inline="always")
+def _lstm_gates_typed(zi, zf, zg, zo):
+    if zi == types.float32:
+        return _lstm_gates_f32
+    return lambda zi, zf, zg, zo: (_sigmoid(zi), _sigmoid(zf), _tanh(zg), _sigmoid(zo))
 
 
 # -- fused cells: one time step each ---------------------------------------------------------
@@ -182,10 +223,8 @@ def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
         ri, rf, rg, ro = rec[n, :u_], rec[n, u_:2 * u_], rec[n, 2 * u_:3 * u_], rec[n, 3 * u_:]
         cp, cn, hn, tn = c_prev[n], c[n], h[n], tanh_c[n]
         for j in range(u_):
-            i = _sigmoid(gi[j] + ri[j] + bi[j])
-            f = _sigmoid(gf[j] + rf[j] + bf[j])
-            g = _tanh(gg[j] + rg[j] + bg[j])
-            o = _sigmoid(go[j] + ro[j] + bo[j])
+            i, f, g, o = _lstm_gates(gi[j] + ri[j] + bi[j], gf[j] + rf[j] + bf[j],
+                                     gg[j] + rg[j] + bg[j], go[j] + ro[j] + bo[j])
             cc = f * cp[j] + i * g
             tc = _tanh(cc)
             gi[j] = i
