@@ -8,10 +8,10 @@ non-linearity and produces the new state, caching what backward needs. Backward 
 per step one fused kernel turns the state gradient into pre-activation gradients (and
 accumulates the bias gradient) and one GEMM carries it to the previous state; the recurrent
 weights' gradient (and the inputs' and, for wide inputs, the input weights') is then one GEMM
-over all steps. Narrow inputs have their input-weight gradient added step by step in the time
-loop instead (``_add_input_grad``), while the step's pre-activation gradients are in cache: as
-a GEMM over all steps with an inner dimension of 1 it read the whole ``dz`` from memory again
-(180 us of an lstm step's ~9 ms).
+over all steps. Narrow inputs have their input-weight gradient added row by row in the
+backward cells instead (``_add_input_row``), while the row's pre-activation gradients are in
+L1: as a GEMM over all steps with an inner dimension of 1 it read the whole ``dz`` from memory
+again (180 us of an lstm step's ~9 ms).
 
 The step GEMMs: float32 multiplies by the recurrent weights packed once per pass
 (``zoo.kernels.packed``: a register tile in LLVM IR, 190-220 GFLOP/s on the lstm workload's
@@ -195,7 +195,7 @@ def _rnn_cell(x, w_in, project, rec, gates, bias, h):
 
 
 @njit
-def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db):
+def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db, x, fused, dw_in):
     wide_vectors()
     n_, u_ = h.shape
     for n in range(n_):
@@ -208,6 +208,8 @@ def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db):
             v = dh * (_ONE - hn[j] * hn[j])
             dzn[j] = v
             db[j] += v
+        if fused:
+            _add_input_row(x[n], dzn, dw_in)
 
 
 @njit
@@ -237,7 +239,8 @@ def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
 
 
 @njit
-def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, db):
+def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, db, x,
+                        fused, dw_in):
     """``dc`` holds dL/dc_t on entry and dL/dc_{t-1} on exit."""
     wide_vectors()
     n_, u_ = tanh_c.shape
@@ -268,6 +271,8 @@ def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, 
             bf[j] += dzf
             bg[j] += dzg
             bo[j] += dzo
+        if fused:
+            _add_input_row(x[n], dz[n], dw_in)
 
 
 @njit
@@ -294,7 +299,8 @@ def _gru_cell(x, w_in, project, rec, gates, bias, rbias, h_prev, h, hn):
 
 
 @njit
-def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, dzh, db, dbhn):
+def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, dzh, db, dbhn,
+                       x, fused, dw_in):
     """``carry`` holds the direct part of dL/dh_t (through ``z * h``) on entry and exit.
 
     ``dzx`` are the gradients of the input-side pre-activations (x W + b), ``dzh`` those of
@@ -328,21 +334,22 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
             bz[j] += dzz
             bn[j] += dzn
             dbhn[j] += dha
+        if fused:
+            _add_input_row(x[n], dzx[n], dw_in)
 
 
 @njit
-def _add_input_grad(x, dz, dw):
-    """``dw += x^T dz`` for one step of a block: the input-weight gradient of narrow inputs,
-    added while the step's ``dz`` is still in cache (a GEMM over all steps would read the whole
-    ``dz`` again, for an inner dimension of 1 to 16)."""
+def _add_input_row(x, dz, dw):
+    """``dw += outer(x, dz)`` for one row: the input-weight gradient of narrow inputs, added
+    by the backward cells row by row while the row's ``dz`` is in L1 (a GEMM over all steps
+    would read the whole ``dz`` from memory again, for an inner dimension of 1 to 16; a pass
+    per step after the cell read it from L2 again: 2% of an lstm step)."""
     wide_vectors()
-    for n in range(x.shape[0]):
-        dzn = dz[n]
-        for k in range(x.shape[1]):
-            xk = x[n, k]
-            row = dw[k]
-            for j in range(row.shape[0]):
-                row[j] += xk * dzn[j]
+    for k in range(x.shape[0]):
+        xk = x[k]
+        row = dw[k]
+        for j in range(row.shape[0]):
+            row[j] += xk * dz[j]
 
 
 # -- time loops: one block of rows through every step, without the GIL ----------------------
@@ -375,9 +382,7 @@ def _rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, dh_out[t if every else 0, lo:hi],
-                           every or t == t_ - 1, dz[t, lo:hi], db)
-        if fused:
-            _add_input_grad(x[t, lo:hi], dz[t, lo:hi], dw_in)
+                           every or t == t_ - 1, dz[t, lo:hi], db, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
             _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
@@ -399,9 +404,7 @@ def _lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, z
     for t in range(t_ - 1, -1, -1):
         _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec,
                             dh_out[t if every else 0, lo:hi], every or t == t_ - 1, dc,
-                            dz[t, lo:hi], db)
-        if fused:
-            _add_input_grad(x[t, lo:hi], dz[t, lo:hi], dw_in)
+                            dz[t, lo:hi], db, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
             _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
@@ -423,9 +426,7 @@ def _gru_loop_backward(f, gates, hn, h, dh_out, every, w_t, wp, work, dzx, dzh, 
     for t in range(t_ - 1, -1, -1):
         _gru_cell_backward(gates[t, lo:hi], hn[t, lo:hi], h[t, lo:hi], dh_rec,
                            dh_out[t if every else 0, lo:hi], every or t == t_ - 1, carry,
-                           dzx[t, lo:hi], dzh[t, lo:hi], db, dbhn)
-        if fused:
-            _add_input_grad(x[t, lo:hi], dzx[t, lo:hi], dw_in)
+                           dzx[t, lo:hi], dzh[t, lo:hi], db, dbhn, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
             _product(f, dzh[t, lo:hi], w_t, wp, dh_rec, work)
 
