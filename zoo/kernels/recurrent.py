@@ -53,7 +53,7 @@ from numba import types
 from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels import cblas, packed, threads
+from zoo.kernels import aligned, cblas, packed, threads
 from zoo.kernels._jit import njit
 from zoo.kernels.vector_width import wide_vectors
 
@@ -543,8 +543,10 @@ def _transposed(w):
 
 
 def _pack(w):
-    """The recurrent weights as the float32 step products take them (``packed.pack``)."""
-    return packed.pack(w) if w.dtype == np.float32 else _NOT_PACKED
+    """The recurrent weights as the float32 step products take them (``packed.pack``), in an
+    array that starts on a cache line (``zoo.kernels.aligned``: the tile's 64-byte loads of
+    a panel row then never straddle two lines)."""
+    return aligned.copy(packed.pack(w)) if w.dtype == np.float32 else _NOT_PACKED
 
 
 def _work():
@@ -580,7 +582,7 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
     f, wp = cblas.gemm_function(dt), _pack(w_rec)
 
     def rows(lo, hi):
-        rec = np.zeros((hi - lo, u_), dt)
+        rec = aligned.zeros((hi - lo, u_), dt)
         _rnn_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, h, rec, zero_init,
                   lo, hi)
 
@@ -617,9 +619,9 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
     fused = f_ <= FUSE_MAX_FEATURES
 
     def rows(lo, hi):
-        dh_rec = np.zeros((hi - lo, u_), dt)
-        db_part = np.zeros(u_, dt)
-        dw_part = np.zeros((f_, u_), dt)
+        dh_rec = aligned.zeros((hi - lo, u_), dt)
+        db_part = aligned.zeros(u_, dt)
+        dw_part = aligned.zeros((f_, u_), dt)
         _rnn_loop_backward(f, h, steps, every, w_t, wp, _work(), dz, zero_init, lo, hi,
                            dh_rec, db_part, x, fused, dw_part)
         return dh_rec, db_part, dw_part
@@ -656,7 +658,7 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
     f, wp = cblas.gemm_function(dt), _pack(w_rec)
 
     def rows(lo, hi):
-        rec = np.zeros((hi - lo, 4 * u_), dt)
+        rec = aligned.zeros((hi - lo, 4 * u_), dt)
         _lstm_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, h, c, tanh_c, rec,
                    zero_init, lo, hi)
 
@@ -696,10 +698,10 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     fused = f_ <= FUSE_MAX_FEATURES
 
     def rows(lo, hi):
-        dh_rec = np.zeros((hi - lo, u_), dt)
-        dc = np.zeros((hi - lo, u_), dt) if dc_out is None else dc_out[lo:hi].copy()
-        db_part = np.zeros(4 * u_, dt)
-        dw_part = np.zeros((f_, 4 * u_), dt)
+        dh_rec = aligned.zeros((hi - lo, u_), dt)
+        dc = aligned.zeros((hi - lo, u_), dt) if dc_out is None else aligned.copy(dc_out[lo:hi])
+        db_part = aligned.zeros(4 * u_, dt)
+        dw_part = aligned.zeros((f_, 4 * u_), dt)
         _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _work(), dz, zero_init,
                             lo, hi, dh_rec, dc, db_part, x, fused, dw_part)
         return dh_rec, dc, db_part, dw_part
@@ -741,7 +743,7 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
     f, wp = cblas.gemm_function(dt), _pack(w_rec)
 
     def rows(lo, hi):
-        rec = np.zeros((hi - lo, 3 * u_), dt)
+        rec = aligned.zeros((hi - lo, 3 * u_), dt)
         _gru_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, recurrent_bias, h, hn,
                   rec, zero_init, lo, hi)
 
@@ -780,11 +782,11 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     fused = f_ <= FUSE_MAX_FEATURES
 
     def rows(lo, hi):
-        dh_rec = np.zeros((hi - lo, u_), dt)
-        carry = np.zeros((hi - lo, u_), dt)
-        db_part = np.zeros(3 * u_, dt)
-        dbhn_part = np.zeros(u_, dt)
-        dw_part = np.zeros((f_, 3 * u_), dt)
+        dh_rec = aligned.zeros((hi - lo, u_), dt)
+        carry = aligned.zeros((hi - lo, u_), dt)
+        db_part = aligned.zeros(3 * u_, dt)
+        dbhn_part = aligned.zeros(u_, dt)
+        dw_part = aligned.zeros((f_, 3 * u_), dt)
         _gru_loop_backward(f, gates, hn, h, steps, every, w_t, wp, _work(), dzx, dzh,
                            zero_init, lo, hi, dh_rec, carry, db_part, dbhn_part, x, fused,
                            dw_part)

@@ -37,6 +37,7 @@ import numpy as np
 from zoo import checks, kernels
 from zoo.checks import positive_int
 from zoo.errors import ConfigError, DataError, describe_array
+from zoo.kernels import aligned
 from zoo.layers.base import Layer
 
 
@@ -104,9 +105,11 @@ class _Recurrent(Layer):
         if self._key != key:
             u, w, f = self.units, self.GATES * self.units, self.input_weight.value.shape[0]
             dt = self.dtype
-            self._buf = {"x": np.empty((t, n, f), dt), "gates": np.empty((t, n, w), dt),
-                         "h": np.empty((t + 1, n, u), dt), "dz": np.empty((t, n, w), dt),
-                         "dx": np.empty((t, n, f), dt)}
+            # On cache lines (zoo.kernels.aligned): the kernels' 64-byte vectors then never
+            # straddle two.
+            self._buf = {"x": aligned.empty((t, n, f), dt), "gates": aligned.empty((t, n, w), dt),
+                         "h": aligned.empty((t + 1, n, u), dt), "dz": aligned.empty((t, n, w), dt),
+                         "dx": aligned.empty((t, n, f), dt)}
             self._buf.update(self.extra_buffers(n, t))
             self._key = key
         return self._buf
@@ -172,7 +175,7 @@ class _Recurrent(Layer):
                             f"{shape} like its last output; received {describe_array(grad_out)}")
         if not self.return_sequences:
             return np.ascontiguousarray(grad_out, dtype=self.dtype)
-        dh = buf.setdefault("dh", np.empty((t, n, self.units), self.dtype))
+        dh = buf.setdefault("dh", aligned.empty((t, n, self.units), self.dtype))
         dh[...] = (grad_out[:, ::-1] if self.reverse else grad_out).transpose(1, 0, 2)
         return dh
 
@@ -261,8 +264,8 @@ class LSTM(_Recurrent):
         return ("h", "c")
 
     def extra_buffers(self, n, t):
-        return {"c": np.empty((t + 1, n, self.units), self.dtype),
-                "tanh_c": np.empty((t, n, self.units), self.dtype)}
+        return {"c": aligned.empty((t + 1, n, self.units), self.dtype),
+                "tanh_c": aligned.empty((t, n, self.units), self.dtype)}
 
     def forward(self, x, training=False, initial_state=None):
         buf = self._prepare(x, initial_state)
@@ -305,8 +308,8 @@ class GRU(_Recurrent):
         return shape
 
     def extra_buffers(self, n, t):
-        return {"hn": np.empty((t, n, self.units), self.dtype),
-                "dzh": np.empty((t, n, 3 * self.units), self.dtype)}
+        return {"hn": aligned.empty((t, n, self.units), self.dtype),
+                "dzh": aligned.empty((t, n, 3 * self.units), self.dtype)}
 
     def forward(self, x, training=False, initial_state=None):
         buf = self._prepare(x, initial_state)

@@ -1,0 +1,37 @@
+"""zoo.kernels.aligned: arrays on cache lines, otherwise like numpy's."""
+
+import numpy as np
+import pytest
+
+from zoo.kernels import aligned
+from zoo.layers.recurrent import GRU, LSTM, SimpleRNN
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (0,), 7, (2, 3, 129), ()])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_arrays_start_on_a_cache_line_and_behave_like_numpys(shape, dtype):
+    for _ in range(20):  # numpy's own start moves between allocations; ours must not
+        a = aligned.empty(shape, dtype)
+        assert a.size == 0 or a.ctypes.data % aligned.LINE == 0  # no data: nothing to align
+        assert a.shape == np.empty(shape).shape and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable
+    z = aligned.zeros(shape, dtype)
+    assert (z.size == 0 or z.ctypes.data % aligned.LINE == 0) and not z.any()
+
+
+def test_a_copy_is_equal_aligned_and_independent():
+    src = np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2]  # strided
+    out = aligned.copy(src)
+    assert out.ctypes.data % aligned.LINE == 0 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, src)
+    out[0, 0] = -1
+    assert src[0, 0] == 0
+
+
+@pytest.mark.parametrize("make", [SimpleRNN, LSTM, GRU])
+def test_recurrent_layers_keep_their_work_arrays_on_cache_lines(make):
+    layer = make(16)
+    layer.build((5, 3), np.random.default_rng(0))
+    layer.forward(np.ones((4, 5, 3)))
+    for name, buf in layer._buf.items():
+        assert buf.ctypes.data % aligned.LINE == 0, name
