@@ -277,6 +277,67 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, features, dtype
             np.testing.assert_array_equal(grad, results[1]["grads"][name], err_msg=name)
 
 
+def _at_offset(a, offset):
+    """A copy of ``a`` whose data starts ``offset`` floats past a cache line."""
+    raw = kernels.aligned.empty(a.size + offset, a.dtype)
+    out = raw[offset:].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _run_at_offset(cell, p, dh, offset):
+    """Forward and backward on time-major buffers that all start ``offset`` floats past a
+    cache line; every output, as one dict."""
+    def buf(shape, fill=0.0):
+        return _at_offset(np.full(shape, fill, np.float32), offset)
+
+    x = _at_offset(np.ascontiguousarray(p["x"].transpose(1, 0, 2)), offset)
+    t, n, f = x.shape
+    u = p["w_rec"].shape[0]
+    g = GATES[cell] * u
+    w_in, w_rec, bias = (_at_offset(p[k], offset) for k in ("w_in", "w_rec", "bias"))
+    h, gates, dz, dx = buf((t + 1, n, u)), buf((t, n, g)), buf((t, n, g)), buf((t, n, f))
+    dw_in, dw_rec, db = buf(w_in.shape), buf(w_rec.shape), buf(bias.shape)
+    dh = _at_offset(dh, offset)
+    out = {"h": h, "gates": gates, "dz": dz, "dx": dx, "dw_in": dw_in, "dw_rec": dw_rec,
+           "db": db}
+    if cell == "rnn":
+        R.rnn_forward(x, w_in, w_rec, bias, h, gates, True)
+        R.rnn_backward(x, w_in, w_rec, h, dh, dz, dx, dw_in, dw_rec, db, True)
+    else:
+        c, tanh_c = buf((t + 1, n, u)), buf((t, n, u))
+        R.lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, True)
+        R.lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh, dz, dx, dw_in, dw_rec, db,
+                        True)
+        out.update(c=c, tanh_c=tanh_c)
+    return out
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_workload_sized_blocks_give_the_same_bits_on_any_thread_count_and_alignment(cell):
+    # Sizes where the cells run their wide vector loops (72 units: 4 vectors of 16 and a
+    # remainder) on two row blocks of 32 rows, on 1, 2 and 3 threads, with every buffer on a
+    # cache line or 1 or 4 floats past one: the bits may depend on none of it.
+    p = random_problem(cell, n=64, t=6, f=1, u=72, dtype=np.float32, seed=11)
+    p["w_rec"] *= 0.2
+    assert R._blocks(64, 64 * 72 * GATES[cell] * 72) == 2
+    dh = np.random.default_rng(12).standard_normal((64, 72)).astype(np.float32)
+    results = []
+    try:
+        for count, offset in ((1, 0), (2, 0), (3, 0), (1, 1), (2, 4), (1, 4)):
+            threads.set_threads(count)
+            results.append(_run_at_offset(cell, p, dh, offset))
+    finally:
+        threads.set_threads(1)
+    for other in results[1:]:
+        for name, want in results[0].items():
+            np.testing.assert_array_equal(other[name], want, err_msg=name)
+    zeros = np.zeros((64, 72))
+    want, _ = oracle(cell, *(p[k].astype(np.float64) for k in ("x", "w_in", "w_rec", "bias")),
+                     zeros, zeros)
+    np.testing.assert_allclose(results[0]["h"][1:].transpose(1, 0, 2), want, atol=2e-5)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_kernels_gemm_is_numpys_or_plain_loops(dtype):
     rng = np.random.default_rng(3)
