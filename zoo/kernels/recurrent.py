@@ -506,8 +506,16 @@ def _project(x, w_in, gates, blocks: int) -> bool:
 
 
 def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) -> None:
-    """dx, dW_in and dW_rec as GEMMs over all steps, split into column (row) blocks; dW_in
-    only if ``dw_in`` is given (narrow inputs have theirs summed in the time loops)."""
+    """dx, dW_in and dW_rec as GEMMs over all steps, in ``blocks`` blocks; dW_in only if
+    ``dw_in`` is given (narrow inputs have theirs summed in the time loops).
+
+    dx is cut into row blocks and dW_in into column blocks. dW_rec = sum_t h_t^T dz_t is cut
+    along the sum instead, into ``blocks`` runs of steps whose partial products are added in
+    block order afterwards: each block then packs its own rows of h and dz only, where column
+    blocks each packed all of h (measured on one core: the lstm's 128 x 2496 x 512 product
+    5% faster than as column blocks, the rnn's 128 x 2496 x 128 10%). The cut and the order of
+    the additions depend on the sizes alone, never on the thread count.
+    """
     t_, n_, f_ = x.shape
     w = dz_in.shape[2]
     first = 1 if zero_init else 0  # h[0] = 0 adds nothing to dW_rec
@@ -517,20 +525,22 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     dzr = dz_rec[first:].reshape((t_ - first) * n_, w)
     dx2 = None if dx is None else dx.reshape(t_ * n_, f_)
     w_in_t = w_in.T
+    parts = [dw_rec] + [aligned.empty(dw_rec.shape, dw_rec.dtype) for _ in range(blocks - 1)]
+    k_ = len(h2)
 
     def block(lo, hi):
         cols = slice(w * lo // blocks, w * hi // blocks)
         rows = slice(t_ * n_ * lo // blocks, t_ * n_ * hi // blocks)
+        run = slice(k_ * lo // blocks, k_ * hi // blocks)  # empty runs give zeros
         if dw_in is not None:
             np.matmul(x2.T, dzi[:, cols], out=dw_in[:, cols])
-        if len(h2):
-            np.matmul(h2.T, dzr[:, cols], out=dw_rec[:, cols])
-        else:
-            dw_rec[:, cols] = 0
+        np.matmul(h2[run].T, dzr[run], out=parts[lo])
         if dx2 is not None:
             np.matmul(dzi[rows], w_in_t, out=dx2[rows])
 
     _parallel(block, blocks, blocks)
+    for part in parts[1:]:  # in block order
+        dw_rec += part
 
 
 _NOT_PACKED = np.empty((0, 0, 0), np.float32)  # what float64 loops get for ``wp``
