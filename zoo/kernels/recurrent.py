@@ -8,10 +8,15 @@ non-linearity and produces the new state, caching what backward needs. Backward 
 per step one fused kernel turns the state gradient into pre-activation gradients (and
 accumulates the bias gradient) and one GEMM carries it to the previous state; the recurrent
 weights' gradient (and the inputs' and, for wide inputs, the input weights') is then one GEMM
-over all steps (``_gradients``; the recurrent weights' cut into runs of steps). Narrow inputs have their input-weight gradient added row by row in the
-backward cells instead (``_add_input_row``), while the row's pre-activation gradients are in
-L1: as a GEMM over all steps with an inner dimension of 1 it read the whole ``dz`` from memory
-again (180 us of an lstm step's ~9 ms).
+over all steps (``_gradients``). In float32 each block instead adds its rows' ``h_t^T dz_t`` to
+its own part of the recurrent weights' gradient in the time loop, right after the cell, while
+``dz_t`` is in cache (``zoo.kernels.sgemm`` with ``h_t`` read transposed in place, each
+element one chain of multiply-adds over the block's steps in order); the parts are added in
+block order. As one GEMM after the loop it was ~25% of an lstm step, at ~135 GFLOP/s, and one
+more job for the threads to meet at. Narrow inputs have their input-weight gradient added row
+by row in the backward cells (``_add_input_row``), while the row's pre-activation gradients
+are in L1: as a GEMM over all steps with an inner dimension of 1 it read the whole ``dz``
+from memory again (180 us of an lstm step's ~9 ms).
 
 The step GEMMs: float32 multiplies by the recurrent weights packed once per pass
 (``zoo.kernels.packed``: a register tile in LLVM IR, 190-220 GFLOP/s on the lstm workload's
@@ -55,7 +60,7 @@ from numba import types
 from numba.extending import overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels import aligned, cblas, packed, threads
+from zoo.kernels import aligned, cblas, packed, sgemm, threads
 from zoo.kernels._jit import njit
 from zoo.kernels.vector_width import wide_vectors
 
@@ -367,6 +372,26 @@ def _product_typed(f, a, b, bp, c, work):
     return lambda f, a, b, bp, c, work: cblas.gemm(f, a, b, c)
 
 
+def _add_weight_grad(h, dz, dw):
+    """``dw += h^T dz`` for one step of a block, float32 only (float64's recurrent-weight
+    gradient is one GEMM after the loop, ``_gradients``: numpy's BLAS, exact to its rounding,
+    for gradient checks)."""
+    if h.dtype == np.float32:
+        dw += h.T @ dz
+
+
+@overload(_add_weight_grad, inline="always")
+def _add_weight_grad_typed(h, dz, dw):
+    if h.dtype == types.float32:
+        def add(h, dz, dw):
+            sgemm.gemm_at(True, False, dw.shape[0], dw.shape[1], h.shape[0],
+                          np.int64(h.ctypes.data), h.strides[0] // 4,
+                          np.int64(dz.ctypes.data), dz.strides[0] // 4,
+                          np.int64(dw.ctypes.data), dw.strides[0] // 4, True)
+        return add
+    return lambda h, dz, dw: None
+
+
 # ``f`` is ``cblas.gemm_function(dtype)``; ``dh_out`` is always 3-D here: every step's output
 # gradient ``(T, N, U)`` when ``every``, else ``(1, N, U)`` for the last step only.
 @njit
@@ -380,12 +405,13 @@ def _rnn_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, rec, zero_in
 
 @njit
 def _rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi, dh_rec,
-                       db, x, fused, dw_in):
+                       db, x, fused, dw_in, dw_rec):
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, dh_out[t if every else 0, lo:hi],
                            every or t == t_ - 1, dz[t, lo:hi], db, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
+            _add_weight_grad(h[t, lo:hi], dz[t, lo:hi], dw_rec)
             _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
 
@@ -401,13 +427,14 @@ def _lstm_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, c, tanh_c, 
 
 @njit
 def _lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, zero_init,
-                        lo, hi, dh_rec, dc, db, x, fused, dw_in):
+                        lo, hi, dh_rec, dc, db, x, fused, dw_in, h, dw_rec):
     t_ = dz.shape[0]
     for t in range(t_ - 1, -1, -1):
         _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec,
                             dh_out[t if every else 0, lo:hi], every or t == t_ - 1, dc,
                             dz[t, lo:hi], db, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
+            _add_weight_grad(h[t, lo:hi], dz[t, lo:hi], dw_rec)
             _product(f, dz[t, lo:hi], w_t, wp, dh_rec, work)
 
 
@@ -509,7 +536,8 @@ def _project(x, w_in, gates, blocks: int) -> bool:
 
 def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) -> None:
     """dx, dW_in and dW_rec as GEMMs over all steps, in ``blocks`` blocks; dW_in only if
-    ``dw_in`` is given (narrow inputs have theirs summed in the time loops).
+    ``dw_in`` is given (narrow inputs have theirs summed in the time loops), dW_rec only if
+    ``dw_rec`` is (float32's is summed in the loops too, ``_add_weight_grad``).
 
     dx is cut into row blocks and dW_in into column blocks. dW_rec = sum_t h_t^T dz_t is cut
     along the sum instead, into ``blocks`` runs of steps whose partial products are added in
@@ -518,6 +546,8 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     5% faster than as column blocks, the rnn's 128 x 2496 x 128 10%). The cut and the order of
     the additions depend on the sizes alone, never on the thread count.
     """
+    if dx is None and dw_in is None and dw_rec is None:
+        return  # all summed in the time loops: no job to post
     t_, n_, f_ = x.shape
     w = dz_in.shape[2]
     first = 1 if zero_init else 0  # h[0] = 0 adds nothing to dW_rec
@@ -527,7 +557,8 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
     dzr = dz_rec[first:].reshape((t_ - first) * n_, w)
     dx2 = None if dx is None else dx.reshape(t_ * n_, f_)
     w_in_t = w_in.T
-    parts = [dw_rec] + [aligned.empty(dw_rec.shape, dw_rec.dtype) for _ in range(blocks - 1)]
+    parts = [] if dw_rec is None else \
+        [dw_rec] + [aligned.empty(dw_rec.shape, dw_rec.dtype) for _ in range(blocks - 1)]
     k_ = len(h2)
 
     def block(lo, hi):
@@ -536,7 +567,8 @@ def _gradients(x, w_in, h, dz_in, dz_rec, dx, dw_in, dw_rec, zero_init, blocks) 
         run = slice(k_ * lo // blocks, k_ * hi // blocks)  # empty runs give zeros
         if dw_in is not None:
             np.matmul(x2.T, dzi[:, cols], out=dw_in[:, cols])
-        np.matmul(h2[run].T, dzr[run], out=parts[lo])
+        if parts:
+            np.matmul(h2[run].T, dzr[run], out=parts[lo])
         if dx2 is not None:
             np.matmul(dzi[rows], w_in_t, out=dx2[rows])
 
@@ -559,6 +591,24 @@ def _pack(w):
     array that starts on a cache line (``zoo.kernels.aligned``: the tile's 64-byte loads of
     a panel row then never straddle two lines)."""
     return aligned.copy(packed.pack(w)) if w.dtype == np.float32 else _NOT_PACKED
+
+
+def _weight_grad_part(w_rec):
+    """A block's part of the recurrent-weight gradient, summed in its time loop (float32), or
+    an unused (1, 1) array (float64: one GEMM after the loop)."""
+    if w_rec.dtype == np.float32:
+        return aligned.zeros(w_rec.shape, w_rec.dtype)
+    return np.zeros((1, 1), w_rec.dtype)
+
+
+def _sum_parts(parts, out) -> bool:
+    """``out`` = the blocks' parts added in block order; False if they are unused (float64)."""
+    if out.dtype != np.float32:
+        return False
+    out[...] = parts[0]
+    for part in parts[1:]:
+        out += part
+    return True
 
 
 def _work():
@@ -634,15 +684,18 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
         dh_rec = aligned.zeros((hi - lo, u_), dt)
         db_part = aligned.zeros(u_, dt)
         dw_part = aligned.zeros((f_, u_), dt)
+        rec_part = _weight_grad_part(w_rec)
         _rnn_loop_backward(f, h, steps, every, w_t, wp, _work(), dz, zero_init, lo, hi,
-                           dh_rec, db_part, x, fused, dw_part)
-        return dh_rec, db_part, dw_part
+                           dh_rec, db_part, x, fused, dw_part, rec_part)
+        return dh_rec, db_part, dw_part, rec_part
 
     parts = _parallel(rows, n_, blocks)
     np.sum([p[1] for p in parts], axis=0, out=db)
     if fused:
         np.sum([p[2] for p in parts], axis=0, out=dw_in)
-    _gradients(x, w_in, h, dz, dz, dx, None if fused else dw_in, dw_rec, zero_init, blocks)
+    in_loop = _sum_parts([p[3] for p in parts], dw_rec)
+    _gradients(x, w_in, h, dz, dz, dx, None if fused else dw_in, None if in_loop else dw_rec,
+               zero_init, blocks)
     return None if zero_init else np.concatenate([p[0] for p in parts])
 
 
@@ -714,15 +767,18 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
         dc = aligned.zeros((hi - lo, u_), dt) if dc_out is None else aligned.copy(dc_out[lo:hi])
         db_part = aligned.zeros(4 * u_, dt)
         dw_part = aligned.zeros((f_, 4 * u_), dt)
+        rec_part = _weight_grad_part(w_rec)
         _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _work(), dz, zero_init,
-                            lo, hi, dh_rec, dc, db_part, x, fused, dw_part)
-        return dh_rec, dc, db_part, dw_part
+                            lo, hi, dh_rec, dc, db_part, x, fused, dw_part, h, rec_part)
+        return dh_rec, dc, db_part, dw_part, rec_part
 
     parts = _parallel(rows, n_, blocks)
     np.sum([p[2] for p in parts], axis=0, out=db)
     if fused:
         np.sum([p[3] for p in parts], axis=0, out=dw_in)
-    _gradients(x, w_in, h, dz, dz, dx, None if fused else dw_in, dw_rec, zero_init, blocks)
+    in_loop = _sum_parts([p[4] for p in parts], dw_rec)
+    _gradients(x, w_in, h, dz, dz, dx, None if fused else dw_in, None if in_loop else dw_rec,
+               zero_init, blocks)
     if zero_init:
         return None, None
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
