@@ -138,7 +138,7 @@ def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
     np.testing.assert_array_equal(c, twice)
 
 
-@pytest.mark.parametrize("m,k,n", [(128, 784, 256), (784, 128, 256), (16, 150, 2000)])
+@pytest.mark.parametrize("m,k,n", [(128, 784, 256), (784, 128, 256), (16, 150, 1500)])
 def test_blocked_float32_gemms_are_sgemm_products_on_any_thread_count(m, k, n):
     """``blas.Gemm`` cuts float32 products into blocks of sgemm: the same bits as one whole
     sgemm product (so no BLAS kernel family enters them), on 1, 2 and 3 threads."""
@@ -148,7 +148,7 @@ def test_blocked_float32_gemms_are_sgemm_products_on_any_thread_count(m, k, n):
     a, b = operand(rng, m, k, True), operand(rng, k, n, False)
     whole = sgemm.gemm(a, b, np.empty((m, n), np.float32))
     gemm = blas.Gemm(m, k, n, np.float32)
-    assert gemm.blocks > 1
+    assert gemm.blocks > 1 and gemm.tiled
     before = threads.threads()
     try:
         for count in (1, 2, 3):
@@ -157,3 +157,31 @@ def test_blocked_float32_gemms_are_sgemm_products_on_any_thread_count(m, k, n):
             assert out.tobytes() == whole.tobytes(), count
     finally:
         threads.set_threads(before)
+
+
+def test_products_too_large_for_sgemm_are_blas_blocks_on_any_thread_count():
+    """Past ``MAX_OPERAND`` elements in an operand, BLAS's packing wins: those products are
+    BLAS calls per block (np.matmul's bits block by block), the same on 1, 2 and 3 threads."""
+    from zoo.kernels import blas, threads
+
+    m, k, n = 64, 2048, 256
+    assert k * n > sgemm.MAX_OPERAND and not sgemm.suits(m, k, n)
+    rng = np.random.default_rng(6)
+    a, b = operand(rng, m, k, False), operand(rng, k, n, False)
+    gemm = blas.Gemm(m, k, n, np.float32)
+    assert gemm.blocks > 1 and not gemm.tiled
+    lo, hi = gemm.cuts[0], gemm.cuts[1]
+    first_block = np.matmul(a, b[:, lo:hi]) if gemm.axis == 1 else np.matmul(a[lo:hi], b)
+    before = threads.threads()
+    try:
+        outs = []
+        for count in (1, 2, 3):
+            threads.set_threads(count)
+            with threads.single_threaded_blas():
+                outs.append(gemm(a, b, np.empty((m, n), np.float32)).copy())
+    finally:
+        threads.set_threads(before)
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    block = outs[0][:, lo:hi] if gemm.axis == 1 else outs[0][lo:hi]
+    with threads.single_threaded_blas():
+        np.testing.assert_array_equal(block, first_block)

@@ -58,11 +58,11 @@ def _wait_until(condition, seconds=20.0) -> bool:
 def _post_gemm_to_workers(gemm, a, b, out, helpers):
     """Post ``gemm``'s job and let the workers compute every block (the caller takes none)."""
     pool = workers._pool()
-    fn, width = workers.gemm_block_function(out.dtype)
+    kind, fn, width = workers.gemm_block_function(out.dtype, gemm.tiled)
     with pool.post, threads.single_threaded_blas():  # as threads.run_gemm holds it
         pool.grow(helpers)
         word = pool.next_word(helpers, False, gemm.blocks)
-        pool.wake(workers._gemm_post(pool.box, word, helpers, fn, fpenv.current_mode(),
+        pool.wake(workers._gemm_post(pool.box, word, helpers, kind, fn, fpenv.current_mode(),
                                      gemm._bounds, gemm.axis, a, 0, b, 0, out))
         workers._wait_done(pool.box, gemm.blocks, pool.clock, 10**6, 10**5)
     return out

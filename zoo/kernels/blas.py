@@ -7,10 +7,11 @@ threads share the blocks (``zoo.kernels.threads``: one, or as a trainer's govern
 ``ZOO_BLAS_THREADS`` says) decides only who computes which block: one thread runs the same
 calls in turn. The bits never depend on the thread count or the load.
 
-float32 blocks run zoo's own product (``zoo.kernels.sgemm``), whose every element is one
-chain of multiply-adds in k order: its bits do not depend on the blocks either, nor on the
-BLAS build or its kernel family. float64 blocks are calls of numpy's BLAS, whose bits depend
-on the sizes, the BLAS build and the CPU's kernel family.
+float32 products of a training step's sizes (``sgemm.suits``: operands of at most 1 MB) run
+zoo's own product (``zoo.kernels.sgemm``), whose every element is one chain of multiply-adds
+in k order: their bits do not depend on the blocks either, nor on the BLAS build or its
+kernel family. Larger float32 products and float64 ones are calls of numpy's BLAS, whose bits
+depend on the sizes, the BLAS build and the CPU's kernel family.
 
 The split costs a little on one thread: each block packs the other operand again (measured:
 +2-5% at two blocks on 128x784x256, +10-15% at four), so a block gets at least
@@ -78,10 +79,12 @@ class Gemm:
         self.blocks = len(self.cuts) - 1
         self._bounds = np.array(self.cuts, np.int64)
         self._native: dict = {}  # {dtype: whether run_gemm computes it}
+        self.tiled = sgemm.suits(m, k, n)  # float32: sgemm's blocks, not BLAS's
 
     def __call__(self, a, b, out):
+        tiled = self.tiled and out.dtype == np.float32
         if self.blocks == 1:
-            if sgemm.supports(a, b, out):
+            if tiled and sgemm.supports(a, b, out):
                 return sgemm.gemm(a, b, out)
             with threads.single_threaded_blas():
                 np.matmul(a, b, out=out)
@@ -91,7 +94,7 @@ class Gemm:
         if native is None:
             from zoo.kernels.workers import MAX_GEMM_BLOCKS, gemm_supported
 
-            native = self._native[dtype] = (gemm_supported(dtype)
+            native = self._native[dtype] = ((tiled or gemm_supported(dtype))
                                             and self.blocks <= MAX_GEMM_BLOCKS)
         m, k, n = self.shape
         # BLAS reads and writes where the sizes say: anything else goes the checked way
@@ -101,10 +104,10 @@ class Gemm:
             a_base, ta = _row_major(a)
             b_base, tb = _row_major(b)
             if a_base is not None and b_base is not None:
-                threads.run_gemm(self._bounds, self.axis, a_base, ta, b_base, tb, out)
+                threads.run_gemm(self._bounds, self.axis, a_base, ta, b_base, tb, out, tiled)
                 return out
         cuts = self.cuts
-        product = sgemm.gemm if sgemm.supports(a, b, out) else _matmul
+        product = sgemm.gemm if tiled and sgemm.supports(a, b, out) else _matmul
         if self.axis == 1:
             def block(i):
                 lo, hi = cuts[i], cuts[i + 1]

@@ -60,6 +60,12 @@ FUSED = bool(_FEATURES.get("fma") or _FEATURES.get("neon") or _FEATURES.get("fp-
 # MC rows of a, MC x KC x 4 = 512 KB, stay in L2).
 KC = 512
 MC = 256
+# Products whose operands a and b hold at most this many elements each (1 MB: both fit in a
+# core's L2 together) are sgemm's: a training step's batch against a layer's weights.
+# Larger ones are BLAS's, whose packing of both operands wins there (one core, GFLOP/s,
+# sgemm against OpenBLAS SkylakeX: 128x784x256 146-169 / 146-152, 256x1024x1024 136 / 159,
+# 2048^3 121 / 172, 2048x512x2048 with a transposed a 74 / 169).
+MAX_OPERAND = 1 << 18
 # A panel of b is copied into a contiguous KC x PANEL block (which streams from L1 far better
 # than rows ldb apart) when at least this many rows of a will use it: 16 x 150 by 150 x 8704
 # runs at 82 GFLOP/s in place and 77 copied, 128 x 784 by 784 x 256 at 149 and 165.
@@ -298,6 +304,11 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
                         for r in range(count):
                             for j in range(cols):
                                 cf[(i + r) * ldc + j0 + j] = edge[r, j]
+
+
+def suits(m: int, k: int, n: int) -> bool:
+    """Whether an ``(m, k) @ (k, n)`` product is sgemm's rather than BLAS's (``MAX_OPERAND``)."""
+    return m * k <= MAX_OPERAND and k * n <= MAX_OPERAND
 
 
 def _layout(x):

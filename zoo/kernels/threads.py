@@ -214,13 +214,15 @@ def _modules():
     return _MODULES[0]
 
 
-def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out) -> None:
+def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out, tiled: bool = False) -> None:
     """``out = op(a) @ op(b)`` by ``zoo.kernels.workers.run_gemm``: the blocks ``cuts`` along
-    ``axis``, each one single-threaded BLAS call, on up to ``threads()`` threads."""
+    ``axis``, each one single-threaded BLAS call (``tiled``: float32 ``sgemm`` products), on
+    up to ``threads()`` threads."""
     fpenv, workers = _MODULES[0] if _MODULES else _modules()  # a few us a call: kept cheap
     # As in run_blocks: BLAS held for the whole job, and the workers adopt this thread's mode.
     with single_threaded_blas():
-        workers.run_gemm(cuts, axis, a, ta, b, tb, out, _COUNT[0], fpenv.current_mode())
+        workers.run_gemm(cuts, axis, a, ta, b, tb, out, _COUNT[0], fpenv.current_mode(),
+                         tiled)
 
 
 def run_call(fn: int, args, cuts) -> None:

@@ -74,9 +74,9 @@ AWAKE, ASLEEP = 0, 1
 # A native job's description, at _DESC (32 words). Every kind: what it is, the poster's float
 # mode, a function's address, and the block bounds from D_CUTS.
 D_KIND, D_MODE, D_FN = 0, 1, 2
-KIND_GEMM, KIND_CALL = 0, 1
-# A gemm (KIND_GEMM, D_FN BLAS's GEMM): every block is C[rows, cols] = op(A) @ op(B), all
-# row-major, along D_AXIS (0: rows, 1: columns).
+KIND_GEMM, KIND_CALL, KIND_TILED = 0, 1, 2
+# A gemm (KIND_GEMM, D_FN BLAS's GEMM; or KIND_TILED, D_FN sgemm_block_address()): every
+# block is C[rows, cols] = op(A) @ op(B), all row-major, along D_AXIS (0: rows, 1: columns).
 D_DTYPE, D_A, D_B, D_C, D_LDA, D_LDB, D_LDC, D_TA, D_TB, D_M, D_K, D_N, D_AXIS = range(3, 16)
 # A call (KIND_CALL): block i is ``fn(address of the description, i)``, a numba cfunc that
 # finds its own arguments in the words from D_ARGS (``run_call``).
@@ -144,11 +144,11 @@ def _block_operands(desc, i):
 
 @njit
 def _gemm_block(desc, i, width):
-    """Block ``i`` of a float64 gemm job: one call of BLAS's GEMM (``width``: a sample of
-    BLAS's integer type)."""
+    """Block ``i`` of a BLAS gemm job: one call of BLAS's GEMM (``width``: a sample of BLAS's
+    integer type)."""
     a, b, c, m, n = _block_operands(desc, i)
     cblas.gemm_at(desc[D_FN], width, desc[D_TA], desc[D_TB], m, n, desc[D_K], a, desc[D_LDA],
-                  b, desc[D_LDB], c, desc[D_LDC], True)
+                  b, desc[D_LDB], c, desc[D_LDC], desc[D_DTYPE] != 0)
 
 
 def _sgemm_job_block(desc, i):
@@ -175,9 +175,9 @@ def sgemm_block_address() -> int:
 
 @njit
 def _run_block(desc, i, width):
-    if desc[D_KIND] == KIND_GEMM and desc[D_DTYPE] != 0:
+    if desc[D_KIND] == KIND_GEMM:
         _gemm_block(desc, i, width)
-    else:  # a call job, or a float32 gemm job (D_FN: sgemm_block_address())
+    else:  # a call job, or a tiled gemm job (D_FN: sgemm_block_address())
         atomics.call_block(desc[D_FN], desc.ctypes.data, i)
 
 
@@ -271,10 +271,10 @@ def _post(box, word, helpers):
 
 
 @njit
-def _describe(desc, fn, mode, cuts, axis, a, ta, b, tb, c):
+def _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
     """Write the gemm job ``c = op(a) @ op(b)`` in the blocks ``cuts`` along ``axis`` into
     ``desc`` (op: transposed where ``ta``/``tb``)."""
-    desc[D_KIND], desc[D_MODE], desc[D_FN] = KIND_GEMM, mode, fn
+    desc[D_KIND], desc[D_MODE], desc[D_FN] = kind, mode, fn
     desc[D_DTYPE] = 0 if c.itemsize == 4 else 1
     desc[D_A], desc[D_B], desc[D_C] = a.ctypes.data, b.ctypes.data, c.ctypes.data
     desc[D_LDA], desc[D_LDB], desc[D_LDC] = a.shape[1], b.shape[1], c.shape[1]
@@ -295,9 +295,9 @@ def _describe_call(desc, fn, mode, args, cuts):
 
 
 @njit
-def _gemm_post(box, word, helpers, fn, mode, cuts, axis, a, ta, b, tb, c):
+def _gemm_post(box, word, helpers, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
     """Describe the gemm job in the mailbox and post it (``_post``)."""
-    _describe(box[_DESC:_DESC + DESC_WORDS], fn, mode, cuts, axis, a, ta, b, tb, c)
+    _describe(box[_DESC:_DESC + DESC_WORDS], kind, fn, mode, cuts, axis, a, ta, b, tb, c)
     box[_DONE] = 0
     return _post(box, word, helpers)  # its store publishes the description
 
@@ -318,10 +318,10 @@ def _work_and_wait(box, width, blocks, clock):
 
 
 @njit
-def _gemm_alone(width, fn, mode, cuts, axis, a, ta, b, tb, c):
+def _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
     """The gemm job computed by the calling thread alone: the same calls, in turn."""
     desc = np.empty(DESC_WORDS, np.int64)
-    _describe(desc, fn, mode, cuts, axis, a, ta, b, tb, c)
+    _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c)
     for i in range(cuts.size - 1):
         _run_block(desc, i, width)
 
@@ -505,51 +505,54 @@ def run_blocks(fn, blocks: int, threads: int, wrap) -> None:
 
 
 def gemm_supported(dtype) -> bool:
-    """Whether ``run_gemm`` can compute products of ``dtype``: float32 always
-    (``zoo.kernels.sgemm``), float64 where numpy's BLAS was found and checked
-    (``zoo.kernels.cblas``)."""
+    """Whether ``run_gemm`` can compute BLAS products of ``dtype``: float32 or float64 where
+    numpy's BLAS was found and checked (``zoo.kernels.cblas``). Tiled (``sgemm``) float32
+    products need no BLAS."""
     dtype = np.dtype(dtype)
-    return dtype == np.float32 or (dtype == np.float64 and cblas.gemm_function(dtype)[0] != 0)
+    return dtype.char in "fd" and cblas.gemm_function(dtype)[0] != 0
 
 
-_BLOCK_FUNCTIONS: dict = {}  # {dtype: (address, width)}, found on first use
+_BLOCK_FUNCTIONS: dict = {}  # {(dtype, tiled): (kind, address, width)}, found on first use
 
 
-def gemm_block_function(dtype) -> tuple:
-    """``(address, width)`` a gemm job of ``dtype`` is described with (its ``D_FN``): the
-    ``sgemm`` block cfunc for float32, BLAS's GEMM for float64 (``cblas.gemm_function``)."""
-    found = _BLOCK_FUNCTIONS.get(dtype)
+def gemm_block_function(dtype, tiled: bool = False) -> tuple:
+    """``(kind, address, width)`` a gemm job of ``dtype`` is described with: the ``sgemm``
+    block cfunc for a tiled float32 job (``KIND_TILED``), else BLAS's GEMM (``KIND_GEMM``,
+    ``cblas.gemm_function``)."""
+    found = _BLOCK_FUNCTIONS.get((dtype, tiled))
     if found is None:
         fn, width = cblas.gemm_function(dtype)
-        if np.dtype(dtype) == np.float32:
-            fn = sgemm_block_address()
-        found = _BLOCK_FUNCTIONS[dtype] = (fn, width)
+        kind = KIND_GEMM
+        if tiled and np.dtype(dtype) == np.float32:
+            kind, fn = KIND_TILED, sgemm_block_address()
+        found = _BLOCK_FUNCTIONS[(dtype, tiled)] = (kind, fn, width)
     return found
 
 
 def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: int,
-             mode: int) -> None:
+             mode: int, tiled: bool = False) -> None:
     """``out = op(a) @ op(b)`` in the blocks ``cuts`` (an int64 array of bounds) along ``axis``
     (0: rows, 1: columns), on up to ``threads`` threads, in float mode ``mode``.
 
-    ``a``, ``b``, ``out`` are C-contiguous arrays of one dtype (``gemm_supported``); ``op(x)``
-    is ``x.T`` where the flag is 1. BLAS must be held to one thread by the caller.
+    ``a``, ``b``, ``out`` are C-contiguous arrays of one dtype: float32 with ``tiled`` (each
+    block an ``sgemm`` product), else one ``gemm_supported`` (each block a BLAS call);
+    ``op(x)`` is ``x.T`` where the flag is 1. BLAS must be held to one thread by the caller.
     """
     blocks = cuts.size - 1
-    fn, width = gemm_block_function(out.dtype)
+    kind, fn, width = gemm_block_function(out.dtype, tiled)
     helpers = _helpers(threads, blocks)
     pool = _pool() if helpers else None
     if pool is not None and pool.post.acquire(blocking=False):
         try:
             pool.grow(helpers)
             box = pool.box
-            pool.wake(_gemm_post(box, pool.next_word(helpers, False, blocks), helpers, fn, mode,
-                                 cuts, axis, a, ta, b, tb, out))
+            pool.wake(_gemm_post(box, pool.next_word(helpers, False, blocks), helpers, kind,
+                                 fn, mode, cuts, axis, a, ta, b, tb, out))
             _work_and_wait(box, width, blocks, pool.clock)
         finally:
             pool.post.release()
     else:
-        _gemm_alone(width, fn, mode, cuts, axis, a, ta, b, tb, out)
+        _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, out)
 
 
 def run_call(fn: int, args: np.ndarray, cuts: np.ndarray, threads: int, mode: int) -> None:
