@@ -25,16 +25,17 @@ import numpy as np
 
 from zoo.kernels import sgemm, threads
 
-# Multiply-adds (m*k*n) per block at least: 2 blocks of BLOCK_WORK (about 6 us on one core)
+# Multiply-adds (m*k*n) per block at least: 2 blocks of BLOCK_WORK (about 12 us on one core)
 # pay on two cores now that a worker starts its block within a microsecond
 # (``zoo.kernels.workers``). A float32 column block of ``sgemm`` repacks nothing the other
-# block packs, so the cut costs one thread nothing; cutting LeNet's 64x400x120 Dense products
-# (3 million) too made the cnn step 7% faster on two threads (460 -> 495 steps/s). BLAS blocks
-# (float64) pack the other operand again, which costs one thread 10-15% at two blocks of
-# 128x256x64. More than two blocks need WIDE_WORK each: a 128x784x256 product costs one
-# thread 8% more as 2 BLAS blocks and 45% as 8, so only products large enough for more cores
-# to win that back are cut further.
-BLOCK_WORK = 1_000_000
+# block packs; BLAS blocks (float64, and float32 past ``sgemm.MAX_OPERAND``) pack the other
+# operand again, which costs one thread 10-15% at two blocks of 128x256x64. Half as much
+# work per block made LeNet's step 7% faster on two threads (its 64x400x120 Dense products
+# split) but `zoo train --arch cnn` on mnist1d 7% slower (5.8 -> 6.2 s), so it stays.
+# More than two blocks need WIDE_WORK each: a 128x784x256 product costs one thread 8% more as
+# 2 BLAS blocks and 45% as 8, so only products large enough for more cores to win that back
+# are cut further.
+BLOCK_WORK = 2_000_000
 WIDE_WORK = 16_000_000
 # Most blocks a product is cut into (a power of two, so they share evenly over 1, 2, 4 ...).
 MAX_BLOCKS = 8
