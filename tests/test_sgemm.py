@@ -138,7 +138,7 @@ def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):
     np.testing.assert_array_equal(c, twice)
 
 
-@pytest.mark.parametrize("m,k,n", [(128, 784, 256), (784, 128, 256), (16, 150, 1500)])
+@pytest.mark.parametrize("m,k,n", [(128, 784, 256), (784, 128, 256), (32, 150, 1500)])
 def test_blocked_float32_gemms_are_sgemm_products_on_any_thread_count(m, k, n):
     """``blas.Gemm`` cuts float32 products into blocks of sgemm: the same bits as one whole
     sgemm product (so no BLAS kernel family enters them), on 1, 2 and 3 threads."""
