@@ -540,19 +540,10 @@ def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: 
     """
     blocks = cuts.size - 1
     kind, fn, width = gemm_block_function(out.dtype, tiled)
-    helpers = _helpers(threads, blocks)
-    pool = _pool() if helpers else None
-    if pool is not None and pool.post.acquire(blocking=False):
-        try:
-            pool.grow(helpers)
-            box = pool.box
-            pool.wake(_gemm_post(box, pool.next_word(helpers, False, blocks), helpers, kind,
-                                 fn, mode, cuts, axis, a, ta, b, tb, out))
-            _work_and_wait(box, width, blocks, pool.clock)
-        finally:
-            pool.post.release()
-    else:
-        _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, out)
+    _run_native(threads, blocks, width,
+                lambda box, word, helpers: _gemm_post(box, word, helpers, kind, fn, mode, cuts,
+                                                      axis, a, ta, b, tb, out),
+                lambda: _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, out))
 
 
 def run_call(fn: int, args: np.ndarray, cuts: np.ndarray, threads: int, mode: int) -> None:
@@ -560,17 +551,25 @@ def run_call(fn: int, args: np.ndarray, cuts: np.ndarray, threads: int, mode: in
     of the bounds ``cuts`` (an int64 array), on up to ``threads`` threads, in float mode
     ``mode``. The description (``CALL_ARGS`` words from ``D_ARGS``: ``args``, an int64 array;
     the bounds from ``D_CUTS``) is all a block may read; blocks write disjoint outputs."""
-    blocks = cuts.size - 1
+    _run_native(threads, cuts.size - 1, None,
+                lambda box, word, helpers: _call_post(box, word, helpers, fn, mode, args, cuts),
+                lambda: _call_alone(fn, mode, args, cuts))
+
+
+def _run_native(threads: int, blocks: int, width, post, alone) -> None:
+    """A native job of ``blocks`` blocks on up to ``threads`` threads: ``post(box, word,
+    helpers)`` describes and posts it (returning the workers to wake), then the caller takes
+    blocks too (``width``: BLAS's integer sample, or None for the pool's) and waits; with no
+    free pool (one thread, or another job posting) ``alone()`` computes every block."""
     helpers = _helpers(threads, blocks)
     pool = _pool() if helpers else None
     if pool is not None and pool.post.acquire(blocking=False):
         try:
             pool.grow(helpers)
-            box = pool.box
-            pool.wake(_call_post(box, pool.next_word(helpers, False, blocks), helpers, fn, mode,
-                                 args, cuts))
-            _work_and_wait(box, pool.width, blocks, pool.clock)
+            pool.wake(post(pool.box, pool.next_word(helpers, False, blocks), helpers))
+            _work_and_wait(pool.box, pool.width if width is None else width, blocks,
+                           pool.clock)
         finally:
             pool.post.release()
     else:
-        _call_alone(fn, mode, args, cuts)
+        alone()
