@@ -52,7 +52,8 @@ def _operands(m, k, n, layout, dtype, seed=0):
 
 @pytest.mark.parametrize("m, k, n, layout", [
     (128, 784, 256, "ab"), (128, 784, 256, "bt"), (784, 128, 256, "at"),
-    (128, 256, 784, "bt"), (6400, 150, 16, "ab"), (1000, 3000, 40, "ab"), (40, 3000, 1000, "bt")])
+    (128, 256, 784, "bt"), (6400, 150, 16, "ab"), (1000, 3000, 40, "ab"), (40, 3000, 1000, "bt"),
+    (128, 784, 256, "at"), (64, 3000, 40, "at"), (900, 2000, 700, "ab")])
 def test_a_gemm_gives_the_same_bits_on_any_thread_count(m, k, n, layout):
     a, b = _operands(m, k, n, layout, np.float32)
     gemm = blas.Gemm(m, k, n, np.float32)
@@ -69,11 +70,14 @@ def test_a_gemm_gives_the_same_bits_on_any_thread_count(m, k, n, layout):
 
 def test_the_partition_depends_on_the_sizes_alone():
     for m, k, n in [(128, 784, 256), (784, 128, 256), (6400, 150, 16), (130, 10**5, 130),
-                    (4096, 4096, 4096), (17, 10**6, 33), (128, 256, 128)]:
+                    (4096, 4096, 4096), (17, 10**6, 33), (128, 256, 128), (2000, 3000, 1000)]:
         axis, cuts = blas.partition(m, k, n)
-        length = (m, n)[axis]
+        length = (m, n, k)[axis]
         blocks = len(cuts) - 1
-        assert axis == (1 if m <= n else 0)  # the smaller operand is packed again
+        if k > max(m, n) and m * n <= blas.MAX_PARTIAL:
+            assert axis == 2  # the longest size is cut, the inner one too
+        else:
+            assert axis == (1 if m <= n else 0)  # the longer side of the output
         assert cuts[0] == 0 and cuts[-1] == length and cuts == sorted(set(cuts))
         assert all(c % blas.ALIGN == 0 for c in cuts[:-1])
         assert blocks & (blocks - 1) == 0 and blocks <= blas.MAX_BLOCKS  # a power of two
@@ -81,9 +85,35 @@ def test_the_partition_depends_on_the_sizes_alone():
             assert m * k * n >= blocks * blas.BLOCK_WORK
         if blocks > 2:
             assert m * k * n >= blocks * blas.WIDE_WORK
-    assert blas.partition(128, 784, 256) == (1, [0, 128, 256])
-    assert blas.partition(128, 256, 128) == (1, [0, 64, 128])
+    assert blas.partition(128, 784, 256) == (2, [0, 384, 784])  # a Dense forward: the inputs
+    assert blas.partition(784, 128, 256) == (0, [0, 384, 784])  # its weight gradient: the same
+    assert blas.partition(128, 256, 784) == (1, [0, 384, 784])  # a wide layer: the outputs
+    assert blas.partition(128, 784, 256)[0] == 2
+    assert blas.partition(2000, 3000, 1000)[0] == 0  # too many partial sums to keep: rows
     assert len(blas.partition(4096, 4096, 4096)[1]) - 1 == blas.MAX_BLOCKS
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_split_inner_dimension_adds_its_parts_in_block_order(dtype):
+    # (m, k, n) with k the longest: block i sums over k in cuts[i]:cuts[i + 1] (float32 by
+    # zoo's sgemm, float64 by BLAS), and the parts are added in block order.
+    a, b = _operands(64, 3000, 40, "ab", dtype, seed=5)
+    gemm = blas.Gemm(64, 3000, 40, dtype)
+    assert gemm.axis == 2 and gemm.blocks == 2
+    expected = np.zeros((64, 40), dtype)
+    with threads.single_threaded_blas():
+        for lo, hi in zip(gemm.cuts, gemm.cuts[1:]):
+            part = np.empty((64, 40), dtype)
+            if dtype == np.float32:
+                blas.sgemm.gemm(a[:, lo:hi], b[lo:hi], part)
+            else:
+                np.matmul(a[:, lo:hi], b[lo:hi], out=part)
+            expected += part
+    for count in (1, 2, 3):
+        threads.set_threads(count)
+        np.testing.assert_array_equal(gemm(a, b, np.empty((64, 40), dtype)), expected)
+        strided = np.empty((64, 41), dtype)[:, :40]  # not C-contiguous: the Python blocks
+        np.testing.assert_array_equal(gemm(a, b, strided), expected)
 
 
 def test_small_products_stay_plain_numpy():

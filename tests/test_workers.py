@@ -56,16 +56,18 @@ def _wait_until(condition, seconds=20.0) -> bool:
 
 
 def _post_gemm_to_workers(gemm, a, b, out, helpers):
-    """Post ``gemm``'s job and let the workers compute every block (the caller takes none)."""
+    """Post ``gemm``'s job and let the workers compute every block (the caller takes none),
+    then add the parts of a split inner dimension as ``Gemm`` does."""
     pool = workers._pool()
     kind, fn, width = workers.gemm_block_function(out.dtype, gemm.tiled)
+    parts = gemm._parts_of(out.dtype) if gemm.axis == 2 else out
     with pool.post, threads.single_threaded_blas():  # as threads.run_gemm holds it
         pool.grow(helpers)
         word = pool.next_word(helpers, False, gemm.blocks)
         pool.wake(workers._gemm_post(pool.box, word, helpers, kind, fn, fpenv.current_mode(),
-                                     gemm._bounds, gemm.axis, a, 0, b, 0, out))
+                                     gemm._bounds, gemm.axis, a, 0, b, 0, out, parts))
         workers._wait_done(pool.box, gemm.blocks, pool.clock, 10**6, 10**5)
-    return out
+    return blas._add_parts(out, parts if gemm.axis == 2 else None)
 
 
 # -- gemm jobs -------------------------------------------------------------------------------

@@ -214,15 +214,17 @@ def _modules():
     return _MODULES[0]
 
 
-def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out, tiled: bool = False) -> None:
+def run_gemm(cuts, axis: int, a, ta: int, b, tb: int, out, tiled: bool = False,
+             parts=None) -> None:
     """``out = op(a) @ op(b)`` by ``zoo.kernels.workers.run_gemm``: the blocks ``cuts`` along
     ``axis``, each one single-threaded BLAS call (``tiled``: float32 ``sgemm`` products), on
-    up to ``threads()`` threads."""
+    up to ``threads()`` threads (along the inner dimension, ``axis`` 2, blocks after the first
+    write their parts of the sum to ``parts``, for the caller to add)."""
     fpenv, workers = _MODULES[0] if _MODULES else _modules()  # a few us a call: kept cheap
     # As in run_blocks: BLAS held for the whole job, and the workers adopt this thread's mode.
     with single_threaded_blas():
         workers.run_gemm(cuts, axis, a, ta, b, tb, out, _COUNT[0], fpenv.current_mode(),
-                         tiled)
+                         tiled, parts)
 
 
 def run_call(fn: int, args, cuts) -> None:

@@ -35,6 +35,14 @@ on one word that holds the job's number and its next block, so a late worker can
 a block of a job that has ended or mix two jobs. The caller waits only for blocks that were
 taken, which is what keeps a descheduled worker on a busy core from stalling a step that did
 not need it.
+
+**Block 0 is the caller's.** A native job is posted with its block 0 already taken by the
+caller, so on two threads the caller computes block 0 and the worker, there within a
+microsecond, block 1, job after job. The blocks of a layer's products cut its weight the same
+way (``zoo.kernels.blas.partition``), so each thread keeps reading and writing the same half
+of the weight, its gradient and its optimizer state, and finds it in its own core's L2 cache
+instead of fetching it from the other's. Only the speed depends on it: a late worker's block
+is still taken by whoever comes first.
 """
 
 from __future__ import annotations
@@ -76,15 +84,18 @@ AWAKE, ASLEEP = 0, 1
 D_KIND, D_MODE, D_FN = 0, 1, 2
 KIND_GEMM, KIND_CALL, KIND_TILED = 0, 1, 2
 # A gemm (KIND_GEMM, D_FN BLAS's GEMM; or KIND_TILED, D_FN sgemm_block_address()): every
-# block is C[rows, cols] = op(A) @ op(B), all row-major, along D_AXIS (0: rows, 1: columns).
+# block is C[rows, cols] = op(A) @ op(B), all row-major, along D_AXIS (0: rows, 1: columns);
+# or, along 2 (the inner dimension), block i's part of the sum over k: block 0 into C, block
+# i > 0 into the (M, N) array i - 1 at D_SCRATCH, for the caller to add in order.
 D_DTYPE, D_A, D_B, D_C, D_LDA, D_LDB, D_LDC, D_TA, D_TB, D_M, D_K, D_N, D_AXIS = range(3, 16)
 # A call (KIND_CALL): block i is ``fn(address of the description, i)``, a numba cfunc that
 # finds its own arguments in the words from D_ARGS (``run_call``).
 D_ARGS = 3
 D_CUTS = 16
 DESC_WORDS = 32
+D_SCRATCH = DESC_WORDS - 1  # a gemm split along k (D_AXIS 2): where blocks 1... write
 CALL_ARGS = D_CUTS - D_ARGS
-MAX_NATIVE_BLOCKS = DESC_WORDS - D_CUTS - 1
+MAX_NATIVE_BLOCKS = DESC_WORDS - D_CUTS - 2
 MAX_GEMM_BLOCKS = MAX_NATIVE_BLOCKS
 
 # The job word: seq << 32 | participants << 24 | python << 23 | blocks << 12 | next block
@@ -124,40 +135,46 @@ def _set_float_mode(typingctx, mode):
 # -- gemm blocks, without the GIL ------------------------------------------------------------
 @njit
 def _block_operands(desc, i):
-    """``(a, b, c, m, n)`` of block ``i`` of the gemm job ``desc``: the addresses and sizes of
-    its part of the product (the rest is as described)."""
+    """``(a, b, c, m, n, k, ldc)`` of block ``i`` of the gemm job ``desc``: the addresses and
+    sizes of its part of the product (the rest is as described)."""
     lo, hi = desc[D_CUTS + i], desc[D_CUTS + i + 1]
     size = 4 if desc[D_DTYPE] == 0 else 8
     a, b, c = desc[D_A], desc[D_B], desc[D_C]
     lda, ldb, ldc = desc[D_LDA], desc[D_LDB], desc[D_LDC]
-    m, n = desc[D_M], desc[D_N]
+    m, k, n = desc[D_M], desc[D_K], desc[D_N]
     if desc[D_AXIS] == 1:  # columns lo:hi of C and B
         b += lo * size * (ldb if desc[D_TB] else 1)
         c += lo * size
         n = hi - lo
-    else:  # rows lo:hi of C and A
+    elif desc[D_AXIS] == 0:  # rows lo:hi of C and A
         a += lo * size * (1 if desc[D_TA] else lda)
         c += lo * size * ldc
         m = hi - lo
-    return a, b, c, m, n
+    else:  # inner lo:hi: block 0 into C, block i > 0 into its own (m, n) part of the scratch
+        a += lo * size * (lda if desc[D_TA] else 1)
+        b += lo * size * (1 if desc[D_TB] else ldb)
+        k = hi - lo
+        if i:
+            c = desc[D_SCRATCH] + (i - 1) * m * n * size
+            ldc = n
+    return a, b, c, m, n, k, ldc
 
 
 @njit
 def _gemm_block(desc, i, width):
     """Block ``i`` of a BLAS gemm job: one call of BLAS's GEMM (``width``: a sample of BLAS's
     integer type)."""
-    a, b, c, m, n = _block_operands(desc, i)
-    cblas.gemm_at(desc[D_FN], width, desc[D_TA], desc[D_TB], m, n, desc[D_K], a, desc[D_LDA],
-                  b, desc[D_LDB], c, desc[D_LDC], desc[D_DTYPE] != 0)
+    a, b, c, m, n, k, ldc = _block_operands(desc, i)
+    cblas.gemm_at(desc[D_FN], width, desc[D_TA], desc[D_TB], m, n, k, a, desc[D_LDA],
+                  b, desc[D_LDB], c, ldc, desc[D_DTYPE] != 0)
 
 
 def _sgemm_job_block(desc, i):
     """Block ``i`` of a float32 gemm job, one ``sgemm`` product: the body of
     ``sgemm_block_address``'s cfunc (``desc``: a pointer to the description)."""
     d = carray(desc, DESC_WORDS)
-    a, b, c, m, n = _block_operands(d, i)
-    sgemm.gemm_at(d[D_TA], d[D_TB], m, n, d[D_K], a, d[D_LDA], b, d[D_LDB], c, d[D_LDC],
-                  False)
+    a, b, c, m, n, k, ldc = _block_operands(d, i)
+    sgemm.gemm_at(d[D_TA], d[D_TB], m, n, k, a, d[D_LDA], b, d[D_LDB], c, ldc, False)
 
 
 _SGEMM_BLOCK: list = []  # the cfunc, made on first use
@@ -271,7 +288,7 @@ def _post(box, word, helpers):
 
 
 @njit
-def _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
+def _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c, scratch):
     """Write the gemm job ``c = op(a) @ op(b)`` in the blocks ``cuts`` along ``axis`` into
     ``desc`` (op: transposed where ``ta``/``tb``)."""
     desc[D_KIND], desc[D_MODE], desc[D_FN] = kind, mode, fn
@@ -281,6 +298,7 @@ def _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
     desc[D_TA], desc[D_TB] = ta, tb
     desc[D_M], desc[D_K], desc[D_N] = c.shape[0], (a.shape[0] if ta else a.shape[1]), c.shape[1]
     desc[D_AXIS] = axis
+    desc[D_SCRATCH] = scratch.ctypes.data
     for j in range(cuts.size):
         desc[D_CUTS + j] = cuts[j]
 
@@ -295,9 +313,10 @@ def _describe_call(desc, fn, mode, args, cuts):
 
 
 @njit
-def _gemm_post(box, word, helpers, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
+def _gemm_post(box, word, helpers, kind, fn, mode, cuts, axis, a, ta, b, tb, c, scratch):
     """Describe the gemm job in the mailbox and post it (``_post``)."""
-    _describe(box[_DESC:_DESC + DESC_WORDS], kind, fn, mode, cuts, axis, a, ta, b, tb, c)
+    _describe(box[_DESC:_DESC + DESC_WORDS], kind, fn, mode, cuts, axis, a, ta, b, tb, c,
+              scratch)
     box[_DONE] = 0
     return _post(box, word, helpers)  # its store publishes the description
 
@@ -312,16 +331,19 @@ def _call_post(box, word, helpers, fn, mode, args, cuts):
 
 @njit
 def _work_and_wait(box, width, blocks, clock):
-    """The caller's part of the posted native job: blocks until none is left, then the wait."""
+    """The caller's part of the posted native job: block 0 (posted as taken), then blocks
+    until none is left, then the wait."""
+    _run_block(box[_DESC:_DESC + DESC_WORDS], 0, width)
+    atomics.add(box, _DONE, 1)
     _take_blocks(box, width, _float_mode())
     _wait_done(box, blocks, clock, WAIT_SPIN_NS, NAP_NS)
 
 
 @njit
-def _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, c):
+def _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, c, scratch):
     """The gemm job computed by the calling thread alone: the same calls, in turn."""
     desc = np.empty(DESC_WORDS, np.int64)
-    _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c)
+    _describe(desc, kind, fn, mode, cuts, axis, a, ta, b, tb, c, scratch)
     for i in range(cuts.size - 1):
         _run_block(desc, i, width)
 
@@ -530,9 +552,11 @@ def gemm_block_function(dtype, tiled: bool = False) -> tuple:
 
 
 def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: int,
-             mode: int, tiled: bool = False) -> None:
+             mode: int, tiled: bool = False, parts=None) -> None:
     """``out = op(a) @ op(b)`` in the blocks ``cuts`` (an int64 array of bounds) along ``axis``
-    (0: rows, 1: columns), on up to ``threads`` threads, in float mode ``mode``.
+    (0: rows, 1: columns), on up to ``threads`` threads, in float mode ``mode``. Along 2 (the
+    inner dimension) block 0's part of the sum goes to ``out`` and block i's to
+    ``parts[i - 1]`` (a C-contiguous ``(blocks - 1, m, n)`` array): the caller adds them.
 
     ``a``, ``b``, ``out`` are C-contiguous arrays of one dtype: float32 with ``tiled`` (each
     block an ``sgemm`` product), else one ``gemm_supported`` (each block a BLAS call);
@@ -540,10 +564,12 @@ def run_gemm(cuts: np.ndarray, axis: int, a, ta: int, b, tb: int, out, threads: 
     """
     blocks = cuts.size - 1
     kind, fn, width = gemm_block_function(out.dtype, tiled)
+    scratch = out if parts is None else parts  # its address is only read along axis 2
     _run_native(threads, blocks, width,
                 lambda box, word, helpers: _gemm_post(box, word, helpers, kind, fn, mode, cuts,
-                                                      axis, a, ta, b, tb, out),
-                lambda: _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, out))
+                                                      axis, a, ta, b, tb, out, scratch),
+                lambda: _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, out,
+                                    scratch))
 
 
 def run_call(fn: int, args: np.ndarray, cuts: np.ndarray, threads: int, mode: int) -> None:
@@ -566,7 +592,8 @@ def _run_native(threads: int, blocks: int, width, post, alone) -> None:
     if pool is not None and pool.post.acquire(blocking=False):
         try:
             pool.grow(helpers)
-            pool.wake(post(pool.box, pool.next_word(helpers, False, blocks), helpers))
+            # Posted with block 0 taken: the caller's (see "Block 0 is the caller's").
+            pool.wake(post(pool.box, pool.next_word(helpers, False, blocks) + 1, helpers))
             _work_and_wait(pool.box, pool.width if width is None else width, blocks,
                            pool.clock)
         finally:
