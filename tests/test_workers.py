@@ -325,13 +325,26 @@ def test_workers_sleep_within_the_bound_after_a_job(fresh_pool):
 
 
 def test_the_job_word_keeps_its_fields_apart():
-    word = workers._word(seq=0x7FFFFFFF, helpers=255, python=True, blocks=2047)
+    word = workers._word(seq=0x7FFFFFFF, helpers=255, python=True, blocks=127)
     assert word >> 32 == 0x7FFFFFFF
     assert (word >> 24) & 255 == 255 and (word >> 23) & 1 == 1
-    assert (word >> 12) & 2047 == 2047 and word & 4095 == 0
+    assert (word >> 16) & 127 == 127 and word & workers._TAKEN_MASK == 0
     assert 0 < word < 2**63
     word = workers._word(seq=5, helpers=1, python=False, blocks=8)
-    assert (word >> 32, (word >> 24) & 255, (word >> 23) & 1, (word >> 12) & 2047) == (5, 1, 0, 8)
+    assert (word >> 32, (word >> 24) & 255, (word >> 23) & 1, (word >> 16) & 127) == (5, 1, 0, 8)
+    assert workers.MAX_NATIVE_BLOCKS <= 16  # the taken bits
+
+
+def test_each_participant_takes_its_own_blocks_first_then_any_left():
+    word = workers._word(seq=1, helpers=1, python=False, blocks=5)  # 2 participants
+    assert [workers._next_block(word, me) for me in (0, 1)] == [0, 1]
+    word |= 0b00101  # blocks 0 and 2 taken
+    assert [workers._next_block(word, me) for me in (0, 1)] == [4, 1]
+    word |= 0b10000  # and 4: participant 0 has none of its own left, so it takes 1
+    assert [workers._next_block(word, me) for me in (0, 1)] == [1, 1]
+    assert workers._next_block(word | 0b01010, 0) == -1  # all taken
+    python = workers._word(seq=2, helpers=1, python=True, blocks=0)
+    assert workers._next_block(python, 1) == -1  # a Python job has no native blocks
     assert blas.MAX_BLOCKS <= workers.MAX_GEMM_BLOCKS
 
 

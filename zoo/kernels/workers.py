@@ -1,10 +1,11 @@
 """A small pool of persistent threads that run the blocks of one job with the calling thread.
 
 A job is ``blocks`` pieces of work whose outputs do not overlap. The caller and up to
-``threads - 1`` workers each take the next block not yet taken until none is left, so which
-thread runs which block is decided at run time, and is all the thread count decides: the
-caller cut the work from the sizes alone, so the result is the same on one thread and on many
-(``zoo.kernels.threads`` has the whole policy). Three kinds of job:
+``threads - 1`` workers take blocks not yet taken until none is left (each its own first, see
+"Each thread its own blocks" below), so which thread runs which block is decided at run time,
+and is all the thread count decides: the caller cut the work from the sizes alone, so the
+result is the same on one thread and on many (``zoo.kernels.threads`` has the whole policy).
+Three kinds of job:
 
 - ``run_gemm``: the blocks of a ``zoo.kernels.blas.Gemm``, each one call of zoo's float32
   product (``zoo.kernels.sgemm``) or of numpy's own single-threaded ``dgemm``
@@ -36,13 +37,15 @@ a block of a job that has ended or mix two jobs. The caller waits only for block
 taken, which is what keeps a descheduled worker on a busy core from stalling a step that did
 not need it.
 
-**Block 0 is the caller's.** A native job is posted with its block 0 already taken by the
-caller, so on two threads the caller computes block 0 and the worker, there within a
-microsecond, block 1, job after job. The blocks of a layer's products cut its weight the same
-way (``zoo.kernels.blas.partition``), so each thread keeps reading and writing the same half
-of the weight, its gradient and its optimizer state, and finds it in its own core's L2 cache
-instead of fetching it from the other's. Only the speed depends on it: a late worker's block
-is still taken by whoever comes first.
+**Each thread its own blocks.** Of a native job's P participants, the caller is 0 and worker
+w is w + 1; participant p takes blocks p, p + P, p + 2P ... first, and only then any block
+still left (a late or descheduled worker's blocks are taken by whoever is free). The caller
+posts the job with its block 0 already taken. So on two threads the caller computes the even
+blocks and the worker, there within a microsecond, the odd ones, job after job. The blocks of
+a layer's products cut its weight the same way (``zoo.kernels.blas.partition``), so each
+thread keeps reading and writing the same part of the weight and of its gradient, and finds
+it in its own core's L2 cache instead of fetching it from the other's. Only the speed depends
+on who runs a block, never the bits.
 """
 
 from __future__ import annotations
@@ -95,15 +98,17 @@ D_CUTS = 16
 DESC_WORDS = 32
 D_SCRATCH = DESC_WORDS - 1  # a gemm split along k (D_AXIS 2): where blocks 1... write
 CALL_ARGS = D_CUTS - D_ARGS
-MAX_NATIVE_BLOCKS = DESC_WORDS - D_CUTS - 2
+MAX_NATIVE_BLOCKS = DESC_WORDS - D_CUTS - 2  # 14: fits the job word's 16 bits
 MAX_GEMM_BLOCKS = MAX_NATIVE_BLOCKS
 
-# The job word: seq << 32 | participants << 24 | python << 23 | blocks << 12 | next block
+# The job word: seq << 32 | helpers << 24 | python << 23 | blocks << 16 | the taken blocks'
+# bits (bit i: block i is taken; a native job has at most 16 blocks)
 _SEQ_MASK = 0x7FFFFFFF
+_TAKEN_MASK = 0xFFFF
 
 
 def _word(seq: int, helpers: int, python: bool, blocks: int) -> int:
-    return ((seq & _SEQ_MASK) << 32) | (helpers << 24) | (int(python) << 23) | (blocks << 12)
+    return ((seq & _SEQ_MASK) << 32) | (helpers << 24) | (int(python) << 23) | (blocks << 16)
 
 
 # -- the float mode, inside kernels ----------------------------------------------------------
@@ -199,16 +204,36 @@ def _run_block(desc, i, width):
 
 
 @njit
-def _take_blocks(box, width, mode):
-    """Take and compute blocks of the current native job until none is left; returns this
-    thread's float mode after (a worker adopts the poster's)."""
+def _next_block(word, me):
+    """The block thread ``me`` (0: the caller, w + 1: worker w) takes next in the job ``word``:
+    its own first (blocks me, me + P, me + 2P ... of P participants), then any other not yet
+    taken; -1 when every block is taken (or the job is a Python one)."""
+    blocks = (word >> 16) & 127
+    taken = word & _TAKEN_MASK
+    if (word >> 23) & 1 or taken == (1 << blocks) - 1:
+        return -1
+    participants = ((word >> 24) & 255) + 1
+    for i in range(me, blocks, participants):
+        if not (taken >> i) & 1:
+            return i
+    for i in range(blocks):
+        if not (taken >> i) & 1:
+            return i
+    return -1
+
+
+@njit
+def _take_blocks(box, width, mode, me):
+    """Take and compute blocks of the current native job until none is left (``me``: this
+    thread's place, see ``_next_block``); returns this thread's float mode after (a worker
+    adopts the poster's)."""
     desc = box[_DESC:_DESC + DESC_WORDS]
     while True:
         word = atomics.load(box, _TAKE)
-        i = word & 4095
-        if i >= (word >> 12) & 2047 or (word >> 23) & 1:
+        i = _next_block(word, me)
+        if i < 0:
             return mode
-        if atomics.compare_and_swap(box, _TAKE, word, word + 1):
+        if atomics.compare_and_swap(box, _TAKE, word, word | (1 << i)):
             # Taken: the job cannot end before this block does, so its description holds.
             if desc[D_MODE] != mode:
                 mode = desc[D_MODE]
@@ -232,7 +257,7 @@ def _serve(box, w, width, clock, spin_ns, python_seen):
         if _for_worker(word, w, python_seen):
             if (word >> 23) & 1:
                 return word >> 32
-            mode = _take_blocks(box, width, mode)
+            mode = _take_blocks(box, width, mode, w + 1)
             if timed:
                 deadline = atomics.now_ns(clock, timespec) + spin_ns
             continue
@@ -256,7 +281,7 @@ def _for_worker(word, w, python_seen):
         return False
     if (word >> 23) & 1:
         return word >> 32 != python_seen
-    return word & 4095 < (word >> 12) & 2047
+    return _next_block(word, w + 1) >= 0
 
 
 @njit
@@ -335,7 +360,7 @@ def _work_and_wait(box, width, blocks, clock):
     until none is left, then the wait."""
     _run_block(box[_DESC:_DESC + DESC_WORDS], 0, width)
     atomics.add(box, _DONE, 1)
-    _take_blocks(box, width, _float_mode())
+    _take_blocks(box, width, _float_mode(), 0)
     _wait_done(box, blocks, clock, WAIT_SPIN_NS, NAP_NS)
 
 
@@ -592,7 +617,7 @@ def _run_native(threads: int, blocks: int, width, post, alone) -> None:
     if pool is not None and pool.post.acquire(blocking=False):
         try:
             pool.grow(helpers)
-            # Posted with block 0 taken: the caller's (see "Block 0 is the caller's").
+            # Posted with block 0 taken: the caller's ("Each thread its own blocks").
             pool.wake(post(pool.box, pool.next_word(helpers, False, blocks) + 1, helpers))
             _work_and_wait(pool.box, pool.width if width is None else width, blocks,
                            pool.clock)
