@@ -338,6 +338,36 @@ def test_workload_sized_blocks_give_the_same_bits_on_any_thread_count_and_alignm
     np.testing.assert_allclose(results[0]["h"][1:].transpose(1, 0, 2), want, atol=2e-5)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_without_an_input_gradient_the_step_gradients_stay_in_the_blocks(cell):
+    # A first layer needs no dx: then (narrow inputs, float32) nothing reads the per-step
+    # pre-activation gradients after the loop, each block keeps one step's of them in a buffer
+    # of its own and dz is never written; every gradient is the same bits as with dx.
+    p = random_problem(cell, n=64, t=6, f=1, u=72, dtype=np.float32, seed=13)
+    dh = np.random.default_rng(14).standard_normal((64, 72)).astype(np.float32)
+    with_dx = _run_at_offset(cell, p, dh, 0)
+    x = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
+    t, n, _ = x.shape
+    g = GATES[cell] * 72
+    dz = np.full((t, n, g), 7.0, np.float32)
+    dw_in, dw_rec, db = (np.empty_like(p[k]) for k in ("w_in", "w_rec", "bias"))
+    try:
+        for count in (1, 2):
+            threads.set_threads(count)
+            if cell == "rnn":
+                R.rnn_backward(x, p["w_in"], p["w_rec"], with_dx["h"], dh, dz, None, dw_in,
+                               dw_rec, db, True)
+            else:
+                R.lstm_backward(x, p["w_in"], p["w_rec"], with_dx["h"], with_dx["c"],
+                                with_dx["tanh_c"], with_dx["gates"], dh, dz, None, dw_in,
+                                dw_rec, db, True)
+            assert (dz == 7.0).all()  # left as it was
+            for name, got in (("dw_in", dw_in), ("dw_rec", dw_rec), ("db", db)):
+                np.testing.assert_array_equal(got, with_dx[name], err_msg=name)
+    finally:
+        threads.set_threads(1)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_kernels_gemm_is_numpys_or_plain_loops(dtype):
     rng = np.random.default_rng(3)
