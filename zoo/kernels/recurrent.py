@@ -16,7 +16,9 @@ block order. As one GEMM after the loop it was ~25% of an lstm step, at ~135 GFL
 more job for the threads to meet at. Narrow inputs have their input-weight gradient added row
 by row in the backward cells (``_add_input_row``), while the row's pre-activation gradients
 are in L1: as a GEMM over all steps with an inner dimension of 1 it read the whole ``dz``
-from memory again (180 us of an lstm step's ~9 ms).
+from memory again (180 us of an lstm step's ~9 ms). When nothing reads the pre-activation gradients
+after the loop (no input gradient, narrow inputs, float32: a model's first layer), each block
+keeps only the current step's, in a buffer of its own (``_ring``), and ``dz`` is not written.
 
 The step GEMMs: float32 multiplies by the recurrent weights packed once per pass
 (``zoo.kernels.packed``: a register tile in LLVM IR, 190-220 GFLOP/s on the lstm workload's
