@@ -107,6 +107,15 @@ def contenders(args) -> list[tuple[str, list, dict]]:
     return out
 
 
+def warm_numba_cache(workloads) -> None:
+    """One short untimed run of each workload on one and on two threads, so that numba's
+    cache holds every kernel a round can call: a kernel compiled inside a timed run (the
+    two-thread path, once the governor tries it) cost a first round up to 99% of its steps."""
+    for count in ("1", "2"):
+        run_lines([sys.executable, STEPS, "--seconds", "0.2", *workloads],
+                  {"ZOO_BLAS_THREADS": count}, f"warm-up on {count} thread(s)")
+
+
 def measure(args) -> tuple[dict, dict]:
     """Every contender on one workload after the other, round after round.
 
@@ -116,6 +125,7 @@ def measure(args) -> tuple[dict, dict]:
     round (no one always runs right after the same neighbour).
     """
     plan = contenders(args)
+    warm_numba_cache(args.workloads)
     results = {name: {w: [] for w in args.workloads} for name, _, _ in plan}
     ratios = {w: [] for w in args.workloads}
     for r in range(args.runs):
