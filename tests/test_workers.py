@@ -204,6 +204,51 @@ def test_chunked_updates_give_the_same_bits_on_any_thread_count(dtype, fresh_poo
     np.testing.assert_array_equal(whole, results[0])
 
 
+def test_a_chunk_plan_changes_no_bit(fresh_pool):
+    # The trainer cuts its update where the products cut the weights (``chunk_plans``): any
+    # ALIGN-multiple bounds, empty chunks included, give the bits of the update in one piece.
+    size = 235_146
+    start = np.random.default_rng(2).standard_normal(size).astype(np.float32)
+    whole = _three_updates(start.copy(), np.empty_like(start), seed=3)
+    for count in (1, 2):
+        threads.set_threads(count)
+        p = start.copy()
+        plan = [0, 98_304, 98_304, 200_704, 217_088, size]
+        with optim.chunk_plans({id(p): plan}):
+            _three_updates(p, np.empty_like(p), seed=3)
+        np.testing.assert_array_equal(p, whole)
+    assert getattr(optim._PLANS, "plans", None) is None  # the scope ended
+
+
+def test_owner_chunks_give_each_thread_the_rows_its_products_computed():
+    from zoo.layers.dense import Dense
+    from zoo.model import Sequential
+    from zoo.training.flat import flatten_parameters, owner_chunks
+
+    model = Sequential([Dense(256, activation="relu"), Dense(128, activation="relu"),
+                        Dense(10)])
+    model.build((784,), np.random.default_rng(0))
+    values, _ = flatten_parameters(model)
+    params = [p for _, p in model.named_parameters()]
+    bounds = owner_chunks(values, params)
+    # W0 (784 x 256): rows 0:384 (blas cuts 784 there), then the rest and b0; W1 (256 x 128)
+    # from its start: rows 0:128, then the rest with b1 and the small W2, b2
+    assert blas.cut_in_two(784) == 384 and blas.cut_in_two(256) == 128
+    w1 = 784 * 256 + 256
+    expected = [0, 384 * 256, w1, w1 + 128 * 128, values.size]
+    assert bounds == [0] + [round(b / optim.ALIGN) * optim.ALIGN for b in expected[1:-1]] \
+        + [values.size]
+    assert all(b % optim.ALIGN == 0 for b in bounds[:-1]) and bounds == sorted(bounds)
+    small = Sequential([Dense(64), Dense(10)])
+    small.build((64,), np.random.default_rng(0))
+    assert owner_chunks(flatten_parameters(small)[0],
+                        [p for _, p in small.named_parameters()]) is None  # nothing to cut
+    deep = Sequential([Dense(200) for _ in range(workers.MAX_NATIVE_BLOCKS // 2 + 1)])
+    deep.build((200,), np.random.default_rng(0))
+    assert owner_chunks(flatten_parameters(deep)[0],
+                        [p for _, p in deep.named_parameters()]) is None  # too many chunks
+
+
 def test_a_worker_alone_runs_every_chunk_of_a_posted_update(fresh_pool):
     p = np.arange(200_000, dtype=np.float32)
     g = np.ones_like(p)

@@ -80,6 +80,11 @@ def partition(m: int, k: int, n: int) -> tuple[int, list[int]]:
     return axis, [0, *inner, length]
 
 
+def cut_in_two(length: int) -> int:
+    """Where ``partition`` cuts a size of ``length`` into two blocks."""
+    return round(length / (2 * ALIGN)) * ALIGN
+
+
 class Gemm:
     """``out = a @ b`` for one shape ``(m, k) @ (k, n)``, the same bits on any thread count.
 

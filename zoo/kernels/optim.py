@@ -17,7 +17,9 @@ formulas follow PyTorch's (``torch.optim``), so hyperparameters mean the same th
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 from numba import carray, cfunc, types
@@ -43,7 +45,8 @@ ALIGN = 1024
 
 
 def chunk_bounds(size: int) -> list[int]:
-    """The bounds of the chunks a ``size``-element update is cut into: ``[0, ..., size]``."""
+    """The bounds of the chunks a ``size``-element update is cut into: ``[0, ..., size]``
+    (unless a ``chunk_plans`` scope gives the array's own)."""
     chunks = 1
     while 2 * chunks <= MAX_CHUNKS and size >= 2 * chunks * CHUNK:
         chunks *= 2
@@ -298,9 +301,34 @@ def _block_address(kind: str, dtype) -> int:
     return _BLOCKS[name].address
 
 
+_PLANS = threading.local()  # .plans: {id(parameter array): its chunk bounds}, in a scope
+
+
+@contextlib.contextmanager
+def chunk_plans(plans: dict):
+    """Within this scope (a trainer's optimizer step), the update of the parameter array whose
+    ``id`` is a key of ``plans`` is cut at that key's bounds instead of ``chunk_bounds``.
+
+    Bounds are ``[0, ..., size]``, non-decreasing, inner ones multiples of ``ALIGN`` (so every
+    element gets the same arithmetic as in an update in one piece), at most
+    ``workers.MAX_NATIVE_BLOCKS`` chunks. A trainer cuts its weights where zoo's products cut
+    them (``zoo.training.flat.owner_chunks``): chunk i is taken first by the thread that
+    computed those rows of the gradient (``zoo.kernels.workers``), which finds them in its own
+    cache. Only speed depends on the plan, never the bits.
+    """
+    before = getattr(_PLANS, "plans", None)
+    _PLANS.plans = plans
+    try:
+        yield
+    finally:
+        _PLANS.plans = before
+
+
 def _update(kernel, kind, arrays, hyper) -> None:
     """``kernel(*arrays, *hyper)``, or the same in chunks on zoo's threads when it is large."""
-    bounds = chunk_bounds(arrays[0].size)
+    plans = getattr(_PLANS, "plans", None)
+    planned = plans.get(id(arrays[0])) if plans else None
+    bounds = planned if planned is not None else chunk_bounds(arrays[0].size)
     if len(bounds) == 2:
         kernel(*arrays, *hyper)
         return

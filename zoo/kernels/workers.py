@@ -42,9 +42,11 @@ w is w + 1; participant p takes blocks p, p + P, p + 2P ... first, and only then
 still left (a late or descheduled worker's blocks are taken by whoever is free). The caller
 posts the job with its block 0 already taken. So on two threads the caller computes the even
 blocks and the worker, there within a microsecond, the odd ones, job after job. The blocks of
-a layer's products cut its weight the same way (``zoo.kernels.blas.partition``), so each
-thread keeps reading and writing the same part of the weight and of its gradient, and finds
-it in its own core's L2 cache instead of fetching it from the other's. Only the speed depends
+a layer's products cut its weight the same way (``zoo.kernels.blas.partition``), and a
+trainer's optimizer update follows those cuts (``zoo.kernels.optim.chunk_plans``), so each
+thread keeps reading and writing the same part of the weight, of its gradient and of its
+optimizer state, and finds it in its own core's L2 cache instead of fetching it from the
+other's. Only the speed depends
 on who runs a block, never the bits.
 """
 

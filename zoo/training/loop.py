@@ -18,7 +18,7 @@ from zoo.kernels.fpenv import flush_denormals
 from zoo.kernels.threads import make_governor, single_threaded_blas
 from zoo.optimizers import clip_grad_norm
 from zoo.training.callbacks import History, overriding
-from zoo.training.flat import flatten_parameters
+from zoo.training.flat import flatten_parameters, owner_chunks
 from zoo.training.metrics import task_metrics
 from zoo.training.state import TrainState
 
@@ -94,6 +94,13 @@ class Trainer:
         self.metrics = metrics
         self.schedule_note: str | None = None
         self._values_list, self._grads_list = self._flat_groups(model, optimizer)
+        # The update cut where the products cut the weights (loads numba: not at import time)
+        from zoo.kernels.optim import chunk_plans
+
+        params = [p for _, p in model.named_parameters()]
+        plans = {id(v): bounds for v in self._values_list
+                 if (bounds := owner_chunks(v, params)) is not None}
+        self._update_scope = lambda: chunk_plans(plans)
         _skip_input_grad(model)
         # A plain stack of Dense layers: forward, loss and backward in one kernel call.
         from zoo.training.fused import dense_stack_step  # loads numba: not at import time
@@ -204,7 +211,8 @@ class Trainer:
                 self.model.backward(self.loss.backward())
             if self.clip_norm is not None:
                 clip_grad_norm(self._grads_list, self.clip_norm)
-            self.optimizer.step(self._values_list, self._grads_list)
+            with self._update_scope():
+                self.optimizer.step(self._values_list, self._grads_list)
         self.step += 1
         if governor is not None and not governor.observe(time.perf_counter() - start):
             self._governor = None  # steps too short for threads to matter: stop timing them
