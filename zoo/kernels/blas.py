@@ -61,10 +61,10 @@ def partition(m: int, k: int, n: int) -> tuple[int, list[int]]:
     """``(axis, cuts)``: cut the output's rows (axis 0), its columns (axis 1) or the inner
     dimension (axis 2) at ``cuts``.
 
-    A function of the sizes alone: the longest size is cut (rows on a tie with the columns
-    go to the columns, as splitting the columns packs the smaller ``a`` again; the inner
-    dimension only where it is strictly the longest and the output is at most
-    ``MAX_PARTIAL`` elements).
+    A function of the sizes alone: the longest size is cut. The inner dimension only where it
+    is strictly the longest and the output has at most ``MAX_PARTIAL`` elements; between rows
+    and columns a tie goes to the columns (each column block packs ``a`` again, the smaller
+    operand then).
     """
     if k > max(m, n) and m * n <= MAX_PARTIAL:
         axis = 2

@@ -16,9 +16,10 @@ block order. As one GEMM after the loop it was ~25% of an lstm step, at ~135 GFL
 more job for the threads to meet at. Narrow inputs have their input-weight gradient added row
 by row in the backward cells (``_add_input_row``), while the row's pre-activation gradients
 are in L1: as a GEMM over all steps with an inner dimension of 1 it read the whole ``dz``
-from memory again (180 us of an lstm step's ~9 ms). When nothing reads the pre-activation gradients
-after the loop (no input gradient, narrow inputs, float32: a model's first layer), each block
-keeps only the current step's, in a buffer of its own (``_ring``), and ``dz`` is not written.
+from memory again (180 us of an lstm step's ~9 ms). When nothing reads the pre-activation
+gradients after the loop (no input gradient, narrow inputs, float32: a model's first layer),
+each block keeps only the current step's, in a buffer of its own (``_ring``), and ``dz`` is
+not written.
 
 The step GEMMs: float32 multiplies by the recurrent weights packed once per pass
 (``zoo.kernels.packed``: a register tile in LLVM IR, 190-220 GFLOP/s on the lstm workload's
@@ -633,7 +634,7 @@ def _ring(keep_dz: bool, rows: int, width: int, dtype):
     """A block's buffer for one step's pre-activation gradients where nothing reads them after
     the loop (``_keeps_dz``), else an empty one (they go to ``dz``). The lstm workload's
     backward then writes 64 KB a block a step that stays in L1/L2, where it wrote 5 MB of
-    ``dz`` a pass to memory (about 9% of its step on two threads)."""
+    ``dz`` a pass to memory (4-9% of its step on two threads)."""
     return aligned.empty((0 if keep_dz else rows, width), dtype)
 
 

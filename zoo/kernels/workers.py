@@ -46,8 +46,7 @@ a layer's products cut its weight the same way (``zoo.kernels.blas.partition``),
 trainer's optimizer update follows those cuts (``zoo.kernels.optim.chunk_plans``), so each
 thread keeps reading and writing the same part of the weight, of its gradient and of its
 optimizer state, and finds it in its own core's L2 cache instead of fetching it from the
-other's. Only the speed depends
-on who runs a block, never the bits.
+other's. Only the speed depends on who runs a block, never the bits.
 """
 
 from __future__ import annotations
