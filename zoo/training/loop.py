@@ -6,6 +6,7 @@ arithmetic is numpy BLAS plus numba kernels inside the layers, loss and optimize
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -100,7 +101,8 @@ class Trainer:
         params = [p for _, p in model.named_parameters()]
         plans = {id(v): bounds for v in self._values_list
                  if (bounds := owner_chunks(v, params)) is not None}
-        self._update_scope = lambda: chunk_plans(plans)
+        # (no plan, as for small models whose steps take microseconds: no scope to enter)
+        self._update_scope = (lambda: chunk_plans(plans)) if plans else contextlib.nullcontext
         _skip_input_grad(model)
         # A plain stack of Dense layers: forward, loss and backward in one kernel call.
         from zoo.training.fused import dense_stack_step  # loads numba: not at import time
