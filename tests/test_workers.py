@@ -369,6 +369,54 @@ def test_workers_sleep_within_the_bound_after_a_job(fresh_pool):
     threads.run_blocks(lambda i: None, 3)
 
 
+@needs_native
+def test_workers_stay_awake_inside_a_scope_and_sleep_after_it(fresh_pool):
+    threads.set_threads(2)
+    a, b = _operands(128, 784, 256)
+    gemm = blas.Gemm(128, 784, 256)
+    one = gemm(a, b, np.empty((128, 256), np.float32)).copy()  # the pool exists from here
+    with threads.workers_awake(), threads.workers_awake():  # scopes nest
+        np.testing.assert_array_equal(gemm(a, b, np.empty((128, 256), np.float32)), one)
+        # Posted while the scope was open, the job left the worker AWAKE; it cannot sleep now
+        # however long the gap to the next job (50 times SPIN_NS here).
+        time.sleep(50 * workers.SPIN_NS / 1e9)
+        assert _state(0) == workers.AWAKE
+        np.testing.assert_array_equal(gemm(a, b, np.empty((128, 256), np.float32)), one)
+    assert workers._pool().box[workers._AWAKE] == 0
+    assert _wait_until(lambda: _state(0) == workers.ASLEEP)
+
+
+def test_a_scope_on_one_thread_keeps_no_worker_awake(fresh_pool):
+    threads.set_threads(1)
+    with threads.workers_awake() as scope:
+        assert scope.scope is None
+    assert not workers._POOL  # and made no pool
+
+
+@needs_native
+def test_a_training_step_leaves_no_scope_open(fresh_pool, monkeypatch):
+    from zoo.layers.dense import Dense
+    from zoo.losses import MSE
+    from zoo.model import Sequential
+    from zoo.optimizers import SGD
+    from zoo.training.loop import Trainer
+    from zoo.training.stopping import StoppingEngine
+
+    monkeypatch.setenv("ZOO_BLAS_THREADS", "2")
+    rng = np.random.default_rng(0)
+    model = Sequential([Dense(256, activation="relu"), Dense(784)])
+    model.build((784,), rng)
+    trainer = Trainer(model, MSE(), SGD(lr=0.01), StoppingEngine(), task="reconstruct",
+                      batch_size=128, rng=rng)
+    x = rng.random((128, 784), dtype=np.float32)
+    for _ in range(3):
+        trainer.train_step(x, x)
+        assert workers._pool().box[workers._AWAKE] == 0
+    with pytest.raises(ValueError):  # a step that fails closes its scope too
+        trainer.train_step(x[:, :5], x)
+    assert workers._pool().box[workers._AWAKE] == 0
+
+
 def test_the_job_word_keeps_its_fields_apart():
     word = workers._word(seq=0x7FFFFFFF, helpers=255, python=True, blocks=127)
     assert word >> 32 == 0x7FFFFFFF

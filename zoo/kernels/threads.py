@@ -180,6 +180,26 @@ class single_threaded_blas:  # lower case: used as ``with single_threaded_blas()
         return False
 
 
+class workers_awake:  # lower case: used as ``with workers_awake():``
+    """Inside (a training step), zoo's idle workers keep watching for the next job instead of
+    sleeping between the step's products (``zoo.kernels.workers.awake``, which says why);
+    nothing on one thread, where no worker takes part."""
+
+    __slots__ = ("scope",)
+
+    def __enter__(self):
+        self.scope = None
+        if _COUNT[0] > 1:
+            self.scope = _modules()[1].awake()
+            self.scope.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.scope is not None:
+            self.scope.__exit__(*exc)
+        return False
+
+
 def run_blocks(fn, blocks: int) -> None:
     """``fn(i)`` for each ``i`` in ``range(blocks)`` on up to ``threads()`` threads, BLAS on one.
 

@@ -16,7 +16,7 @@ import numpy as np
 from zoo import checks
 from zoo.errors import DataError, describe_array
 from zoo.kernels.fpenv import flush_denormals
-from zoo.kernels.threads import make_governor, single_threaded_blas
+from zoo.kernels.threads import make_governor, single_threaded_blas, workers_awake
 from zoo.optimizers import clip_grad_norm
 from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters, owner_chunks
@@ -203,7 +203,7 @@ class Trainer:
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        with single_threaded_blas(), flush_denormals():
+        with single_threaded_blas(), flush_denormals(), workers_awake():
             fused = self._fused.step(xb, tb) if self._fused is not None else None
             if fused is not None:
                 self._outputs, value = fused
