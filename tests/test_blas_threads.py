@@ -323,6 +323,24 @@ def test_on_an_idle_machine_the_governor_moves_to_two_threads():
     assert arms[100:] == [2] * 100 or arms[100:].count(1) <= 2 * (gov_module.WINDOW + 1)
 
 
+def test_an_arms_first_steps_do_not_decide_its_first_trial():
+    # two threads: the first steps start the workers (slow), then they win
+    first_two = []
+
+    def seconds(n, i):
+        if n == 1:
+            return 1e-3
+        first_two.append(i)
+        return 30e-3 if len(first_two) == 1 else 4e-3 if len(first_two) == 2 else 0.6e-3
+
+    gov = gov_module.ThreadGovernor(2)
+    arms, _ = _drive(gov, seconds, 100)
+    assert gov.switches == 1  # the first trial of two threads won
+    start = arms.index(2)
+    trial = gov_module.FIRST_TRIAL_WARMUP + gov_module.WINDOW
+    assert arms[start:start + trial + 20] == [2] * (trial + 20)
+
+
 def test_stalls_on_a_busy_core_keep_one_thread_and_make_trials_rarer():
     # two threads: fast steps, but every 5th waits 40 ms for a descheduled thread
     def seconds(n, i):

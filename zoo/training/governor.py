@@ -26,6 +26,10 @@ WARMUP = 3
 # Steps measured to know an arm: the current arm's recent window, and a trial of the other
 # (plus one first step not counted: the other arm's threads wake up).
 WINDOW = 16
+# Steps not counted at the start of an arm's first trial: its worker threads start, and their
+# first jobs find cold caches. On the mlp workload the first two-thread steps took 31 ms and
+# 4.5 ms against 1.3 ms after; counted, they lost the trial, and 130 steps ran on one thread.
+FIRST_TRIAL_WARMUP = WARMUP
 # A trial that is no faster than the current arm after this many counted steps ends there.
 MIN_TRIAL = 4
 # Steps between trials: from FIRST_INTERVAL, four times as many after each trial the other
@@ -53,6 +57,7 @@ class ThreadGovernor:
         # mean step time of each arm when last measured
         self.estimate: dict[int, float | None] = {1: None, most: None}
         self.trial: list[float] | None = None  # the other arm's step times while on trial
+        self.trial_skip = 1  # steps of the trial not counted
         self.skip = WARMUP  # steps not to count
         self.until_trial = 0  # the first trial as soon as the current arm is known
         self.interval = FIRST_INTERVAL
@@ -83,6 +88,7 @@ class ThreadGovernor:
         other = self.estimate[self.other]
         if self.until_trial <= 0 or (other is not None and mean > (1 + MARGIN) * other):
             self.trial = []
+            self.trial_skip = 1 if other is not None else FIRST_TRIAL_WARMUP
             threads.set_threads(self.other)
         return True
 
@@ -90,7 +96,7 @@ class ThreadGovernor:
         trial = self.trial
         assert trial is not None  # called only while a trial runs
         trial.append(seconds)
-        counted = trial[1:]
+        counted = trial[self.trial_skip:]
         # The current arm would take about this long for the whole trial: once the trial has
         # spent more than that, the other arm cannot win (one stall of 50 ms decides it).
         # And once a few steps show it no faster, a full window would only confirm it.
