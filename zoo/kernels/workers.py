@@ -529,10 +529,10 @@ class awake:  # lower case: used as ``with awake():``
     For a training step on more than one thread (``zoo.training.loop.Trainer.train_step``):
     the elementwise work, the loss and the small layers between its products take 100-300 us,
     longer than a worker spins when nothing says more work is coming, and a sleeping worker
-    takes about 55 us to wake, so every product after such a gap started on one core. Measured
-    on the autoencoder workload, two threads, interleaved runs: 3.37 -> 2.75 ms a step. The spin lasts only as
-    long as the scope, and scopes nest (a count, not a flag). Where no worker exists yet, the
-    scope does nothing.
+    takes about 55 us to wake, so every product after such a gap started on one core.
+    Measured on the autoencoder workload, two threads, interleaved runs: 3.37 -> 2.75 ms a
+    step. The spin lasts only as long as the scope, and scopes nest (a count, not a flag).
+    Where no worker exists yet, the scope does nothing.
     """
 
     __slots__ = ("box",)
