@@ -382,7 +382,7 @@ def test_workers_stay_awake_inside_a_scope_and_sleep_after_it(fresh_pool):
         time.sleep(50 * workers.SPIN_NS / 1e9)
         assert _state(0) == workers.AWAKE
         np.testing.assert_array_equal(gemm(a, b, np.empty((128, 256), np.float32)), one)
-    assert workers._pool().box[workers._AWAKE] == 0
+    assert workers._pool().box[workers._KEEP_AWAKE] == 0
     assert _wait_until(lambda: _state(0) == workers.ASLEEP)
 
 
@@ -411,10 +411,10 @@ def test_a_training_step_leaves_no_scope_open(fresh_pool, monkeypatch):
     x = rng.random((128, 784), dtype=np.float32)
     for _ in range(3):
         trainer.train_step(x, x)
-        assert workers._pool().box[workers._AWAKE] == 0
+        assert workers._pool().box[workers._KEEP_AWAKE] == 0
     with pytest.raises(ValueError):  # a step that fails closes its scope too
         trainer.train_step(x[:, :5], x)
-    assert workers._pool().box[workers._AWAKE] == 0
+    assert workers._pool().box[workers._KEEP_AWAKE] == 0
 
 
 def test_the_job_word_keeps_its_fields_apart():

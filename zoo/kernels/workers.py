@@ -80,7 +80,7 @@ MAX_WORKERS = 63
 _TAKE = 0  # the current job, one word: see _word()
 _DONE = 8  # blocks of the current native job finished
 _DESC = 16  # the current native job (below), 32 words
-_AWAKE = 48  # how many scopes keep the workers awake (``keep_awake``)
+_KEEP_AWAKE = 48  # how many ``awake`` scopes are open: workers do not sleep while > 0
 _STATE = 56  # worker w's state at _STATE + 8 * w
 _SIZE = _STATE + 8 * MAX_WORKERS
 AWAKE, ASLEEP = 0, 1
@@ -267,7 +267,7 @@ def _serve(box, w, width, clock, spin_ns, python_seen):
         atomics.pause()
         spins += 1
         if spins & 31 == 0 and (not timed or atomics.now_ns(clock, timespec) > deadline):
-            if atomics.load(box, _AWAKE) > 0:  # a training step runs: its next job is near
+            if atomics.load(box, _KEEP_AWAKE) > 0:  # a training step runs: its next job is near
                 deadline = atomics.now_ns(clock, timespec) + spin_ns if timed else 0
                 continue
             state = _STATE + 8 * w
@@ -519,7 +519,7 @@ def _stop_workers() -> None:
 
 @njit
 def _add_awake(box, delta):
-    atomics.add(box, _AWAKE, delta)
+    atomics.add(box, _KEEP_AWAKE, delta)
 
 
 class awake:  # lower case: used as ``with awake():``

@@ -199,7 +199,8 @@ class Trainer:
         thread throughout, as the thread policy says (``zoo.kernels.threads``), even where a
         user's program lets it use more: then no product's bits depend on a thread count.
         Denormals are flushed to zero (``zoo.kernels.fpenv``): a fitted batch's tiny gradients
-        would otherwise take the CPU's slow path.
+        would otherwise take the CPU's slow path. On more than one thread, zoo's workers keep
+        watching for jobs until the step ends (``zoo.kernels.threads.workers_awake``).
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
