@@ -24,11 +24,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from zoo.errors import DataError, describe_array
-from zoo.kernels._jit import FASTMATH, njit
+from zoo.kernels._jit import njit
+from zoo.kernels.sgemm import FUSED
 
 # (relu, leaky_relu, tanh, sigmoid): backward from the output; gelu: from the input.
 BACKWARD_FROM = {"relu": "output", "leaky_relu": "output", "tanh": "output",
@@ -62,6 +64,28 @@ def output(fn: str, out, like: np.ndarray) -> np.ndarray:
 
 
 # -- per-element functions, specialised by type at compile time -----------------------------
+# Compiled without fast-math: every kernel that calls one gets the same bits from it, however
+# LLVM optimises the caller (see ``zoo.kernels.dense``). Their polynomials fuse each
+# multiply-add where the CPU can (``multiply_add``), chosen once as in ``zoo.kernels.sgemm``,
+# never by the compiler case by case.
+@intrinsic
+def multiply_add(typingctx, x, y, z):
+    """``x * y + z`` in one rounding where the CPU has fused multiply-add (``sgemm.FUSED``),
+    else two; floats of one type."""
+    if not (isinstance(x, types.Float) and x == y == z):
+        return None
+
+    def codegen(context, builder, signature, args):
+        if FUSED:
+            kind = args[0].type
+            name = "llvm.fma.f32" if isinstance(kind, ir.FloatType) else "llvm.fma.f64"
+            fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(kind, [kind] * 3))
+            return builder.call(fn, args)
+        return builder.fadd(builder.fmul(args[0], args[1]), args[2])
+
+    return x(x, y, z), codegen
+
+
 def scalar_tanh(v):
     """tanh of one float inside ``@njit`` code: fast rational form for float32, libm for float64."""
     return np.tanh(v)
@@ -81,7 +105,14 @@ def _f32(*values):
     return tuple(np.float32(v) for v in values)
 
 
-@overload(scalar_tanh, jit_options={"fastmath": set(FASTMATH)})
+@njit(fastmath=False)
+def _odd13(x2, a1, a3, a5, a7, a9, a11, a13):
+    """``a1 + a3 x2 + ... + a13 x2^6`` by Horner's rule: the odd numerator over ``x``."""
+    return multiply_add(x2, multiply_add(x2, multiply_add(x2, multiply_add(x2, multiply_add(
+        x2, multiply_add(x2, a13, a11), a9), a7), a5), a3), a1)
+
+
+@overload(scalar_tanh, jit_options={"fastmath": False})
 def _scalar_tanh(v):
     if v != types.float32:
         return lambda v: np.tanh(v)
@@ -97,8 +128,8 @@ def _scalar_tanh(v):
     def impl(v):
         x = min(max(v, -lim), lim)
         x2 = x * x
-        p = x * (a1 + x2 * (a3 + x2 * (a5 + x2 * (a7 + x2 * (a9 + x2 * (a11 + x2 * a13))))))
-        q = b0 + x2 * (b2 + x2 * (b4 + x2 * b6))
+        p = x * _odd13(x2, a1, a3, a5, a7, a9, a11, a13)
+        q = multiply_add(x2, multiply_add(x2, multiply_add(x2, b6, b4), b2), b0)
         t = p / q
         if abs(v) > nine:  # tanh is exactly +-1 in float32 there (NaN stays NaN below)
             t = one if v > 0 else -one
@@ -107,7 +138,7 @@ def _scalar_tanh(v):
     return impl
 
 
-@overload(scalar_erf, jit_options={"fastmath": set(FASTMATH)})
+@overload(scalar_erf, jit_options={"fastmath": False})
 def _scalar_erf(v):
     if v != types.float32:
         return lambda v: math.erf(v)
@@ -123,14 +154,15 @@ def _scalar_erf(v):
     def impl(v):
         x = min(max(v, -lim), lim)  # a NaN input stays NaN through p / q
         x2 = x * x
-        p = x * (a1 + x2 * (a3 + x2 * (a5 + x2 * (a7 + x2 * (a9 + x2 * (a11 + x2 * a13))))))
-        q = b0 + x2 * (b2 + x2 * (b4 + x2 * (b6 + x2 * b8)))
+        p = x * _odd13(x2, a1, a3, a5, a7, a9, a11, a13)
+        q = multiply_add(x2, multiply_add(x2, multiply_add(x2, multiply_add(x2, b8, b6), b4),
+                                          b2), b0)
         return p / q
 
     return impl
 
 
-@overload(scalar_sigmoid, jit_options={"fastmath": set(FASTMATH)})
+@overload(scalar_sigmoid, jit_options={"fastmath": False})
 def _scalar_sigmoid(v):
     if v != types.float32:
         return lambda v: 1.0 / (1.0 + np.exp(-v))

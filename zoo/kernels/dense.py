@@ -38,9 +38,16 @@ from zoo.kernels.activations import (
 # None: the bias alone (a linear layer).
 BIAS_ACTIVATIONS = (None, *ACTIVATIONS)
 
+# Every kernel here compiles without fast-math (``@njit(fastmath=False)``), as do the
+# per-element functions they call. The fused Dense step (``zoo.kernels.dense_stack``) compiles
+# its own copies of them, and fast-math lets LLVM round each copy its own way: with it,
+# ``g * s * (1 - s)`` was ``g * (s * (1 - s))`` in one copy and ``(g * s) * (1 - s)`` in the
+# other, and which copy ran depended on what the process had run before. IEEE arithmetic in
+# the order written gives every copy the same bits.
+
 
 # -- forward: y = act(y + b) in place -------------------------------------------------------
-@njit
+@njit(fastmath=False)
 def _bias(y, b, pre, slope):
     y2 = y.reshape(y.size // b.size, b.size)
     for i in range(y2.shape[0]):
@@ -48,7 +55,7 @@ def _bias(y, b, pre, slope):
             y2[i, j] += b[j]
 
 
-@njit
+@njit(fastmath=False)
 def _bias_leaky_relu(y, b, pre, slope):
     # relu is the slope-0 case: v * 0 keeps NaN, where max(v, 0) could drop it.
     y2 = y.reshape(y.size // b.size, b.size)
@@ -59,7 +66,7 @@ def _bias_leaky_relu(y, b, pre, slope):
             y2[i, j] = v if v > 0 else v * a
 
 
-@njit
+@njit(fastmath=False)
 def _bias_tanh(y, b, pre, slope):
     y2 = y.reshape(y.size // b.size, b.size)
     for i in range(y2.shape[0]):
@@ -67,7 +74,7 @@ def _bias_tanh(y, b, pre, slope):
             y2[i, j] = scalar_tanh(y2[i, j] + b[j])
 
 
-@njit
+@njit(fastmath=False)
 def _bias_sigmoid(y, b, pre, slope):
     y2 = y.reshape(y.size // b.size, b.size)
     for i in range(y2.shape[0]):
@@ -75,7 +82,7 @@ def _bias_sigmoid(y, b, pre, slope):
             y2[i, j] = scalar_sigmoid(y2[i, j] + b[j])
 
 
-@njit
+@njit(fastmath=False)
 def _bias_gelu(y, b, pre, slope):
     y2 = y.reshape(y.size // b.size, b.size)
     z2 = pre.reshape(y2.shape)
@@ -87,7 +94,7 @@ def _bias_gelu(y, b, pre, slope):
             y2[i, j] = gelu_value(v, consts)
 
 
-@njit
+@njit(fastmath=False)
 def _bias_gelu_erf(y, b, pre, slope):
     y2 = y.reshape(y.size // b.size, b.size)
     z2 = pre.reshape(y2.shape)
@@ -100,7 +107,7 @@ def _bias_gelu_erf(y, b, pre, slope):
 
 
 # -- backward: dz = g * act'(cached), db = sum over rows of dz -------------------------------
-@njit
+@njit(fastmath=False)
 def _bias_grad(g, db):
     g2 = g.reshape(g.size // db.size, db.size)
     db[:] = 0
@@ -109,7 +116,7 @@ def _bias_grad(g, db):
             db[j] += g2[i, j]
 
 
-@njit
+@njit(fastmath=False)
 def _grad_leaky_relu(g, y, dz, db, slope):
     g2 = g.reshape(g.size // db.size, db.size)
     y2, d2 = y.reshape(g2.shape), dz.reshape(g2.shape)
@@ -122,7 +129,7 @@ def _grad_leaky_relu(g, y, dz, db, slope):
             db[j] += d
 
 
-@njit
+@njit(fastmath=False)
 def _grad_tanh(g, y, dz, db, slope):
     g2 = g.reshape(g.size // db.size, db.size)
     y2, d2 = y.reshape(g2.shape), dz.reshape(g2.shape)
@@ -136,7 +143,7 @@ def _grad_tanh(g, y, dz, db, slope):
             db[j] += d
 
 
-@njit
+@njit(fastmath=False)
 def _grad_sigmoid(g, y, dz, db, slope):
     g2 = g.reshape(g.size // db.size, db.size)
     y2, d2 = y.reshape(g2.shape), dz.reshape(g2.shape)
@@ -150,7 +157,7 @@ def _grad_sigmoid(g, y, dz, db, slope):
             db[j] += d
 
 
-@njit
+@njit(fastmath=False)
 def _grad_gelu(g, z, dz, db, slope):
     g2 = g.reshape(g.size // db.size, db.size)
     z2, d2 = z.reshape(g2.shape), dz.reshape(g2.shape)
@@ -163,7 +170,7 @@ def _grad_gelu(g, z, dz, db, slope):
             db[j] += d
 
 
-@njit
+@njit(fastmath=False)
 def _grad_gelu_erf(g, z, dz, db, slope):
     g2 = g.reshape(g.size // db.size, db.size)
     z2, d2 = z.reshape(g2.shape), dz.reshape(g2.shape)

@@ -22,6 +22,7 @@ from zoo.errors import DataError, describe_array
 from zoo.kernels._jit import njit
 from zoo.kernels.activations import check_float, output
 
+_LANES = 32  # _mse's partial sums
 
 # No fast-math where a huge term cancels (m - z[label], max(v, 0) - v y): reassociation could
 # add it to the running total first and lose everything else (1e30 + 2001 - 1e30 = 0).
@@ -67,12 +68,28 @@ def _softmax(z, out):
             out[i, j] *= inv
 
 
-@njit
+@njit(fastmath=False)
 def _mse(p, t, grad):
+    # Without fast-math (the fused Dense step compiles its own copy: see zoo.kernels.dense),
+    # so the sum of squares runs in _LANES partial sums, one per i % _LANES, added in a fixed
+    # order at the end: the same bits in every copy, and a loop over the lanes that LLVM still
+    # vectorises (each lane its own sum, as a bias gradient's columns).
     pf, tf, gf = p.reshape(p.size), t.reshape(t.size), grad.reshape(grad.size)
     scale = pf.dtype.type(2.0 / pf.size)
+    whole = pf.size - pf.size % _LANES
+    rows = whole // _LANES
+    p2, t2 = pf[:whole].reshape(rows, _LANES), tf[:whole].reshape(rows, _LANES)
+    g2 = gf[:whole].reshape(rows, _LANES)
+    partial = np.zeros(_LANES)
+    for i in range(p2.shape[0]):
+        for lane in range(_LANES):
+            d = p2[i, lane] - t2[i, lane]
+            partial[lane] += np.float64(d) * d
+            g2[i, lane] = scale * d
     total = 0.0
-    for i in range(pf.size):
+    for lane in range(_LANES):
+        total += partial[lane]
+    for i in range(whole, pf.size):
         d = pf[i] - tf[i]
         total += np.float64(d) * d
         gf[i] = scale * d
