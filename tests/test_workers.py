@@ -417,6 +417,82 @@ def test_a_training_step_leaves_no_scope_open(fresh_pool, monkeypatch):
     assert workers._pool().box[workers._KEEP_AWAKE] == 0
 
 
+# -- jobs a kernel posts itself (the fused Dense step) ----------------------------------------
+def _in_kernel(jobs, gemm, a, b, out):
+    """``gemm``'s job posted through ``gemm_in_kernel`` (as ``dense_stack`` posts it), parts
+    of a split inner dimension added as ``Gemm`` adds them."""
+    kind, fn, width = workers.gemm_block_function(out.dtype, gemm.tiled)
+    m, _, n = gemm.shape
+    scratch = np.full((gemm.blocks - 1) * m * n if gemm.axis == 2 else 1, np.nan, out.dtype)
+    workers.gemm_in_kernel(jobs.box, jobs.ticket, jobs.clock, kind, fn, width, gemm._bounds,
+                           gemm.axis, a, 0, b, 0, out, scratch)
+    if gemm.axis == 2:
+        blas._add_parts(out, scratch.reshape(gemm.blocks - 1, m, n))
+    return out
+
+
+SHAPES = [(128, 784, 256), (128, 256, 784), (784, 128, 256)]  # inner, columns, rows
+
+
+@needs_native
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_kernel_posts_gemm_jobs_with_the_bits_of_a_gemm(count, fresh_pool):
+    threads.set_threads(1)
+    cases = []
+    for m, k, n in SHAPES:
+        gemm = blas.Gemm(m, k, n)
+        a, b = _operands(m, k, n)
+        cases.append((gemm, a, b, gemm(a, b, np.empty((m, n), np.float32)).copy()))
+    assert {gemm.axis for gemm, *_ in cases} == {0, 1, 2}
+    pool = workers._pool() if count > 1 else None
+    seq = pool.seq if pool else 0
+    with threads.single_threaded_blas(), workers.kernel_jobs(count) as jobs:
+        assert jobs.ticket[2] == count
+        for _ in range(5):
+            for gemm, a, b, expected in cases:
+                out = np.full(expected.shape, np.nan, np.float32)
+                np.testing.assert_array_equal(_in_kernel(jobs, gemm, a, b, out), expected)
+    if pool is not None:
+        assert pool.seq == seq + 15 and len(pool.workers) == count - 1  # every job numbered
+        assert pool.post.acquire(blocking=False)  # and the pool handed back
+        pool.post.release()
+    else:
+        assert not workers._POOL  # one thread: no pool made
+
+
+@needs_native
+def test_a_worker_a_kernel_claims_from_sleep_is_woken_after_it(fresh_pool):
+    threads.set_threads(2)
+    gemm = blas.Gemm(128, 256, 784)
+    a, b = _operands(128, 256, 784)
+    expected = gemm(a, b, np.empty((128, 784), np.float32)).copy()  # the pool exists now
+    with threads.single_threaded_blas(), workers.kernel_jobs(2) as jobs:
+        assert _state(0) == workers.AWAKE  # woken on entry
+        assert _wait_until(lambda: _state(0) == workers.ASLEEP)  # no step keeps it awake
+        out = _in_kernel(jobs, gemm, a, b, np.full((128, 784), np.nan, np.float32))
+        np.testing.assert_array_equal(out, expected)  # its blocks computed by the caller
+        assert jobs.ticket[1] == 1 and _state(0) == workers.AWAKE  # claimed, still asleep
+    # Woken on exit: it serves the next job and goes back to sleep.
+    assert _wait_until(lambda: _state(0) == workers.ASLEEP)
+    np.testing.assert_array_equal(gemm(a, b, np.empty((128, 784), np.float32)), expected)
+
+
+@needs_native
+def test_a_kernel_whose_pool_is_busy_computes_its_jobs_alone(fresh_pool):
+    threads.set_threads(2)
+    gemm = blas.Gemm(128, 784, 256)
+    a, b = _operands(128, 784, 256)
+    expected = gemm(a, b, np.empty((128, 256), np.float32)).copy()
+    pool = workers._pool()
+    seq = pool.seq
+    with pool.post:  # another thread of this process is posting
+        with threads.single_threaded_blas(), workers.kernel_jobs(2) as jobs:
+            assert jobs.ticket[2] == 1
+            out = _in_kernel(jobs, gemm, a, b, np.full((128, 256), np.nan, np.float32))
+            np.testing.assert_array_equal(out, expected)
+    assert pool.seq == seq
+
+
 def test_the_job_word_keeps_its_fields_apart():
     word = workers._word(seq=0x7FFFFFFF, helpers=255, python=True, blocks=127)
     assert word >> 32 == 0x7FFFFFFF

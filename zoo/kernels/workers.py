@@ -550,6 +550,97 @@ class awake:  # lower case: used as ``with awake():``
         return False
 
 
+# -- gemm jobs a kernel posts itself -----------------------------------------------------------
+# A ticket (an int64 array, ``kernel_jobs``) carries the pool's job number in and out of a
+# kernel, the workers a post claimed from sleep (to wake when the kernel returns) and the
+# thread count.
+_TICKET_SEQ, _TICKET_CLAIMED, _TICKET_THREADS = 0, 1, 2
+
+
+@njit
+def gemm_in_kernel(box, ticket, clock, kind, fn, width, cuts, axis, a, ta, b, tb, c, scratch):
+    """``run_gemm``'s job, posted and computed from inside a kernel: the same blocks, the same
+    calls (``kind``, ``fn``, ``width``: ``gemm_block_function``), so the same bits. ``box``,
+    ``ticket``, ``clock``: a ``kernel_jobs`` scope's."""
+    blocks = cuts.size - 1
+    helpers = max(0, min(ticket[_TICKET_THREADS], blocks, MAX_WORKERS + 1) - 1)
+    mode = _float_mode()
+    if helpers == 0:
+        _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, c, scratch)
+        return
+    seq = (ticket[_TICKET_SEQ] + 1) & _SEQ_MASK
+    seq = seq if seq else 1
+    ticket[_TICKET_SEQ] = seq
+    # Posted with block 0 taken: the caller's ("Each thread its own blocks").
+    word = (seq << 32) | (helpers << 24) | (blocks << 16) | 1
+    ticket[_TICKET_CLAIMED] |= _gemm_post(box, word, helpers, kind, fn, mode, cuts, axis,
+                                          a, ta, b, tb, c, scratch)
+    _work_and_wait(box, width, blocks, clock)
+
+
+@njit
+def _claim_asleep(box, helpers):
+    """Claim AWAKE the first ``helpers`` workers that are asleep; returns their mask (for
+    ``_Pool.wake``)."""
+    claimed = 0
+    for w in range(helpers):
+        if atomics.compare_and_swap(box, _STATE + 8 * w, ASLEEP, AWAKE):
+            claimed |= 1 << w
+    return claimed
+
+
+class kernel_jobs:  # lower case: used as ``with kernel_jobs(threads) as jobs:``
+    """Inside, a kernel may post gemm jobs itself (``gemm_in_kernel`` with ``jobs.box``,
+    ``jobs.ticket``, ``jobs.clock``) on up to ``threads`` threads: this thread holds the pool
+    for the scope, as ``run_gemm`` holds it for one job.
+
+    For a training step computed in one kernel call (``zoo.kernels.dense_stack``): the Python
+    between its products is gone, and with it the Python of posting each job. Sleeping
+    workers are woken on entry, so they watch the mailbox by the first product. A worker a
+    post claims from sleep inside the kernel is woken on exit (a kernel cannot release a
+    lock); that job's blocks are computed by whoever is awake. Where the pool is busy (another
+    thread of this process posts) or ``threads`` is 1, every job runs on this thread alone.
+    """
+
+    __slots__ = ("threads", "pool", "box", "ticket", "clock")
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        helpers = _helpers(self.threads, MAX_WORKERS + 1)
+        pool = _pool() if helpers else None
+        if pool is not None and not pool.post.acquire(blocking=False):
+            pool = None
+        self.pool = pool
+        if pool is None:
+            self.ticket = np.array([0, 0, 1], np.int64)
+            self.box, self.clock = self.ticket, _NO_CLOCK
+            return self
+        try:
+            pool.grow(helpers)
+            pool.wake(_claim_asleep(pool.box, helpers))
+        except BaseException:
+            pool.post.release()
+            raise
+        self.ticket = np.array([pool.seq, 0, helpers + 1], np.int64)
+        self.box, self.clock = pool.box, pool.clock
+        return self
+
+    def __exit__(self, *exc):
+        pool = self.pool
+        if pool is not None:
+            pool.seq = int(self.ticket[_TICKET_SEQ])
+            try:
+                pool.wake(int(self.ticket[_TICKET_CLAIMED]))
+            finally:
+                pool.post.release()
+        return False
+
+
+_NO_CLOCK = np.zeros(3, np.int64)  # a scope without workers waits for nothing
+
+
 def _helpers(threads: int, blocks: int) -> int:
     return max(0, min(threads, blocks, MAX_WORKERS + 1) - 1)
 
