@@ -199,6 +199,9 @@ class Flipper:
 MODELS = {  # (model, input shape, batch): each has a product or a time loop cut into blocks
     "mlp": (lambda: Sequential([Dense(256, activation="relu"), Dense(128, activation="relu"),
                                 Dense(10)]), (784,), 128),
+    # the same, its Dense layers one call each instead of one fused step (zoo.training.fused)
+    "mlp-layers": (lambda: Sequential([Dense(256, activation="relu"),
+                                       Dense(128, activation="relu"), Dense(10)]), (784,), 128),
     "conv": (lambda: Sequential([Conv2D(16, 5), Conv2D(8, 3), Flatten(), Dense(10)]),
              (6, 14, 14), 64),
     "rnn": (lambda: Sequential([SimpleRNN(128), Dense(10)]), (12, 1), 64),
@@ -213,6 +216,9 @@ def _train(name, count, steps=4):
     model.build(shape, rng)
     trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(lr=0.01, momentum=0.9),
                       StoppingEngine(), task="classify", batch_size=batch, rng=rng)
+    if name.endswith("-layers"):
+        trainer._fused = None
+    assert (trainer._fused is not None) == (name == "mlp")
     flipper = Flipper() if count == "flip" else None
     trainer._governor = flipper
     threads.set_threads(1 if flipper else count)

@@ -1,11 +1,15 @@
 """The fused Dense-stack step (``zoo.training.fused``, ``zoo.kernels.dense_stack``): the same
 bits as the layers, and the layers wherever it does not apply."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from zoo.errors import DataError
-from zoo.kernels import cblas
+from zoo.kernels import cblas, threads
+from zoo.kernels import dense_stack as ds
 from zoo.layers.dense import Dense
 from zoo.layers.dropout import Dropout
 from zoo.losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
@@ -93,14 +97,81 @@ def test_other_models_and_losses_go_through_the_layers(layers, loss):
     assert _trainer(layers, loss)._fused is None
 
 
-def test_products_large_enough_for_threads_go_through_the_layers():
-    trainer = _trainer([Dense(256, activation="relu"), Dense(10)], SoftmaxCrossEntropy(),
-                       input_size=784)
-    rng = np.random.default_rng(0)
-    small = rng.random((8, 784), dtype=np.float32)
-    large = rng.random((128, 784), dtype=np.float32)
-    assert trainer._fused.step(small, rng.integers(0, 10, 8)) is not None
-    assert trainer._fused.step(large, rng.integers(0, 10, 128)) is None  # Gemm's blocks
+# Products large enough for a ``blas.Gemm`` to cut into blocks: 784-256 cuts the inner
+# dimension of the forward product, the rows of the weight gradient and the columns of the
+# input gradient; 256-784 the columns of the forward product.
+BLOCKED = {"784-256-10": ((784,), lambda: [Dense(256, activation="relu"), Dense(10)]),
+           "64-256-784": ((64,), lambda: [Dense(256, activation="relu"),
+                                          Dense(784, activation="sigmoid")])}
+
+
+@pytest.mark.parametrize("stack", BLOCKED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_cut_into_blocks_train_to_the_same_bits_on_any_thread_count(stack, dtype):
+    (features,), layers = BLOCKED[stack]
+    rng = np.random.default_rng(2)
+    x = rng.random((128, features)).astype(dtype)
+    loss = SoftmaxCrossEntropy() if stack.endswith("-10") else MSE()
+    y = rng.integers(0, 10, 128) if stack.endswith("-10") else rng.random((128, 784)).astype(dtype)
+    runs = {}
+    try:
+        for fused, count in ((False, 1), (True, 1), (True, 2), (True, 3), (False, 2)):
+            threads.set_threads(count)
+            trainer = _trainer(layers(), loss, dtype, batch_size=128, fused=fused,
+                               input_size=features)
+            trainer._governor = None
+            threads.set_threads(count)
+            losses = [trainer.train_step(x, y) for _ in range(3)]
+            if fused:
+                plans, scratch = trainer._fused.work[128][3:]
+                assert scratch is not None and set(plans[:, :, ds.P_AXIS].ravel()) >= {1, 2}
+            runs[(fused, count)] = (losses, trainer.values.copy())
+    finally:
+        threads.set_threads(1)
+    (losses, values) = runs[(False, 1)]
+    for key, (other_losses, other_values) in runs.items():
+        assert other_losses == losses, key
+        np.testing.assert_array_equal(other_values, values, err_msg=str(key))
+
+
+ORDERED_RUNS = """
+import hashlib
+import sys
+import numpy as np
+from zoo.layers.dense import Dense
+from zoo.losses import MSE
+from zoo.model import Sequential
+from zoo.optimizers import SGD
+from zoo.training.loop import Trainer
+from zoo.training.stopping import StoppingEngine
+
+rng = np.random.default_rng(2)
+x, y = rng.random((128, 64), dtype=np.float32), rng.random((128, 784), dtype=np.float32)
+for fused in sys.argv[1] == "fused-first", sys.argv[1] != "fused-first":
+    r = np.random.default_rng(0)
+    model = Sequential([Dense(256, activation="tanh"), Dense(784, activation="sigmoid")])
+    model.build((64,), r)
+    trainer = Trainer(model, MSE(), SGD(lr=0.05, momentum=0.9), StoppingEngine(),
+                      task="reconstruct", batch_size=128, rng=r)
+    if not fused:
+        trainer._fused = None
+    losses = [trainer.train_step(x, y) for _ in range(3)]
+    print(int(fused), hashlib.sha256(trainer.values.tobytes()).hexdigest(), *losses)
+"""
+
+
+def test_the_bits_do_not_depend_on_which_path_a_process_ran_first(subprocess_env):
+    # Fast-math once let LLVM round the fused kernel's copy of the sigmoid gradient
+    # differently from the layers' copy, and which copy ran depended on which path the
+    # process had loaded from numba's cache first: each order in a fresh process, after one
+    # that fills the cache, all four runs the same.
+    runs = []
+    for order in ("warm-up", "fused-first", "layers-first"):
+        done = subprocess.run([sys.executable, "-c", ORDERED_RUNS, order], capture_output=True,
+                              text=True, env=subprocess_env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs += [line.split()[1:] for line in done.stdout.splitlines()]
+    assert len(runs) == 6 and all(run == runs[0] for run in runs), runs
 
 
 def test_batches_it_cannot_take_go_through_the_layers():

@@ -2,21 +2,26 @@
 
 For a small MLP (the mlp-small workload: 64-64-10, batch 32) the arithmetic of a step takes a
 few microseconds and the Python around it (two layer calls each way, their GEMM and
-activation calls, the loss) took four times as long. This kernel runs the same steps in one
-call, with the same pieces: numpy's own BLAS GEMM, called as ``np.dot`` calls it
-(``cblas.gemm_trans``), and the very kernels ``Dense`` and the losses use
-(``zoo.kernels.dense``, ``zoo.kernels.losses``), in the same order. So the results are the
-layer-by-layer results, bit for bit (``tests/test_dense_stack.py`` checks it), and
-``zoo.training.fused`` decides from the model's structure and sizes alone when to use it.
+activation calls, the loss) took four times as long; on the 784-wide mlp and autoencoder
+workloads that Python was still 9-11% of a two-thread step. This kernel runs the same steps
+in one call, with the same pieces: each product as the layer computes it, one call of numpy's
+own BLAS GEMM as ``np.dot`` makes it (``cblas.gemm_trans``), or, where the layer's
+``blas.Gemm`` cuts it into blocks, the same blocks posted to zoo's workers from inside the
+kernel (``workers.gemm_in_kernel``); and the very kernels ``Dense`` and the losses use
+(``zoo.kernels.dense``, ``zoo.kernels.losses``, compiled without fast-math so that this
+kernel's copies of them round as theirs do), in the same order. So the results are the
+layer-by-layer results, bit for bit, on any thread count (``tests/test_dense_stack.py``
+checks it), and ``zoo.training.fused`` decides from the model's structure and sizes alone
+when to use it.
 
 Parameters and gradients are read and written in the trainer's flat buffers; ``layout`` (its
 columns below) places every layer's arrays in them and in ``work``, one buffer per batch size
-for the intermediate arrays.
+for the intermediate arrays, and ``plans`` says how each product is computed.
 """
 
 from __future__ import annotations
 
-from zoo.kernels import cblas
+from zoo.kernels import cblas, workers
 from zoo.kernels._jit import njit
 from zoo.kernels.dense import (
     _bias,
@@ -40,6 +45,13 @@ SOFTMAX_CROSS_ENTROPY, MEAN_SQUARED_ERROR = 0, 1
 # bias) and into ``work`` (the layer's output, its activation's gradient, the gradient of its
 # output: the loss's for the last layer, else where the next layer writes its input gradient).
 FAN_IN, UNITS, WEIGHT, BIAS, ACTIVATION, OUT, GRAD_PRE, GRAD_OUT = range(8)
+# ``plans[layer, product]``, the products in the order FORWARD, WEIGHT_GRAD, INPUT_GRAD: how
+# the layer's ``blas.Gemm`` of that shape computes it. ``P_BLOCKS`` 1: one BLAS call as
+# ``np.dot`` makes it; more: the Gemm's job (``workers.gemm_in_kernel``: ``P_KIND``, ``P_FN``
+# from ``workers.gemm_block_function``), its blocks along ``P_AXIS`` bounded by the
+# ``P_BLOCKS + 1`` words from ``P_CUTS``.
+FORWARD, WEIGHT_GRAD, INPUT_GRAD = range(3)
+P_BLOCKS, P_AXIS, P_KIND, P_FN, P_CUTS = range(5)
 
 
 @njit
@@ -70,15 +82,39 @@ def _activation_grad(g, y, dz, db, code, slope):
 
 
 @njit
+def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock):
+    """``c = op(a) @ op(b)`` as ``plan`` says (see ``plans``), the way the layer computes it:
+    one BLAS call, or the Gemm's blocks, a split inner dimension's parts added in block
+    order (``blas._add_parts``)."""
+    blocks = plan[P_BLOCKS]
+    if blocks == 1:
+        cblas.gemm_trans(f, a, ta, b, tb, c)
+        return
+    workers.gemm_in_kernel(box, ticket, clock, plan[P_KIND], plan[P_FN], f[1],
+                           plan[P_CUTS:P_CUTS + blocks + 1], plan[P_AXIS], a, int(ta), b,
+                           int(tb), c, scratch)
+    if plan[P_AXIS] == 2:
+        m, n = c.shape
+        for part in range(blocks - 1):
+            earlier = _region(scratch, part * m * n, m, n)
+            for i in range(m):
+                for j in range(n):
+                    c[i, j] += earlier[i, j]
+
+
+@njit
 def fused_step(address, width, x, labels, target, loss_code, values, grads, layout, slopes,
-               work):
+               work, plans, scratch, box, ticket, clock):
     """Forward, loss and backward; the gradients land in ``grads``. Returns the mean loss, or
     -1.0 for a label out of range (the caller then raises, as the loss does).
 
     ``(address, width)`` is ``cblas.gemm_function(dtype)``, passed as two scalars: a tuple
-    argument costs numba's dispatcher a microsecond per call. Callers build every argument
+    argument costs numba's dispatcher a microsecond per call. ``plans`` says how each
+    product is computed, ``scratch`` holds a split inner dimension's parts, and ``box``,
+    ``ticket``, ``clock`` are a ``workers.kernel_jobs`` scope's. Callers build every argument
     (``zoo.training.fused``): nothing is checked here."""
     f = (address, width)
+    jobs = (scratch, box, ticket, clock)
     rows = x.shape[0]
     depth = layout.shape[0]
     # Forward: the first layer reads x, every other the previous layer's output in work.
@@ -87,10 +123,10 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
         w = _region(values, layout[li, WEIGHT], fan_in, units)
         y = _region(work, layout[li, OUT], rows, units)
         if li == 0:
-            cblas.gemm_trans(f, x, False, w, False, y)
+            _product(f, plans[li, FORWARD], x, False, w, False, y, *jobs)
         else:
-            cblas.gemm_trans(f, _region(work, layout[li - 1, OUT], rows, fan_in), False, w,
-                             False, y)
+            _product(f, plans[li, FORWARD], _region(work, layout[li - 1, OUT], rows, fan_in),
+                     False, w, False, y, *jobs)
         b_off = layout[li, BIAS]
         _activate(y, values[b_off:b_off + units], layout[li, ACTIVATION], slopes[li])
     last = depth - 1
@@ -119,11 +155,12 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
                              slopes[li])
         dw = _region(grads, layout[li, WEIGHT], fan_in, units)
         if li == 0:
-            cblas.gemm_trans(f, x, True, dz, False, dw)
+            _product(f, plans[li, WEIGHT_GRAD], x, True, dz, False, dw, *jobs)
         else:
-            cblas.gemm_trans(f, _region(work, layout[li - 1, OUT], rows, fan_in), True, dz,
-                             False, dw)
-            cblas.gemm_trans(f, dz, False, _region(values, layout[li, WEIGHT], fan_in, units),
-                             True, _region(work, layout[li - 1, GRAD_OUT], rows, fan_in))
+            _product(f, plans[li, WEIGHT_GRAD], _region(work, layout[li - 1, OUT], rows, fan_in),
+                     True, dz, False, dw, *jobs)
+            _product(f, plans[li, INPUT_GRAD], dz, False,
+                     _region(values, layout[li, WEIGHT], fan_in, units), True,
+                     _region(work, layout[li - 1, GRAD_OUT], rows, fan_in), *jobs)
     return value
 

@@ -2,24 +2,24 @@
 
 A plain stack of ``Dense`` layers (a ``Sequential`` of nothing else, with biases, activations
 none/relu/leaky_relu/tanh/sigmoid) under ``SoftmaxCrossEntropy`` or ``MSE`` runs through
-``zoo.kernels.dense_stack``, which computes exactly what the layers would (the same BLAS calls
-and kernels, in the same order), in one call instead of a dozen: on small MLPs the Python of
-the layer calls cost more than their arithmetic. Everything else, and any batch this path
-does not take, goes through the layers as usual; the optimizer, clipping and the rest of the
-step do not change.
+``zoo.kernels.dense_stack``, which computes exactly what the layers would (the same products,
+blocks and kernels, in the same order), in one call instead of a dozen or two: the Python of
+the layer calls costs more than their arithmetic on small MLPs, and a tenth of a two-thread
+step on 784-wide ones. Everything else, and any batch this path does not take, goes through
+the layers as usual; the optimizer, clipping and the rest of the step do not change.
 
 The choice depends on the model's structure and the batch's sizes alone, never on the machine
 or the load, so it never changes which bits a run produces. It needs numpy's BLAS to be callable
-from kernels (``cblas.gemm_function``: OpenBLAS) and every product small enough to be a single
-BLAS call (a product ``kernels.blas.Gemm`` would cut into blocks for threads goes through the
-layers, whose blocks two threads can share).
+from kernels (``cblas.gemm_function``: OpenBLAS). A product the layer's ``kernels.blas.Gemm``
+cuts into blocks is cut the same way here, and its blocks shared by zoo's workers
+(``workers.kernel_jobs``) on as many threads as the layers would use.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from zoo.kernels import blas, cblas
+from zoo.kernels import blas, cblas, threads, workers
 from zoo.kernels import dense_stack as ds
 from zoo.layers.dense import Dense
 from zoo.losses import MSE, SoftmaxCrossEntropy
@@ -91,7 +91,8 @@ class DenseStackStep:
         self.parameters = [(p, p.value, p.grad) for layer in layers
                            for p in (layer.weight, layer.bias)]
         self.target = np.zeros((1, 1), values.dtype)  # MSE's target for a classifier: unread
-        self.work: dict = {}  # rows -> (layout, work buffer, outputs), or None: not fused
+        self.work: dict = {}  # rows -> ``_layout(rows)``, or None: not fused
+        self._scratch = np.zeros(1, values.dtype)  # the scratch argument where none is needed
 
     def step(self, xb, tb):
         if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
@@ -116,23 +117,28 @@ class DenseStackStep:
             plan = self.work[rows] = self._layout(rows)
         if plan is None:
             return None
-        layout, work, outputs = plan
+        layout, work, outputs, plans, scratch = plan
         address, width = self.blas
-        value = ds.fused_step(address, width, xb, labels, target, self.loss_code, self.values,
-                              self.grads, layout, self.slopes, work)
+        # Workers only where a product has blocks to share (the pool's lock is held till the
+        # kernel returns); one thread otherwise.
+        count = threads.threads() if scratch is not None else 1
+        with workers.kernel_jobs(count) as jobs:
+            value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
+                                  self.values, self.grads, layout, self.slopes, work, plans,
+                                  self._scratch if scratch is None else scratch, jobs.box,
+                                  jobs.ticket, jobs.clock)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
         return outputs, value
 
     def _layout(self, rows: int):
-        """``(layout, work, outputs)`` for batches of ``rows`` examples (``outputs``: the last
-        layer's output, a view of ``work``), or None if they must go through
-        the layers (a single example: np.dot's matrix-vector path; or a product large enough
-        for ``Gemm``'s blocks)."""
-        if rows < 2 or any(blas.gemm_or_none(*shape) is not None for fan_in, units in self.sizes
-                           for shape in ((rows, fan_in, units), (fan_in, rows, units),
-                                         (rows, units, fan_in))):
+        """``(layout, work, outputs, plans, scratch)`` for batches of ``rows`` examples
+        (``outputs``: the last layer's output, a view of ``work``; ``scratch``: None where no
+        product has blocks), or None if they must go through the layers (a single example:
+        np.dot's matrix-vector path)."""
+        if rows < 2:
             return None
+        plans, scratch = self._plans(rows)
         layout = np.zeros((len(self.sizes), 8), np.int64)
         used = 0
 
@@ -152,4 +158,30 @@ class DenseStackStep:
         work = np.zeros(used, self.dtype)
         start = layout[-1, ds.OUT]
         outputs = work[start:start + rows * self.classes].reshape(rows, self.classes)
-        return layout, work, outputs
+        return layout, work, outputs, plans, scratch
+
+    def _plans(self, rows: int):
+        """``(plans, scratch)``: how each product is computed (``ds.P_*``), as the layer's
+        ``blas.Gemm`` of its shape would, and the scratch for the parts of a split inner
+        dimension (None where no product has blocks)."""
+        width = ds.P_CUTS + blas.MAX_BLOCKS + 1
+        plans = np.zeros((len(self.sizes), 3, width), np.int64)
+        plans[:, :, ds.P_BLOCKS] = 1
+        parts, blocked = 0, False
+        for li, (fan_in, units) in enumerate(self.sizes):
+            for product, shape in ((ds.FORWARD, (rows, fan_in, units)),
+                                   (ds.WEIGHT_GRAD, (fan_in, rows, units)),
+                                   (ds.INPUT_GRAD, (rows, units, fan_in))):
+                gemm = blas.gemm_or_none(*shape)
+                if gemm is None:
+                    continue
+                blocked = True
+                plan = plans[li, product]
+                kind, fn, _ = workers.gemm_block_function(
+                    self.dtype, gemm.tiled and self.dtype == np.float32)
+                plan[ds.P_BLOCKS], plan[ds.P_AXIS] = gemm.blocks, gemm.axis
+                plan[ds.P_KIND], plan[ds.P_FN] = kind, fn
+                plan[ds.P_CUTS:ds.P_CUTS + gemm.blocks + 1] = gemm.cuts
+                if gemm.axis == 2:
+                    parts = max(parts, (gemm.blocks - 1) * shape[0] * shape[2])
+        return plans, (np.zeros(max(parts, 1), self.dtype) if blocked else None)
