@@ -22,7 +22,6 @@ from zoo.errors import DataError, describe_array
 from zoo.kernels._jit import njit
 from zoo.kernels.activations import check_float, output
 
-_LANES = 32  # _mse's partial sums
 
 # No fast-math where a huge term cancels (m - z[label], max(v, 0) - v y): reassociation could
 # add it to the running total first and lose everything else (1e30 + 2001 - 1e30 = 0).
@@ -66,6 +65,9 @@ def _softmax(z, out):
         inv = 1.0 / s
         for j in range(c):
             out[i, j] *= inv
+
+
+_LANES = 32  # _mse's partial sums
 
 
 @njit(fastmath=False)

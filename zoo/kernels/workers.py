@@ -606,6 +606,10 @@ class kernel_jobs:  # lower case: used as ``with kernel_jobs(threads) as jobs:``
 
     def __init__(self, threads: int):
         self.threads = threads
+        self.pool = None
+        # One thread until entered: what a kernel that posts nothing is given (no workers).
+        self.ticket = np.array([0, 0, 1], np.int64)
+        self.box, self.clock = self.ticket, _NO_CLOCK
 
     def __enter__(self):
         helpers = _helpers(self.threads, MAX_WORKERS + 1)
@@ -614,8 +618,6 @@ class kernel_jobs:  # lower case: used as ``with kernel_jobs(threads) as jobs:``
             pool = None
         self.pool = pool
         if pool is None:
-            self.ticket = np.array([0, 0, 1], np.int64)
-            self.box, self.clock = self.ticket, _NO_CLOCK
             return self
         try:
             pool.grow(helpers)
@@ -630,6 +632,7 @@ class kernel_jobs:  # lower case: used as ``with kernel_jobs(threads) as jobs:``
     def __exit__(self, *exc):
         pool = self.pool
         if pool is not None:
+            self.pool = None
             pool.seq = int(self.ticket[_TICKET_SEQ])
             try:
                 pool.wake(int(self.ticket[_TICKET_CLAIMED]))

@@ -93,6 +93,7 @@ class DenseStackStep:
         self.target = np.zeros((1, 1), values.dtype)  # MSE's target for a classifier: unread
         self.work: dict = {}  # rows -> ``_layout(rows)``, or None: not fused
         self._scratch = np.zeros(1, values.dtype)  # the scratch argument where none is needed
+        self._alone = workers.kernel_jobs(1)  # never entered: the arguments of no jobs
 
     def step(self, xb, tb):
         if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
@@ -119,14 +120,16 @@ class DenseStackStep:
             return None
         layout, work, outputs, plans, scratch = plan
         address, width = self.blas
-        # Workers only where a product has blocks to share (the pool's lock is held till the
-        # kernel returns); one thread otherwise.
-        count = threads.threads() if scratch is not None else 1
-        with workers.kernel_jobs(count) as jobs:
+        if scratch is None:  # no product has blocks: nothing to share, no pool to hold
+            jobs = self._alone
             value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
                                   self.values, self.grads, layout, self.slopes, work, plans,
-                                  self._scratch if scratch is None else scratch, jobs.box,
-                                  jobs.ticket, jobs.clock)
+                                  self._scratch, jobs.box, jobs.ticket, jobs.clock)
+        else:  # the pool held till the kernel returns, its jobs on the trainer's threads
+            with workers.kernel_jobs(threads.threads()) as jobs:
+                value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
+                                      self.values, self.grads, layout, self.slopes, work,
+                                      plans, scratch, jobs.box, jobs.ticket, jobs.clock)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
         return outputs, value
