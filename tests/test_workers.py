@@ -257,7 +257,7 @@ def test_a_worker_alone_runs_every_chunk_of_a_posted_update(fresh_pool):
     hyper = np.array([0.5, 0.0, 0.0, 0.0])  # lr 0.5, no momentum, no decay: p -= 0.5 g
     optim._job_args(args, p, g, p, p, hyper)
     cuts = np.array(optim.chunk_bounds(p.size), np.int64)
-    fn = optim._block_address("sgd", np.float32)
+    fn = optim.block_address("sgd", np.float32)
     with pool.post:
         pool.grow(1)
         word = pool.next_word(1, False, cuts.size - 1)

@@ -54,7 +54,11 @@ def chunk_bounds(size: int) -> list[int]:
     return [0, *inner, size]
 
 
-@njit
+# Without fast-math: the trainer's update runs this kernel directly, inside the chunk cfuncs
+# below, and inside the fused Dense step (``zoo.kernels.dense_stack``), and fast-math would
+# let LLVM round each compiled copy its own way (``mu * v + g`` fused in one copy and not in
+# another). IEEE arithmetic in the order written gives every copy the same bits.
+@njit(fastmath=False)
 def _sgd(p, g, v, lr, momentum, nesterov, weight_decay):
     pf, gf, vf = p.reshape(p.size), g.reshape(g.size), v.reshape(v.size)
     dt = pf.dtype.type
@@ -292,7 +296,7 @@ def _adam_block64(desc, i):
 _BLOCKS: dict = {}  # {name: the cfunc}, made on first use
 
 
-def _block_address(kind: str, dtype) -> int:
+def block_address(kind: str, dtype) -> int:
     """The address of the cfunc that updates one chunk for ``kind`` ("sgd"...) and ``dtype``."""
     name = f"_{kind}_block{np.dtype(dtype).itemsize * 8}"
     if name not in _BLOCKS:
@@ -335,4 +339,4 @@ def _update(kernel, kind, arrays, hyper) -> None:
     values = np.array([float(h) for h in hyper], np.float64)  # alive until the job ends
     args = np.empty(workers.CALL_ARGS, np.int64)
     _job_args(args, *arrays, *[arrays[0]] * (4 - len(arrays)), values)
-    threads.run_call(_block_address(kind, arrays[0].dtype), args, np.array(bounds, np.int64))
+    threads.run_call(block_address(kind, arrays[0].dtype), args, np.array(bounds, np.int64))
