@@ -563,19 +563,45 @@ def gemm_in_kernel(box, ticket, clock, kind, fn, width, cuts, axis, a, ta, b, tb
     calls (``kind``, ``fn``, ``width``: ``gemm_block_function``), so the same bits. ``box``,
     ``ticket``, ``clock``: a ``kernel_jobs`` scope's."""
     blocks = cuts.size - 1
-    helpers = max(0, min(ticket[_TICKET_THREADS], blocks, MAX_WORKERS + 1) - 1)
+    helpers = _kernel_helpers(ticket, blocks)
     mode = _float_mode()
     if helpers == 0:
         _gemm_alone(width, kind, fn, mode, cuts, axis, a, ta, b, tb, c, scratch)
         return
-    seq = (ticket[_TICKET_SEQ] + 1) & _SEQ_MASK
-    seq = seq if seq else 1
-    ticket[_TICKET_SEQ] = seq
-    # Posted with block 0 taken: the caller's ("Each thread its own blocks").
-    word = (seq << 32) | (helpers << 24) | (blocks << 16) | 1
+    word = _kernel_word(ticket, helpers, blocks)
     ticket[_TICKET_CLAIMED] |= _gemm_post(box, word, helpers, kind, fn, mode, cuts, axis,
                                           a, ta, b, tb, c, scratch)
     _work_and_wait(box, width, blocks, clock)
+
+
+@njit
+def call_in_kernel(box, ticket, clock, width, fn, args, cuts):
+    """``run_call``'s job, posted and computed from inside a kernel (``width``: any sample of
+    BLAS's integer type, unused by a call); as ``gemm_in_kernel``."""
+    blocks = cuts.size - 1
+    helpers = _kernel_helpers(ticket, blocks)
+    mode = _float_mode()
+    if helpers == 0:
+        _call_alone(fn, mode, args, cuts)
+        return
+    word = _kernel_word(ticket, helpers, blocks)
+    ticket[_TICKET_CLAIMED] |= _call_post(box, word, helpers, fn, mode, args, cuts)
+    _work_and_wait(box, width, blocks, clock)
+
+
+@njit
+def _kernel_helpers(ticket, blocks):
+    return max(0, min(ticket[_TICKET_THREADS], blocks, MAX_WORKERS + 1) - 1)
+
+
+@njit
+def _kernel_word(ticket, helpers, blocks):
+    """The next job's word, numbered after the ticket's last (as ``_Pool.next_word``), posted
+    with block 0 taken: the caller's ("Each thread its own blocks")."""
+    seq = (ticket[_TICKET_SEQ] + 1) & _SEQ_MASK
+    seq = seq if seq else 1
+    ticket[_TICKET_SEQ] = seq
+    return (seq << 32) | (helpers << 24) | (blocks << 16) | 1
 
 
 @njit
