@@ -80,7 +80,8 @@ def test_an_autoencoder_under_mse_and_adam_trains_to_the_same_bits(dtype):
 def test_the_step_returns_the_outputs_and_loss_the_layers_give():
     x, y = _data(np.float32, n=7)
     trainer = _trainer(STACKS["tanh-sigmoid-linear"](), SoftmaxCrossEntropy())
-    outputs, value = trainer._fused.step(x, y)
+    outputs, value, updated = trainer._fused.step(x, y)
+    assert not updated  # no update without SGD's arguments
     expected = trainer.model.forward(x, training=True)
     assert np.array_equal(outputs, expected)
     assert value == trainer.loss.forward(expected, y)
@@ -123,7 +124,7 @@ def test_products_cut_into_blocks_train_to_the_same_bits_on_any_thread_count(sta
             threads.set_threads(count)
             losses = [trainer.train_step(x, y) for _ in range(3)]
             if fused:
-                plans, scratch = trainer._fused.work[128][3:]
+                plans, scratch = trainer._fused.work[128][3:5]
                 assert scratch is not None and set(plans[:, :, ds.P_AXIS].ravel()) >= {1, 2}
             runs[(fused, count)] = (losses, trainer.values.copy())
     finally:
@@ -132,6 +133,68 @@ def test_products_cut_into_blocks_train_to_the_same_bits_on_any_thread_count(sta
     for key, (other_losses, other_values) in runs.items():
         assert other_losses == losses, key
         np.testing.assert_array_equal(other_values, values, err_msg=str(key))
+
+
+SGD_VARIANTS = {"plain": dict(lr=0.05), "momentum": dict(lr=0.05, momentum=0.9),
+                "nesterov, weight decay": dict(lr=0.05, momentum=0.9, nesterov=True,
+                                               weight_decay=0.01)}
+
+
+@pytest.mark.parametrize("variant", SGD_VARIANTS)
+@pytest.mark.parametrize("stack", ["small", "784-256-10"])
+def test_the_update_made_inside_the_step_is_sgds_to_the_bit(variant, stack):
+    if stack == "small":
+        layers, features, batch = STACKS["tanh-sigmoid-linear"], 9, 7
+    else:
+        (features,), layers = BLOCKED[stack]
+        batch = 128
+    rng = np.random.default_rng(3)
+    x = rng.random((batch, features)).astype(np.float32)
+    y = rng.integers(0, 5, batch)
+    runs = {}
+    try:
+        for inside, count in ((False, 1), (True, 1), (True, 2), (True, 3)):
+            trainer = _trainer(layers(), SoftmaxCrossEntropy(), batch_size=batch,
+                               optimizer=SGD(**SGD_VARIANTS[variant]), input_size=features)
+            trainer._governor = None
+            threads.set_threads(count)
+            if not inside:  # the trainer's separate update, after the fused step
+                trainer._fused_sgd = lambda: None
+            losses = []
+            for i in range(4):
+                if i == 2:
+                    trainer.optimizer.lr = 0.02  # as a schedule changes it between steps
+                losses.append(trainer.train_step(x, y))
+            assert trainer.optimizer.iterations == 4
+            state = trainer.optimizer.state_dict()
+            runs[(inside, count)] = (losses, trainer.values.copy(), state)
+    finally:
+        threads.set_threads(1)
+    losses, values, state = runs[(False, 1)]
+    for key, (other_losses, other_values, other_state) in runs.items():
+        assert other_losses == losses, key
+        np.testing.assert_array_equal(other_values, values, err_msg=str(key))
+        assert other_state["step"] == state["step"]
+        assert other_state["slots"].keys() == state["slots"].keys()
+        for name, slot in state["slots"].items():
+            np.testing.assert_array_equal(other_state["slots"][name], slot, err_msg=str(key))
+
+
+@pytest.mark.parametrize("case", ["adam", "clipping", "sgd subclass", "biases exempt"])
+def test_other_updates_are_left_to_the_optimizer(case):
+    class MySGD(SGD):
+        pass
+
+    optimizer = {"adam": Adam(lr=0.01), "sgd subclass": MySGD(lr=0.05),
+                 "biases exempt": SGD(lr=0.05, weight_decay=0.1, decay_bias_norm=False)
+                 }.get(case, SGD(lr=0.05))
+    trainer = _trainer(STACKS["relu-linear"](), SoftmaxCrossEntropy(), optimizer=optimizer)
+    if case == "clipping":
+        trainer.clip_norm = 1.0
+    assert trainer._fused_sgd() is None
+    x, y = _data(np.float32, n=7)
+    trainer.train_step(x, y)
+    assert trainer.optimizer.iterations == 1
 
 
 ORDERED_RUNS = """

@@ -66,14 +66,7 @@ class Optimizer:
     # -- the step ----------------------------------------------------------------------------
     def step(self, params: list, grads: list) -> None:
         """Update every ``params[i]`` in place from ``grads[i]``."""
-        seen = self._seen
-        if seen is None or len(params) != len(seen) or len(grads) != len(seen):
-            self._prepare(params, grads)
-        else:  # the checks already passed for these very arrays
-            for p, g, (sp, sg) in zip(params, grads, seen):
-                if p is not sp or g is not sg:
-                    self._prepare(params, grads)
-                    break
+        self._ready(params, grads)
         self.iterations += 1
         mask = self.decay_mask
         for i, (p, g, slots) in enumerate(zip(params, grads, self._slots or ())):
@@ -85,6 +78,17 @@ class Optimizer:
                     self.weight_decay = decay
             else:
                 self._update(p, g, *slots)
+
+    def _ready(self, params, grads) -> None:
+        """Check the arrays and give them slots, unless these very arrays passed before."""
+        seen = self._seen
+        if seen is None or len(params) != len(seen) or len(grads) != len(seen):
+            self._prepare(params, grads)
+            return
+        for p, g, (sp, sg) in zip(params, grads, seen):
+            if p is not sp or g is not sg:
+                self._prepare(params, grads)
+                return
 
     def _check_pair(self, p, g, i="") -> None:
         cls = type(self).__name__
@@ -209,6 +213,20 @@ class SGD(Optimizer):
     def _update(self, param, grad, velocity=None):
         kernels.optim.sgd(param, grad, velocity, lr=self.lr, momentum=self.momentum,
                           nesterov=self.nesterov, weight_decay=self.weight_decay, check=False)
+
+    def fused_update(self, param, grad):
+        """``(velocity or None, lr, momentum, nesterov, weight_decay)``: what a kernel needs to
+        make this step's update of ``param`` itself, as ``step([param], [grad])`` would (the
+        arrays checked and given their slots here). The caller makes it with
+        ``kernels.optim``'s own SGD kernel, elementwise, so the bits are ``step``'s, and then
+        calls ``count_step``."""
+        self._ready([param], [grad])
+        velocity = self._slots[0][0] if self.momentum else None
+        return velocity, self.lr, self.momentum, self.nesterov, self.weight_decay
+
+    def count_step(self) -> None:
+        """A step made outside ``step`` (``fused_update``) counts as one."""
+        self.iterations += 1
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,

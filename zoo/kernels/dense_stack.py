@@ -12,7 +12,8 @@ kernel (``workers.gemm_in_kernel``); and the very kernels ``Dense`` and the loss
 kernel's copies of them round as theirs do), in the same order. So the results are the
 layer-by-layer results, bit for bit, on any thread count (``tests/test_dense_stack.py``
 checks it), and ``zoo.training.fused`` decides from the model's structure and sizes alone
-when to use it.
+when to use it. Under plain SGD it also makes each layer's update right after the layer's
+gradients, with ``optim``'s own SGD kernel (``_sgd_update``).
 
 Parameters and gradients are read and written in the trainer's flat buffers; ``layout`` (its
 columns below) places every layer's arrays in them and in ``work``, one buffer per batch size
@@ -21,7 +22,7 @@ for the intermediate arrays, and ``plans`` says how each product is computed.
 
 from __future__ import annotations
 
-from zoo.kernels import cblas, workers
+from zoo.kernels import cblas, optim, workers
 from zoo.kernels._jit import njit
 from zoo.kernels.dense import (
     _bias,
@@ -52,6 +53,10 @@ FAN_IN, UNITS, WEIGHT, BIAS, ACTIVATION, OUT, GRAD_PRE, GRAD_OUT = range(8)
 # ``P_BLOCKS + 1`` words from ``P_CUTS``.
 FORWARD, WEIGHT_GRAD, INPUT_GRAD = range(3)
 P_BLOCKS, P_AXIS, P_KIND, P_FN, P_CUTS = range(5)
+# ``plans[layer, UPDATE]``: the SGD update of the layer's weight, where the step makes it
+# (``update``): ``P_BLOCKS`` chunks of the weight's elements bounded from ``P_CUTS``, each
+# ``optim``'s SGD chunk cfunc (``P_FN``) on zoo's threads; 1: the SGD kernel itself.
+UPDATE = 3
 
 
 @njit
@@ -103,16 +108,41 @@ def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock):
 
 
 @njit
+def _sgd(values, grads, velocity, hyper, start, end):
+    optim._sgd(values[start:end], grads[start:end], velocity[start:end], hyper[0], hyper[1],
+               hyper[2] != 0, hyper[3])
+
+
+@njit
+def _sgd_update(f, plan, values, grads, velocity, hyper, args, start, size, box, ticket,
+                clock):
+    """SGD's update of ``values[start:start + size]`` (``hyper``: lr, momentum, nesterov,
+    weight decay), as ``optim.sgd`` makes it: the same kernel, elementwise, so the same bits
+    however the elements are chunked."""
+    end = start + size
+    chunks = plan[P_BLOCKS]
+    if chunks == 1:
+        _sgd(values, grads, velocity, hyper, start, end)
+        return
+    p, g, v = values[start:end], grads[start:end], velocity[start:end]
+    optim._job_args(args, p, g, v, p, hyper)
+    workers.call_in_kernel(box, ticket, clock, f[1], plan[P_FN], args,
+                           plan[P_CUTS:P_CUTS + chunks + 1])
+
+
+@njit
 def fused_step(address, width, x, labels, target, loss_code, values, grads, layout, slopes,
-               work, plans, scratch, box, ticket, clock):
+               work, plans, scratch, box, ticket, clock, update, velocity, hyper, args):
     """Forward, loss and backward; the gradients land in ``grads``. Returns the mean loss, or
     -1.0 for a label out of range (the caller then raises, as the loss does).
 
     ``(address, width)`` is ``cblas.gemm_function(dtype)``, passed as two scalars: a tuple
     argument costs numba's dispatcher a microsecond per call. ``plans`` says how each
     product is computed, ``scratch`` holds a split inner dimension's parts, and ``box``,
-    ``ticket``, ``clock`` are a ``workers.kernel_jobs`` scope's. Callers build every argument
-    (``zoo.training.fused``): nothing is checked here."""
+    ``ticket``, ``clock`` are a ``workers.kernel_jobs`` scope's. With ``update``, each layer's
+    weights and bias also take their SGD step once its gradients are made (``velocity``,
+    ``hyper``: see ``_sgd_update``; ``args``: an int64 scratch of ``workers.CALL_ARGS``).
+    Callers build every argument (``zoo.training.fused``): nothing is checked here."""
     f = (address, width)
     jobs = (scratch, box, ticket, clock)
     rows = x.shape[0]
@@ -162,5 +192,9 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
             _product(f, plans[li, INPUT_GRAD], dz, False,
                      _region(values, layout[li, WEIGHT], fan_in, units), True,
                      _region(work, layout[li - 1, GRAD_OUT], rows, fan_in), *jobs)
+        if update:  # nothing reads this layer's parameters again in this step
+            _sgd_update(f, plans[li, UPDATE], values, grads, velocity, hyper, args,
+                        layout[li, WEIGHT], fan_in * units, box, ticket, clock)
+            _sgd(values, grads, velocity, hyper, b_off, b_off + units)
     return value
 

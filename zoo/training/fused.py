@@ -5,8 +5,9 @@ none/relu/leaky_relu/tanh/sigmoid) under ``SoftmaxCrossEntropy`` or ``MSE`` runs
 ``zoo.kernels.dense_stack``, which computes exactly what the layers would (the same products,
 blocks and kernels, in the same order), in one call instead of a dozen or two: the Python of
 the layer calls costs more than their arithmetic on small MLPs, and a tenth of a two-thread
-step on 784-wide ones. Everything else, and any batch this path does not take, goes through
-the layers as usual; the optimizer, clipping and the rest of the step do not change.
+step on 784-wide ones. Under plain SGD the same call makes the update too (``DenseStackStep``;
+the trainer decides, ``Trainer._fused_sgd``); other optimizers and clipping run as usual
+after it. Everything else, and any batch this path does not take, goes through the layers.
 
 The choice depends on the model's structure and the batch's sizes alone, never on the machine
 or the load, so it never changes which bits a run produces. It needs numpy's BLAS to be callable
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.kernels import blas, cblas, threads, workers
+from zoo.kernels import blas, cblas, optim, threads, workers
 from zoo.kernels import dense_stack as ds
 from zoo.layers.dense import Dense
 from zoo.losses import MSE, SoftmaxCrossEntropy
 from zoo.model import Sequential
+from zoo.training.flat import MIN_OWNED
 
 _ALIGN = 16  # elements: each work array starts on a 64-byte boundary (float32)
 _LABELS = np.zeros(1, np.int64)  # the argument a loss does not read
@@ -70,9 +72,16 @@ def _offset(buffer: np.ndarray, view: np.ndarray) -> int | None:
 
 
 class DenseStackStep:
-    """``step(xb, tb)``: ``(outputs, loss)`` of one fused forward, loss and backward, or None
-    when this batch must go through the layers (its shape, dtype or layout differ, or the
-    weights were replaced since)."""
+    """``step(xb, tb, sgd)``: ``(outputs, loss, updated)`` of one fused forward, loss and
+    backward, or None when this batch must go through the layers (its shape, dtype or layout
+    differ, or the weights were replaced since).
+
+    With ``sgd`` (``optimizers.SGD.fused_update``'s tuple for this very buffer) the kernel
+    also makes the update, each layer's as soon as its gradients are made, while they are
+    still in the cache of the core that made them (``updated`` is then True): on the mlp
+    workload the update was about a tenth of a two-thread step. Only where the layers'
+    parameters are the whole buffer, so the update covers what ``SGD.step`` would.
+    """
 
     def __init__(self, layers, loss_code, values, grads, offsets):
         self.values, self.grads = values, grads
@@ -94,8 +103,13 @@ class DenseStackStep:
         self.work: dict = {}  # rows -> ``_layout(rows)``, or None: not fused
         self._scratch = np.zeros(1, values.dtype)  # the scratch argument where none is needed
         self._alone = workers.kernel_jobs(1)  # never entered: the arguments of no jobs
+        self._hyper = np.zeros(4)  # SGD's lr, momentum, nesterov, weight decay, each step
+        self._last_hyper: tuple = ()  # what _hyper holds
+        self._args = np.zeros(workers.CALL_ARGS, np.int64)  # a chunked update's description
+        sizes = sum(layer.weight.value.size + layer.bias.value.size for layer in layers)
+        self.whole = sizes == values.size  # the layers' parameters are the whole buffer
 
-    def step(self, xb, tb):
+    def step(self, xb, tb, sgd=None):
         if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
                 and xb.shape[1] == self.fan_in and xb.flags.c_contiguous):
             return None
@@ -118,27 +132,38 @@ class DenseStackStep:
             plan = self.work[rows] = self._layout(rows)
         if plan is None:
             return None
-        layout, work, outputs, plans, scratch = plan
+        layout, work, outputs, plans, scratch, chunked = plan
+        update, velocity = sgd is not None and self.whole, self.values
+        if update:
+            velocity, hyper = sgd[0], sgd[1:]
+            if hyper != self._last_hyper:  # changed: lr by a schedule, say
+                self._hyper[:] = self._last_hyper = hyper
+            velocity = self.values if velocity is None else velocity  # unread without momentum
+            if plans[0, ds.UPDATE, ds.P_FN] == 0:  # the chunk cfunc, compiled on first use
+                plans[:, ds.UPDATE, ds.P_FN] = optim.block_address("sgd", self.dtype)
         address, width = self.blas
-        if scratch is None:  # no product has blocks: nothing to share, no pool to hold
+        arguments = (self.values, self.grads, layout, self.slopes, work, plans)
+        if scratch is None and not (update and chunked):
+            # nothing to share (no product's blocks, no update's chunks): no pool to hold
             jobs = self._alone
             value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
-                                  self.values, self.grads, layout, self.slopes, work, plans,
-                                  self._scratch, jobs.box, jobs.ticket, jobs.clock)
+                                  *arguments, self._scratch, jobs.box, jobs.ticket, jobs.clock,
+                                  update, velocity, self._hyper, self._args)
         else:  # the pool held till the kernel returns, its jobs on the trainer's threads
             with workers.kernel_jobs(threads.threads()) as jobs:
                 value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
-                                      self.values, self.grads, layout, self.slopes, work,
-                                      plans, scratch, jobs.box, jobs.ticket, jobs.clock)
+                                      *arguments, self._scratch if scratch is None else scratch,
+                                      jobs.box, jobs.ticket, jobs.clock, update, velocity,
+                                      self._hyper, self._args)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
-        return outputs, value
+        return outputs, value, update
 
     def _layout(self, rows: int):
-        """``(layout, work, outputs, plans, scratch)`` for batches of ``rows`` examples
-        (``outputs``: the last layer's output, a view of ``work``; ``scratch``: None where no
-        product has blocks), or None if they must go through the layers (a single example:
-        np.dot's matrix-vector path)."""
+        """``(layout, work, outputs, plans, scratch, chunked)`` for batches of ``rows``
+        examples (``outputs``: the last layer's output, a view of ``work``; ``scratch``: None
+        where no product has blocks; ``chunked``: whether an update has chunks), or None if
+        they must go through the layers (a single example: np.dot's matrix-vector path)."""
         if rows < 2:
             return None
         plans, scratch = self._plans(rows)
@@ -161,15 +186,24 @@ class DenseStackStep:
         work = np.zeros(used, self.dtype)
         start = layout[-1, ds.OUT]
         outputs = work[start:start + rows * self.classes].reshape(rows, self.classes)
-        return layout, work, outputs, plans, scratch
+        chunked = bool((plans[:, ds.UPDATE, ds.P_BLOCKS] > 1).any())
+        return layout, work, outputs, plans, scratch, chunked
 
     def _plans(self, rows: int):
         """``(plans, scratch)``: how each product is computed (``ds.P_*``), as the layer's
         ``blas.Gemm`` of its shape would, and the scratch for the parts of a split inner
         dimension (None where no product has blocks)."""
         width = ds.P_CUTS + blas.MAX_BLOCKS + 1
-        plans = np.zeros((len(self.sizes), 3, width), np.int64)
+        plans = np.zeros((len(self.sizes), 4, width), np.int64)
         plans[:, :, ds.P_BLOCKS] = 1
+        for li, (fan_in, units) in enumerate(self.sizes):
+            # A large weight's update in two chunks at the rows its products cut
+            # (``flat.owner_chunks``): each thread updates the rows of the gradient it made.
+            if fan_in * units >= MIN_OWNED:
+                plan = plans[li, ds.UPDATE]
+                plan[ds.P_BLOCKS] = 2
+                plan[ds.P_CUTS:ds.P_CUTS + 3] = 0, blas.cut_in_two(fan_in) * units, \
+                    fan_in * units
         parts, blocked = 0, False
         for li, (fan_in, units) in enumerate(self.sizes):
             for product, shape in ((ds.FORWARD, (rows, fan_in, units)),

@@ -17,7 +17,7 @@ from zoo import checks
 from zoo.errors import DataError, describe_array
 from zoo.kernels.fpenv import flush_denormals
 from zoo.kernels.threads import make_governor, single_threaded_blas, workers_awake
-from zoo.optimizers import clip_grad_norm
+from zoo.optimizers import SGD, clip_grad_norm
 from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters, owner_chunks
 from zoo.training.metrics import task_metrics
@@ -205,21 +205,38 @@ class Trainer:
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
         with single_threaded_blas(), flush_denormals(), workers_awake():
-            fused = self._fused.step(xb, tb) if self._fused is not None else None
+            fused = None
+            if self._fused is not None:
+                fused = self._fused.step(xb, tb, self._fused_sgd())
             if fused is not None:
-                self._outputs, value = fused
+                self._outputs, value, updated = fused
             else:
                 self._outputs = self.model.forward(xb, training=True)
                 value = self.loss.forward(self._outputs, tb)
                 self.model.backward(self.loss.backward())
-            if self.clip_norm is not None:
-                clip_grad_norm(self._grads_list, self.clip_norm)
-            with self._update_scope():
-                self.optimizer.step(self._values_list, self._grads_list)
+                updated = False
+            if updated:  # the fused step made SGD's update itself
+                self.optimizer.count_step()
+            else:
+                if self.clip_norm is not None:
+                    clip_grad_norm(self._grads_list, self.clip_norm)
+                with self._update_scope():
+                    self.optimizer.step(self._values_list, self._grads_list)
         self.step += 1
         if governor is not None and not governor.observe(time.perf_counter() - start):
             self._governor = None  # steps too short for threads to matter: stop timing them
         return value
+
+    def _fused_sgd(self):
+        """``SGD.fused_update``'s arguments where the fused Dense step may make the update
+        itself: plain ``SGD`` (a subclass may change the update), no clipping (it needs every
+        gradient first), one parameter group. Else None."""
+        optimizer = self.optimizer
+        if type(optimizer) is not SGD or self.clip_norm is not None \
+                or len(self._values_list) != 1 or self._values_list[0] is not self.values \
+                or optimizer.decay_mask is not None:
+            return None
+        return optimizer.fused_update(self._values_list[0], self._grads_list[0])
 
     def _flat_groups(self, model, optimizer):
         """The flat parameter buffers, as the optimizer gets them: one array, or two when the
