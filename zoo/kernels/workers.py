@@ -307,15 +307,22 @@ def _wait_done(box, blocks, clock, spin_ns, nap_ns):
 
 
 @njit
-def _post(box, word, helpers):
-    """Publish the job ``word``; returns the mask of the first ``helpers`` workers that were
-    ASLEEP, now claimed AWAKE: the caller releases their locks."""
-    atomics.store(box, _TAKE, word)
+def _claim_asleep(box, helpers):
+    """Claim AWAKE the first ``helpers`` workers that are asleep; returns their mask (for
+    ``_Pool.wake``)."""
     claimed = 0
     for w in range(helpers):
         if atomics.compare_and_swap(box, _STATE + 8 * w, ASLEEP, AWAKE):
             claimed |= 1 << w
     return claimed
+
+
+@njit
+def _post(box, word, helpers):
+    """Publish the job ``word``; returns the mask of the first ``helpers`` workers that were
+    ASLEEP, now claimed AWAKE: the caller releases their locks."""
+    atomics.store(box, _TAKE, word)
+    return _claim_asleep(box, helpers)
 
 
 @njit
@@ -602,17 +609,6 @@ def _kernel_word(ticket, helpers, blocks):
     seq = seq if seq else 1
     ticket[_TICKET_SEQ] = seq
     return (seq << 32) | (helpers << 24) | (blocks << 16) | 1
-
-
-@njit
-def _claim_asleep(box, helpers):
-    """Claim AWAKE the first ``helpers`` workers that are asleep; returns their mask (for
-    ``_Pool.wake``)."""
-    claimed = 0
-    for w in range(helpers):
-        if atomics.compare_and_swap(box, _STATE + 8 * w, ASLEEP, AWAKE):
-            claimed |= 1 << w
-    return claimed
 
 
 class kernel_jobs:  # lower case: used as ``with kernel_jobs(threads) as jobs:``
