@@ -10,6 +10,13 @@ step time (a median would hide the stalls): it keeps the faster arm, tries the o
 steps now and then, tries it ever more rarely while it keeps losing, and tries it at once
 when the current arm has become slower than the other was when last measured.
 
+It starts on every core, the faster arm on an idle machine: starting on one thread cost the
+first ~20 steps of every run a third of their speed on the lstm workload, 5-10% of a 2 s
+benchmark (lstm 99-102 steps/s against 112-117 with two threads fixed). On a busy machine the
+first stall (a step ``STALL`` times the fastest of the window, before one thread has been
+measured) starts the trial of one thread at once, so a busy start costs one stall, not a
+window of them.
+
 ``zoo.kernels.threads.make_governor`` makes one when ``ZOO_BLAS_THREADS`` is unset or
 ``auto``, to choose between one thread and every available core; ``ZOO_BLAS_THREADS=N`` fixes
 the count instead.
@@ -39,8 +46,12 @@ FIRST_INTERVAL, MAX_INTERVAL = 32, 2048
 BACKOFF = 4
 # An arm must be this much faster to replace the current one (step times are noisy).
 MARGIN = 0.05
-# Steps shorter than this (seconds) have no GEMM worth a second thread: the governor retires.
+# Steps shorter than this (seconds) have no GEMM worth a second thread: the governor retires
+# to one thread.
 MIN_STEP = 100e-6
+# A step this many times the window's fastest is a stall (a descheduled thread: 30-80 ms
+# against 1-10 ms), not noise.
+STALL = 5.0
 
 
 class ThreadGovernor:
@@ -52,7 +63,7 @@ class ThreadGovernor:
 
     def __init__(self, most: int):
         self.arms = (1, most)
-        self.current = 1
+        self.current = most
         self.window: deque[float] = deque(maxlen=WINDOW)  # the current arm's recent step times
         # mean step time of each arm when last measured
         self.estimate: dict[int, float | None] = {1: None, most: None}
@@ -80,13 +91,17 @@ class ThreadGovernor:
             return True
         self.window.append(seconds)
         self.until_trial -= 1
-        if len(self.window) < WINDOW:
+        other = self.estimate[self.other]
+        # the other arm never measured yet: a stall sends the trial of it now
+        stalled = other is None and seconds > STALL * min(self.window)
+        if len(self.window) < WINDOW and not stalled:
             return True
         mean = self._mean()
-        if self.switches == 0 and self.current == 1 and mean < MIN_STEP:
+        if other is None and mean < MIN_STEP:
+            threads.set_threads(1)
             return False  # nothing here is worth a second thread
-        other = self.estimate[self.other]
-        if self.until_trial <= 0 or (other is not None and mean > (1 + MARGIN) * other):
+        if stalled or self.until_trial <= 0 \
+                or (other is not None and mean > (1 + MARGIN) * other):
             self.trial = []
             self.trial_skip = 1 if other is not None else FIRST_TRIAL_WARMUP
             threads.set_threads(self.other)
