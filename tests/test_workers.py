@@ -466,13 +466,21 @@ def test_a_worker_a_kernel_claims_from_sleep_is_woken_after_it(fresh_pool):
     gemm = blas.Gemm(128, 256, 784)
     a, b = _operands(128, 256, 784)
     expected = gemm(a, b, np.empty((128, 784), np.float32)).copy()  # the pool exists now
+    pool = workers._pool()
+    woken: list = []  # the masks of workers whose locks were released
+    wake = pool.wake
+    pool.wake = lambda claimed: (woken.append(claimed), wake(claimed))
+    # (Its 200 us of spinning after a job could end at any moment: wait for its sleep, so
+    # that what follows does not depend on how fast this thread gets there.)
+    assert _wait_until(lambda: _state(0) == workers.ASLEEP)
     with threads.single_threaded_blas(), workers.kernel_jobs(2) as jobs:
-        assert _state(0) == workers.AWAKE  # woken on entry
+        assert woken == [1]  # claimed and woken on entry
         assert _wait_until(lambda: _state(0) == workers.ASLEEP)  # no step keeps it awake
         out = _in_kernel(jobs, gemm, a, b, np.full((128, 784), np.nan, np.float32))
         np.testing.assert_array_equal(out, expected)  # its blocks computed by the caller
         assert jobs.ticket[1] == 1 and _state(0) == workers.AWAKE  # claimed, still asleep
-    # Woken on exit: it serves the next job and goes back to sleep.
+    assert woken == [1, 1]  # woken on exit
+    # It serves the next job and goes back to sleep.
     assert _wait_until(lambda: _state(0) == workers.ASLEEP)
     np.testing.assert_array_equal(gemm(a, b, np.empty((128, 784), np.float32)), expected)
 
