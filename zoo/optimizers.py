@@ -90,22 +90,6 @@ class Optimizer:
                 self._prepare(params, grads)
                 return
 
-    def fused_update(self, param, grad):
-        """What a kernel needs to make this step's update of ``param`` itself, as
-        ``step([param], [grad])`` would, or None where only ``step`` makes it.
-
-        ``(kind, slot, slot, hyper)``: ``kind`` names ``kernels.optim``'s kernel ("sgd",
-        "adam"), the slots are its state arrays (None where unused) and ``hyper`` its scalars
-        for this step, in the kernel's order. The arrays are checked and given their slots
-        here. The caller runs that very kernel, elementwise, so the bits are ``step``'s, and
-        then calls ``count_step``.
-        """
-        return None
-
-    def count_step(self) -> None:
-        """A step made outside ``step`` (``fused_update``) counts as one."""
-        self.iterations += 1
-
     def _check_pair(self, p, g, i="") -> None:
         cls = type(self).__name__
         if not isinstance(p, np.ndarray) or p.dtype.char not in "fd" \
@@ -231,10 +215,18 @@ class SGD(Optimizer):
                           nesterov=self.nesterov, weight_decay=self.weight_decay, check=False)
 
     def fused_update(self, param, grad):
+        """``(velocity or None, lr, momentum, nesterov, weight_decay)``: what a kernel needs to
+        make this step's update of ``param`` itself, as ``step([param], [grad])`` would (the
+        arrays checked and given their slots here). The caller makes it with
+        ``kernels.optim``'s own SGD kernel, elementwise, so the bits are ``step``'s, and then
+        calls ``count_step``."""
         self._ready([param], [grad])
         velocity = self._slots[0][0] if self.momentum else None
-        return "sgd", velocity, None, (self.lr, self.momentum, float(self.nesterov),
-                                       self.weight_decay)
+        return velocity, self.lr, self.momentum, self.nesterov, self.weight_decay
+
+    def count_step(self) -> None:
+        """A step made outside ``step`` (``fused_update``) counts as one."""
+        self.iterations += 1
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -296,13 +288,6 @@ class Adam(Optimizer):
                            beta1=self.beta1, beta2=self.beta2, eps=self.eps,
                            weight_decay=self.weight_decay, decoupled=self.decoupled,
                            check=False)
-
-    def fused_update(self, param, grad):
-        self._ready([param], [grad])
-        exp_avg, exp_avg_sq = self._slots[0]
-        return "adam", exp_avg, exp_avg_sq, kernels.optim.adam_hyper(
-            lr=self.lr, step=self.iterations + 1, beta1=self.beta1, beta2=self.beta2,
-            eps=self.eps, weight_decay=self.weight_decay, decoupled=self.decoupled)
 
     def get_config(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,

@@ -12,8 +12,8 @@ kernel (``workers.gemm_in_kernel``); and the very kernels ``Dense`` and the loss
 kernel's copies of them round as theirs do), in the same order. So the results are the
 layer-by-layer results, bit for bit, on any thread count (``tests/test_dense_stack.py``
 checks it), and ``zoo.training.fused`` decides from the model's structure and sizes alone
-when to use it. Under plain SGD, Adam or AdamW it also makes each layer's update right after
-the layer's gradients, with ``optim``'s own kernel for that optimizer (``_update_weights``).
+when to use it. Under plain SGD it also makes each layer's update right after the layer's
+gradients, with ``optim``'s own SGD kernel (``_sgd_update``).
 
 Parameters and gradients are read and written in the trainer's flat buffers; ``layout`` (its
 columns below) places every layer's arrays in them and in ``work``, one buffer per batch size
@@ -53,14 +53,10 @@ FAN_IN, UNITS, WEIGHT, BIAS, ACTIVATION, OUT, GRAD_PRE, GRAD_OUT = range(8)
 # ``P_BLOCKS + 1`` words from ``P_CUTS``.
 FORWARD, WEIGHT_GRAD, INPUT_GRAD = range(3)
 P_BLOCKS, P_AXIS, P_KIND, P_FN, P_CUTS = range(5)
-# ``plans[layer, UPDATE]``: the optimizer's update of the layer's weight, where the step
-# makes it (``update``): ``P_BLOCKS`` chunks of the weight's elements bounded from ``P_CUTS``,
-# each ``optim``'s chunk cfunc for that optimizer (``P_FN``) on zoo's threads; 1: the
-# optimizer's kernel itself.
+# ``plans[layer, UPDATE]``: the SGD update of the layer's weight, where the step makes it
+# (``update``): ``P_BLOCKS`` chunks of the weight's elements bounded from ``P_CUTS``, each
+# ``optim``'s SGD chunk cfunc (``P_FN``) on zoo's threads; 1: the SGD kernel itself.
 UPDATE = 3
-# ``update`` codes: which of ``optim``'s kernels makes the update (0: the step makes none).
-SGD, ADAM = 1, 2
-UPDATE_CODES = {"sgd": SGD, "adam": ADAM}
 
 
 @njit
@@ -112,47 +108,40 @@ def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock):
 
 
 @njit
-def _update_range(kind, values, grads, slot_a, slot_b, hyper, start, end):
-    """The optimizer's kernel on ``values[start:end]``: SGD (``slot_a``: the velocity) or
-    Adam (``slot_a``, ``slot_b``: the two averages); ``hyper``: its scalars (``optim``)."""
-    p, g, a = values[start:end], grads[start:end], slot_a[start:end]
-    if kind == SGD:
-        optim._sgd(p, g, a, hyper[0], hyper[1], hyper[2] != 0, hyper[3])
-    else:
-        optim._adam(p, g, a, slot_b[start:end], hyper[0], hyper[1], hyper[2], hyper[3],
-                    hyper[4], hyper[5], hyper[6])
+def _sgd(values, grads, velocity, hyper, start, end):
+    optim._sgd(values[start:end], grads[start:end], velocity[start:end], hyper[0], hyper[1],
+               hyper[2] != 0, hyper[3])
 
 
 @njit
-def _update_weights(f, plan, kind, values, grads, slot_a, slot_b, hyper, args, start, size,
-                    box, ticket, clock):
-    """The update of ``values[start:start + size]`` as the optimizer's ``step`` makes it: the
-    same kernel, elementwise, so the same bits however the elements are chunked (``plan``:
-    one piece, or chunks by ``optim``'s chunk cfunc on zoo's threads)."""
+def _sgd_update(f, plan, values, grads, velocity, hyper, args, start, size, box, ticket,
+                clock):
+    """SGD's update of ``values[start:start + size]`` (``hyper``: lr, momentum, nesterov,
+    weight decay), as ``optim.sgd`` makes it: the same kernel, elementwise, so the same bits
+    however the elements are chunked."""
     end = start + size
     chunks = plan[P_BLOCKS]
     if chunks == 1:
-        _update_range(kind, values, grads, slot_a, slot_b, hyper, start, end)
+        _sgd(values, grads, velocity, hyper, start, end)
         return
-    optim._job_args(args, values[start:end], grads[start:end], slot_a[start:end],
-                    slot_b[start:end], hyper)
+    p, g, v = values[start:end], grads[start:end], velocity[start:end]
+    optim._job_args(args, p, g, v, p, hyper)
     workers.call_in_kernel(box, ticket, clock, f[1], plan[P_FN], args,
                            plan[P_CUTS:P_CUTS + chunks + 1])
 
 
 @njit
 def fused_step(address, width, x, labels, target, loss_code, values, grads, layout, slopes,
-               work, plans, scratch, box, ticket, clock, update, slot_a, slot_b, hyper, args):
+               work, plans, scratch, box, ticket, clock, update, velocity, hyper, args):
     """Forward, loss and backward; the gradients land in ``grads``. Returns the mean loss, or
     -1.0 for a label out of range (the caller then raises, as the loss does).
 
     ``(address, width)`` is ``cblas.gemm_function(dtype)``, passed as two scalars: a tuple
     argument costs numba's dispatcher a microsecond per call. ``plans`` says how each
     product is computed, ``scratch`` holds a split inner dimension's parts, and ``box``,
-    ``ticket``, ``clock`` are a ``workers.kernel_jobs`` scope's. With ``update`` (``SGD`` or
-    ``ADAM``; 0: none), each layer's weights and bias also take the optimizer's step once its
-    gradients are made (``slot_a``, ``slot_b``, ``hyper``: see ``_update_range``; ``args``:
-    an int64 scratch of ``workers.CALL_ARGS``).
+    ``ticket``, ``clock`` are a ``workers.kernel_jobs`` scope's. With ``update``, each layer's
+    weights and bias also take their SGD step once its gradients are made (``velocity``,
+    ``hyper``: see ``_sgd_update``; ``args``: an int64 scratch of ``workers.CALL_ARGS``).
     Callers build every argument (``zoo.training.fused``): nothing is checked here."""
     f = (address, width)
     jobs = (scratch, box, ticket, clock)
@@ -204,8 +193,8 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
                      _region(values, layout[li, WEIGHT], fan_in, units), True,
                      _region(work, layout[li - 1, GRAD_OUT], rows, fan_in), *jobs)
         if update:  # nothing reads this layer's parameters again in this step
-            _update_weights(f, plans[li, UPDATE], update, values, grads, slot_a, slot_b, hyper,
-                            args, layout[li, WEIGHT], fan_in * units, box, ticket, clock)
-            _update_range(update, values, grads, slot_a, slot_b, hyper, b_off, b_off + units)
+            _sgd_update(f, plans[li, UPDATE], values, grads, velocity, hyper, args,
+                        layout[li, WEIGHT], fan_in * units, box, ticket, clock)
+            _sgd(values, grads, velocity, hyper, b_off, b_off + units)
     return value
 

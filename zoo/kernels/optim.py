@@ -101,7 +101,7 @@ def _rmsprop(p, g, s, b, lr, alpha, eps, momentum, weight_decay):
             pf[i] -= lr * u
 
 
-@njit(fastmath=False)  # as _sgd: the fused Dense step runs its own copy
+@njit
 def _adam(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_c2, l2, decay):
     pf, gf, mf, vf = p.reshape(p.size), g.reshape(g.size), m.reshape(m.size), v.reshape(v.size)
     dt = pf.dtype.type
@@ -191,22 +191,15 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, lr, step, beta1=0.9, beta2=0.999, 
     if check:
         _check("adam", {"param": param, "grad": grad, "exp_avg": exp_avg,
                         "exp_avg_sq": exp_avg_sq})
-    hyper = adam_hyper(lr=lr, step=step, beta1=beta1, beta2=beta2, eps=eps,
-                       weight_decay=weight_decay, decoupled=decoupled)
-    if param.size < 2 * CHUNK:
-        _adam(param, grad, exp_avg, exp_avg_sq, *hyper)
-    else:
-        _update(_adam, "adam", (param, grad, exp_avg, exp_avg_sq), hyper)
-
-
-def adam_hyper(*, lr, step, beta1, beta2, eps, weight_decay, decoupled) -> tuple:
-    """``_adam``'s seven scalars after ``p, g, m, v`` for step ``step`` (from 1): the step
-    size with the first bias correction, the betas, eps, the second correction's
-    ``1 / sqrt``, the L2 coefficient and the decoupled decay."""
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
     l2, decay = (0.0, lr * weight_decay) if decoupled else (weight_decay, 0.0)
-    return lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2), l2, decay
+    if param.size < 2 * CHUNK:
+        _adam(param, grad, exp_avg, exp_avg_sq, lr / c1, beta1, beta2, eps,
+              1.0 / math.sqrt(c2), l2, decay)
+    else:
+        _update(_adam, "adam", (param, grad, exp_avg, exp_avg_sq),
+                (lr / c1, beta1, beta2, eps, 1.0 / math.sqrt(c2), l2, decay))
 
 
 def squared_norm(arrays) -> float:

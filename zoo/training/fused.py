@@ -5,10 +5,9 @@ none/relu/leaky_relu/tanh/sigmoid) under ``SoftmaxCrossEntropy`` or ``MSE`` runs
 ``zoo.kernels.dense_stack``, which computes exactly what the layers would (the same products,
 blocks and kernels, in the same order), in one call instead of a dozen or two: the Python of
 the layer calls costs more than their arithmetic on small MLPs, and a tenth of a two-thread
-step on 784-wide ones. Under plain SGD, Adam or AdamW the same call makes the update too
-(``DenseStackStep``; the trainer decides, ``Trainer._fused_update``); other optimizers and
-clipping run as usual after it. Everything else, and any batch this path does not take, goes
-through the layers.
+step on 784-wide ones. Under plain SGD the same call makes the update too (``DenseStackStep``;
+the trainer decides, ``Trainer._fused_sgd``); other optimizers and clipping run as usual
+after it. Everything else, and any batch this path does not take, goes through the layers.
 
 The choice depends on the model's structure and the batch's sizes alone, never on the machine
 or the load, so it never changes which bits a run produces. It needs numpy's BLAS to be callable
@@ -73,15 +72,15 @@ def _offset(buffer: np.ndarray, view: np.ndarray) -> int | None:
 
 
 class DenseStackStep:
-    """``step(xb, tb, update)``: ``(outputs, loss, updated)`` of one fused forward, loss and
+    """``step(xb, tb, sgd)``: ``(outputs, loss, updated)`` of one fused forward, loss and
     backward, or None when this batch must go through the layers (its shape, dtype or layout
     differ, or the weights were replaced since).
 
-    With ``update`` (``Optimizer.fused_update``'s answer for this very buffer) the kernel
-    also makes the optimizer's update, each layer's as soon as its gradients are made, while
-    they are still in the cache of the core that made them (``updated`` is then True): on the
-    mlp workload the update was about a tenth of a two-thread step. Only where the layers'
-    parameters are the whole buffer, so the update covers what the optimizer's ``step`` would.
+    With ``sgd`` (``optimizers.SGD.fused_update``'s tuple for this very buffer) the kernel
+    also makes the update, each layer's as soon as its gradients are made, while they are
+    still in the cache of the core that made them (``updated`` is then True): on the mlp
+    workload the update was about a tenth of a two-thread step. Only where the layers'
+    parameters are the whole buffer, so the update covers what ``SGD.step`` would.
     """
 
     def __init__(self, layers, loss_code, values, grads, offsets):
@@ -104,14 +103,13 @@ class DenseStackStep:
         self.work: dict = {}  # rows -> ``_layout(rows)``, or None: not fused
         self._scratch = np.zeros(1, values.dtype)  # the scratch argument where none is needed
         self._alone = workers.kernel_jobs(1)  # never entered: the arguments of no jobs
-        self._hyper = np.zeros(7)  # the optimizer's scalars (``optim``), each step
+        self._hyper = np.zeros(4)  # SGD's lr, momentum, nesterov, weight decay, each step
         self._last_hyper: tuple = ()  # what _hyper holds
-        self._chunk_functions: dict = {}  # optimizer kind -> its chunk cfunc's address
         self._args = np.zeros(workers.CALL_ARGS, np.int64)  # a chunked update's description
         sizes = sum(layer.weight.value.size + layer.bias.value.size for layer in layers)
         self.whole = sizes == values.size  # the layers' parameters are the whole buffer
 
-    def step(self, xb, tb, update=None):
+    def step(self, xb, tb, sgd=None):
         if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
                 and xb.shape[1] == self.fan_in and xb.flags.c_contiguous):
             return None
@@ -135,37 +133,31 @@ class DenseStackStep:
         if plan is None:
             return None
         layout, work, outputs, plans, scratch, chunked = plan
-        code, slot_a, slot_b = 0, self.values, self.values  # no update: slots unread
-        if update is not None and self.whole:
-            kind, a, b, hyper = update
-            code = ds.UPDATE_CODES[kind]
-            slot_a = self.values if a is None else a  # None: unread (SGD without momentum)
-            slot_b = self.values if b is None else b
-            if hyper != self._last_hyper:  # changed: lr by a schedule, Adam's step count
-                self._hyper[:len(hyper)] = hyper
-                self._last_hyper = hyper
-            chunk_fn = self._chunk_functions.get(kind)
-            if chunk_fn is None:  # the optimizer's chunk cfunc, compiled on first use
-                chunk_fn = self._chunk_functions[kind] = optim.block_address(kind, self.dtype)
-            if plans[0, ds.UPDATE, ds.P_FN] != chunk_fn:
-                plans[:, ds.UPDATE, ds.P_FN] = chunk_fn
+        update, velocity = sgd is not None and self.whole, self.values
+        if update:
+            velocity, hyper = sgd[0], sgd[1:]
+            if hyper != self._last_hyper:  # changed: lr by a schedule, say
+                self._hyper[:] = self._last_hyper = hyper
+            velocity = self.values if velocity is None else velocity  # unread without momentum
+            if plans[0, ds.UPDATE, ds.P_FN] == 0:  # the chunk cfunc, compiled on first use
+                plans[:, ds.UPDATE, ds.P_FN] = optim.block_address("sgd", self.dtype)
         address, width = self.blas
         arguments = (self.values, self.grads, layout, self.slopes, work, plans)
-        if scratch is None and not (code and chunked):
+        if scratch is None and not (update and chunked):
             # nothing to share (no product's blocks, no update's chunks): no pool to hold
             jobs = self._alone
             value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
                                   *arguments, self._scratch, jobs.box, jobs.ticket, jobs.clock,
-                                  code, slot_a, slot_b, self._hyper, self._args)
+                                  update, velocity, self._hyper, self._args)
         else:  # the pool held till the kernel returns, its jobs on the trainer's threads
             with workers.kernel_jobs(threads.threads()) as jobs:
                 value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
                                       *arguments, self._scratch if scratch is None else scratch,
-                                      jobs.box, jobs.ticket, jobs.clock, code, slot_a,
-                                      slot_b, self._hyper, self._args)
+                                      jobs.box, jobs.ticket, jobs.clock, update, velocity,
+                                      self._hyper, self._args)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
-        return outputs, value, code != 0
+        return outputs, value, update
 
     def _layout(self, rows: int):
         """``(layout, work, outputs, plans, scratch, chunked)`` for batches of ``rows``

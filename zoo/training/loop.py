@@ -17,7 +17,7 @@ from zoo import checks
 from zoo.errors import DataError, describe_array
 from zoo.kernels.fpenv import flush_denormals
 from zoo.kernels.threads import make_governor, single_threaded_blas, workers_awake
-from zoo.optimizers import SGD, Adam, AdamW, clip_grad_norm
+from zoo.optimizers import SGD, clip_grad_norm
 from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters, owner_chunks
 from zoo.training.metrics import task_metrics
@@ -207,7 +207,7 @@ class Trainer:
         with single_threaded_blas(), flush_denormals(), workers_awake():
             fused = None
             if self._fused is not None:
-                fused = self._fused.step(xb, tb, self._fused_update())
+                fused = self._fused.step(xb, tb, self._fused_sgd())
             if fused is not None:
                 self._outputs, value, updated = fused
             else:
@@ -215,7 +215,7 @@ class Trainer:
                 value = self.loss.forward(self._outputs, tb)
                 self.model.backward(self.loss.backward())
                 updated = False
-            if updated:  # the fused step made the optimizer's update itself
+            if updated:  # the fused step made SGD's update itself
                 self.optimizer.count_step()
             else:
                 if self.clip_norm is not None:
@@ -227,12 +227,12 @@ class Trainer:
             self._governor = None  # steps too short for threads to matter: stop timing them
         return value
 
-    def _fused_update(self):
-        """``optimizer.fused_update``'s answer where the fused Dense step may make the update
-        itself: plain ``SGD``, ``Adam`` or ``AdamW`` (a subclass may change the update), no
-        clipping (it needs every gradient first), one parameter group. Else None."""
+    def _fused_sgd(self):
+        """``SGD.fused_update``'s arguments where the fused Dense step may make the update
+        itself: plain ``SGD`` (a subclass may change the update), no clipping (it needs every
+        gradient first), one parameter group. Else None."""
         optimizer = self.optimizer
-        if type(optimizer) not in (SGD, Adam, AdamW) or self.clip_norm is not None \
+        if type(optimizer) is not SGD or self.clip_norm is not None \
                 or len(self._values_list) != 1 or self._values_list[0] is not self.values \
                 or optimizer.decay_mask is not None:
             return None
