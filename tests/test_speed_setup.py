@@ -32,6 +32,12 @@ def test_blas_threads_default_to_one_and_keep_the_users_choice():
     assert all(env[name] == "1" for name in BLAS_THREAD_VARIABLES)
     assert "ZOO_BLAS_THREADS" not in env  # zoo's large GEMMs: chosen while training
     assert env["OPENBLAS_THREAD_TIMEOUT"] == "20"
+    again = dict(env)
+    prepare_environment(again)  # a second call, or a child process: zoo's 1s are not a user's
+    assert again == env and "ZOO_BLAS_THREADS" not in again
+    child = dict(env, OPENBLAS_NUM_THREADS="2")  # ...but a user's choice in a child is
+    prepare_environment(child)
+    assert child["ZOO_BLAS_THREADS"] == "2"
     for name in BLAS_THREAD_VARIABLES:  # any one set by the user: all left alone...
         env = {name: "2"}
         prepare_environment(env)

@@ -35,6 +35,9 @@ from zoo.errors import ConfigError
 
 # Read by OpenBLAS, MKL and OpenMP when numpy (or numba) is first imported.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Set where zoo itself set BLAS_THREAD_VARIABLES to 1 (``prepare_environment``), so that a
+# second call, or a child process that inherits them, does not take them for the user's.
+DEFAULTS_MARK = "ZOO_BLAS_DEFAULTS"
 # What a ``zoo compare`` worker process may use (ZOO_BLAS_THREADS too: a fixed share).
 WORKER_THREAD_VARIABLES = (*BLAS_THREAD_VARIABLES, "NUMBA_NUM_THREADS", "ZOO_BLAS_THREADS")
 
@@ -51,8 +54,15 @@ def prepare_environment(environ=os.environ) -> None:
     unless ``ZOO_BLAS_THREADS`` is set too, the count becomes zoo's: ``OPENBLAS_NUM_THREADS=2
     zoo train ...`` runs zoo's blocks on two threads. ``OPENBLAS_THREAD_TIMEOUT=20`` makes a
     user-started OpenBLAS thread sleep after 2**20 cycles instead of 2**28.
+
+    Calling it again (or in a child process that inherits the variables) changes nothing:
+    the 1s it set are marked as zoo's (``DEFAULTS_MARK``), not taken for a user's choice of
+    one thread.
     """
     environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+    if environ.get(DEFAULTS_MARK) == "1" and all(
+            environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES):
+        return
     chosen = [environ[name] for name in BLAS_THREAD_VARIABLES if environ.get(name)]
     if chosen:
         if not environ.get("ZOO_BLAS_THREADS") and chosen[0].strip().isdigit():
@@ -60,6 +70,7 @@ def prepare_environment(environ=os.environ) -> None:
         return
     for name in BLAS_THREAD_VARIABLES:
         environ[name] = "1"
+    environ[DEFAULTS_MARK] = "1"
 
 
 def configured_threads() -> int | None:
