@@ -93,6 +93,26 @@ def test_the_partition_depends_on_the_sizes_alone():
     assert len(blas.partition(4096, 4096, 4096)[1]) - 1 == blas.MAX_BLOCKS
 
 
+def test_a_layer_whose_weight_is_its_largest_array_has_its_rows_cut_in_every_product():
+    # (rows, fan_in, units) -> the axes of forward, weight gradient, input gradient
+    for rows, fan_in, units in [(128, 256, 784), (128, 784, 256), (64, 256, 4096)]:
+        forward, weight_grad, input_grad = blas.layer_gemms(rows, fan_in, units)
+        assert (forward.axis, weight_grad.axis, input_grad.axis) == (2, 0, 1)
+        assert forward.cuts == weight_grad.cuts == input_grad.cuts  # the same rows of w
+        assert forward.cuts[-1] == fan_in
+    # where fan_in is the longest size, that is the longest-size rule's own choice
+    assert [g.axis for g in blas.layer_gemms(128, 784, 256)] == [
+        blas.partition(*shape)[0] for shape in ((128, 784, 256), (784, 128, 256),
+                                                (128, 256, 784))]
+    # a batch longer than the weight's sides, or too many partial sums: the longest size
+    for rows, fan_in, units in [(1024, 256, 128), (512, 600, 1024)]:
+        assert blas.layer_axes(rows, fan_in, units) == (None, None, None)
+        shapes = ((rows, fan_in, units), (fan_in, rows, units), (rows, units, fan_in))
+        assert [g.axis for g in blas.layer_gemms(rows, fan_in, units)] == [
+            blas.partition(*shape)[0] for shape in shapes]
+    assert blas.layer_gemms(8, 32, 64) == (None, None, None)  # too small to cut
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_split_inner_dimension_adds_its_parts_in_block_order(dtype):
     # (m, k, n) with k the longest: block i sums over k in cuts[i]:cuts[i + 1] (float32 by

@@ -100,7 +100,7 @@ def test_other_models_and_losses_go_through_the_layers(layers, loss):
 
 # Products large enough for a ``blas.Gemm`` to cut into blocks: 784-256 cuts the inner
 # dimension of the forward product, the rows of the weight gradient and the columns of the
-# input gradient; 256-784 the columns of the forward product.
+# input gradient, and so does 256-784 (its weight is the largest array: ``blas.layer_axes``).
 BLOCKED = {"784-256-10": ((784,), lambda: [Dense(256, activation="relu"), Dense(10)]),
            "64-256-784": ((64,), lambda: [Dense(256, activation="relu"),
                                           Dense(784, activation="sigmoid")])}

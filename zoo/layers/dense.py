@@ -87,9 +87,8 @@ class Dense(Layer):
         self._work = None  # training buffers for this shape, made on first use
         # The three products for this shape: forward, weight gradient, input gradient.
         rows, fan_in, dt = self._rows, x.shape[-1], self._dt
-        self._gemms = (kernels.blas.gemm_or_none(rows, fan_in, self.units, dt) or np.dot,
-                       kernels.blas.gemm_or_none(fan_in, rows, self.units, dt) or np.dot,
-                       kernels.blas.gemm_or_none(rows, self.units, fan_in, dt) or np.dot)
+        self._gemms = tuple(gemm or np.dot for gemm in kernels.blas.layer_gemms(
+            rows, fan_in, self.units, dt))
         return x
 
     def _training_buffers(self):

@@ -59,7 +59,8 @@ def owner_chunks(flat: np.ndarray, params) -> list[int] | None:
     that follow how zoo's threads share the products, or None for the default chunks.
 
     zoo's products cut a Dense weight ``(in, out)`` by rows in the forward pass, the weight
-    gradient and the input gradient alike when ``in`` is the longest size (``blas.partition``),
+    gradient and the input gradient alike when ``in`` is the longest size or the weight the
+    largest of the layer's arrays (``blas.layer_axes``),
     and on two threads the caller computes the first half and the worker the second
     (``zoo.kernels.workers``). So every matrix of ``params`` (those inside ``flat``, with at
     least ``MIN_OWNED`` elements) gets two chunks: its rows up to ``blas.cut_in_two(in)``, and

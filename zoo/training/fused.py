@@ -206,10 +206,8 @@ class DenseStackStep:
                     fan_in * units
         parts, blocked = 0, False
         for li, (fan_in, units) in enumerate(self.sizes):
-            for product, shape in ((ds.FORWARD, (rows, fan_in, units)),
-                                   (ds.WEIGHT_GRAD, (fan_in, rows, units)),
-                                   (ds.INPUT_GRAD, (rows, units, fan_in))):
-                gemm = blas.gemm_or_none(*shape)
+            for product, gemm in zip((ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD),
+                                     blas.layer_gemms(rows, fan_in, units)):
                 if gemm is None:
                     continue
                 blocked = True
@@ -220,5 +218,6 @@ class DenseStackStep:
                 plan[ds.P_KIND], plan[ds.P_FN] = kind, fn
                 plan[ds.P_CUTS:ds.P_CUTS + gemm.blocks + 1] = gemm.cuts
                 if gemm.axis == 2:
-                    parts = max(parts, (gemm.blocks - 1) * shape[0] * shape[2])
+                    m, _, n = gemm.shape
+                    parts = max(parts, (gemm.blocks - 1) * m * n)
         return plans, (np.zeros(max(parts, 1), self.dtype) if blocked else None)
