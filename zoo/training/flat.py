@@ -60,14 +60,14 @@ def owner_chunks(flat: np.ndarray, params) -> list[int] | None:
 
     zoo's products cut a Dense weight ``(in, out)`` by rows in the forward pass, the weight
     gradient and the input gradient alike when ``in`` is the longest size or the weight the
-    largest of the layer's arrays (``blas.layer_axes``),
-    and on two threads the caller computes the first half and the worker the second
-    (``zoo.kernels.workers``). So every matrix of ``params`` (those inside ``flat``, with at
-    least ``MIN_OWNED`` elements) gets two chunks: its rows up to ``blas.cut_in_two(in)``, and
-    the rest with whatever small parameters follow it; small parameters before the first one
-    join its first chunk. Chunk 2i is then the caller's and 2i + 1 the worker's, as those rows
-    of the gradient were. Bounds are rounded to ``optim.ALIGN`` elements (the update's bits do
-    not depend on the chunks); more than ``workers.MAX_NATIVE_BLOCKS`` chunks give None.
+    largest of the layer's arrays (``blas.layer_axes``), and on two threads the caller
+    computes the first half and the worker the second (``zoo.kernels.workers``). So every
+    matrix of ``params`` (those inside ``flat``, with at least ``MIN_OWNED`` elements) gets two
+    chunks: its rows up to ``blas.cut_in_two(in)``, and the rest with whatever small
+    parameters follow it; small parameters before the first one join its first chunk. Chunk
+    2i is then the caller's and 2i + 1 the worker's, as those rows of the gradient were.
+    Bounds are rounded to ``optim.ALIGN`` elements (the update's bits do not depend on the
+    chunks); more than ``workers.MAX_NATIVE_BLOCKS`` chunks give None.
     """
     from zoo.kernels import blas, optim, workers
 
