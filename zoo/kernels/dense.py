@@ -107,6 +107,24 @@ def _bias_gelu_erf(y, b, pre, slope):
 
 
 # -- backward: dz = g * act'(cached), db = sum over rows of dz -------------------------------
+# ``g`` times an activation's derivative, from the activation's output (``one``: 1 in their
+# dtype). One definition for these kernels and the fused Dense step's blocks of rows
+# (``zoo.kernels.dense_rows``), which must give the same bits.
+@njit(fastmath=False)
+def times_leaky_relu_grad(g, y, a, one):
+    return g * (one if y > 0 else a)
+
+
+@njit(fastmath=False)
+def times_tanh_grad(g, t, one):
+    return g * (one - t * t)
+
+
+@njit(fastmath=False)
+def times_sigmoid_grad(g, s, one):
+    return g * s * (one - s)
+
+
 @njit(fastmath=False)
 def _bias_grad(g, db):
     g2 = g.reshape(g.size // db.size, db.size)
@@ -124,7 +142,7 @@ def _grad_leaky_relu(g, y, dz, db, slope):
     db[:] = 0
     for i in range(g2.shape[0]):
         for j in range(db.size):
-            d = g2[i, j] * (one if y2[i, j] > 0 else a)
+            d = times_leaky_relu_grad(g2[i, j], y2[i, j], a, one)
             d2[i, j] = d
             db[j] += d
 
@@ -137,8 +155,7 @@ def _grad_tanh(g, y, dz, db, slope):
     db[:] = 0
     for i in range(g2.shape[0]):
         for j in range(db.size):
-            t = y2[i, j]
-            d = g2[i, j] * (one - t * t)
+            d = times_tanh_grad(g2[i, j], y2[i, j], one)
             d2[i, j] = d
             db[j] += d
 
@@ -151,8 +168,7 @@ def _grad_sigmoid(g, y, dz, db, slope):
     db[:] = 0
     for i in range(g2.shape[0]):
         for j in range(db.size):
-            s = y2[i, j]
-            d = g2[i, j] * s * (one - s)
+            d = times_sigmoid_grad(g2[i, j], y2[i, j], one)
             d2[i, j] = d
             db[j] += d
 

@@ -71,7 +71,7 @@ _LANES = 32  # _mse's partial sums
 
 
 @njit(fastmath=False)
-def _mse(p, t, grad):
+def _squared_errors(p, t, grad, with_grad):
     # Without fast-math (the fused Dense step compiles its own copy: see zoo.kernels.dense),
     # so the sum of squares runs in _LANES partial sums, one per i % _LANES, added in a fixed
     # order at the end: the same bits in every copy, and a loop over the lanes that LLVM still
@@ -87,15 +87,29 @@ def _mse(p, t, grad):
         for lane in range(_LANES):
             d = p2[i, lane] - t2[i, lane]
             partial[lane] += np.float64(d) * d
-            g2[i, lane] = scale * d
+            if with_grad:
+                g2[i, lane] = scale * d
     total = 0.0
     for lane in range(_LANES):
         total += partial[lane]
     for i in range(whole, pf.size):
         d = pf[i] - tf[i]
         total += np.float64(d) * d
-        gf[i] = scale * d
+        if with_grad:
+            gf[i] = scale * d
     return total / pf.size
+
+
+@njit(fastmath=False)
+def _mse(p, t, grad):
+    return _squared_errors(p, t, grad, True)
+
+
+@njit(fastmath=False)
+def mse_value(p, t):
+    """The mean squared error alone, summed as ``_mse`` sums it (for a caller that made the
+    gradient ``2 (p - t) / size`` itself: ``zoo.kernels.dense_rows``)."""
+    return _squared_errors(p, t, p, False)
 
 
 @njit(fastmath=False)
