@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from zoo.kernels import blas, fpenv, optim, threads, workers
+from zoo.kernels import blas, fpenv, optim, sgemm, threads, workers
 
 NATIVE = workers.gemm_supported(np.float32)
 needs_native = pytest.mark.skipif(not NATIVE, reason="numpy's BLAS is not OpenBLAS: zoo cannot "
@@ -458,6 +458,37 @@ def test_a_kernel_posts_gemm_jobs_with_the_bits_of_a_gemm(count, fresh_pool):
         pool.post.release()
     else:
         assert not workers._POOL  # one thread: no pool made
+
+
+def _gemm_words(a, ta, b, tb, c):
+    """``c = op(a) @ op(b)`` as a list job's ``GEMM_WORDS`` words (arrays as stored)."""
+    return [a.ctypes.data, b.ctypes.data, c.ctypes.data, a.shape[1], b.shape[1], c.shape[1],
+            ta, tb, c.shape[0], a.shape[0] if ta else a.shape[1], c.shape[1]]
+
+
+@needs_native
+@pytest.mark.parametrize("tiled", [False, True])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_list_job_computes_each_of_its_products_as_one_call(count, tiled, fresh_pool):
+    # A layer's weight gradient x.T @ dz and input gradient dz @ w.T, as the fused step posts
+    # them: each block the whole product, so each has the bits of the same call made alone.
+    rng = np.random.default_rng(5)
+    x, dz = rng.standard_normal((48, 40), np.float32), rng.standard_normal((48, 24), np.float32)
+    w = rng.standard_normal((40, 24), np.float32)
+    dw, dx = np.full((40, 24), np.nan, np.float32), np.full((48, 40), np.nan, np.float32)
+    table = np.array(_gemm_words(x, 1, dz, 0, dw) + _gemm_words(dz, 0, w, 1, dx), np.int64)
+    kind, fn, width = workers.gemm_block_function(np.float32, tiled)
+    with threads.single_threaded_blas(), workers.kernel_jobs(count) as jobs:
+        workers.gemm_in_kernel(jobs.box, jobs.ticket, jobs.clock, kind, fn, width,
+                               np.array([0, 1, 2], np.int64), workers.AXIS_LIST, dz, 0, dz, 0,
+                               dx, table)
+        if tiled:
+            expected = [sgemm.gemm(x.T, dz, np.empty_like(dw)),
+                        sgemm.gemm(dz, w.T, np.empty_like(dx))]
+        else:
+            expected = [np.dot(x.T, dz), np.dot(dz, w.T)]
+    np.testing.assert_array_equal(dw, expected[0])
+    np.testing.assert_array_equal(dx, expected[1])
 
 
 @needs_native

@@ -92,8 +92,13 @@ KIND_GEMM, KIND_CALL, KIND_TILED = 0, 1, 2
 # A gemm (KIND_GEMM, D_FN BLAS's GEMM; or KIND_TILED, D_FN sgemm_block_address()): every
 # block is C[rows, cols] = op(A) @ op(B), all row-major, along D_AXIS (0: rows, 1: columns);
 # or, along 2 (the inner dimension), block i's part of the sum over k: block 0 into C, block
-# i > 0 into the (M, N) array i - 1 at D_SCRATCH, for the caller to add in order.
+# i > 0 into the (M, N) array i - 1 at D_SCRATCH, for the caller to add in order. Along
+# AXIS_LIST the blocks are independent whole products (a layer's weight and input gradients):
+# block i is the one described by the GEMM_WORDS words at D_SCRATCH + i * GEMM_WORDS words,
+# in the order A, B, C, LDA, LDB, LDC, TA, TB, M, K, N.
 D_DTYPE, D_A, D_B, D_C, D_LDA, D_LDB, D_LDC, D_TA, D_TB, D_M, D_K, D_N, D_AXIS = range(3, 16)
+AXIS_LIST = 3
+GEMM_WORDS = 11
 # A call (KIND_CALL): block i is ``fn(address of the description, i)``, a numba cfunc that
 # finds its own arguments in the words from D_ARGS (``run_call``).
 D_ARGS = 3
@@ -143,8 +148,12 @@ def _set_float_mode(typingctx, mode):
 # -- gemm blocks, without the GIL ------------------------------------------------------------
 @njit
 def _block_operands(desc, i):
-    """``(a, b, c, m, n, k, ldc)`` of block ``i`` of the gemm job ``desc``: the addresses and
-    sizes of its part of the product (the rest is as described)."""
+    """``(ta, tb, a, lda, b, ldb, c, ldc, m, n, k)`` of block ``i`` of the gemm job ``desc``:
+    the transposes, addresses, row strides and sizes of its product."""
+    if desc[D_AXIS] == AXIS_LIST:
+        d = carray(atomics.pointer(desc[D_SCRATCH] + i * GEMM_WORDS * 8, np.int64(0)),
+                   GEMM_WORDS)
+        return d[6], d[7], d[0], d[3], d[1], d[4], d[2], d[5], d[8], d[10], d[9]
     lo, hi = desc[D_CUTS + i], desc[D_CUTS + i + 1]
     size = 4 if desc[D_DTYPE] == 0 else 8
     a, b, c = desc[D_A], desc[D_B], desc[D_C]
@@ -165,24 +174,23 @@ def _block_operands(desc, i):
         if i:
             c = desc[D_SCRATCH] + (i - 1) * m * n * size
             ldc = n
-    return a, b, c, m, n, k, ldc
+    return desc[D_TA], desc[D_TB], a, lda, b, ldb, c, ldc, m, n, k
 
 
 @njit
 def _gemm_block(desc, i, width):
     """Block ``i`` of a BLAS gemm job: one call of BLAS's GEMM (``width``: a sample of BLAS's
     integer type)."""
-    a, b, c, m, n, k, ldc = _block_operands(desc, i)
-    cblas.gemm_at(desc[D_FN], width, desc[D_TA], desc[D_TB], m, n, k, a, desc[D_LDA],
-                  b, desc[D_LDB], c, ldc, desc[D_DTYPE] != 0)
+    ta, tb, a, lda, b, ldb, c, ldc, m, n, k = _block_operands(desc, i)
+    cblas.gemm_at(desc[D_FN], width, ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
+                  desc[D_DTYPE] != 0)
 
 
 def _sgemm_job_block(desc, i):
     """Block ``i`` of a float32 gemm job, one ``sgemm`` product: the body of
     ``sgemm_block_address``'s cfunc (``desc``: a pointer to the description)."""
-    d = carray(desc, DESC_WORDS)
-    a, b, c, m, n, k, ldc = _block_operands(d, i)
-    sgemm.gemm_at(d[D_TA], d[D_TB], m, n, k, a, d[D_LDA], b, d[D_LDB], c, ldc, False)
+    ta, tb, a, lda, b, ldb, c, ldc, m, n, k = _block_operands(carray(desc, DESC_WORDS), i)
+    sgemm.gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, False)
 
 
 _SGEMM_BLOCK: list = []  # the cfunc, made on first use
