@@ -98,22 +98,41 @@ def test_other_models_and_losses_go_through_the_layers(layers, loss):
     assert _trainer(layers, loss)._fused is None
 
 
-# Products large enough for a ``blas.Gemm`` to cut into blocks: 784-256 cuts the inner
+# Stacks large enough for the fused step to share its work, batch 128. 784-256 cuts the inner
 # dimension of the forward product, the rows of the weight gradient and the columns of the
 # input gradient, and so does 256-784 (its weight is the largest array: ``blas.layer_axes``).
-BLOCKED = {"784-256-10": ((784,), lambda: [Dense(256, activation="relu"), Dense(10)]),
-           "64-256-784": ((64,), lambda: [Dense(256, activation="relu"),
-                                          Dense(784, activation="sigmoid")])}
+# A layer output of at least 2 * ``dense_rows.ROW_WORK`` elements has its elementwise work in
+# row blocks (with the forward's parts, and under MSE the loss's gradient); the 32-wide
+# layers' gradients, too small to cut, run as one job of two calls (``ds.PAIR``). Each entry:
+# input features, layers, loss, and the plans it must use (``ds.P_AXIS`` values, and which of
+# ``ds.ROWS``/``ds.PAIR`` have blocks).
+BLOCKED = {
+    "784-256-10": (784, lambda: [Dense(256, activation="relu"), Dense(10)], "ce",
+                   {1, 2}, {ds.ROWS}),
+    "64-256-784": (64, lambda: [Dense(256, activation="relu"),
+                                Dense(784, activation="sigmoid")], "mse", {1, 2}, {ds.ROWS}),
+    "autoencoder 64-256-32-256-784": (
+        64, lambda: [Dense(256, activation="relu"), Dense(32, activation="relu"),
+                     Dense(256, activation="relu"), Dense(784, activation="sigmoid")], "mse",
+        {1, 2}, {ds.ROWS, ds.PAIR}),
+    "tanh, linear, leaky relu, 300 classes": (
+        40, lambda: [Dense(256, activation="tanh"), Dense(256),
+                     Dense(300, activation="leaky_relu", negative_slope=0.2), Dense(300)],
+        "ce", set(), {ds.ROWS}),
+}
 
 
 @pytest.mark.parametrize("stack", BLOCKED)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_products_cut_into_blocks_train_to_the_same_bits_on_any_thread_count(stack, dtype):
-    (features,), layers = BLOCKED[stack]
+def test_work_shared_in_blocks_trains_to_the_same_bits_on_any_thread_count(stack, dtype):
+    features, layers, loss_name, axes, shared = BLOCKED[stack]
     rng = np.random.default_rng(2)
     x = rng.random((128, features)).astype(dtype)
-    loss = SoftmaxCrossEntropy() if stack.endswith("-10") else MSE()
-    y = rng.integers(0, 10, 128) if stack.endswith("-10") else rng.random((128, 784)).astype(dtype)
+    classes = layers()[-1].units
+    if loss_name == "ce":
+        loss, y = SoftmaxCrossEntropy(), rng.integers(0, 10, 128)
+    else:
+        loss, y = MSE(), rng.random((128, classes)).astype(dtype)
     runs = {}
     try:
         for fused, count in ((False, 1), (True, 1), (True, 2), (True, 3), (False, 2)):
@@ -124,15 +143,20 @@ def test_products_cut_into_blocks_train_to_the_same_bits_on_any_thread_count(sta
             threads.set_threads(count)
             losses = [trainer.train_step(x, y) for _ in range(3)]
             if fused:
-                plans, scratch = trainer._fused.work[128][3:5]
-                assert scratch is not None and set(plans[:, :, ds.P_AXIS].ravel()) >= {1, 2}
-            runs[(fused, count)] = (losses, trainer.values.copy())
+                plans = trainer._fused.work[128][3]
+                products = plans[:, [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD]]
+                assert set(products[products[..., ds.P_BLOCKS] > 1][:, ds.P_AXIS]) >= axes
+                assert {job for job in (ds.ROWS, ds.PAIR)
+                        if (plans[:, job, ds.P_BLOCKS] > 1).any()} == shared
+            # The gradients too: an update rounds a gradient's last bits away.
+            runs[(fused, count)] = (losses, trainer.values.copy(), trainer.grads.copy())
     finally:
         threads.set_threads(1)
-    (losses, values) = runs[(False, 1)]
-    for key, (other_losses, other_values) in runs.items():
+    (losses, values, grads) = runs[(False, 1)]
+    for key, (other_losses, other_values, other_grads) in runs.items():
         assert other_losses == losses, key
         np.testing.assert_array_equal(other_values, values, err_msg=str(key))
+        np.testing.assert_array_equal(other_grads, grads, err_msg=str(key))
 
 
 SGD_VARIANTS = {"plain": dict(lr=0.05), "momentum": dict(lr=0.05, momentum=0.9),
@@ -146,7 +170,7 @@ def test_the_update_made_inside_the_step_is_sgds_to_the_bit(variant, stack):
     if stack == "small":
         layers, features, batch = STACKS["tanh-sigmoid-linear"], 9, 7
     else:
-        (features,), layers = BLOCKED[stack]
+        features, layers = BLOCKED[stack][:2]
         batch = 128
     rng = np.random.default_rng(3)
     x = rng.random((batch, features)).astype(np.float32)

@@ -7,13 +7,20 @@ workloads that Python was still 9-11% of a two-thread step. This kernel runs the
 in one call, with the same pieces: each product as the layer computes it, one call of numpy's
 own BLAS GEMM as ``np.dot`` makes it (``cblas.gemm_trans``), or, where the layer's
 ``blas.Gemm`` cuts it into blocks, the same blocks posted to zoo's workers from inside the
-kernel (``workers.gemm_in_kernel``); and the very kernels ``Dense`` and the losses use
-(``zoo.kernels.dense``, ``zoo.kernels.losses``, compiled without fast-math so that this
-kernel's copies of them round as theirs do), in the same order. So the results are the
-layer-by-layer results, bit for bit, on any thread count (``tests/test_dense_stack.py``
-checks it), and ``zoo.training.fused`` decides from the model's structure and sizes alone
-when to use it. Under plain SGD it also makes each layer's update right after the layer's
-gradients, with ``optim``'s own SGD kernel (``_sgd_update``).
+kernel (``workers.gemm_in_kernel``); and the arithmetic of the kernels ``Dense`` and the
+losses use (``zoo.kernels.dense``, ``zoo.kernels.losses``, compiled without fast-math so that
+this kernel's copies of them round as theirs do). So the results are the layer-by-layer
+results, bit for bit, on any thread count (``tests/test_dense_stack.py`` checks it), and
+``zoo.training.fused`` decides from the model's structure and sizes alone when to use it.
+
+Work the layers do one piece after another, this kernel shares where it can: a layer's
+elementwise work (the forward's parts, bias and activation; the activation's gradient; under
+MSE the loss's gradient) is one pass (``dense_rows.rows``), in blocks of rows that zoo's
+workers share when the layer is large (``plans[:, ROWS]``), and the weight and input gradients
+of a layer too small to cut run as one job of their two calls (``plans[:, PAIR]``). Sums over
+rows (the bias gradient, the loss) stay one pass each, in the layers' order. Under plain SGD
+it also makes each layer's update right after the layer's gradients, with ``optim``'s own SGD
+kernel (``_sgd_update``).
 
 Parameters and gradients are read and written in the trainer's flat buffers; ``layout`` (its
 columns below) places every layer's arrays in them and in ``work``, one buffer per batch size
@@ -22,22 +29,16 @@ for the intermediate arrays, and ``plans`` says how each product is computed.
 
 from __future__ import annotations
 
-from zoo.kernels import cblas, optim, workers
+import numpy as np
+
+from zoo.kernels import cblas, dense_rows, optim, workers
 from zoo.kernels._jit import njit
-from zoo.kernels.dense import (
-    _bias,
-    _bias_grad,
-    _bias_leaky_relu,
-    _bias_sigmoid,
-    _bias_tanh,
-    _grad_leaky_relu,
-    _grad_sigmoid,
-    _grad_tanh,
-)
-from zoo.kernels.losses import _mse, _softmax_ce
+from zoo.kernels.dense import _bias_grad, _grad_leaky_relu, _grad_sigmoid, _grad_tanh
+from zoo.kernels.losses import _softmax_ce, mse_value
 
 # Activation codes (``layout[:, 4]``); relu is leaky_relu with slope 0, as in Dense.
-LINEAR, LEAKY_RELU, TANH, SIGMOID = 0, 1, 2, 3
+LINEAR, LEAKY_RELU, TANH, SIGMOID = (dense_rows.LINEAR, dense_rows.LEAKY_RELU, dense_rows.TANH,
+                                     dense_rows.SIGMOID)
 ACTIVATION_CODES = {None: LINEAR, "relu": LEAKY_RELU, "leaky_relu": LEAKY_RELU, "tanh": TANH,
                     "sigmoid": SIGMOID}
 # Loss codes.
@@ -57,6 +58,14 @@ P_BLOCKS, P_AXIS, P_KIND, P_FN, P_CUTS = range(5)
 # (``update``): ``P_BLOCKS`` chunks of the weight's elements bounded from ``P_CUTS``, each
 # ``optim``'s SGD chunk cfunc (``P_FN``) on zoo's threads; 1: the SGD kernel itself.
 UPDATE = 3
+# ``plans[layer, ROWS]``: the layer's elementwise work (``dense_rows.rows``) in ``P_BLOCKS``
+# blocks of rows bounded from ``P_CUTS`` (``dense_rows.row_cuts``), each ``dense_rows``'s
+# cfunc (``P_FN``) on zoo's threads; 1: ``rows`` itself, on the whole output.
+ROWS = 4
+# ``plans[layer, PAIR]``: ``P_BLOCKS`` 2 where the layer's weight and input gradients, each
+# one BLAS call (their plans' ``P_BLOCKS`` 1), run as one job of two blocks (``workers``'s
+# ``AXIS_LIST``), each the very call ``np.dot`` makes, so each core makes one.
+PAIR = 5
 
 
 @njit
@@ -65,19 +74,9 @@ def _region(buf, offset, rows, cols):
 
 
 @njit
-def _activate(y, b, code, slope):
-    if code == LEAKY_RELU:
-        _bias_leaky_relu(y, b, y, slope)
-    elif code == TANH:
-        _bias_tanh(y, b, y, slope)
-    elif code == SIGMOID:
-        _bias_sigmoid(y, b, y, slope)
-    else:
-        _bias(y, b, y, slope)
-
-
-@njit
 def _activation_grad(g, y, dz, db, code, slope):
+    """``dz = g * act'(y)`` and ``db``, its sum over rows, in one pass (``dense``'s kernels:
+    the per-element arithmetic of ``dense_rows.rows``'s ACT_GRAD)."""
     if code == LEAKY_RELU:
         _grad_leaky_relu(g, y, dz, db, slope)
     elif code == TANH:
@@ -87,10 +86,10 @@ def _activation_grad(g, y, dz, db, code, slope):
 
 
 @njit
-def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock):
+def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock, add=True):
     """``c = op(a) @ op(b)`` as ``plan`` says (see ``plans``), the way the layer computes it:
     one BLAS call, or the Gemm's blocks, a split inner dimension's parts added in block
-    order (``blas._add_parts``)."""
+    order (``blas._add_parts``); without ``add`` they are left in ``scratch`` (``_parts``)."""
     blocks = plan[P_BLOCKS]
     if blocks == 1:
         cblas.gemm_trans(f, a, ta, b, tb, c)
@@ -98,13 +97,59 @@ def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock):
     workers.gemm_in_kernel(box, ticket, clock, plan[P_KIND], plan[P_FN], f[1],
                            plan[P_CUTS:P_CUTS + blocks + 1], plan[P_AXIS], a, int(ta), b,
                            int(tb), c, scratch)
-    if plan[P_AXIS] == 2:
+    if add and plan[P_AXIS] == 2:
         m, n = c.shape
         for part in range(blocks - 1):
             earlier = _region(scratch, part * m * n, m, n)
             for i in range(m):
                 for j in range(n):
                     c[i, j] += earlier[i, j]
+
+
+@njit
+def _parts(plan):
+    """How many parts ``_product`` left in its scratch (without ``add``): none unless ``plan``
+    cut the inner dimension."""
+    return plan[P_BLOCKS] - 1 if plan[P_BLOCKS] > 1 and plan[P_AXIS] == 2 else 0
+
+
+@njit
+def _elementwise(f, plan, op, y, scratch, count, bias, slope, code, grad, dz, target, args,
+                 box, ticket, clock):
+    """``dense_rows.rows``'s work ``op`` on the layer output ``y`` (``count`` parts of it in
+    ``scratch``), as ``plan`` says: in one call, or as a job of row blocks (``slope``: the
+    one-element array of the slope)."""
+    blocks = plan[P_BLOCKS]
+    if blocks == 1:
+        dense_rows.rows(op, y, scratch.ctypes.data, count, y.size * y.itemsize, bias, slope[0],
+                        code, grad, dz, target, y.size)
+        return
+    dense_rows.describe(args, op, y, scratch.ctypes.data, count, bias, slope, code, grad, dz,
+                        target)
+    workers.call_in_kernel(box, ticket, clock, f[1], plan[P_FN], args,
+                           plan[P_CUTS:P_CUTS + blocks + 1])
+
+
+@njit
+def _describe_gemm(words, a, ta, b, tb, c):
+    """``c = op(a) @ op(b)`` as ``workers``'s ``GEMM_WORDS`` words, as ``cblas.gemm_trans``
+    calls it (all C-contiguous as stored)."""
+    words[0], words[1], words[2] = a.ctypes.data, b.ctypes.data, c.ctypes.data
+    words[3], words[4], words[5] = a.shape[1], b.shape[1], c.shape[1]
+    words[6], words[7] = ta, tb
+    words[8], words[9] = c.shape[0], a.shape[0] if ta else a.shape[1]
+    words[10] = c.shape[1]
+
+
+@njit
+def _gradients_paired(f, plan, x, dz, w, dw, dx, box, ticket, clock):
+    """A layer's weight gradient ``dw = x.T @ dz`` and input gradient ``dx = dz @ w.T`` as
+    one job of two blocks, each one BLAS call."""
+    table = np.empty(2 * workers.GEMM_WORDS, np.int64)
+    _describe_gemm(table[:workers.GEMM_WORDS], x, 1, dz, 0, dw)
+    _describe_gemm(table[workers.GEMM_WORDS:], dz, 0, w, 1, dx)
+    workers.gemm_in_kernel(box, ticket, clock, workers.KIND_GEMM, f[0], f[1],
+                           plan[P_CUTS:P_CUTS + 3], workers.AXIS_LIST, dz, 0, dz, 0, dx, table)
 
 
 @njit
@@ -147,28 +192,38 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
     jobs = (scratch, box, ticket, clock)
     rows = x.shape[0]
     depth = layout.shape[0]
-    # Forward: the first layer reads x, every other the previous layer's output in work.
-    for li in range(depth):
-        fan_in, units = layout[li, FAN_IN], layout[li, UNITS]
-        w = _region(values, layout[li, WEIGHT], fan_in, units)
-        y = _region(work, layout[li, OUT], rows, units)
-        if li == 0:
-            _product(f, plans[li, FORWARD], x, False, w, False, y, *jobs)
-        else:
-            _product(f, plans[li, FORWARD], _region(work, layout[li - 1, OUT], rows, fan_in),
-                     False, w, False, y, *jobs)
-        b_off = layout[li, BIAS]
-        _activate(y, values[b_off:b_off + units], layout[li, ACTIVATION], slopes[li])
     last = depth - 1
     classes = layout[last, UNITS]
     out = _region(work, layout[last, OUT], rows, classes)
     grad = _region(work, layout[last, GRAD_OUT], rows, classes)
-    if loss_code == SOFTMAX_CROSS_ENTROPY:
+    mse = loss_code == MEAN_SQUARED_ERROR
+    # Forward: the first layer reads x, every other the previous layer's output in work. A
+    # product's parts (a cut inner dimension) are added by the elementwise pass, and under
+    # MSE the last layer's pass also makes the loss's gradient and its activation's.
+    for li in range(depth):
+        fan_in, units, code = layout[li, FAN_IN], layout[li, UNITS], layout[li, ACTIVATION]
+        w = _region(values, layout[li, WEIGHT], fan_in, units)
+        y = _region(work, layout[li, OUT], rows, units)
+        if li == 0:
+            _product(f, plans[li, FORWARD], x, False, w, False, y, *jobs, False)
+        else:
+            _product(f, plans[li, FORWARD], _region(work, layout[li - 1, OUT], rows, fan_in),
+                     False, w, False, y, *jobs, False)
+        b_off = layout[li, BIAS]
+        op, g, dz, t = dense_rows.FORWARD, y, y, y  # g, dz, t: unread unless the op says
+        if li == last and mse:
+            op, g, t = op | dense_rows.MSE_GRAD, grad, target
+            if code != LINEAR:
+                op, dz = op | dense_rows.ACT_GRAD, _region(work, layout[li, GRAD_PRE], rows, units)
+        _elementwise(f, plans[li, ROWS], op, y, scratch, _parts(plans[li, FORWARD]),
+                     values[b_off:b_off + units], slopes[li:li + 1], code, g, dz, t, args, box,
+                     ticket, clock)
+    if mse:
+        value = mse_value(out, target)
+    else:
         value = _softmax_ce(out, labels, grad)
         if value < 0:
             return value
-    else:
-        value = _mse(out, target, grad)
     # Backward, last layer first, as Dense.backward: activation and bias gradient, weight
     # gradient, then the input gradient for every layer but the first (nothing reads it).
     for li in range(last, -1, -1):
@@ -176,25 +231,35 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
         g = _region(work, layout[li, GRAD_OUT], rows, units)
         b_off = layout[li, BIAS]
         db = grads[b_off:b_off + units]
+        dz = g
         if code == LINEAR:
             _bias_grad(g, db)
-            dz = g
         else:
             dz = _region(work, layout[li, GRAD_PRE], rows, units)
-            _activation_grad(g, _region(work, layout[li, OUT], rows, units), dz, db, code,
-                             slopes[li])
+            y = _region(work, layout[li, OUT], rows, units)
+            if li == last and mse:  # dz made in the forward's pass
+                _bias_grad(dz, db)
+            elif plans[li, ROWS, P_BLOCKS] == 1:  # one pass makes dz and db together
+                _activation_grad(g, y, dz, db, code, slopes[li])
+            else:  # dz in row blocks, then db, the sum over the rows in order
+                _elementwise(f, plans[li, ROWS], dense_rows.ACT_GRAD, y, scratch, 0,
+                             values[b_off:b_off + units], slopes[li:li + 1], code, g, dz, y,
+                             args, box, ticket, clock)
+                _bias_grad(dz, db)
         dw = _region(grads, layout[li, WEIGHT], fan_in, units)
         if li == 0:
             _product(f, plans[li, WEIGHT_GRAD], x, True, dz, False, dw, *jobs)
         else:
-            _product(f, plans[li, WEIGHT_GRAD], _region(work, layout[li - 1, OUT], rows, fan_in),
-                     True, dz, False, dw, *jobs)
-            _product(f, plans[li, INPUT_GRAD], dz, False,
-                     _region(values, layout[li, WEIGHT], fan_in, units), True,
-                     _region(work, layout[li - 1, GRAD_OUT], rows, fan_in), *jobs)
+            x_in = _region(work, layout[li - 1, OUT], rows, fan_in)
+            w = _region(values, layout[li, WEIGHT], fan_in, units)
+            dx = _region(work, layout[li - 1, GRAD_OUT], rows, fan_in)
+            if plans[li, PAIR, P_BLOCKS] == 2:
+                _gradients_paired(f, plans[li, PAIR], x_in, dz, w, dw, dx, box, ticket, clock)
+            else:
+                _product(f, plans[li, WEIGHT_GRAD], x_in, True, dz, False, dw, *jobs)
+                _product(f, plans[li, INPUT_GRAD], dz, False, w, True, dx, *jobs)
         if update:  # nothing reads this layer's parameters again in this step
             _sgd_update(f, plans[li, UPDATE], values, grads, velocity, hyper, args,
                         layout[li, WEIGHT], fan_in * units, box, ticket, clock)
             _sgd(values, grads, velocity, hyper, b_off, b_off + units)
     return value
-

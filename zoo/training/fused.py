@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.kernels import blas, cblas, optim, threads, workers
+from zoo.kernels import blas, cblas, dense_rows, optim, threads, workers
 from zoo.kernels import dense_stack as ds
 from zoo.layers.dense import Dense
 from zoo.losses import MSE, SoftmaxCrossEntropy
 from zoo.model import Sequential
 from zoo.training.flat import MIN_OWNED
 
+# Multiply-adds each of a layer's weight and input gradients needs at least for the two to
+# run as one job (``ds.PAIR``): about 5 us on one core, where the hand-off costs one or two.
+PAIR_WORK = 500_000
 _ALIGN = 16  # elements: each work array starts on a 64-byte boundary (float32)
 _LABELS = np.zeros(1, np.int64)  # the argument a loss does not read
 
@@ -132,7 +135,7 @@ class DenseStackStep:
             plan = self.work[rows] = self._layout(rows)
         if plan is None:
             return None
-        layout, work, outputs, plans, scratch, chunked = plan
+        layout, work, outputs, plans, scratch, blocked, chunked = plan
         update, velocity = sgd is not None and self.whole, self.values
         if update:
             velocity, hyper = sgd[0], sgd[1:]
@@ -143,8 +146,8 @@ class DenseStackStep:
                 plans[:, ds.UPDATE, ds.P_FN] = optim.block_address("sgd", self.dtype)
         address, width = self.blas
         arguments = (self.values, self.grads, layout, self.slopes, work, plans)
-        if scratch is None and not (update and chunked):
-            # nothing to share (no product's blocks, no update's chunks): no pool to hold
+        if not blocked and not (update and chunked):
+            # nothing to share (no product's or row blocks, no update's chunks): no pool to hold
             jobs = self._alone
             value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
                                   *arguments, self._scratch, jobs.box, jobs.ticket, jobs.clock,
@@ -160,10 +163,12 @@ class DenseStackStep:
         return outputs, value, update
 
     def _layout(self, rows: int):
-        """``(layout, work, outputs, plans, scratch, chunked)`` for batches of ``rows``
-        examples (``outputs``: the last layer's output, a view of ``work``; ``scratch``: None
-        where no product has blocks; ``chunked``: whether an update has chunks), or None if
-        they must go through the layers (a single example: np.dot's matrix-vector path)."""
+        """``(layout, work, outputs, plans, scratch, blocked, chunked)`` for batches of
+        ``rows`` examples, or None if they must go through the layers (a single example:
+        np.dot's matrix-vector path). ``outputs``: the last layer's output, a view of
+        ``work``; ``scratch``: None where no product has blocks; ``blocked``: whether anything
+        but the update has blocks (products, elementwise work, paired gradients);
+        ``chunked``: whether an update has chunks."""
         if rows < 2:
             return None
         plans, scratch = self._plans(rows)
@@ -186,17 +191,26 @@ class DenseStackStep:
         work = np.zeros(used, self.dtype)
         start = layout[-1, ds.OUT]
         outputs = work[start:start + rows * self.classes].reshape(rows, self.classes)
+        jobs = [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD, ds.ROWS, ds.PAIR]
+        blocked = bool((plans[:, jobs, ds.P_BLOCKS] > 1).any())
         chunked = bool((plans[:, ds.UPDATE, ds.P_BLOCKS] > 1).any())
-        return layout, work, outputs, plans, scratch, chunked
+        return layout, work, outputs, plans, scratch, blocked, chunked
 
     def _plans(self, rows: int):
         """``(plans, scratch)``: how each product is computed (``ds.P_*``), as the layer's
         ``blas.Gemm`` of its shape would, and the scratch for the parts of a split inner
         dimension (None where no product has blocks)."""
-        width = ds.P_CUTS + blas.MAX_BLOCKS + 1
-        plans = np.zeros((len(self.sizes), 4, width), np.int64)
+        width = ds.P_CUTS + max(blas.MAX_BLOCKS, dense_rows.MAX_ROW_BLOCKS) + 1
+        plans = np.zeros((len(self.sizes), 6, width), np.int64)
         plans[:, :, ds.P_BLOCKS] = 1
         for li, (fan_in, units) in enumerate(self.sizes):
+            # The layer's elementwise work in blocks of rows, where it is large enough.
+            cuts = dense_rows.row_cuts(rows, units)
+            if len(cuts) > 2:
+                plan = plans[li, ds.ROWS]
+                plan[ds.P_BLOCKS], plan[ds.P_FN] = len(cuts) - 1, \
+                    dense_rows.block_address(self.dtype)
+                plan[ds.P_CUTS:ds.P_CUTS + len(cuts)] = cuts
             # A large weight's update in two chunks at the rows its products cut
             # (``flat.owner_chunks``): each thread updates the rows of the gradient it made.
             if fan_in * units >= MIN_OWNED:
@@ -206,8 +220,13 @@ class DenseStackStep:
                     fan_in * units
         parts, blocked = 0, False
         for li, (fan_in, units) in enumerate(self.sizes):
-            for product, gemm in zip((ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD),
-                                     blas.layer_gemms(rows, fan_in, units)):
+            gemms = blas.layer_gemms(rows, fan_in, units)
+            # Gradients too small to cut, but each worth a core: one job of the two calls.
+            if li and gemms[1] is None and gemms[2] is None \
+                    and rows * fan_in * units >= PAIR_WORK:
+                plans[li, ds.PAIR, ds.P_BLOCKS] = 2
+                plans[li, ds.PAIR, ds.P_CUTS:ds.P_CUTS + 3] = 0, 1, 2
+            for product, gemm in zip((ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD), gemms):
                 if gemm is None:
                     continue
                 blocked = True
