@@ -103,18 +103,20 @@ def test_other_models_and_losses_go_through_the_layers(layers, loss):
 # input gradient, and so does 256-784 (its weight is the largest array: ``blas.layer_axes``).
 # A layer output of at least 2 * ``dense_rows.ROW_WORK`` elements has its elementwise work in
 # row blocks (with the forward's parts, and under MSE the loss's gradient); the 32-wide
-# layers' gradients, too small to cut, run as one job of two calls (``ds.PAIR``). Each entry:
-# input features, layers, loss, and the plans it must use (``ds.P_AXIS`` values, and which of
-# ``ds.ROWS``/``ds.PAIR`` have blocks).
+# layers' gradients, too small to cut, run as one job of two calls (``ds.PAIR``), and so do
+# a large MSE output's loss and bias gradient (``ds.SUMS``). Each entry: input features,
+# layers, loss, and the plans it must use (``ds.P_AXIS`` values, and which of ``ds.ROWS``,
+# ``ds.PAIR``, ``ds.SUMS`` have blocks).
 BLOCKED = {
     "784-256-10": (784, lambda: [Dense(256, activation="relu"), Dense(10)], "ce",
                    {1, 2}, {ds.ROWS}),
     "64-256-784": (64, lambda: [Dense(256, activation="relu"),
-                                Dense(784, activation="sigmoid")], "mse", {1, 2}, {ds.ROWS}),
+                                Dense(784, activation="sigmoid")], "mse", {1, 2},
+                   {ds.ROWS, ds.SUMS}),
     "autoencoder 64-256-32-256-784": (
         64, lambda: [Dense(256, activation="relu"), Dense(32, activation="relu"),
                      Dense(256, activation="relu"), Dense(784, activation="sigmoid")], "mse",
-        {1, 2}, {ds.ROWS, ds.PAIR}),
+        {1, 2}, {ds.ROWS, ds.PAIR, ds.SUMS}),
     "tanh, linear, leaky relu, 300 classes": (
         40, lambda: [Dense(256, activation="tanh"), Dense(256),
                      Dense(300, activation="leaky_relu", negative_slope=0.2), Dense(300)],
@@ -146,7 +148,7 @@ def test_work_shared_in_blocks_trains_to_the_same_bits_on_any_thread_count(stack
                 plans = trainer._fused.work[128][3]
                 products = plans[:, [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD]]
                 assert set(products[products[..., ds.P_BLOCKS] > 1][:, ds.P_AXIS]) >= axes
-                assert {job for job in (ds.ROWS, ds.PAIR)
+                assert {job for job in (ds.ROWS, ds.PAIR, ds.SUMS)
                         if (plans[:, job, ds.P_BLOCKS] > 1).any()} == shared
             # The gradients too: an update rounds a gradient's last bits away.
             runs[(fused, count)] = (losses, trainer.values.copy(), trainer.grads.copy())

@@ -25,6 +25,7 @@ from zoo.kernels import atomics, workers
 from zoo.kernels._jit import njit
 from zoo.kernels.dense import (
     _bias,
+    _bias_grad,
     _bias_leaky_relu,
     _bias_sigmoid,
     _bias_tanh,
@@ -32,12 +33,15 @@ from zoo.kernels.dense import (
     times_sigmoid_grad,
     times_tanh_grad,
 )
+from zoo.kernels.losses import mse_value
 
 # Activation codes, as ``zoo.kernels.dense_stack`` numbers them (relu: leaky_relu, slope 0).
 LINEAR, LEAKY_RELU, TANH, SIGMOID = 0, 1, 2, 3
 # What ``rows`` does, as bits: the forward (the parts added, then bias and activation), the
-# MSE gradient of the output, the activation's gradient.
-FORWARD, MSE_GRAD, ACT_GRAD = 1, 2, 4
+# MSE gradient of the output, the activation's gradient. SUMS is a job of its own, two blocks
+# of the whole output: block 0 the MSE loss (``losses.mse_value``), block 1 the bias gradient
+# (``dense._bias_grad``), each the one pass in row order the layers make.
+FORWARD, MSE_GRAD, ACT_GRAD, SUMS = 1, 2, 4, 8
 # Elements a block gets at least: below that the job's hand-off costs more than a second
 # core wins (a 128 x 256 layer's relu gradient takes about 9 us on one core). More than two
 # blocks need WIDE_ROW_WORK each: on two threads the autoencoder's 128 x 784 output layer ran
@@ -137,9 +141,17 @@ def _at(address, shape, x):
 def _block(d, i, x, itemsize):
     """Block ``i`` of the job described in ``d`` (a description's words), of ``x``'s dtype
     (``itemsize`` bytes)."""
-    lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
     a = workers.D_ARGS
     units, size, count = d[a + R_UNITS], d[a + R_SIZE], d[a + R_COUNT]
+    if d[a + R_OP] == SUMS:  # the loss into the float64 at R_PARTS, the bias gradient
+        whole = (size // units, units)
+        if i == 0:
+            _at(d[a + R_PARTS], 1, np.float64(0))[0] = mse_value(
+                _at(d[a + R_Y], whole, x), _at(d[a + R_TARGET], whole, x))
+        else:
+            _bias_grad(_at(d[a + R_DZ], whole, x), _at(d[a + R_BIAS], units, x))
+        return
+    lo, hi = d[workers.D_CUTS + i], d[workers.D_CUTS + i + 1]
     start, shape = lo * units * itemsize, (hi - lo, units)
     rows(d[a + R_OP], _at(d[a + R_Y] + start, shape, x), d[a + R_PARTS] + start, count,
          size * itemsize, _at(d[a + R_BIAS], units, x),

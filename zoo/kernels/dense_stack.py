@@ -18,7 +18,8 @@ elementwise work (the forward's parts, bias and activation; the activation's gra
 MSE the loss's gradient) is one pass (``dense_rows.rows``), in blocks of rows that zoo's
 workers share when the layer is large (``plans[:, ROWS]``), and the weight and input gradients
 of a layer too small to cut run as one job of their two calls (``plans[:, PAIR]``). Sums over
-rows (the bias gradient, the loss) stay one pass each, in the layers' order. Under plain SGD
+rows (the bias gradient, the loss) stay one pass each, in the layers' order (a large MSE
+output's two side by side, ``plans[:, SUMS]``). Under plain SGD
 it also makes each layer's update right after the layer's gradients, with ``optim``'s own SGD
 kernel (``_sgd_update``).
 
@@ -66,6 +67,10 @@ ROWS = 4
 # one BLAS call (their plans' ``P_BLOCKS`` 1), run as one job of two blocks (``workers``'s
 # ``AXIS_LIST``), each the very call ``np.dot`` makes, so each core makes one.
 PAIR = 5
+# ``plans[layer, SUMS]`` (the last layer, under MSE): ``P_BLOCKS`` 2 where the loss and the
+# bias gradient, one pass each over the output, run as one job of two blocks
+# (``dense_rows.SUMS``, cfunc ``P_FN``); 1: one after the other.
+SUMS = 6
 
 
 @njit
@@ -128,6 +133,20 @@ def _elementwise(f, plan, op, y, scratch, count, bias, slope, code, grad, dz, ta
                         target)
     workers.call_in_kernel(box, ticket, clock, f[1], plan[P_FN], args,
                            plan[P_CUTS:P_CUTS + blocks + 1])
+
+
+@njit
+def _loss_and_bias_grad(f, plan, out, target, dz, db, args, box, ticket, clock):
+    """The MSE loss of ``out`` and the bias gradient ``db`` (``dz`` summed over rows), as
+    ``plan`` says: one job of two blocks, or one after the other. Returns the loss."""
+    if plan[P_BLOCKS] == 1:
+        _bias_grad(dz, db)
+        return mse_value(out, target)
+    loss = np.empty(1)
+    dense_rows.describe(args, dense_rows.SUMS, out, loss.ctypes.data, 0, db, loss, 0, out, dz,
+                        target)
+    workers.call_in_kernel(box, ticket, clock, f[1], plan[P_FN], args, plan[P_CUTS:P_CUTS + 3])
+    return loss[0]
 
 
 @njit
@@ -218,8 +237,13 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
         _elementwise(f, plans[li, ROWS], op, y, scratch, _parts(plans[li, FORWARD]),
                      values[b_off:b_off + units], slopes[li:li + 1], code, g, dz, t, args, box,
                      ticket, clock)
-    if mse:
-        value = mse_value(out, target)
+    if mse:  # the loss, and the bias gradient of the dz the forward's pass made
+        li = last
+        b_off = layout[li, BIAS]
+        dz = grad if layout[li, ACTIVATION] == LINEAR else _region(work, layout[li, GRAD_PRE],
+                                                                   rows, classes)
+        value = _loss_and_bias_grad(f, plans[li, SUMS], out, target, dz,
+                                    grads[b_off:b_off + classes], args, box, ticket, clock)
     else:
         value = _softmax_ce(out, labels, grad)
         if value < 0:
@@ -232,14 +256,15 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
         b_off = layout[li, BIAS]
         db = grads[b_off:b_off + units]
         dz = g
-        if code == LINEAR:
+        if li == last and mse:  # dz and db made after the forward's pass
+            if code != LINEAR:
+                dz = _region(work, layout[li, GRAD_PRE], rows, units)
+        elif code == LINEAR:
             _bias_grad(g, db)
         else:
             dz = _region(work, layout[li, GRAD_PRE], rows, units)
             y = _region(work, layout[li, OUT], rows, units)
-            if li == last and mse:  # dz made in the forward's pass
-                _bias_grad(dz, db)
-            elif plans[li, ROWS, P_BLOCKS] == 1:  # one pass makes dz and db together
+            if plans[li, ROWS, P_BLOCKS] == 1:  # one pass makes dz and db together
                 _activation_grad(g, y, dz, db, code, slopes[li])
             else:  # dz in row blocks, then db, the sum over the rows in order
                 _elementwise(f, plans[li, ROWS], dense_rows.ACT_GRAD, y, scratch, 0,

@@ -191,7 +191,7 @@ class DenseStackStep:
         work = np.zeros(used, self.dtype)
         start = layout[-1, ds.OUT]
         outputs = work[start:start + rows * self.classes].reshape(rows, self.classes)
-        jobs = [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD, ds.ROWS, ds.PAIR]
+        jobs = [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD, ds.ROWS, ds.PAIR, ds.SUMS]
         blocked = bool((plans[:, jobs, ds.P_BLOCKS] > 1).any())
         chunked = bool((plans[:, ds.UPDATE, ds.P_BLOCKS] > 1).any())
         return layout, work, outputs, plans, scratch, blocked, chunked
@@ -201,16 +201,21 @@ class DenseStackStep:
         ``blas.Gemm`` of its shape would, and the scratch for the parts of a split inner
         dimension (None where no product has blocks)."""
         width = ds.P_CUTS + max(blas.MAX_BLOCKS, dense_rows.MAX_ROW_BLOCKS) + 1
-        plans = np.zeros((len(self.sizes), 6, width), np.int64)
+        plans = np.zeros((len(self.sizes), 7, width), np.int64)
         plans[:, :, ds.P_BLOCKS] = 1
         for li, (fan_in, units) in enumerate(self.sizes):
-            # The layer's elementwise work in blocks of rows, where it is large enough.
+            # The layer's elementwise work in blocks of rows, where it is large enough; then
+            # under MSE the last layer's loss beside its bias gradient.
             cuts = dense_rows.row_cuts(rows, units)
             if len(cuts) > 2:
                 plan = plans[li, ds.ROWS]
                 plan[ds.P_BLOCKS], plan[ds.P_FN] = len(cuts) - 1, \
                     dense_rows.block_address(self.dtype)
                 plan[ds.P_CUTS:ds.P_CUTS + len(cuts)] = cuts
+                if li == len(self.sizes) - 1 and self.loss_code == ds.MEAN_SQUARED_ERROR:
+                    plans[li, ds.SUMS, :ds.P_CUTS + 3] = plan[:ds.P_CUTS + 3]
+                    plans[li, ds.SUMS, ds.P_BLOCKS] = 2
+                    plans[li, ds.SUMS, ds.P_CUTS:ds.P_CUTS + 3] = 0, 1, 2
             # A large weight's update in two chunks at the rows its products cut
             # (``flat.owner_chunks``): each thread updates the rows of the gradient it made.
             if fan_in * units >= MIN_OWNED:
