@@ -19,9 +19,8 @@ MSE the loss's gradient) is one pass (``dense_rows.rows``), in blocks of rows th
 workers share when the layer is large (``plans[:, ROWS]``), and the weight and input gradients
 of a layer too small to cut run as one job of their two calls (``plans[:, PAIR]``). Sums over
 rows (the bias gradient, the loss) stay one pass each, in the layers' order (a large MSE
-output's two side by side, ``plans[:, SUMS]``). Under plain SGD
-it also makes each layer's update right after the layer's gradients, with ``optim``'s own SGD
-kernel (``_sgd_update``).
+output's two side by side, ``plans[:, SUMS]``). Under plain SGD it also makes each layer's
+update right after the layer's gradients, with ``optim``'s own SGD kernel (``_sgd_update``).
 
 Parameters and gradients are read and written in the trainer's flat buffers; ``layout`` (its
 columns below) places every layer's arrays in them and in ``work``, one buffer per batch size
