@@ -35,3 +35,41 @@ def test_recurrent_layers_keep_their_work_arrays_on_cache_lines(make):
     layer.forward(np.ones((4, 5, 3)))
     for name, buf in layer._buf.items():
         assert buf.ctypes.data % aligned.LINE == 0, name
+
+
+def test_a_kept_array_is_this_threads_own_for_its_name_shape_and_dtype():
+    import threading
+
+    first = aligned.kept(("test", 0), (3, 130), np.float32)
+    assert first.ctypes.data % aligned.LINE == 0 and first.shape == (3, 130)
+    assert aligned.kept(("test", 0), (3, 130), np.float32) is first
+    others = [aligned.kept(("test", 1), (3, 130), np.float32),
+              aligned.kept(("test", 0), (3, 131), np.float32),
+              aligned.kept(("test", 0), (3, 130), np.float64)]
+    elsewhere = []
+    thread = threading.Thread(
+        target=lambda: elsewhere.append(aligned.kept(("test", 0), (3, 130), np.float32)))
+    thread.start()
+    thread.join()
+    for other in others + elsewhere:
+        assert not np.shares_memory(other, first)
+
+
+def test_a_recurrent_step_asks_the_system_for_no_memory_once_warm():
+    # Large work arrays made on every call (a recurrent-weight gradient's parts, the packed
+    # weights) came back from the system each time, page faults and all. Once the layer's
+    # buffers are made, a step allocates nothing large: tracemalloc sees numpy's arrays.
+    import tracemalloc
+
+    layer = LSTM(128)
+    layer.build((40, 1), np.random.default_rng(0), dtype=np.float32)
+    x = np.random.default_rng(1).random((64, 40, 1)).astype(np.float32)
+    for _ in range(2):
+        layer.backward(np.ones_like(layer.forward(x, training=True)))
+    tracemalloc.start()
+    try:
+        layer.backward(np.ones_like(layer.forward(x, training=True)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 128 * 1024, peak  # the 256 KB arrays of each pass are kept, not made

@@ -66,3 +66,13 @@ def test_a_transposed_view_packs_like_its_contiguous_copy():
     for units in (2 * packed.PANEL, packed.PANEL + 3):
         w = _rand(rng, units, 4 * units)
         np.testing.assert_array_equal(packed.pack(w.T), packed.pack(np.ascontiguousarray(w.T)))
+
+
+def test_packing_into_a_kept_array_overwrites_all_of_it():
+    rng = np.random.default_rng(5)
+    for units in (2 * packed.PANEL, packed.PANEL + 3):
+        w = _rand(rng, units, 4 * units)
+        for b in (w, w.T):  # contiguous, and the transposed view the backward packs
+            out = np.full(packed.pack(b).shape, np.nan, F32)  # what a last user left
+            assert packed.pack(b, out) is out
+            np.testing.assert_array_equal(out, packed.pack(np.ascontiguousarray(b)))

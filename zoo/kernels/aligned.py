@@ -15,6 +15,7 @@ kept alive by the view.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -38,6 +39,32 @@ def zeros(shape, dtype=np.float32) -> np.ndarray:
     """Like ``np.zeros``, aligned as ``empty``."""
     out = empty(shape, dtype)
     out.fill(0)
+    return out
+
+
+_KEPT = threading.local()  # .arrays: {(name, shape, dtype): array}, this thread's
+
+
+def kept(name, shape: tuple, dtype=np.float32) -> np.ndarray:
+    """An aligned array this thread keeps for ``name``: the same one on every call with the
+    same ``name``, ``shape`` and ``dtype``, its contents whatever the last user left.
+
+    For work arrays a kernel needs on every call and drops at its end. A fresh array of a few
+    hundred kilobytes comes from the C library, which maps new pages from the system for it
+    and returns them at the next free, so every call paid the page faults again: on the lstm
+    workload (two 256 KB recurrent-gradient parts and two packed weight copies a pass) that
+    was 3-5% of a step. One per thread: concurrent blocks never share one. A caller's
+    ``name`` says which of its arrays it is (a block's bounds, say), so two arrays in use at
+    once never share one either. Sizes come from the model's shapes, so what a thread keeps is
+    bounded by the layers it runs.
+    """
+    arrays = getattr(_KEPT, "arrays", None)
+    if arrays is None:
+        arrays = _KEPT.arrays = {}
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    out = arrays.get(key)
+    if out is None:
+        out = arrays[key] = empty(tuple(shape), dtype)
     return out
 
 

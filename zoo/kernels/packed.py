@@ -23,18 +23,25 @@ from zoo.kernels._jit import njit
 from zoo.kernels.sgemm import PANEL, ROWS, fill_rows, tile
 
 
-def pack(b: np.ndarray) -> np.ndarray:
-    """``b`` (K, N) float32 as ``(ceil(N / PANEL), K, PANEL)`` column panels, zero-padded.
+def pack(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``b`` (K, N) float32 as ``(ceil(N / PANEL), K, PANEL)`` column panels, zero-padded,
+    into ``out`` (that shape, C-contiguous) or a new array.
 
     ``b`` may be a strided view (``w.T``): packed in one copy, without a transposed copy first.
     """
     k, n = b.shape
     panels = -(-n // PANEL)
-    if n % PANEL == 0:
-        return np.ascontiguousarray(b.reshape(k, panels, PANEL).transpose(1, 0, 2))
-    padded = np.zeros((k, panels * PANEL), np.float32)
-    padded[:, :n] = b
-    return np.ascontiguousarray(padded.reshape(k, panels, PANEL).transpose(1, 0, 2))
+    if out is None:
+        out = np.empty((panels, k, PANEL), np.float32)
+    whole = n // PANEL
+    # The whole panels as a view of b, whatever its strides: one copy, no temporary.
+    out[:whole] = np.lib.stride_tricks.as_strided(
+        b, (whole, k, PANEL), (PANEL * b.strides[1], b.strides[0], b.strides[1]),
+        writeable=False)
+    if whole < panels:  # the last, partial panel: zeros past column n
+        out[whole] = 0
+        out[whole, :, :n - whole * PANEL] = b[:, whole * PANEL:]
+    return out
 
 
 def scratch() -> np.ndarray:

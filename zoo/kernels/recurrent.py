@@ -598,18 +598,24 @@ def _transposed(w):
     return w.T if w.dtype == np.float32 else np.ascontiguousarray(w.T)
 
 
-def _pack(w):
+def _pack(w, name: str):
     """The recurrent weights as the float32 step products take them (``packed.pack``), in an
     array that starts on a cache line (``zoo.kernels.aligned``: the tile's 64-byte loads of
-    a panel row then never straddle two lines)."""
-    return aligned.copy(packed.pack(w)) if w.dtype == np.float32 else _NOT_PACKED
+    a panel row then never straddle two lines), the one this thread keeps for ``name``."""
+    if w.dtype != np.float32:
+        return _NOT_PACKED
+    k, n = w.shape
+    out = aligned.kept(name, (-(-n // packed.PANEL), k, packed.PANEL), np.float32)
+    return packed.pack(w, out)
 
 
-def _weight_grad_part(w_rec):
-    """A block's part of the recurrent-weight gradient, summed in its time loop (float32), or
-    an unused (1, 1) array (float64: one GEMM after the loop)."""
+def _weight_grad_part(w_rec, lo: int):
+    """The recurrent-weight gradient's part of the block from row ``lo``, summed in its time
+    loop, zeroed (float32), or an unused (1, 1) array (float64: one GEMM after the loop)."""
     if w_rec.dtype == np.float32:
-        return aligned.zeros(w_rec.shape, w_rec.dtype)
+        part = aligned.kept(("recurrent weight gradient", lo), w_rec.shape, w_rec.dtype)
+        part.fill(0)
+        return part
     return np.zeros((1, 1), w_rec.dtype)
 
 
@@ -668,7 +674,7 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
     blocks = _blocks(n_, n_ * u_ * u_)
     project = _project(x, w_in, gates, blocks)
 
-    f, wp = cblas.gemm_function(dt), _pack(w_rec)
+    f, wp = cblas.gemm_function(dt), _pack(w_rec, "forward")
 
     def rows(lo, hi):
         rec = aligned.zeros((hi - lo, u_), dt)
@@ -704,7 +710,7 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
     w_t = _transposed(w_rec)
     blocks = _blocks(n_, n_ * u_ * u_)
 
-    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
+    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t, "backward")
 
     fused = f_ <= FUSE_MAX_FEATURES
     keep_dz = _keeps_dz(dx, fused, dt)
@@ -713,7 +719,7 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
         dh_rec = aligned.zeros((hi - lo, u_), dt)
         db_part = aligned.zeros(u_, dt)
         dw_part = aligned.zeros((f_, u_), dt)
-        rec_part = _weight_grad_part(w_rec)
+        rec_part = _weight_grad_part(w_rec, lo)
         _rnn_loop_backward(f, h, steps, every, w_t, wp, _work(), dz, zero_init, lo, hi,
                            dh_rec, db_part, x, fused, dw_part, rec_part,
                            _ring(keep_dz, hi - lo, u_, dt))
@@ -750,7 +756,7 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
     project = _project(x, w_in, gates, blocks)
 
-    f, wp = cblas.gemm_function(dt), _pack(w_rec)
+    f, wp = cblas.gemm_function(dt), _pack(w_rec, "forward")
 
     def rows(lo, hi):
         rec = aligned.zeros((hi - lo, 4 * u_), dt)
@@ -790,7 +796,7 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
     w_t = _transposed(w_rec)
     blocks = _blocks(n_, n_ * u_ * 4 * u_)
 
-    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
+    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t, "backward")
     fused = f_ <= FUSE_MAX_FEATURES
     keep_dz = _keeps_dz(dx, fused, dt)
 
@@ -799,7 +805,7 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
         dc = aligned.zeros((hi - lo, u_), dt) if dc_out is None else aligned.copy(dc_out[lo:hi])
         db_part = aligned.zeros(4 * u_, dt)
         dw_part = aligned.zeros((f_, 4 * u_), dt)
-        rec_part = _weight_grad_part(w_rec)
+        rec_part = _weight_grad_part(w_rec, lo)
         ring = _ring(keep_dz, hi - lo, 4 * u_, dt)
         _lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _work(), dz, zero_init,
                             lo, hi, dh_rec, dc, db_part, x, fused, dw_part, h, rec_part, ring)
@@ -841,7 +847,7 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
     project = _project(x, w_in, gates, blocks)
 
-    f, wp = cblas.gemm_function(dt), _pack(w_rec)
+    f, wp = cblas.gemm_function(dt), _pack(w_rec, "forward")
 
     def rows(lo, hi):
         rec = aligned.zeros((hi - lo, 3 * u_), dt)
@@ -879,7 +885,7 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
     w_t = _transposed(w_rec)
     blocks = _blocks(n_, n_ * u_ * 3 * u_)
 
-    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t)
+    f, steps, wp = cblas.gemm_function(dt), _steps(dh_out, every), _pack(w_t, "backward")
     fused = f_ <= FUSE_MAX_FEATURES
 
     def rows(lo, hi):
