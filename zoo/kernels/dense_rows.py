@@ -13,7 +13,7 @@ the same order as in the layer's own kernels (``zoo.kernels.dense``, ``zoo.kerne
 whose per-element functions it calls), so the bits are the layer path's, on any thread count.
 What is a sum over rows stays out of the blocks: the bias gradient (``dense._bias_grad``, the
 rows in order) and the loss value (``losses.mse_value``, the same partial sums as ``_mse``),
-each one pass after the job.
+each one pass after the job; under MSE the two run side by side, a job of two blocks (SUMS).
 """
 
 from __future__ import annotations
