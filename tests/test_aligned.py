@@ -53,6 +53,10 @@ def test_a_kept_array_is_this_threads_own_for_its_name_shape_and_dtype():
     thread.join()
     for other in others + elsewhere:
         assert not np.shares_memory(other, first)
+    # however many shapes a thread meets, it keeps a bounded number of arrays
+    for units in range(3 * aligned.MOST_KEPT):
+        aligned.kept("test sweep", (2, units + 1), np.float32)
+    assert len(aligned._KEPT.arrays) <= aligned.MOST_KEPT
 
 
 def test_a_recurrent_step_asks_the_system_for_no_memory_once_warm():

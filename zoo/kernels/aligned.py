@@ -43,6 +43,10 @@ def zeros(shape, dtype=np.float32) -> np.ndarray:
 
 
 _KEPT = threading.local()  # .arrays: {(name, shape, dtype): array}, this thread's
+# Arrays a thread keeps at most: past that it forgets them all and starts again (an array in
+# use stays alive with its user), so a process that trains model after model of other sizes
+# does not keep the arrays of every one.
+MOST_KEPT = 32
 
 
 def kept(name, shape: tuple, dtype=np.float32) -> np.ndarray:
@@ -50,13 +54,12 @@ def kept(name, shape: tuple, dtype=np.float32) -> np.ndarray:
     same ``name``, ``shape`` and ``dtype``, its contents whatever the last user left.
 
     For work arrays a kernel needs on every call and drops at its end. A fresh array of a few
-    hundred kilobytes comes from the C library, which maps new pages from the system for it
-    and returns them at the next free, so every call paid the page faults again: on the lstm
-    workload (two 256 KB recurrent-gradient parts and two packed weight copies a pass) that
-    was 3-5% of a step. One per thread: concurrent blocks never share one. A caller's
+    hundred kilobytes comes from the C library, which grows its heap for it and gives the
+    pages back at the next free, so every call paid the page faults again (on the lstm
+    workload: two 256 KB recurrent-gradient parts and two packed weight copies a pass, five
+    ``brk`` calls a step). One per thread: concurrent blocks never share one. A caller's
     ``name`` says which of its arrays it is (a block's bounds, say), so two arrays in use at
-    once never share one either. Sizes come from the model's shapes, so what a thread keeps is
-    bounded by the layers it runs.
+    once never share one either.
     """
     arrays = getattr(_KEPT, "arrays", None)
     if arrays is None:
@@ -64,6 +67,8 @@ def kept(name, shape: tuple, dtype=np.float32) -> np.ndarray:
     key = (name, tuple(shape), np.dtype(dtype).str)
     out = arrays.get(key)
     if out is None:
+        if len(arrays) >= MOST_KEPT:
+            arrays.clear()
         out = arrays[key] = empty(tuple(shape), dtype)
     return out
 

@@ -213,9 +213,9 @@ class DenseStackStep:
                     dense_rows.block_address(self.dtype)
                 plan[ds.P_CUTS:ds.P_CUTS + len(cuts)] = cuts
                 if li == len(self.sizes) - 1 and self.loss_code == ds.MEAN_SQUARED_ERROR:
-                    plans[li, ds.SUMS, :ds.P_CUTS + 3] = plan[:ds.P_CUTS + 3]
-                    plans[li, ds.SUMS, ds.P_BLOCKS] = 2
-                    plans[li, ds.SUMS, ds.P_CUTS:ds.P_CUTS + 3] = 0, 1, 2
+                    sums = plans[li, ds.SUMS]
+                    sums[ds.P_BLOCKS], sums[ds.P_FN] = 2, plan[ds.P_FN]
+                    sums[ds.P_CUTS:ds.P_CUTS + 3] = 0, 1, 2
             # A large weight's update in two chunks at the rows its products cut
             # (``flat.owner_chunks``): each thread updates the rows of the gradient it made.
             if fan_in * units >= MIN_OWNED:
