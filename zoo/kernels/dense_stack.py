@@ -149,23 +149,12 @@ def _loss_and_bias_grad(f, plan, out, target, dz, db, args, box, ticket, clock):
 
 
 @njit
-def _describe_gemm(words, a, ta, b, tb, c):
-    """``c = op(a) @ op(b)`` as ``workers``'s ``GEMM_WORDS`` words, as ``cblas.gemm_trans``
-    calls it (all C-contiguous as stored)."""
-    words[0], words[1], words[2] = a.ctypes.data, b.ctypes.data, c.ctypes.data
-    words[3], words[4], words[5] = a.shape[1], b.shape[1], c.shape[1]
-    words[6], words[7] = ta, tb
-    words[8], words[9] = c.shape[0], a.shape[0] if ta else a.shape[1]
-    words[10] = c.shape[1]
-
-
-@njit
 def _gradients_paired(f, plan, x, dz, w, dw, dx, box, ticket, clock):
     """A layer's weight gradient ``dw = x.T @ dz`` and input gradient ``dx = dz @ w.T`` as
     one job of two blocks, each one BLAS call."""
     table = np.empty(2 * workers.GEMM_WORDS, np.int64)
-    _describe_gemm(table[:workers.GEMM_WORDS], x, 1, dz, 0, dw)
-    _describe_gemm(table[workers.GEMM_WORDS:], dz, 0, w, 1, dx)
+    workers.describe_listed(table[:workers.GEMM_WORDS], x, 1, dz, 0, dw)
+    workers.describe_listed(table[workers.GEMM_WORDS:], dz, 0, w, 1, dx)
     workers.gemm_in_kernel(box, ticket, clock, workers.KIND_GEMM, f[0], f[1],
                            plan[P_CUTS:P_CUTS + 3], workers.AXIS_LIST, dz, 0, dz, 0, dx, table)
 

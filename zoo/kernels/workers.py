@@ -178,6 +178,17 @@ def _block_operands(desc, i):
 
 
 @njit
+def describe_listed(words, a, ta, b, tb, c):
+    """``c = op(a) @ op(b)`` as an AXIS_LIST job's ``GEMM_WORDS`` words for one block
+    (``a``, ``b``, ``c`` C-contiguous as stored, ``op`` a transpose where ``ta``/``tb``)."""
+    words[0], words[1], words[2] = a.ctypes.data, b.ctypes.data, c.ctypes.data
+    words[3], words[4], words[5] = a.shape[1], b.shape[1], c.shape[1]
+    words[6], words[7] = ta, tb
+    words[8], words[9] = c.shape[0], a.shape[0] if ta else a.shape[1]
+    words[10] = c.shape[1]
+
+
+@njit
 def _gemm_block(desc, i, width):
     """Block ``i`` of a BLAS gemm job: one call of BLAS's GEMM (``width``: a sample of BLAS's
     integer type)."""
