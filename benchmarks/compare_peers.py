@@ -22,6 +22,11 @@ core busy (a Python busy loop started here), as on a shared machine, and writes 
 
     python benchmarks/compare_peers.py --runs 3 --busy
     python benchmarks/compare_peers.py --threads --runs 3 --busy
+
+``--machine NAME`` appends ``-NAME`` to the section it writes, so that a second machine's
+tables (another CPU vendor, say) stand beside the first's instead of replacing them:
+
+    python benchmarks/compare_peers.py --runs 5 --machine epyc
 """
 
 from __future__ import annotations
@@ -219,6 +224,15 @@ def busy_core(busy: bool):
         hog.wait()
 
 
+def section_name(args) -> str:
+    """The docs/benchmarks.md section a run writes: ``steps`` or ``threads``, then what
+    sets it apart (``-haswell``, ``-busy``, ``-epyc``...)."""
+    return (("threads" if args.threads else "steps")
+            + (f"-{args.coretype.lower()}" if args.coretype else "")
+            + ("-busy" if args.busy else "")
+            + (f"-{args.machine.lower()}" if args.machine else ""))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
@@ -239,6 +253,9 @@ def main(argv=None) -> None:
     parser.add_argument("--busy", action="store_true",
                         help="keep one core busy with another process while measuring "
                              "(the '-busy' sections)")
+    parser.add_argument("--machine", default=None, metavar="NAME",
+                        help="a short name for this machine, for a second machine's tables "
+                             "beside the first's (the sections end in '-NAME')")
     parser.add_argument("--no-write", action="store_true",
                         help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--doc", default=_docs.DOC, help="the generated document")
@@ -248,6 +265,9 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; expected some of "
                      f"{', '.join(WORKLOADS)}")
+    if args.machine is not None and not (args.machine.isascii() and args.machine.isalnum()):
+        parser.error(f"--machine expects letters and digits (a section name); received "
+                     f"{args.machine!r}")
     if args.peer_python and not os.path.exists(args.peer_python):
         parser.error(f"--peer-python {args.peer_python} does not exist; pass '' for zoo alone")
 
@@ -270,14 +290,16 @@ def main(argv=None) -> None:
     environ = dict(os.environ, **({"OPENBLAS_CORETYPE": args.coretype} if args.coretype else {}))
     lines = _docs.machine_lines(load_before, load_after, environ)
     lines.append("- zoo side: " + ", ".join(f"{k} {v}" for k, v in ours.items()))
-    busy = (f" --coretype {args.coretype}" if args.coretype else "") + (" --busy" if args.busy
-                                                                        else "")
+    busy = ((f" --coretype {args.coretype}" if args.coretype else "")
+            + (" --busy" if args.busy else "")
+            + (f" --machine {args.machine}" if args.machine else ""))
+    on = f", machine {args.machine}" if args.machine else ""
     while_busy = (", while another process keeps one core busy (`--busy`: a Python busy "
                   "loop)" if args.busy else "")
     if args.threads:
         title = ("## Threads: zoo's blocks on one, on two, and as measured"
                  + (f", OpenBLAS kernel family {args.coretype}" if args.coretype else "")
-                 + (", one core busy" if args.busy else ""))
+                 + (", one core busy" if args.busy else "") + on)
         what = (f"`python benchmarks/compare_peers.py --threads --runs {args.runs}{busy}`: "
                 f"`benchmarks/steps.py` with `ZOO_BLAS_THREADS` set to 1, 2 and `auto` (the "
                 f"default: the trainer's governor chooses from the step times), interleaved"
@@ -286,7 +308,7 @@ def main(argv=None) -> None:
     else:
         title = ("## Training steps per second: zoo against PyTorch and JAX"
                  + (f", OpenBLAS kernel family {args.coretype}" if args.coretype else "")
-                 + (", one core busy" if args.busy else ""))
+                 + (", one core busy" if args.busy else "") + on)
         if peak:
             lines.append("- fp32 limit (`benchmarks/peak.py`, SGEMM 2048^3, best of 5; the larger "
                          "of numpy's on all cores and zoo's `sgemm` on one core times the "
@@ -312,10 +334,7 @@ def main(argv=None) -> None:
                 f"on all cores. Target: 2x the best peer on mlp-small, 1.5x on the others, or "
                 f"within 10% of the fp32 limit.")
     body = "\n".join([title, "", what, "", *lines, "", *rows])
-    section = (("threads" if args.threads else "steps")
-               + (f"-{args.coretype.lower()}" if args.coretype else "")
-               + ("-busy" if args.busy else ""))
-    _docs.write_section(section, body, args.doc)
+    _docs.write_section(section_name(args), body, args.doc)
     print(f"wrote {os.path.relpath(args.doc)}", file=sys.stderr)
 
 

@@ -1,6 +1,7 @@
 """The speed policies keep results correct: the trainer's skipped input gradient, the BLAS
 thread default, and the benchmark workloads (timings are measured in benchmarks/, never here)."""
 
+import argparse
 import importlib.util
 import math
 import os
@@ -141,3 +142,20 @@ def test_the_peer_table_reports_the_share_of_the_fp32_limit():
     assert "| 95% | 1.5x: within 10% of the fp32 limit |" in rows[-1]
     rows, _ = compare.steps_table(results, ["lstm"], {"lstm": [1.0]}, limit=200.0)
     assert "| 48% | 1.5x: **not met** |" in rows[-1]
+
+
+def test_a_second_machine_writes_its_own_sections():
+    compare = _bench_module("compare_peers")
+    args = argparse.Namespace(threads=False, coretype="Haswell", busy=False, machine="EPYC")
+    assert compare.section_name(args) == "steps-haswell-epyc"
+    args.coretype, args.machine = None, None
+    assert compare.section_name(args) == "steps"
+
+
+@pytest.mark.parametrize("name", ["a-b", "x y", "", "é"])
+def test_a_machine_name_that_is_not_letters_and_digits_is_refused(name, capsys):
+    compare = _bench_module("compare_peers")
+    with pytest.raises(SystemExit) as stop:
+        compare.main(["--machine", name, "--no-write", "--peer-python", ""])
+    assert stop.value.code == 2
+    assert "--machine expects letters and digits" in capsys.readouterr().err
