@@ -195,3 +195,42 @@ def test_products_too_large_for_sgemm_are_blas_blocks_on_any_thread_count():
     assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
     exact = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(outs[0], exact, rtol=1e-4, atol=1e-3)
+
+
+@njit
+def _transpose_one(src, src_step, dst, dst_step):
+    sgemm.transpose_block(src.ctypes.data, src_step, dst.ctypes.data, dst_step)
+
+
+def test_a_block_is_transposed_in_registers_exactly():
+    lanes = sgemm.LANES
+    src = np.arange(20 * 40, dtype=np.float32).reshape(20, 40)
+    dst = np.full((lanes + 2, 50), -1.0, np.float32)
+    # a block that starts inside both arrays, their rows 40 and 50 elements apart
+    _transpose_one(src[3:, 5:], 40, dst[1:, 7:], 50)
+    expected = np.full_like(dst, -1.0)
+    expected[1:1 + lanes, 7:7 + lanes] = src[3:3 + lanes, 5:5 + lanes].T
+    np.testing.assert_array_equal(dst, expected)
+
+
+@pytest.mark.parametrize("k0,kc,j0,cols", [(0, 16, 0, 16), (0, 100, 0, sgemm.PANEL),
+                                            (5, 37, 3, sgemm.PANEL - 1), (16, 3, 20, 17),
+                                            (0, 1, 0, 1)])
+def test_a_transposed_panel_is_packed_as_the_element_by_element_copy(k0, kc, j0, cols):
+    rng = np.random.default_rng(k0 + kc + j0 + cols)
+    b = rng.standard_normal((60, 130)).astype(np.float32)  # stored (n, k): op(b) = b.T
+    panel = np.full((kc, sgemm.PANEL), np.nan, np.float32)
+    sgemm._pack_panel(b, True, k0, kc, j0, cols, panel)
+    expected = np.zeros_like(panel)
+    expected[:, :cols] = b[j0:j0 + cols, k0:k0 + kc].T
+    np.testing.assert_array_equal(panel, expected)
+
+
+@pytest.mark.parametrize("m,k,n", [(20, 100, 70), (sgemm.ROWS, 2 * sgemm.KC + 5, 48)])
+def test_a_transposed_b_gives_the_bits_of_its_contiguous_copy(m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    a, b = operand(rng, m, k, False), operand(rng, k, n, True)
+    assert not b.flags.c_contiguous
+    out = sgemm.gemm(a, b, np.empty((m, n), np.float32))
+    copied = sgemm.gemm(a, np.ascontiguousarray(b), np.empty((m, n), np.float32))
+    assert out.tobytes() == copied.tobytes()
