@@ -204,27 +204,35 @@ class Trainer:
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        with single_threaded_blas(), flush_denormals(), workers_awake():
+        with single_threaded_blas(), workers_awake():
             fused = None
-            if self._fused is not None:
+            if self._fused is not None:  # the kernel flushes denormals itself
                 fused = self._fused.step(xb, tb, self._fused_sgd())
-            if fused is not None:
-                self._outputs, value, updated = fused
-            else:
-                self._outputs = self.model.forward(xb, training=True)
-                value = self.loss.forward(self._outputs, tb)
-                self.model.backward(self.loss.backward())
-                updated = False
-            if updated:  # the fused step made SGD's update itself
+            if fused is not None and fused[2]:  # it made SGD's update too
+                self._outputs, value, _ = fused
                 self.optimizer.count_step()
             else:
-                if self.clip_norm is not None:
-                    clip_grad_norm(self._grads_list, self.clip_norm)
-                with self._update_scope():
-                    self.optimizer.step(self._values_list, self._grads_list)
+                with flush_denormals():
+                    value = self._layers_step(xb, tb, fused)
         self.step += 1
         if governor is not None and not governor.observe(time.perf_counter() - start):
             self._governor = None  # steps too short for threads to matter: stop timing them
+        return value
+
+    def _layers_step(self, xb, tb, fused) -> float:
+        """The rest of ``train_step`` where the fused step did not make the update: the
+        forward, loss and backward through the layers (unless ``fused`` made them), then
+        clipping and the optimizer's step. Returns the batch's loss."""
+        if fused is not None:
+            self._outputs, value, _ = fused
+        else:
+            self._outputs = self.model.forward(xb, training=True)
+            value = self.loss.forward(self._outputs, tb)
+            self.model.backward(self.loss.backward())
+        if self.clip_norm is not None:
+            clip_grad_norm(self._grads_list, self.clip_norm)
+        with self._update_scope():
+            self.optimizer.step(self._values_list, self._grads_list)
         return value
 
     def _fused_sgd(self):
