@@ -61,11 +61,14 @@ def test_pack_lays_out_zero_padded_column_panels():
     assert not bp[1, :, 2:].any()
 
 
-def test_a_transposed_view_packs_like_its_contiguous_copy():
-    rng = np.random.default_rng(4)
-    for units in (2 * packed.PANEL, packed.PANEL + 3):
-        w = _rand(rng, units, 4 * units)
-        np.testing.assert_array_equal(packed.pack(w.T), packed.pack(np.ascontiguousarray(w.T)))
+@pytest.mark.parametrize("rows,cols", [(2 * packed.PANEL, 8 * packed.PANEL),
+                                       (packed.PANEL + 3, 4 * packed.PANEL + 12), (5, 7),
+                                       (16, 16), (17, 33)])
+def test_a_transposed_view_packs_like_its_contiguous_copy(rows, cols):
+    # The transposed view goes through blocks transposed in registers, with edges in both
+    # directions where the sizes are not multiples of the block (sgemm.LANES).
+    w = _rand(np.random.default_rng(rows * cols), rows, cols)
+    np.testing.assert_array_equal(packed.pack(w.T), packed.pack(np.ascontiguousarray(w.T)))
 
 
 def test_packing_into_a_kept_array_overwrites_all_of_it():
