@@ -108,6 +108,7 @@ class DenseStackStep:
         self._alone = workers.kernel_jobs(1)  # never entered: the arguments of no jobs
         self._hyper = np.zeros(4)  # SGD's lr, momentum, nesterov, weight decay, each step
         self._last_hyper: tuple = ()  # what _hyper holds
+        self._sgd_chunk = 0  # the SGD chunk cfunc's address once compiled (first update)
         self._args = np.zeros(workers.CALL_ARGS, np.int64)  # a chunked update's description
         sizes = sum(layer.weight.value.size + layer.bias.value.size for layer in layers)
         self.whole = sizes == values.size  # the layers' parameters are the whole buffer
@@ -142,20 +143,24 @@ class DenseStackStep:
             if hyper != self._last_hyper:  # changed: lr by a schedule, say
                 self._hyper[:] = self._last_hyper = hyper
             velocity = self.values if velocity is None else velocity  # unread without momentum
-            if plans[0, ds.UPDATE, ds.P_FN] == 0:  # the chunk cfunc, compiled on first use
-                plans[:, ds.UPDATE, ds.P_FN] = optim.block_address("sgd", self.dtype)
+            if not self._sgd_chunk:  # the chunk cfunc, compiled on first use
+                self._sgd_chunk = optim.block_address("sgd", self.dtype)
+                for laid_out in self.work.values():
+                    if laid_out is not None:
+                        laid_out[3][:, ds.UPDATE, ds.P_FN] = self._sgd_chunk
         address, width = self.blas
-        arguments = (self.values, self.grads, layout, self.slopes, work, plans)
         if not blocked and not (update and chunked):
             # nothing to share (no product's or row blocks, no update's chunks): no pool to hold
             jobs = self._alone
             value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
-                                  *arguments, self._scratch, jobs.box, jobs.ticket, jobs.clock,
-                                  update, velocity, self._hyper, self._args)
+                                  self.values, self.grads, layout, self.slopes, work, plans,
+                                  self._scratch, jobs.box, jobs.ticket, jobs.clock, update,
+                                  velocity, self._hyper, self._args)
         else:  # the pool held till the kernel returns, its jobs on the trainer's threads
             with workers.kernel_jobs(threads.threads()) as jobs:
                 value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
-                                      *arguments, self._scratch if scratch is None else scratch,
+                                      self.values, self.grads, layout, self.slopes, work,
+                                      plans, self._scratch if scratch is None else scratch,
                                       jobs.box, jobs.ticket, jobs.clock, update, velocity,
                                       self._hyper, self._args)
         if value < 0:
@@ -203,6 +208,7 @@ class DenseStackStep:
         width = ds.P_CUTS + max(blas.MAX_BLOCKS, dense_rows.MAX_ROW_BLOCKS) + 1
         plans = np.zeros((len(self.sizes), 7, width), np.int64)
         plans[:, :, ds.P_BLOCKS] = 1
+        plans[:, ds.UPDATE, ds.P_FN] = self._sgd_chunk  # 0 until the first update
         for li, (fan_in, units) in enumerate(self.sizes):
             # The layer's elementwise work in blocks of rows, where it is large enough; then
             # under MSE the last layer's loss beside its bias gradient.
