@@ -189,8 +189,8 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
     -1.0 for a label out of range (the caller then raises, as the loss does).
 
     Denormals are flushed to zero inside, as the trainer flushes them around a step through
-    the layers (``zoo.kernels.fpenv``), and the caller's mode is restored on return: setting
-    it here is two instructions, where the Python scope cost a small MLP's step about 5%.
+    the layers (``zoo.kernels.fpenv``), and the caller's mode is restored on return: here it
+    is two instructions, where the Python scope took about 1.5 us of the mlp-small step's 20.
     Jobs posted from inside hand the mode on to the workers, as every job does.
 
     ``(address, width)`` is ``cblas.gemm_function(dtype)``, passed as two scalars: a tuple
@@ -211,7 +211,7 @@ def fused_step(address, width, x, labels, target, loss_code, values, grads, layo
 @njit
 def _step(address, width, x, labels, target, loss_code, values, grads, layout, slopes, work,
           plans, scratch, box, ticket, clock, update, velocity, hyper, args):
-    """``fused_step``'s work, in the caller's floating-point mode."""
+    """``fused_step``'s work, in the floating-point mode it sets."""
     f = (address, width)
     jobs = (scratch, box, ticket, clock)
     rows = x.shape[0]

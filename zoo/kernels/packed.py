@@ -55,7 +55,6 @@ def _pack_transposed(bt, out):
     """``out`` = ``pack(bt.T)``: ``bt`` (N, K) C-contiguous, ``out`` its column panels."""
     n, k = bt.shape
     panels, _, width = out.shape
-    ldb = bt.shape[1]
     full_k = k - k % LANES
     for p in range(panels):
         j0 = p * width
@@ -64,7 +63,7 @@ def _pack_transposed(bt, out):
         panel = out[p]
         for kk in range(0, full_k, LANES):
             for j in range(0, full_j, LANES):
-                transpose_block(bt.ctypes.data + 4 * ((j0 + j) * ldb + kk), ldb,
+                transpose_block(bt.ctypes.data + 4 * ((j0 + j) * k + kk), k,
                                 panel.ctypes.data + 4 * (kk * width + j), width)
         for kk in range(k):  # the edges, and zeros past column n
             for j in range(full_j if kk < full_k else 0, width):
