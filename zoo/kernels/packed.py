@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.kernels._jit import njit
-from zoo.kernels.sgemm import LANES, PANEL, ROWS, fill_rows, tile, transpose_block
+from zoo.kernels.sgemm import PANEL, ROWS, _pack_panel, fill_rows, tile
 
 
 def pack(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -29,7 +29,7 @@ def pack(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
     ``b`` may be a strided view (``w.T``): packed in one copy, without a transposed copy first.
     A transposed view of a C-contiguous array (what the backward steps pack) is copied in
-    ``LANES x LANES`` blocks transposed in registers (``_pack_transposed``): numpy's strided
+    16 x 16 blocks transposed in registers (``sgemm._pack_panel``): numpy's strided
     copy read it one float per cache line, 130 us for the lstm workload's 128 x 512 weights.
     """
     k, n = b.shape
@@ -52,22 +52,12 @@ def pack(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 @njit
 def _pack_transposed(bt, out):
-    """``out`` = ``pack(bt.T)``: ``bt`` (N, K) C-contiguous, ``out`` its column panels."""
+    """``out`` = ``pack(bt.T)``: ``bt`` (N, K) C-contiguous, ``out`` its column panels, each
+    packed as ``sgemm`` packs a transposed ``b``'s panel."""
     n, k = bt.shape
-    panels, _, width = out.shape
-    full_k = k - k % LANES
-    for p in range(panels):
-        j0 = p * width
-        cols = min(width, n - j0)
-        full_j = cols - cols % LANES
-        panel = out[p]
-        for kk in range(0, full_k, LANES):
-            for j in range(0, full_j, LANES):
-                transpose_block(bt.ctypes.data + 4 * ((j0 + j) * k + kk), k,
-                                panel.ctypes.data + 4 * (kk * width + j), width)
-        for kk in range(k):  # the edges, and zeros past column n
-            for j in range(full_j if kk < full_k else 0, width):
-                panel[kk, j] = bt[j0 + j, kk] if j < cols else 0.0
+    width = out.shape[2]
+    for p in range(out.shape[0]):
+        _pack_panel(bt, True, 0, k, p * width, min(width, n - p * width), out[p])
 
 
 def scratch() -> np.ndarray:
