@@ -7,7 +7,8 @@ under MSE also has the loss's gradient. On one thread these were four passes ove
 layer's output; on two, the posting thread made them alone while the other core waited: on the
 autoencoder workload (784-256-32-256-784, batch 128) about 180 us of a 2.1 ms step.
 
-``rows`` does them in one pass over a block of rows, and where the block is large enough the
+``rows`` does them in one call on a block of rows (a loop per operation over rows that stay
+in cache), and where the block is large enough the
 step posts it as a job of row blocks (``ROW_WORK``). Each element gets the same operations in
 the same order as in the layer's own kernels (``zoo.kernels.dense``, ``zoo.kernels.losses``,
 whose per-element functions it calls), so the bits are the layer path's, on any thread count.
@@ -74,7 +75,7 @@ def row_cuts(rows: int, units: int) -> list[int]:
 @njit(fastmath=False)
 def rows(op, y, parts, count, stride, bias, slope, code, grad, dz, target, size):
     """The elementwise work ``op`` on ``y``'s rows (``(r, units)``, a block of the layer's
-    output), each element in one pass:
+    output), one loop per operation over the block, in this order:
 
     - FORWARD: ``y += part 0 + part 1 ...`` (``count`` parts, in order, as
       ``blas._add_parts``: part ``p``'s rows are at the address ``parts + p * stride``, laid out

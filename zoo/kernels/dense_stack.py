@@ -15,7 +15,7 @@ results, bit for bit, on any thread count (``tests/test_dense_stack.py`` checks 
 
 Work the layers do one piece after another, this kernel shares where it can: a layer's
 elementwise work (the forward's parts, bias and activation; the activation's gradient; under
-MSE the loss's gradient) is one pass (``dense_rows.rows``), in blocks of rows that zoo's
+MSE the loss's gradient) is one call (``dense_rows.rows``), in blocks of rows that zoo's
 workers share when the layer is large (``plans[:, ROWS]``), and the weight and input gradients
 of a layer too small to cut run as one job of their two calls (``plans[:, PAIR]``). Sums over
 rows (the bias gradient, the loss) stay one pass each, in the layers' order (a large MSE
