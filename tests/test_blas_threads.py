@@ -355,6 +355,26 @@ def test_on_an_idle_machine_the_governor_stays_on_two_threads():
     assert arms.count(1) <= 3 * (gov_module.FIRST_TRIAL_WARMUP + gov_module.MIN_TRIAL)
 
 
+def test_a_clearly_slower_trial_ends_after_a_few_steps():
+    # one thread 1.7x slower (the lstm workload on an idle 2-core machine): each trial runs
+    # its transition step and CLEAR_STEPS counted steps, no more
+    gov = gov_module.ThreadGovernor(2)
+    arms, _ = _drive(gov, lambda n, i: 1.7e-3 if n == 1 else 1e-3, 400)
+    warm = gov_module.WARMUP + gov_module.WINDOW
+    trials = "".join(map(str, arms[warm:])).replace("2", " ").split()
+    assert trials and all(len(t) == 1 + gov_module.CLEAR_STEPS for t in trials)
+    # and the trials thin out: the first right away, the next after FIRST_INTERVAL steps
+    assert len(trials) <= 3 and gov.current == 2
+
+
+def test_a_trial_not_clearly_slower_runs_until_it_loses():
+    # one thread only 10% slower: not a clear loss, so the trial runs MIN_TRIAL counted steps
+    gov = gov_module.ThreadGovernor(2)
+    arms, _ = _drive(gov, lambda n, i: 1.1e-3 if n == 1 else 1e-3, 100)
+    warm = gov_module.WARMUP + gov_module.WINDOW
+    assert arms[warm:].index(2) == 1 + gov_module.MIN_TRIAL
+
+
 def test_the_first_steps_do_not_count_nor_stall():
     # two threads: the first steps start the workers (slow), then they are the faster arm
     def seconds(n, i):

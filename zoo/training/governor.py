@@ -33,12 +33,19 @@ WARMUP = 3
 # Steps measured to know an arm: the current arm's recent window, and a trial of the other
 # (plus one first step not counted: the other arm's threads wake up).
 WINDOW = 16
-# Steps not counted at the start of an arm's first trial: its worker threads start, and their
-# first jobs find cold caches. On the mlp workload the first two-thread steps took 31 ms and
-# 4.5 ms against 1.3 ms after; counted, they lost the trial, and 130 steps ran on one thread.
+# Steps not counted at the start of a several-thread arm's first trial: its worker threads
+# start, and their first jobs find cold caches. On the mlp workload the first two-thread steps
+# took 31 ms and 4.5 ms against 1.3 ms after; counted, they lost the trial, and 130 steps ran
+# on one thread. One thread starts nothing: its trials skip only their first step.
 FIRST_TRIAL_WARMUP = WARMUP
 # A trial that is no faster than the current arm after this many counted steps ends there.
 MIN_TRIAL = 4
+# A trial whose first CLEAR_STEPS counted steps each took CLEAR_LOSS times the current arm's
+# mean or more ends there: on an idle machine one thread is 1.5-1.8x slower than two, and
+# every trial step costs that much. Waiting for MIN_TRIAL cost the lstm benchmark 12 of its
+# ~280 steps on one thread (3% of its time); a busy machine's trials of two threads end at
+# their first stall anyway.
+CLEAR_STEPS, CLEAR_LOSS = 2, 1.25
 # Steps between trials: from FIRST_INTERVAL, four times as many after each trial the other
 # arm loses, up to MAX_INTERVAL: a trial of two threads that loses on a busy machine costs a
 # stalled step (tens of milliseconds), so they must thin out fast.
@@ -103,7 +110,8 @@ class ThreadGovernor:
         if stalled or self.until_trial <= 0 \
                 or (other is not None and mean > (1 + MARGIN) * other):
             self.trial = []
-            self.trial_skip = 1 if other is not None else FIRST_TRIAL_WARMUP
+            first = other is None and self.other > 1
+            self.trial_skip = FIRST_TRIAL_WARMUP if first else 1
             threads.set_threads(self.other)
         return True
 
@@ -116,7 +124,8 @@ class ThreadGovernor:
         # spent more than that, the other arm cannot win (one stall of 50 ms decides it).
         # And once a few steps show it no faster, a full window would only confirm it.
         mean = self._mean()
-        losing = len(counted) >= MIN_TRIAL and sum(counted) >= len(counted) * mean
+        losing = (len(counted) >= MIN_TRIAL and sum(counted) >= len(counted) * mean) or (
+            len(counted) == CLEAR_STEPS and min(counted) >= CLEAR_LOSS * mean)
         if len(counted) < WINDOW and sum(counted) <= WINDOW * mean and not losing:
             return
         trial_mean = sum(counted) / max(len(counted), 1)
