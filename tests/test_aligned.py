@@ -19,6 +19,16 @@ def test_arrays_start_on_a_cache_line_and_behave_like_numpys(shape, dtype):
     assert (z.size == 0 or z.ctypes.data % aligned.LINE == 0) and not z.any()
 
 
+def test_arrays_and_kept_arrays_can_start_on_a_page():
+    for _ in range(20):
+        a = aligned.empty((3, 1000), np.float32, aligned.PAGE)
+        assert a.ctypes.data % aligned.PAGE == 0 and a.shape == (3, 1000)
+    kept = aligned.kept("test page", (2, 1024), np.float32, aligned.PAGE)
+    assert kept.ctypes.data % aligned.PAGE == 0
+    # the boundary is part of what names a kept array
+    assert aligned.kept("test page", (2, 1024), np.float32) is not kept
+
+
 def test_a_copy_is_equal_aligned_and_independent():
     src = np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2]  # strided
     out = aligned.copy(src)

@@ -20,18 +20,20 @@ import threading
 import numpy as np
 
 LINE = 64  # bytes in a cache line on x86-64 and most ARM cores
+PAGE = 4096  # bytes in a memory page: hardware prefetchers do not cross one
 
 
-def empty(shape, dtype=np.float32) -> np.ndarray:
-    """Like ``np.empty``, with the data starting on a ``LINE``-byte boundary."""
+def empty(shape, dtype=np.float32, boundary: int = LINE) -> np.ndarray:
+    """Like ``np.empty``, with the data starting on a ``boundary``-byte boundary (a cache
+    line; ``PAGE`` for arrays whose parts different threads write, see ``kept``)."""
     if not isinstance(shape, tuple):
         shape = tuple(shape) if hasattr(shape, "__len__") else (int(shape),)
     dtype = np.dtype(dtype)
     size = math.prod(shape) * dtype.itemsize
-    raw = np.empty(size + LINE, np.uint8)
+    raw = np.empty(size + boundary, np.uint8)
     # The address through __array_interface__: half the time of ``raw.ctypes.data`` (1 us),
     # which matters to kernels that make their work arrays on every call.
-    start = -raw.__array_interface__["data"][0] % LINE
+    start = -raw.__array_interface__["data"][0] % boundary
     return raw[start:start + size].view(dtype).reshape(shape)
 
 
@@ -49,7 +51,7 @@ _KEPT = threading.local()  # .arrays: {(name, shape, dtype): array}, this thread
 MOST_KEPT = 32
 
 
-def kept(name, shape: tuple, dtype=np.float32) -> np.ndarray:
+def kept(name, shape: tuple, dtype=np.float32, boundary: int = LINE) -> np.ndarray:
     """An aligned array this thread keeps for ``name``: the same one on every call with the
     same ``name``, ``shape`` and ``dtype``, its contents whatever the last user left.
 
@@ -59,17 +61,17 @@ def kept(name, shape: tuple, dtype=np.float32) -> np.ndarray:
     workload: two 256 KB recurrent-gradient parts and two packed weight copies a pass, five
     ``brk`` calls a step). One per thread: concurrent blocks never share one. A caller's
     ``name`` says which of its arrays it is (a block's bounds, say), so two arrays in use at
-    once never share one either.
+    once never share one either. ``boundary`` as for ``empty``.
     """
     arrays = getattr(_KEPT, "arrays", None)
     if arrays is None:
         arrays = _KEPT.arrays = {}
-    key = (name, tuple(shape), np.dtype(dtype).str)
+    key = (name, tuple(shape), np.dtype(dtype).str, boundary)
     out = arrays.get(key)
     if out is None:
         if len(arrays) >= MOST_KEPT:
             arrays.clear()
-        out = arrays[key] = empty(tuple(shape), dtype)
+        out = arrays[key] = empty(tuple(shape), dtype, boundary)
     return out
 
 
