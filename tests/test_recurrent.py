@@ -254,6 +254,13 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, features, dtype
         run(spy, blocks)
 
     monkeypatch.setattr(threads, "run_blocks", run_blocks)
+    native = []  # the blocks of each native job (float32's time loops)
+
+    def run_call(fn, args, cuts, run=threads.run_call):
+        native.append(len(cuts) - 1)
+        run(fn, args, cuts)
+
+    monkeypatch.setattr(threads, "run_call", run_call)
     p = random_problem(cell, n=7, t=5, f=features, u=4, dtype=dtype, seed=6)
     dh = np.random.default_rng(7).standard_normal((7, 5, 4)).astype(dtype)
     want, _ = oracle(cell, *(p[k].astype(np.float64) if p[k] is not None else None
@@ -262,8 +269,11 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, features, dtype
     for count in (1, 2, 3):
         threads.set_threads(count)
         seen.clear()
+        native.clear()
         results[count] = run_kernels(cell, p, dh_out=dh)
         assert (seen == {"MainThread"}) if count == 1 else seen
+        # float32's loops: a forward and a backward job of 3 blocks; float64's: Python blocks
+        assert native == ([3, 3] if dtype == np.float32 else [])
     np.testing.assert_allclose(results[1]["h"], want, atol=1e-5)
     if dtype == np.float32:  # the float32 gradients against float64's (checked elsewhere)
         exact = run_kernels(cell, {k: None if v is None else v.astype(np.float64)
