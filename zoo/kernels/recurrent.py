@@ -212,20 +212,16 @@ def _keeps_dz(dx, fused: bool, dtype) -> bool:
 
 
 # What float64's Python blocks pass for the float32 loops' own arrays: the recurrent-weight
-# gradient's part (float64's is one GEMM after the loop) and the one-step buffer.
+# gradient's part (float64's is one GEMM after the loop), the one-step buffer and
+# ``packed.gemm``'s work array.
 _NO_PART = np.zeros((1, 1))
 _NO_RING = np.empty((0, 0))
-
-
-def _work():
-    """A block's work array for ``packed.gemm`` (one per block: blocks run concurrently)."""
-    return packed.scratch()
+_NO_WORK = np.empty((0, 0), np.float32)
 
 
 def _steps(dh_out, every: bool):
     """``dh_out`` as the loops take it: 3-D, with one step when only the last has one."""
     return dh_out if every else dh_out[None]
-
 
 
 # -- tanh RNN --------------------------------------------------------------------------------
@@ -256,7 +252,7 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
 
     def rows(lo, hi):
         rec = aligned.zeros((hi - lo, u_), dt)
-        cells.rnn_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, h, rec,
+        cells.rnn_loop(f, x, w_in, project, w_rec, wp, _NO_WORK, gates, bias, h, rec,
                        zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
@@ -302,7 +298,7 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
         dh_rec = aligned.zeros((hi - lo, u_), dt)
         db_part = aligned.zeros(u_, dt)
         dw_part = aligned.zeros((f_, u_), dt)
-        cells.rnn_loop_backward(f, h, steps, every, w_t, wp, _work(), dz, zero_init, lo, hi,
+        cells.rnn_loop_backward(f, h, steps, every, w_t, wp, _NO_WORK, dz, zero_init, lo, hi,
                                 dh_rec, db_part, x, fused, dw_part, _NO_PART, _NO_RING)
         return dh_rec, db_part, dw_part
 
@@ -344,7 +340,7 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
 
     def rows(lo, hi):
         rec = aligned.zeros((hi - lo, 4 * u_), dt)
-        cells.lstm_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, h, c, tanh_c,
+        cells.lstm_loop(f, x, w_in, project, w_rec, wp, _NO_WORK, gates, bias, h, c, tanh_c,
                         rec, zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
@@ -395,7 +391,7 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
         dc = aligned.zeros((hi - lo, u_), dt) if dc_out is None else aligned.copy(dc_out[lo:hi])
         db_part = aligned.zeros(4 * u_, dt)
         dw_part = aligned.zeros((f_, 4 * u_), dt)
-        cells.lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _work(), dz,
+        cells.lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _NO_WORK, dz,
                                  zero_init, lo, hi, dh_rec, dc, db_part, x, fused, dw_part, h,
                                  _NO_PART, _NO_RING)
         return dh_rec, dc, db_part, dw_part
@@ -443,7 +439,7 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
 
     def rows(lo, hi):
         rec = aligned.zeros((hi - lo, 3 * u_), dt)
-        cells.gru_loop(f, x, w_in, project, w_rec, wp, _work(), gates, bias, recurrent_bias,
+        cells.gru_loop(f, x, w_in, project, w_rec, wp, _NO_WORK, gates, bias, recurrent_bias,
                        h, hn, rec, zero_init, lo, hi)
 
     _parallel(rows, n_, blocks)
@@ -494,7 +490,7 @@ def gru_backward(x, w_in, w_rec, h, hn, gates, dh_out, dzx, dzh, dx, dw_in, dw_r
         db_part = aligned.zeros(3 * u_, dt)
         dbhn_part = aligned.zeros(u_, dt)
         dw_part = aligned.zeros((f_, 3 * u_), dt)
-        cells.gru_loop_backward(f, gates, hn, h, steps, every, w_t, wp, _work(), dzx, dzh,
+        cells.gru_loop_backward(f, gates, hn, h, steps, every, w_t, wp, _NO_WORK, dzx, dzh,
                                 zero_init, lo, hi, dh_rec, carry, db_part, dbhn_part, x, fused,
                                 dw_part)
         return dh_rec + carry, db_part, dbhn_part, dw_part

@@ -313,6 +313,7 @@ def _backward_sums(cell, scratch, n_, f_, u_, ring, fused, db, dbhn, dw_in, dw_r
 
 _NO_SUM = np.empty(0, np.float32)  # ``dbhn`` but for the GRU
 _NO_STATES = np.empty((0, 0, 0), np.float32)
+_NO_STATE = np.empty((0, 0), np.float32)  # ``state`` when the LSTM's final dL/dc is not given
 
 
 def backward(cell: int, x, h, gates, dh_out, every: bool, wp, dz, zero_init: bool,
@@ -333,7 +334,7 @@ def backward(cell: int, x, h, gates, dh_out, every: bool, wp, dz, zero_init: boo
     floats = _backward_parts(cell, _block_span(n_, blocks), f_, u_, ring)[-1]
     scratch = _scratch("recurrent backward blocks", blocks, floats)
     frame = aligned.kept("recurrent backward frame", (_BACKWARD_WORDS,), np.int64)
-    given = np.empty((0, 0), np.float32) if state is None else state
+    given = _NO_STATE if state is None else state
     _backward_frame(frame, x, h, gates, dh_out, every, wp, dz, zero_init, fused, ring, scratch,
                     extra0, extra1, given)
     _run(_BACKWARD_BLOCKS[cell], frame, n_, blocks)
