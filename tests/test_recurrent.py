@@ -287,6 +287,36 @@ def test_row_blocks_give_the_same_bits_on_any_thread_count(cell, features, dtype
             np.testing.assert_array_equal(grad, results[1]["grads"][name], err_msg=name)
 
 
+def test_float32_blocks_take_the_final_cell_states_gradient_too(split_blocks):
+    # float32's backward blocks (native jobs) start from the given dL/dc of the final state,
+    # each from its own rows: the float64 result, to float32's rounding, on any thread count
+    p = random_problem("lstm", n=7, t=4, f=2, u=5, seed=8)
+    dc = np.random.default_rng(9).standard_normal((7, 5))
+    dh = np.random.default_rng(10).standard_normal((7, 5))
+
+    def initial_gradients(dtype):
+        q = {k: None if v is None else v.astype(dtype) for k, v in p.items()}
+        x = np.ascontiguousarray(q["x"].transpose(1, 0, 2))
+        h, c = np.zeros((5, 7, 5), dtype), np.zeros((5, 7, 5), dtype)
+        h[0], c[0] = q["h0"], q["c0"]
+        tanh_c, gates, dz = (np.empty(s, dtype) for s in ((4, 7, 5), (4, 7, 20), (4, 7, 20)))
+        R.lstm_forward(x, q["w_in"], q["w_rec"], q["bias"], h, c, tanh_c, gates)
+        return R.lstm_backward(x, q["w_in"], q["w_rec"], h, c, tanh_c, gates,
+                               dh.astype(dtype), dz, None, np.empty((2, 20), dtype),
+                               np.empty((5, 20), dtype), np.empty(20, dtype),
+                               dc_out=dc.astype(dtype))
+
+    want = initial_gradients(np.float64)
+    got = {}
+    for count in (1, 3):
+        threads.set_threads(count)
+        got[count] = initial_gradients(np.float32)
+    for one, three, exact in zip(got[1], got[3], want):
+        assert one.dtype == np.float32
+        np.testing.assert_allclose(one, exact, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(three, one)
+
+
 def _at_offset(a, offset):
     """A copy of ``a`` whose data starts ``offset`` floats past a cache line."""
     raw = kernels.aligned.empty(a.size + offset, a.dtype)
