@@ -20,12 +20,12 @@ import threading
 import numpy as np
 
 LINE = 64  # bytes in a cache line on x86-64 and most ARM cores
-PAGE = 4096  # bytes in a memory page: hardware prefetchers do not cross one
+PAGE = 4096  # bytes in a memory page
 
 
 def empty(shape, dtype=np.float32, boundary: int = LINE) -> np.ndarray:
-    """Like ``np.empty``, with the data starting on a ``boundary``-byte boundary (a cache
-    line; ``PAGE`` for arrays whose parts different threads write, see ``kept``)."""
+    """Like ``np.empty``, with the data starting on a ``boundary``-byte boundary: a cache line,
+    or a page for work arrays cut into one row per thread (``zoo.kernels.recurrent_native``)."""
     if not isinstance(shape, tuple):
         shape = tuple(shape) if hasattr(shape, "__len__") else (int(shape),)
     dtype = np.dtype(dtype)
