@@ -219,6 +219,15 @@ _NO_RING = np.empty((0, 0))
 _NO_WORK = np.empty((0, 0), np.float32)
 
 
+def _forward_setup(x, w_in, w_rec, gates, g: int) -> tuple:
+    """What every forward pass starts with: its row blocks (``_blocks``), whether the cells
+    project the inputs (``_project``, which projects wide ones now) and the packed weights."""
+    n_ = x.shape[1]
+    u_ = w_rec.shape[0]
+    blocks = _blocks(n_, n_ * u_ * g * u_)
+    return blocks, _project(x, w_in, gates, blocks), _pack(w_rec, "forward")
+
+
 def _steps(dh_out, every: bool):
     """``dh_out`` as the loops take it: 3-D, with one step when only the last has one."""
     return dh_out if every else dh_out[None]
@@ -241,10 +250,7 @@ def rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init: bool = False) -> None
     _check("bias", bias, (u_,), dt)
     _check("h", h, (t_ + 1, n_, u_), dt)
     _check("gates", gates, (t_, n_, u_), dt)
-    blocks = _blocks(n_, n_ * u_ * u_)
-    project = _project(x, w_in, gates, blocks)
-
-    wp = _pack(w_rec, "forward")
+    blocks, project, wp = _forward_setup(x, w_in, w_rec, gates, 1)
     if dt == np.float32:
         native.forward(native.RNN, x, w_in, project, wp, gates, bias, h, zero_init, blocks)
         return
@@ -328,10 +334,7 @@ def lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init: bool = Fa
                              ("h", h, (t_ + 1, n_, u_)), ("c", c, (t_ + 1, n_, u_)),
                              ("tanh_c", tanh_c, (t_, n_, u_)), ("gates", gates, (t_, n_, 4 * u_))):
         _check(name, arr, shape, dt)
-    blocks = _blocks(n_, n_ * u_ * 4 * u_)
-    project = _project(x, w_in, gates, blocks)
-
-    wp = _pack(w_rec, "forward")
+    blocks, project, wp = _forward_setup(x, w_in, w_rec, gates, 4)
     if dt == np.float32:
         native.forward(native.LSTM, x, w_in, project, wp, gates, bias, h, zero_init, blocks,
                        c, tanh_c)
@@ -427,10 +430,7 @@ def gru_forward(x, w_in, w_rec, bias, recurrent_bias, h, hn, gates,
                              ("h", h, (t_ + 1, n_, u_)), ("hn", hn, (t_, n_, u_)),
                              ("gates", gates, (t_, n_, 3 * u_))):
         _check(name, arr, shape, dt)
-    blocks = _blocks(n_, n_ * u_ * 3 * u_)
-    project = _project(x, w_in, gates, blocks)
-
-    wp = _pack(w_rec, "forward")
+    blocks, project, wp = _forward_setup(x, w_in, w_rec, gates, 3)
     if dt == np.float32:
         native.forward(native.GRU, x, w_in, project, wp, gates, bias, h, zero_init, blocks,
                        recurrent_bias, hn)
