@@ -358,3 +358,30 @@ def test_float32_erf_is_accurate_over_the_whole_line():
     ref = _elementwise(gelu_erf_ref, x)
     np.testing.assert_allclose(y, ref, **tol(np.float32, "gelu_erf"))
     assert np.isnan(kernels.activations.gelu_erf(np.array([np.nan], np.float32)))[0]
+
+
+def test_float32_exp_is_correctly_rounded_over_its_whole_range():
+    """The vectorised float32 exp behind softmax cross-entropy: float64 arithmetic rounded
+    once, so each result is exp(x) correctly rounded (math.exp's, rounded to float32), with
+    0 and inf past the range and NaN kept."""
+    from numba import njit
+
+    from zoo.kernels.activations import scalar_exp
+
+    @njit
+    def exps(x, out):
+        for i in range(x.size):
+            out[i] = scalar_exp(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-110, 95, 200_000), np.linspace(-1, 1, 20_001),
+                        [0.0, -0.0, 1e-30, -1e-30, 88.72, 88.73, -87.33, -103.9, -104.0, -200.0,
+                         -1e30]]).astype(np.float32)
+    out = np.empty_like(x)
+    exps(x, out)
+    with np.errstate(over="ignore"):  # float32 overflows to inf past 88.72
+        ref = np.array([math.exp(v) for v in x.astype(np.float64)]).astype(np.float32)
+    np.testing.assert_array_equal(out, ref)
+    edges = np.array([1000.0, np.inf, -np.inf, np.nan], np.float32)
+    exps(edges, edges)
+    np.testing.assert_array_equal(edges, [np.inf, np.inf, 0.0, np.nan])

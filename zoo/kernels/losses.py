@@ -20,7 +20,7 @@ import numpy as np
 
 from zoo.errors import DataError, describe_array
 from zoo.kernels._jit import njit
-from zoo.kernels.activations import check_float, output
+from zoo.kernels.activations import check_float, output, scalar_exp
 
 
 # No fast-math where a huge term cancels (m - z[label], max(v, 0) - v y): reassociation could
@@ -28,21 +28,30 @@ from zoo.kernels.activations import check_float, output
 @njit(fastmath=False)
 def _softmax_ce(z, labels, grad):
     n, c = z.shape
-    inv_n = 1.0 / n
-    total = 0.0
     for i in range(n):
-        label = labels[i]
-        if label < 0 or label >= c:
+        if labels[i] < 0 or labels[i] >= c:
             return -1.0
+    # Three passes over the whole array, so that the exps run as one vectorised loop: each
+    # row shifted by its maximum, the exps in place, then each row's sum, loss and scale.
+    top = np.empty(n, z.dtype)
+    for i in range(n):
         m = z[i, 0]
         for j in range(1, c):
             m = max(m, z[i, j])
+        top[i] = m
+        for j in range(c):
+            grad[i, j] = z[i, j] - m
+    flat = grad.reshape(n * c)
+    for k in range(n * c):
+        flat[k] = scalar_exp(flat[k])
+    inv_n = 1.0 / n
+    total = 0.0
+    for i in range(n):
         s = 0.0
         for j in range(c):
-            e = np.exp(z[i, j] - m)  # in the logits' dtype: float32 exp is twice as fast
-            grad[i, j] = e
-            s += e
-        total += np.log(s) + (m - z[i, label])
+            s += grad[i, j]
+        label = labels[i]
+        total += np.log(s) + (top[i] - z[i, label])
         scale = inv_n / s
         for j in range(c):
             grad[i, j] *= scale
