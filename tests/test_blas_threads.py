@@ -184,7 +184,8 @@ def test_an_error_in_a_block_is_raised_after_every_block_ended():
     threads.run_blocks(ended.append, 2)  # the pool still works
 
 
-def test_blas_runs_on_one_thread_inside_and_as_before_after():
+@pytest.mark.parametrize("scope", [threads.single_threaded_blas, threads.step_scope])
+def test_blas_runs_on_one_thread_inside_and_as_before_after(scope):
     libs = threads.blas_libraries()
     if not libs:
         pytest.skip("threadpoolctl finds no BLAS library whose thread count can be set")
@@ -192,13 +193,13 @@ def test_blas_runs_on_one_thread_inside_and_as_before_after():
 
     with threadpool_limits(2, user_api="blas"):
         before = [lib.get_num_threads() for lib in libs]
-        with threads.single_threaded_blas():
+        with scope():
             assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
             with threads.single_threaded_blas():  # a job inside a step: the outer one holds
                 assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
             assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
         assert [lib.get_num_threads() for lib in libs] == before
-        with threads.single_threaded_blas():  # and a scope after the nested ones holds again
+        with scope():  # and a scope after the nested ones holds again
             assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
         assert [lib.get_num_threads() for lib in libs] == before
 

@@ -375,7 +375,7 @@ def test_workers_stay_awake_inside_a_scope_and_sleep_after_it(fresh_pool):
     a, b = _operands(128, 784, 256)
     gemm = blas.Gemm(128, 784, 256)
     one = gemm(a, b, np.empty((128, 256), np.float32)).copy()  # the pool exists from here
-    with threads.workers_awake(), threads.workers_awake():  # scopes nest
+    with threads.step_scope(), threads.step_scope():  # scopes nest
         np.testing.assert_array_equal(gemm(a, b, np.empty((128, 256), np.float32)), one)
         # Posted while the scope was open, the job left the worker AWAKE; it cannot sleep now
         # however long the gap to the next job (50 times SPIN_NS here).
@@ -388,8 +388,8 @@ def test_workers_stay_awake_inside_a_scope_and_sleep_after_it(fresh_pool):
 
 def test_a_scope_on_one_thread_keeps_no_worker_awake(fresh_pool):
     threads.set_threads(1)
-    with threads.workers_awake() as scope:
-        assert scope.scope is None
+    with threads.step_scope() as scope:
+        assert scope.awake is None
     assert not workers._POOL  # and made no pool
 
 

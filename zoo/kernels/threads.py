@@ -167,7 +167,7 @@ class single_threaded_blas:  # lower case: used as ``with single_threaded_blas()
     __slots__ = ("changed",)
 
     def __enter__(self):
-        self.changed = []
+        self.changed = None  # [(library, its count before)], made only when one changes
         depth = getattr(_HELD, "depth", 0)
         _HELD.depth = depth + 1
         if depth:
@@ -177,6 +177,8 @@ class single_threaded_blas:  # lower case: used as ``with single_threaded_blas()
                 n = lib.get_num_threads()
                 if n != 1:
                     lib.set_num_threads(1)
+                    if self.changed is None:
+                        self.changed = []
                     self.changed.append((lib, n))
         except BaseException:
             self.__exit__()
@@ -185,29 +187,39 @@ class single_threaded_blas:  # lower case: used as ``with single_threaded_blas()
 
     def __exit__(self, *exc):
         _HELD.depth -= 1
-        for lib, n in self.changed:
-            if n is not None:
-                lib.set_num_threads(n)
+        if self.changed:
+            for lib, n in self.changed:
+                if n is not None:
+                    lib.set_num_threads(n)
         return False
 
 
-class workers_awake:  # lower case: used as ``with workers_awake():``
-    """Inside (a training step), zoo's idle workers keep watching for the next job instead of
-    sleeping between the step's products (``zoo.kernels.workers.awake``, which says why);
-    nothing on one thread, where no worker takes part."""
+class step_scope(single_threaded_blas):  # lower case: used as ``with step_scope():``
+    """A training step's scope: BLAS on one thread (``single_threaded_blas``), and on more
+    than one thread zoo's idle workers keep watching for the next job instead of sleeping
+    between the step's products (``zoo.kernels.workers.awake``, which says why). One object
+    for both: two scopes cost the mlp-small step (about 16 us) 1.3 us, this one 1.0."""
 
-    __slots__ = ("scope",)
+    __slots__ = ("awake",)
 
     def __enter__(self):
-        self.scope = None
+        single_threaded_blas.__enter__(self)
+        self.awake = None
         if _COUNT[0] > 1:
-            self.scope = _modules()[1].awake()
-            self.scope.__enter__()
+            try:
+                self.awake = _modules()[1].awake()
+                self.awake.__enter__()
+            except BaseException:
+                single_threaded_blas.__exit__(self)
+                raise
         return self
 
     def __exit__(self, *exc):
-        if self.scope is not None:
-            self.scope.__exit__(*exc)
+        try:
+            if self.awake is not None:
+                self.awake.__exit__(*exc)
+        finally:
+            single_threaded_blas.__exit__(self)
         return False
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from zoo import checks
 from zoo.errors import DataError, describe_array
 from zoo.kernels.fpenv import flush_denormals
-from zoo.kernels.threads import make_governor, single_threaded_blas, workers_awake
+from zoo.kernels.threads import make_governor, single_threaded_blas, step_scope
 from zoo.optimizers import SGD, clip_grad_norm
 from zoo.training.callbacks import History, overriding
 from zoo.training.flat import flatten_parameters, owner_chunks
@@ -200,11 +200,11 @@ class Trainer:
         user's program lets it use more: then no product's bits depend on a thread count.
         Denormals are flushed to zero (``zoo.kernels.fpenv``): a fitted batch's tiny gradients
         would otherwise take the CPU's slow path. On more than one thread, zoo's workers keep
-        watching for jobs until the step ends (``zoo.kernels.threads.workers_awake``).
+        watching for jobs until the step ends (``zoo.kernels.threads.step_scope``).
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        with single_threaded_blas(), workers_awake():
+        with step_scope():
             fused = None
             if self._fused is not None:  # the kernel flushes denormals itself
                 fused = self._fused.step(xb, tb, self._fused_sgd())
