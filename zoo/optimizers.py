@@ -220,7 +220,9 @@ class SGD(Optimizer):
         arrays checked and given their slots here). The caller makes it with
         ``kernels.optim``'s own SGD kernel, elementwise, so the bits are ``step``'s, and then
         calls ``count_step``."""
-        self._ready([param], [grad])
+        seen = self._seen  # the same pair as last step: _ready's checks, without its lists
+        if seen is None or len(seen) != 1 or seen[0][0] is not param or seen[0][1] is not grad:
+            self._ready([param], [grad])
         velocity = self._slots[0][0] if self.momentum else None
         return velocity, self.lr, self.momentum, self.nesterov, self.weight_decay
 
