@@ -272,8 +272,8 @@ def test_training_is_bit_identical_on_1_2_3_threads_and_when_the_count_flips(nam
     cut = _count_blocks(monkeypatch)  # products and time loops that ran as several blocks
     one, one_losses = _train(name, 1)
     if name == "mlp":  # one fused kernel call, which posts its blocks and chunks itself
-        *_, scratch, chunked = one._fused.work[MODELS[name][2]]
-        assert scratch is not None and chunked
+        layout = one._fused.work[MODELS[name][2]]
+        assert layout.scratch is not None and layout.chunked
     else:
         assert cut and max(cut) > 1
     for count in (2, 3, "flip"):

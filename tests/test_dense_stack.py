@@ -145,7 +145,7 @@ def test_work_shared_in_blocks_trains_to_the_same_bits_on_any_thread_count(stack
             threads.set_threads(count)
             losses = [trainer.train_step(x, y) for _ in range(3)]
             if fused:
-                plans = trainer._fused.work[128][3]
+                plans = trainer._fused.work[128].plans
                 products = plans[:, [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD]]
                 assert set(products[products[..., ds.P_BLOCKS] > 1][:, ds.P_AXIS]) >= axes
                 assert {job for job in (ds.ROWS, ds.PAIR, ds.SUMS)

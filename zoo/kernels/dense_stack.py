@@ -34,6 +34,7 @@ import numpy as np
 from zoo.kernels import cblas, dense_rows, fpenv, optim, workers
 from zoo.kernels._jit import njit
 from zoo.kernels.dense import _bias_grad, _grad_leaky_relu, _grad_sigmoid, _grad_tanh
+from zoo.kernels.dense_rows import _at
 from zoo.kernels.losses import _softmax_ce, mse_value
 
 # Activation codes (``layout[:, 4]``); relu is leaky_relu with slope 0, as in Dense.
@@ -70,6 +71,37 @@ PAIR = 5
 # bias gradient, one pass each over the output, run as one job of two blocks
 # (``dense_rows.SUMS``, cfunc ``P_FN``); 1: one after the other.
 SUMS = 6
+
+
+# ``frame`` (``frame_of``): what a fused step is given that stays the same from step to step,
+# as int64 words: BLAS's GEMM (address, integer width), the loss code, and the arrays as
+# addresses (each sized by the words after it or by ``layout``'s rows). numba's dispatcher
+# takes about 45 ns an array argument: a dozen of them were a microsecond of the mlp-small
+# step's 17.
+F_ADDRESS, F_WIDTH, F_LOSS, F_VALUES, F_GRADS, F_PARAMS, F_LAYOUT, F_DEPTH, F_SLOPES, F_WORK, \
+    F_WORK_SIZE, F_PLANS, F_PLAN_WIDTH, F_SCRATCH, F_SCRATCH_SIZE, F_HYPER, F_ARGS, \
+    FRAME_WORDS = range(18)
+
+
+def frame_of(blas, loss_code, values, grads, layout, slopes, work, plans, scratch, hyper,
+             args) -> np.ndarray:
+    """The ``frame`` of ``fused_step``'s unchanging arguments (see ``fused_step``). It holds
+    addresses only: the caller keeps every array alive, and unmoved, as long as the frame."""
+    arrays = (values, grads, layout, slopes, work, plans, scratch, hyper, args)
+    if not all(a.flags.c_contiguous for a in arrays) or grads.size != values.size \
+            or slopes.size != layout.shape[0] or plans.shape[:2] != (layout.shape[0], 7) \
+            or hyper.size != 4 or args.size != workers.CALL_ARGS:
+        raise ValueError("dense_stack.frame_of: arrays of unexpected shapes")
+    frame = np.zeros(FRAME_WORDS, np.int64)
+    frame[[F_ADDRESS, F_WIDTH, F_LOSS]] = blas[0], blas[1], loss_code
+    frame[[F_VALUES, F_GRADS, F_PARAMS]] = values.ctypes.data, grads.ctypes.data, values.size
+    frame[[F_LAYOUT, F_DEPTH, F_SLOPES]] = layout.ctypes.data, layout.shape[0], \
+        slopes.ctypes.data
+    frame[[F_WORK, F_WORK_SIZE]] = work.ctypes.data, work.size
+    frame[[F_PLANS, F_PLAN_WIDTH]] = plans.ctypes.data, plans.shape[2]
+    frame[[F_SCRATCH, F_SCRATCH_SIZE]] = scratch.ctypes.data, scratch.size
+    frame[[F_HYPER, F_ARGS]] = hyper.ctypes.data, args.ctypes.data
+    return frame
 
 
 @njit
@@ -183,27 +215,38 @@ def _sgd_update(f, plan, values, grads, velocity, hyper, args, start, size, box,
 
 
 @njit
-def fused_step(address, width, x, labels, target, loss_code, values, grads, layout, slopes,
-               work, plans, scratch, box, ticket, clock, update, velocity, hyper, args):
-    """Forward, loss and backward; the gradients land in ``grads``. Returns the mean loss, or
-    -1.0 for a label out of range (the caller then raises, as the loss does).
+def fused_step(frame, x, labels, target, velocity, box, ticket, clock, update):
+    """Forward, loss and backward; the gradients land in the frame's ``grads``. Returns the
+    mean loss, or -1.0 for a label out of range (the caller then raises, as the loss does).
 
     Denormals are flushed to zero inside, as the trainer flushes them around a step through
     the layers (``zoo.kernels.fpenv``), and the caller's mode is restored on return: here it
     is two instructions, where the Python scope took about 1.5 us of the mlp-small step's 20.
     Jobs posted from inside hand the mode on to the workers, as every job does.
 
-    ``(address, width)`` is ``cblas.gemm_function(dtype)``, passed as two scalars: a tuple
-    argument costs numba's dispatcher a microsecond per call. ``plans`` says how each
-    product is computed, ``scratch`` holds a split inner dimension's parts, and ``box``,
-    ``ticket``, ``clock`` are a ``workers.kernel_jobs`` scope's. With ``update``, each layer's
-    weights and bias also take their SGD step once its gradients are made (``velocity``,
-    ``hyper``: see ``_sgd_update``; ``args``: an int64 scratch of ``workers.CALL_ARGS``).
+    ``frame`` (``frame_of``) holds what stays from step to step: ``cblas.gemm_function``'s
+    address and width, the loss code, the parameters ``values`` and their ``grads``,
+    ``layout``, the layers' ``slopes``, ``work``, ``plans`` (how each product is computed),
+    ``scratch`` (a split inner dimension's parts), SGD's ``hyper`` (see ``_sgd_update``) and
+    ``args``, an int64 scratch of ``workers.CALL_ARGS``. ``box``, ``ticket``, ``clock`` are a
+    ``workers.kernel_jobs`` scope's. With ``update``, each layer's weights and bias also take
+    their SGD step once its gradients are made (``velocity``: the momentum buffer).
     Callers build every argument (``zoo.training.fused``): nothing is checked here."""
+    zero = x.dtype.type(0)
+    depth, params = frame[F_DEPTH], frame[F_PARAMS]
+    values, grads = _at(frame[F_VALUES], params, zero), _at(frame[F_GRADS], params, zero)
+    layout = _at(frame[F_LAYOUT], (depth, 8), np.int64(0))
+    slopes = _at(frame[F_SLOPES], depth, np.float64(0))
+    work = _at(frame[F_WORK], frame[F_WORK_SIZE], zero)
+    plans = _at(frame[F_PLANS], (depth, 7, frame[F_PLAN_WIDTH]), np.int64(0))
+    scratch = _at(frame[F_SCRATCH], frame[F_SCRATCH_SIZE], zero)
+    hyper = _at(frame[F_HYPER], 4, np.float64(0))
+    args = _at(frame[F_ARGS], workers.CALL_ARGS, np.int64(0))
     mode = workers._float_mode()
     workers._set_float_mode(mode | fpenv.FLUSH_BITS)
-    value = _step(address, width, x, labels, target, loss_code, values, grads, layout, slopes,
-                  work, plans, scratch, box, ticket, clock, update, velocity, hyper, args)
+    value = _step(frame[F_ADDRESS], frame[F_WIDTH], x, labels, target, frame[F_LOSS], values,
+                  grads, layout, slopes, work, plans, scratch, box, ticket, clock, update,
+                  velocity, hyper, args)
     workers._set_float_mode(mode)
     return value
 
@@ -289,7 +332,11 @@ def _step(address, width, x, labels, target, loss_code, values, grads, layout, s
                 _product(f, plans[li, WEIGHT_GRAD], x_in, True, dz, False, dw, *jobs)
                 _product(f, plans[li, INPUT_GRAD], dz, False, w, True, dx, *jobs)
         if update:  # nothing reads this layer's parameters again in this step
-            _sgd_update(f, plans[li, UPDATE], values, grads, velocity, hyper, args,
-                        layout[li, WEIGHT], fan_in * units, box, ticket, clock)
-            _sgd(values, grads, velocity, hyper, b_off, b_off + units)
+            w_off, size = layout[li, WEIGHT], fan_in * units
+            if plans[li, UPDATE, P_BLOCKS] == 1 and b_off == w_off + size:
+                _sgd(values, grads, velocity, hyper, w_off, b_off + units)  # side by side
+            else:
+                _sgd_update(f, plans[li, UPDATE], values, grads, velocity, hyper, args, w_off,
+                            size, box, ticket, clock)
+                _sgd(values, grads, velocity, hyper, b_off, b_off + units)
     return value

@@ -18,6 +18,8 @@ cuts into blocks is cut the same way here, and its blocks shared by zoo's worker
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from zoo.kernels import blas, cblas, dense_rows, optim, threads, workers
@@ -72,6 +74,20 @@ def _offset(buffer: np.ndarray, view: np.ndarray) -> int | None:
         return None
     start = view.__array_interface__["data"][0] - buffer.__array_interface__["data"][0]
     return start // buffer.itemsize
+
+
+class Layout(NamedTuple):
+    """A ``DenseStackStep``'s arrays for one batch size."""
+
+    frame: np.ndarray  # ``ds.fused_step``'s unchanging arguments (``ds.frame_of``)
+    outputs: np.ndarray  # the last layer's output, a view of ``work``
+    # What ``frame`` points into, kept alive here (the other arrays are the step's own).
+    layout: np.ndarray
+    work: np.ndarray
+    plans: np.ndarray
+    scratch: np.ndarray | None  # a cut inner dimension's parts; None: no product has blocks
+    blocked: bool  # whether anything but the update has blocks (products, elementwise, pairs)
+    chunked: bool  # whether an update has chunks
 
 
 class DenseStackStep:
@@ -136,7 +152,7 @@ class DenseStackStep:
             plan = self.work[rows] = self._layout(rows)
         if plan is None:
             return None
-        layout, work, outputs, plans, scratch, blocked, chunked = plan
+        frame, outputs, *_, blocked, chunked = plan
         update, velocity = sgd is not None and self.whole, self.values
         if update:
             velocity, hyper = sgd[0], sgd[1:]
@@ -147,33 +163,23 @@ class DenseStackStep:
                 self._sgd_chunk = optim.block_address("sgd", self.dtype)
                 for laid_out in self.work.values():
                     if laid_out is not None:
-                        laid_out[3][:, ds.UPDATE, ds.P_FN] = self._sgd_chunk
-        address, width = self.blas
+                        laid_out.plans[:, ds.UPDATE, ds.P_FN] = self._sgd_chunk
         if not blocked and not (update and chunked):
             # nothing to share (no product's or row blocks, no update's chunks): no pool to hold
             jobs = self._alone
-            value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
-                                  self.values, self.grads, layout, self.slopes, work, plans,
-                                  self._scratch, jobs.box, jobs.ticket, jobs.clock, update,
-                                  velocity, self._hyper, self._args)
+            value = ds.fused_step(frame, xb, labels, target, velocity, jobs.box, jobs.ticket,
+                                  jobs.clock, update)
         else:  # the pool held till the kernel returns, its jobs on the trainer's threads
             with workers.kernel_jobs(threads.threads()) as jobs:
-                value = ds.fused_step(address, width, xb, labels, target, self.loss_code,
-                                      self.values, self.grads, layout, self.slopes, work,
-                                      plans, self._scratch if scratch is None else scratch,
-                                      jobs.box, jobs.ticket, jobs.clock, update, velocity,
-                                      self._hyper, self._args)
+                value = ds.fused_step(frame, xb, labels, target, velocity, jobs.box,
+                                      jobs.ticket, jobs.clock, update)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
         return outputs, value, update
 
     def _layout(self, rows: int):
-        """``(layout, work, outputs, plans, scratch, blocked, chunked)`` for batches of
-        ``rows`` examples, or None if they must go through the layers (a single example:
-        np.dot's matrix-vector path). ``outputs``: the last layer's output, a view of
-        ``work``; ``scratch``: None where no product has blocks; ``blocked``: whether anything
-        but the update has blocks (products, elementwise work, paired gradients);
-        ``chunked``: whether an update has chunks."""
+        """The ``Layout`` for batches of ``rows`` examples, or None if they must go through
+        the layers (a single example: np.dot's matrix-vector path)."""
         if rows < 2:
             return None
         plans, scratch = self._plans(rows)
@@ -199,7 +205,11 @@ class DenseStackStep:
         jobs = [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD, ds.ROWS, ds.PAIR, ds.SUMS]
         blocked = bool((plans[:, jobs, ds.P_BLOCKS] > 1).any())
         chunked = bool((plans[:, ds.UPDATE, ds.P_BLOCKS] > 1).any())
-        return layout, work, outputs, plans, scratch, blocked, chunked
+        frame = ds.frame_of(self.blas, self.loss_code, self.values, self.grads, layout,
+                            self.slopes, work, plans,
+                            self._scratch if scratch is None else scratch, self._hyper,
+                            self._args)
+        return Layout(frame, outputs, layout, work, plans, scratch, blocked, chunked)
 
     def _plans(self, rows: int):
         """``(plans, scratch)``: how each product is computed (``ds.P_*``), as the layer's
