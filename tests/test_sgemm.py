@@ -6,8 +6,10 @@ from numba import njit
 
 from zoo.kernels import sgemm
 
+# Sizes whose last panel is partial, narrow (at most LANES columns: 70, PANEL + LANES) or
+# both, with partial row tiles and k blocks.
 SIZES = [(1, 1, 1), (3, 5, 7), (9, 33, 31), (17, 600, 70), (130, 1100, 65),
-         (sgemm.ROWS + 1, sgemm.KC + 3, sgemm.PANEL + 1)]
+         (sgemm.ROWS + 1, sgemm.KC + 3, sgemm.PANEL + 1), (11, 40, sgemm.PANEL + sgemm.LANES)]
 
 
 def operand(rng, rows, cols, transposed):

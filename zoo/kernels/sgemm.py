@@ -18,7 +18,7 @@ the recurrent step products) runs here instead of BLAS. Two reasons:
 The tile (``make_tile``) is written in LLVM IR: numba cannot keep an accumulator tile in
 registers, and a tile of ``ROWS x PANEL`` accumulators is the whole point. ``ROWS x PANEL``
 is 8 x 32 (16 registers of 16 floats) where AVX-512 gives 32 vector registers, 4 x 16
-elsewhere.
+elsewhere; a last panel of at most 16 columns takes a tile one vector wide (``tile_narrow``).
 
 Loop order (``gemm_at``): blocks of ``MC`` rows of ``a`` (kept in L2) by ``KC`` of ``k`` by
 panels of ``PANEL`` columns of ``b`` (kept in L1) by tiles of ``ROWS`` rows. A tile goes on
@@ -70,6 +70,7 @@ MAX_OPERAND = 1 << 18
 # than rows ldb apart) when at least this many rows of a will use it: 16 x 150 by 150 x 8704
 # runs at 82 GFLOP/s in place and 77 copied, 128 x 784 by 784 x 256 at 149 and 165.
 PACK_ROWS = 4 * ROWS
+NARROW = LANES  # columns of the narrow tile
 
 
 def make_tile(rows: int, vectors: int, b_table: bool = False):
@@ -219,6 +220,9 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
 
 tile = make_tile(ROWS, PANEL // LANES)
 tile_table = make_tile(ROWS, PANEL // LANES, b_table=True)
+# A product's last panel of at most LANES columns (a 10-class layer's whole output) takes a
+# tile of one vector where the panel is two: half the multiply-adds of the wide tile.
+tile_narrow = make_tile(ROWS, 1)
 
 
 @intrinsic
@@ -314,8 +318,10 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
     b2 = carray(atomics.pointer(b, np.float32(0)), (n if tb else k, ldb))
     cf = carray(atomics.pointer(c, np.float32(0)), max((m - 1) * ldc + n, 0))
     row_table = np.empty(ROWS, np.int64)
-    panel = np.empty((min(KC, max(k, 1)), PANEL), np.float32)
-    edge = np.empty((ROWS, PANEL), np.float32)  # a tile's partial columns
+    depth = min(KC, max(k, 1))
+    panel = np.empty((depth, PANEL), np.float32)
+    narrow = panel.reshape(depth * PANEL)[:depth * NARROW].reshape((depth, NARROW))
+    edge = np.empty(ROWS * PANEL, np.float32)  # a tile's partial columns
     a_step = lda if ta else 1
     row_stride = 1 if ta else lda
     if m <= 0 or n <= 0 or rows_a <= 0 or cols_a <= 0:
@@ -332,30 +338,35 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
             a_k0 = a + 4 * k0 * a_step
             for j0 in range(0, n, PANEL):
                 cols = min(PANEL, n - j0)
-                if tb or cols < PANEL or i1 - i0 >= PACK_ROWS:
-                    _pack_panel(b2, tb, k0, kc, j0, cols, panel)
-                    b_at, b_step = np.int64(panel.ctypes.data), PANEL
+                width = PANEL if cols > NARROW else NARROW
+                if tb or cols < width or i1 - i0 >= PACK_ROWS:
+                    _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
+                    b_at, b_step = np.int64(panel.ctypes.data), width
                 else:  # too few rows to pay for a copy: b's rows in place
                     b_at, b_step = b + 4 * (k0 * ldb + j0), ldb
                 for i in range(i0, i1, ROWS):
                     count = min(ROWS, i1 - i)
                     fill_rows(row_table, i, count, row_stride)
-                    # one call site of the tile (its code is large): partial panels go
+                    # one call site of each tile (its code is large): partial panels go
                     # through ``edge`` and are copied out after
-                    if cols == PANEL:
+                    if cols == width:
                         c_at, c_ld = c + 4 * (i * ldc + j0), ldc
                     else:
-                        c_at, c_ld = np.int64(edge.ctypes.data), PANEL
+                        c_at, c_ld = np.int64(edge.ctypes.data), width
                         if more:
                             for r in range(count):
                                 for j in range(cols):
-                                    edge[r, j] = cf[(i + r) * ldc + j0 + j]
-                    tile(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step, kc, c_at,
-                         c_ld, count, more)
-                    if cols < PANEL:
+                                    edge[r * width + j] = cf[(i + r) * ldc + j0 + j]
+                    if width == PANEL:
+                        tile(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step, kc,
+                             c_at, c_ld, count, more)
+                    else:
+                        tile_narrow(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step,
+                                    kc, c_at, c_ld, count, more)
+                    if cols < width:
                         for r in range(count):
                             for j in range(cols):
-                                cf[(i + r) * ldc + j0 + j] = edge[r, j]
+                                cf[(i + r) * ldc + j0 + j] = edge[r * width + j]
 
 
 def suits(m: int, k: int, n: int) -> bool:
