@@ -360,12 +360,16 @@ def test_a_clearly_slower_trial_ends_after_a_few_steps():
     # one thread 1.7x slower (the lstm workload on an idle 2-core machine): each trial runs
     # its transition step and CLEAR_STEPS counted steps, no more
     gov = gov_module.ThreadGovernor(2)
-    arms, _ = _drive(gov, lambda n, i: 1.7e-3 if n == 1 else 1e-3, 400)
+    arms, _ = _drive(gov, lambda n, i: 1.7e-3 if n == 1 else 1e-3, 1200)
     warm = gov_module.WARMUP + gov_module.WINDOW
     trials = "".join(map(str, arms[warm:])).replace("2", " ").split()
-    assert trials and all(len(t) == 1 + gov_module.CLEAR_STEPS for t in trials)
-    # and the trials thin out: the first right away, the next after FIRST_INTERVAL steps
-    assert len(trials) <= 3 and gov.current == 2
+    assert len(trials) == 2 and all(len(t) == 1 + gov_module.CLEAR_STEPS for t in trials)
+    # and the trials thin out fast: the first right away, the next CLEAR_BACKOFF times
+    # FIRST_INTERVAL steps later (BACKOFF times after a trial that loses by less)
+    starts = [i for i in range(warm, len(arms)) if arms[i] == 1 and arms[i - 1] == 2]
+    gap = gov_module.CLEAR_BACKOFF * gov_module.FIRST_INTERVAL
+    assert starts[1] - starts[0] > gap and gov.current == 2
+    assert gov.interval == min(gov_module.CLEAR_BACKOFF * gap, gov_module.MAX_INTERVAL)
 
 
 def test_a_trial_not_clearly_slower_runs_until_it_loses():
@@ -374,6 +378,7 @@ def test_a_trial_not_clearly_slower_runs_until_it_loses():
     arms, _ = _drive(gov, lambda n, i: 1.1e-3 if n == 1 else 1e-3, 100)
     warm = gov_module.WARMUP + gov_module.WINDOW
     assert arms[warm:].index(2) == 1 + gov_module.MIN_TRIAL
+    assert gov.interval == gov_module.BACKOFF * gov_module.FIRST_INTERVAL
 
 
 def test_the_first_steps_do_not_count_nor_stall():
