@@ -13,7 +13,7 @@ import pytest
 
 from zoo import kernels
 from zoo.errors import ConfigError, DataError
-from zoo.kernels import threads
+from zoo.kernels import recurrent_native, threads
 from zoo.kit.gradcheck import _numeric_grad, check_layer
 from zoo.layers.base import Layer
 from zoo.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
@@ -325,7 +325,7 @@ def _at_offset(a, offset):
     return out
 
 
-def _run_at_offset(cell, p, dh, offset):
+def _run_at_offset(cell, p, dh, offset, zero_init=True):
     """Forward and backward on time-major buffers that all start ``offset`` floats past a
     cache line; every output, as one dict."""
     def buf(shape, fill=0.0):
@@ -342,13 +342,13 @@ def _run_at_offset(cell, p, dh, offset):
     out = {"h": h, "gates": gates, "dz": dz, "dx": dx, "dw_in": dw_in, "dw_rec": dw_rec,
            "db": db}
     if cell == "rnn":
-        R.rnn_forward(x, w_in, w_rec, bias, h, gates, True)
-        R.rnn_backward(x, w_in, w_rec, h, dh, dz, dx, dw_in, dw_rec, db, True)
+        R.rnn_forward(x, w_in, w_rec, bias, h, gates, zero_init)
+        R.rnn_backward(x, w_in, w_rec, h, dh, dz, dx, dw_in, dw_rec, db, zero_init)
     else:
         c, tanh_c = buf((t + 1, n, u)), buf((t, n, u))
-        R.lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, True)
+        R.lstm_forward(x, w_in, w_rec, bias, h, c, tanh_c, gates, zero_init)
         R.lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh, dz, dx, dw_in, dw_rec, db,
-                        True)
+                        zero_init)
         out.update(c=c, tanh_c=tanh_c)
     return out
 
@@ -379,13 +379,18 @@ def test_workload_sized_blocks_give_the_same_bits_on_any_thread_count_and_alignm
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_without_an_input_gradient_the_step_gradients_stay_in_the_blocks(cell):
+@pytest.mark.parametrize("steps,zero_init", [(6, True), (9, True), (7, False)])
+def test_without_an_input_gradient_the_step_gradients_stay_in_the_blocks(cell, steps,
+                                                                         zero_init):
     # A first layer needs no dx: then (narrow inputs, float32) nothing reads the per-step
-    # pre-activation gradients after the loop, each block keeps one step's of them in a buffer
-    # of its own and dz is never written; every gradient is the same bits as with dx.
-    p = random_problem(cell, n=64, t=6, f=1, u=72, dtype=np.float32, seed=13)
+    # pre-activation gradients after the loop, each block keeps its last few steps' of them in
+    # a ring of its own and dz is never written; every gradient is the same bits as with dx,
+    # the recurrent weights' too, made once per ring of steps instead of once a step (steps
+    # with a weight gradient: 5, 8 and 7, full rings and a partial last one).
+    assert recurrent_native.RING_STEPS[:2] == (4, 4)  # rnn, lstm
+    p = random_problem(cell, n=64, t=steps, f=1, u=72, dtype=np.float32, seed=13)
     dh = np.random.default_rng(14).standard_normal((64, 72)).astype(np.float32)
-    with_dx = _run_at_offset(cell, p, dh, 0)
+    with_dx = _run_at_offset(cell, p, dh, 0, zero_init)
     x = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
     t, n, _ = x.shape
     g = GATES[cell] * 72
@@ -396,11 +401,11 @@ def test_without_an_input_gradient_the_step_gradients_stay_in_the_blocks(cell):
             threads.set_threads(count)
             if cell == "rnn":
                 R.rnn_backward(x, p["w_in"], p["w_rec"], with_dx["h"], dh, dz, None, dw_in,
-                               dw_rec, db, True)
+                               dw_rec, db, zero_init)
             else:
                 R.lstm_backward(x, p["w_in"], p["w_rec"], with_dx["h"], with_dx["c"],
                                 with_dx["tanh_c"], with_dx["gates"], dh, dz, None, dw_in,
-                                dw_rec, db, True)
+                                dw_rec, db, zero_init)
             assert (dz == 7.0).all()  # left as it was
             for name, got in (("dw_in", dw_in), ("dw_rec", dw_rec), ("db", db)):
                 np.testing.assert_array_equal(got, with_dx[name], err_msg=name)

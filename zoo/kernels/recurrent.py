@@ -212,10 +212,10 @@ def _keeps_dz(dx, fused: bool, dtype) -> bool:
 
 
 # What float64's Python blocks pass for the float32 loops' own arrays: the recurrent-weight
-# gradient's part (float64's is one GEMM after the loop), the one-step buffer and
-# ``packed.gemm``'s work array.
+# gradient's part (float64's is one GEMM after the loop), the rings of the last steps' dz and
+# h (``recurrent_cells._step_weight_grad``) and ``packed.gemm``'s work array.
 _NO_PART = np.zeros((1, 1))
-_NO_RING = np.empty((0, 0))
+_NO_RING = np.empty((0, 0, 0))
 _NO_WORK = np.empty((0, 0), np.float32)
 
 
@@ -305,7 +305,8 @@ def rnn_backward(x, w_in, w_rec, h, dh_out, dz, dx, dw_in, dw_rec, db,
         db_part = aligned.zeros(u_, dt)
         dw_part = aligned.zeros((f_, u_), dt)
         cells.rnn_loop_backward(f, h, steps, every, w_t, wp, _NO_WORK, dz, zero_init, lo, hi,
-                                dh_rec, db_part, x, fused, dw_part, _NO_PART, _NO_RING)
+                                dh_rec, db_part, x, fused, dw_part, _NO_PART, _NO_RING,
+                                _NO_RING)
         return dh_rec, db_part, dw_part
 
     parts = _parallel(rows, n_, blocks)
@@ -396,7 +397,7 @@ def lstm_backward(x, w_in, w_rec, h, c, tanh_c, gates, dh_out, dz, dx, dw_in, dw
         dw_part = aligned.zeros((f_, 4 * u_), dt)
         cells.lstm_loop_backward(f, gates, c, tanh_c, steps, every, w_t, wp, _NO_WORK, dz,
                                  zero_init, lo, hi, dh_rec, dc, db_part, x, fused, dw_part, h,
-                                 _NO_PART, _NO_RING)
+                                 _NO_PART, _NO_RING, _NO_RING)
         return dh_rec, dc, db_part, dw_part
 
     parts = _parallel(rows, n_, blocks)

@@ -358,6 +358,47 @@ def _add_weight_grad_typed(h, dz, dw):
     return lambda h, dz, dw: None
 
 
+def _add_weight_grads(hs, dzs, dw):
+    """``dw += hs^T dzs`` over several steps, ``hs`` ``(steps, rows, U)`` and ``dzs``
+    ``(steps, rows, W)`` contiguous: float32 only, as ``_add_weight_grad``."""
+    if hs.dtype == np.float32:
+        dw += hs.reshape(-1, hs.shape[2]).T @ dzs.reshape(-1, dzs.shape[2])
+
+
+@overload(_add_weight_grads, inline="always")
+def _add_weight_grads_typed(hs, dzs, dw):
+    if hs.dtype == types.float32:
+        def add(hs, dzs, dw):
+            sgemm.gemm_at(True, False, dw.shape[0], dw.shape[1], hs.shape[0] * hs.shape[1],
+                          np.int64(hs.ctypes.data), hs.shape[2], np.int64(dzs.ctypes.data),
+                          dzs.shape[2], np.int64(dw.ctypes.data), dw.strides[0] // 4, True)
+        return add
+    return lambda hs, dzs, dw: None
+
+
+@njit
+def _step_weight_grad(h_t, dz_t, dw, ring, h_ring, held, flush):
+    """``dw += h_t^T dz_t`` for one step of a block (float32; float64's is one GEMM after the
+    loop). Returns how many steps the ring holds after it.
+
+    Without a ring (``ring`` empty: ``dz`` is kept whole) each step makes its own product.
+    With one, ``dz_t`` is ``ring[held]``: the step's ``h_t`` joins it in ``h_ring``, and the
+    ring's steps make one product when it is full or at ``flush`` (the last step with a
+    weight gradient). Every element of ``dw`` is the same chain of multiply-adds either way
+    (steps in the loop's order, rows in order within a step), but the product's inner
+    dimension is steps x rows instead of rows: on one EPYC core the lstm's 128 x 512 gradient
+    took 44.8 us a step at 32 rows, 40.6 at 4 x 32."""
+    if not ring.shape[0]:
+        _add_weight_grad(h_t, dz_t, dw)
+        return 0
+    h_ring[held] = h_t
+    held += 1
+    if held == ring.shape[0] or flush:
+        _add_weight_grads(h_ring[:held], ring[:held], dw)
+        return 0
+    return held
+
+
 # ``f`` is ``cblas.gemm_function(dtype)``; ``dh_out`` is always 3-D here: every step's output
 # gradient ``(T, N, U)`` when ``every``, else ``(1, N, U)`` for the last step only.
 @njit
@@ -370,22 +411,24 @@ def rnn_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, rec, zero_ini
 
 
 @njit
-def _step_rows(dz, ring, t, lo, hi):
+def _step_rows(dz, ring, held, t, lo, hi):
     """Where step ``t``'s pre-activation gradients of rows ``lo:hi`` go: ``dz[t, lo:hi]``, or
-    the block's one-step ``ring`` when nothing reads them after the loop (``_ring``)."""
-    return ring if ring.shape[0] else dz[t, lo:hi]
+    the block's ``ring`` of the last few steps when nothing reads them after the loop
+    (``recurrent._keeps_dz``), at ``held``, the steps it holds (``_step_weight_grad``)."""
+    return ring[held] if ring.shape[0] else dz[t, lo:hi]
 
 
 @njit
 def rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi, dh_rec,
-                       db, x, fused, dw_in, dw_rec, ring):
+                       db, x, fused, dw_in, dw_rec, ring, h_ring):
     t_ = dz.shape[0]
+    held, last = 0, 1 if zero_init else 0  # last: the last step with a weight gradient
     for t in range(t_ - 1, -1, -1):
-        dz_t = _step_rows(dz, ring, t, lo, hi)
+        dz_t = _step_rows(dz, ring, held, t, lo, hi)
         _rnn_cell_backward(h[t + 1, lo:hi], dh_rec, dh_out[t if every else 0, lo:hi],
                            every or t == t_ - 1, dz_t, db, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
-            _add_weight_grad(h[t, lo:hi], dz_t, dw_rec)
+            held = _step_weight_grad(h[t, lo:hi], dz_t, dw_rec, ring, h_ring, held, t == last)
             _product(f, dz_t, w_t, wp, dh_rec, work)
 
 
@@ -401,15 +444,16 @@ def lstm_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, c, tanh_c, r
 
 @njit
 def lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, zero_init,
-                        lo, hi, dh_rec, dc, db, x, fused, dw_in, h, dw_rec, ring):
+                        lo, hi, dh_rec, dc, db, x, fused, dw_in, h, dw_rec, ring, h_ring):
     t_ = dz.shape[0]
+    held, last = 0, 1 if zero_init else 0  # last: the last step with a weight gradient
     for t in range(t_ - 1, -1, -1):
-        dz_t = _step_rows(dz, ring, t, lo, hi)
+        dz_t = _step_rows(dz, ring, held, t, lo, hi)
         _lstm_cell_backward(gates[t, lo:hi], c[t, lo:hi], tanh_c[t, lo:hi], dh_rec,
                             dh_out[t if every else 0, lo:hi], every or t == t_ - 1, dc,
                             dz_t, db, x[t, lo:hi], fused, dw_in)
         if t or not zero_init:
-            _add_weight_grad(h[t, lo:hi], dz_t, dw_rec)
+            held = _step_weight_grad(h[t, lo:hi], dz_t, dw_rec, ring, h_ring, held, t == last)
             _product(f, dz_t, w_t, wp, dh_rec, work)
 
 

@@ -30,6 +30,10 @@ GATES = (1, 4, 3)  # gate blocks of each
 _NO_BLAS = (np.int64(0), np.int64(0))  # the loops' ``f``: float32 steps use ``packed`` only
 NONE = np.empty((0, 0, 0), np.float32)  # an array argument a cell does not have
 _ROW_GAP = 1 << 16  # floats between two blocks' rows of a scratch array (``_scratch``)
+# Steps a backward block's ring holds (``recurrent_cells._step_weight_grad``): their
+# recurrent-weight gradients are one product, of inner dimension steps x rows. The GRU's
+# gradient is one GEMM after the loop: it has no ring.
+RING_STEPS = (4, 4, 0)
 
 
 @njit
@@ -189,15 +193,16 @@ def _backward_parts(cell, rows, features, units, ring):
     units); the LSTM's dL/dc or the GRU's direct part of dL/dh (rows x units); the bias
     gradient; the GRU's b_hn gradient (units); the input weights' (narrow inputs); the
     recurrent weights' (units rows of ``_padded(width)``; the GRU's is one GEMM after the
-    loop); the one-step pre-activation gradients (``ring``: rows x width); ``packed.gemm``'s
-    work array; and the end."""
+    loop); with ``ring``, the last ``RING_STEPS`` steps' pre-activation gradients (rows x
+    width each) and states (rows x units each); ``packed.gemm``'s work array; and the end."""
     width = GATES[cell] * units
+    steps = RING_STEPS[cell] if ring else 0
     sizes = (rows * units, 0 if cell == RNN else rows * units, width,
              units if cell == GRU else 0, features * width,
-             0 if cell == GRU else units * _padded(width), rows * width if ring else 0,
-             sgemm.ROWS * packed.PANEL)
-    at = [0] * 9
-    for j in range(8):
+             0 if cell == GRU else units * _padded(width), steps * rows * width,
+             steps * rows * units, sgemm.ROWS * packed.PANEL)
+    at = [0] * 10
+    for j in range(9):
         at[j + 1] = at[j] + _line(sizes[j])
     return at
 
@@ -237,33 +242,34 @@ def _backward_arrays(desc, i, cell):
     dw_rec[:] = 0
     if fr[8]:
         second[:] = _f32(fr[18], (n_, u_))[lo:hi]
-    steps = t_ if fr[4] else 1
-    return (lo, hi, fr, _f32(fr[10], (steps, n_, u_)), _f32(fr[11], (fr[9], width, packed.PANEL)),
-            _f32(fr[12], (t_, n_, f_)), _f32(fr[13], (t_ + 1, n_, u_)),
-            _f32(fr[14], (t_, n_, width)), _f32(fr[15], (t_, n_, width)), dh_rec, second, db,
-            dbhn, dw_in, dw_rec, _f32(at + 4 * o[6], (rows if fr[7] else 0, width)),
-            _f32(at + 4 * o[7], (sgemm.ROWS, packed.PANEL)))
+    outputs, ring = t_ if fr[4] else 1, RING_STEPS[cell] if fr[7] else 0
+    return (lo, hi, fr, _f32(fr[10], (outputs, n_, u_)),
+            _f32(fr[11], (fr[9], width, packed.PANEL)), _f32(fr[12], (t_, n_, f_)),
+            _f32(fr[13], (t_ + 1, n_, u_)), _f32(fr[14], (t_, n_, width)),
+            _f32(fr[15], (t_, n_, width)), dh_rec, second, db, dbhn, dw_in, dw_rec,
+            _f32(at + 4 * o[6], (ring, rows, width)), _f32(at + 4 * o[7], (ring, rows, u_)),
+            _f32(at + 4 * o[8], (sgemm.ROWS, packed.PANEL)))
 
 
 def _rnn_backward_block(desc, i):  # a cfunc
     (lo, hi, fr, dh_out, wp, x, h, gates, dz, dh_rec, second, db, dbhn, dw_in, dw_rec, ring,
-     work) = _backward_arrays(desc, i, RNN)
+     h_ring, work) = _backward_arrays(desc, i, RNN)
     cells.rnn_loop_backward(_NO_BLAS, h, dh_out, fr[4] != 0, wp, wp, work, dz, fr[5] != 0, lo,
-                            hi, dh_rec, db, x, fr[6] != 0, dw_in, dw_rec, ring)
+                            hi, dh_rec, db, x, fr[6] != 0, dw_in, dw_rec, ring, h_ring)
 
 
 def _lstm_backward_block(desc, i):  # a cfunc; extras: c, tanh_c; state: dL/dc of the last c
     (lo, hi, fr, dh_out, wp, x, h, gates, dz, dh_rec, dc, db, dbhn, dw_in, dw_rec, ring,
-     work) = _backward_arrays(desc, i, LSTM)
+     h_ring, work) = _backward_arrays(desc, i, LSTM)
     t_, n_, u_ = x.shape[0], x.shape[1], h.shape[2]
     cells.lstm_loop_backward(_NO_BLAS, gates, _f32(fr[16], (t_ + 1, n_, u_)),
                              _f32(fr[17], (t_, n_, u_)), dh_out, fr[4] != 0, wp, wp, work, dz,
                              fr[5] != 0, lo, hi, dh_rec, dc, db, x, fr[6] != 0, dw_in, h,
-                             dw_rec, ring)
+                             dw_rec, ring, h_ring)
 
 
 def _gru_backward_block(desc, i):  # a cfunc; dz: dzx; extras: hn, dzh
-    (lo, hi, fr, dh_out, wp, x, h, gates, dzx, dh_rec, carry, db, dbhn, dw_in, dw_rec, ring,
+    (lo, hi, fr, dh_out, wp, x, h, gates, dzx, dh_rec, carry, db, dbhn, dw_in, dw_rec, _, _,
      work) = _backward_arrays(desc, i, GRU)
     t_, n_, u_ = x.shape[0], x.shape[1], h.shape[2]
     cells.gru_loop_backward(_NO_BLAS, gates, _f32(fr[16], (t_, n_, u_)), h, dh_out, fr[4] != 0,
@@ -324,10 +330,11 @@ def backward(cell: int, x, h, gates, dh_out, every: bool, wp, dz, zero_init: boo
     ``dw_in`` if ``fused`` (narrow inputs), ``dw_rec`` (not the GRU's) are overwritten.
 
     ``dh_out`` is 3-D (one step when not ``every``); ``wp`` the packed transposed recurrent
-    weights; ``ring``: nothing reads ``dz`` after the loop, so each block keeps one step's;
-    ``extra0, extra1``: the LSTM's ``c, tanh_c``, the GRU's ``hn, dzh`` (``dz`` is its
-    ``dzx``); ``state``: the LSTM's dL/dc of its final cell state, or None. Returns the initial
-    states' gradients ``(N, U)``: dL/dh_0 (and the LSTM's dL/dc_0), or None if ``zero_init``.
+    weights; ``ring``: nothing reads ``dz`` after the loop, so each block keeps its last few
+    steps' (``RING_STEPS``); ``extra0, extra1``: the LSTM's ``c, tanh_c``, the GRU's
+    ``hn, dzh`` (``dz`` is its ``dzx``); ``state``: the LSTM's dL/dc of its final cell state,
+    or None. Returns the initial states' gradients ``(N, U)``: dL/dh_0 (and the LSTM's
+    dL/dc_0), or None if ``zero_init``.
     """
     t_, n_, f_ = x.shape
     u_ = h.shape[2]
