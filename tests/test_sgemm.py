@@ -9,7 +9,9 @@ from zoo.kernels import sgemm
 # Sizes whose last panel is partial, narrow (at most LANES columns: 70, PANEL + LANES) or
 # both, with partial row tiles and k blocks.
 SIZES = [(1, 1, 1), (3, 5, 7), (9, 33, 31), (17, 600, 70), (130, 1100, 65),
-         (sgemm.ROWS + 1, sgemm.KC + 3, sgemm.PANEL + 1), (11, 40, sgemm.PANEL + sgemm.LANES)]
+         (sgemm.ROWS + 1, sgemm.KC + 3, sgemm.PANEL + 1), (11, 40, sgemm.PANEL + sgemm.LANES),
+         # enough rows to copy b's panels, but b small enough to be read in place
+         (sgemm.PACK_ROWS + 3, 64, 64), (64, 32, 10)]
 
 
 def operand(rng, rows, cols, transposed):
@@ -54,6 +56,23 @@ def test_blocks_of_rows_columns_and_k_give_the_same_bits(ta, tb):
     sgemm.gemm(a[:, :300], b[:300], split)
     sgemm.gemm(a[:, 300:], b[300:], split, accumulate=True)
     assert whole.tobytes() == rows.tobytes() == cols.tobytes() == split.tobytes()
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_a_checked_call_gives_gemms_bits_or_refuses_untouched(ta, tb):
+    rng = np.random.default_rng(3)
+    a, b = operand(rng, 37, 21, ta), operand(rng, 21, 10, tb)
+    want = sgemm.gemm(a, b, np.empty((37, 10), np.float32))
+    out = np.full((37, 10), np.nan, np.float32)
+    assert sgemm.gemm_if_supported(a, b, out)
+    assert out.tobytes() == want.tobytes()
+    strided = np.zeros((42, 30), np.float32)[::2, ::3]  # neither rows nor columns contiguous
+    for args in ((strided[:, :21], b, out), (a, b[:, :9], out), (a, b, out[:, :9]),
+                 (a, b, np.zeros((37, 20), np.float32)[:, ::2]), (a[::-1], b, out)):
+        before = args[2].copy()
+        assert not sgemm.gemm_if_supported(*args)
+        np.testing.assert_array_equal(args[2], before)
 
 
 def test_writes_only_its_output():
@@ -215,13 +234,16 @@ def test_a_block_is_transposed_in_registers_exactly():
     np.testing.assert_array_equal(dst, expected)
 
 
-@pytest.mark.parametrize("k0,kc,j0,cols", [(0, 16, 0, 16), (0, 100, 0, sgemm.PANEL),
-                                            (5, 37, 3, sgemm.PANEL - 1), (16, 3, 20, 17),
-                                            (0, 1, 0, 1)])
-def test_a_transposed_panel_is_packed_as_the_element_by_element_copy(k0, kc, j0, cols):
+# Partial 16 x 16 blocks (fewer k, fewer columns, both) are transposed in registers too
+# (``transpose_edge``), into a panel of the wide tile or of the narrow one.
+@pytest.mark.parametrize("k0,kc,j0,cols,width", [
+    (0, 16, 0, 16, sgemm.PANEL), (0, 100, 0, sgemm.PANEL, sgemm.PANEL),
+    (5, 37, 3, sgemm.PANEL - 1, sgemm.PANEL), (16, 3, 20, 17, sgemm.PANEL),
+    (0, 1, 0, 1, sgemm.PANEL), (7, 10, 2, 10, sgemm.NARROW), (0, 64, 50, 10, sgemm.NARROW)])
+def test_a_transposed_panel_is_packed_as_the_element_by_element_copy(k0, kc, j0, cols, width):
     rng = np.random.default_rng(k0 + kc + j0 + cols)
     b = rng.standard_normal((60, 130)).astype(np.float32)  # stored (n, k): op(b) = b.T
-    panel = np.full((kc, sgemm.PANEL), np.nan, np.float32)
+    panel = np.full((kc, width), np.nan, np.float32)
     sgemm._pack_panel(b, True, k0, kc, j0, cols, panel)
     expected = np.zeros_like(panel)
     expected[:, :cols] = b[j0:j0 + cols, k0:k0 + kc].T

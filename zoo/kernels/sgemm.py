@@ -73,11 +73,11 @@ PACK_ROWS = 4 * ROWS
 NARROW = LANES  # columns of the narrow tile
 
 
-def make_tile(rows: int, vectors: int, b_table: bool = False):
+def make_tile(rows: int, vectors: int, b_table: bool = False, masked: bool = False):
     """An intrinsic computing one ``rows x (vectors * LANES)`` tile of ``c (+)= a @ b``.
 
     ``tile(a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate)``, addresses as
-    integers, strides in elements:
+    integers, strides in elements (``masked``: one more argument, ``cols``, below):
 
     - ``a[r, kk]`` is at ``a + a_rows[r] + kk * a_step`` (``a_rows``: the address of ``rows``
       int64 offsets), so ``a`` may be transposed or gathered (a convolution's taps);
@@ -85,12 +85,16 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
       ``b + b_step[kk] + j`` (``b_step``: the address of ``k`` int64 offsets);
     - ``c[r, j]`` is at ``c + r * ldc + j``; rows from ``store_rows`` on are computed but not
       stored (their ``a_rows`` may repeat a valid row); with ``accumulate`` the chain goes on
-      from the values in ``c`` instead of from zero.
+      from the values in ``c`` instead of from zero;
+    - ``masked``: only the first ``cols`` columns of ``b`` and ``c`` are read and written
+      (masked vector loads and stores), the others computed from zeros. A product's last,
+      partial panel then needs neither a zero-padded copy of ``b`` nor a copy of ``c``.
     """
 
-    @intrinsic
-    def tile(typingctx, a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate):
-        sig = types.void(a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate)
+    def build(typingctx, a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate,
+              cols=None):
+        sig = types.void(a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate,
+                         *(() if cols is None else (cols,)))
 
         def codegen(context, builder, signature, args):
             i64 = ir.IntType(64)
@@ -104,7 +108,7 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
                 return builder.sext(v, i64) if v.type.width < 64 else v
 
             a_int, rows_int, a_step_v, b_int, b_step_v, k_v, c_int, ldc_v, store_v, acc_v = [
-                wide(v) for v in args]
+                wide(v) for v in args[:10]]
             pa = builder.inttoptr(a_int, fptr)
             pb = builder.inttoptr(b_int, fptr)
             pc = builder.inttoptr(c_int, fptr)
@@ -123,6 +127,41 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
                                  ir.Constant(i64, v * LANES))
                 return builder.bitcast(builder.gep(pc, [at]), vptr)
 
+            mask_type = ir.VectorType(ir.IntType(1), LANES)
+            if masked:  # lane j of vector v is a column where v * LANES + j < cols
+                cols_v = wide(args[10])
+                lane = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+                masks = []
+                for v in range(vectors):
+                    left = builder.sub(cols_v, ir.Constant(i64, v * LANES))
+                    splat = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(ir.VectorType(i64, LANES),
+                                                           ir.Undefined), left,
+                                               ir.Constant(ir.IntType(32), 0)),
+                        ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
+                        ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+                    masks.append(builder.icmp_signed("<", lane, splat))
+                masked_load = builder.module.declare_intrinsic(
+                    f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32",
+                    fnty=ir.FunctionType(vec, [vptr, ir.IntType(32), mask_type, vec]))
+                masked_store = builder.module.declare_intrinsic(
+                    f"llvm.masked.store.v{LANES}f32.p0v{LANES}f32",
+                    fnty=ir.FunctionType(ir.VoidType(), [vec, vptr, ir.IntType(32),
+                                                         mask_type]))
+
+            def load(pointer, v):
+                if not masked:
+                    return builder.load(pointer, align=4)
+                return builder.call(masked_load, [pointer, ir.Constant(ir.IntType(32), 4),
+                                                  masks[v], ir.Constant(vec, [0.0] * LANES)])
+
+            def store(value, pointer, v):
+                if not masked:
+                    builder.store(value, pointer, align=4)
+                    return
+                builder.call(masked_store, [value, pointer, ir.Constant(ir.IntType(32), 4),
+                                            masks[v]])
+
             zero = ir.Constant(vec, [0.0] * LANES)
             zeros_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
             a_rows = [builder.load(builder.gep(prow, [ir.Constant(i64, r)]))
@@ -139,8 +178,8 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
             for r in range(rows):
                 valid = builder.icmp_signed("<", ir.Constant(i64, r), store_v)
                 row = builder.select(valid, ir.Constant(i64, r), ir.Constant(i64, 0))
-                loaded.append([builder.load(builder.bitcast(builder.gep(pc, [builder.add(
-                    builder.mul(row, ldc_v), ir.Constant(i64, v * LANES))]), vptr), align=4)
+                loaded.append([load(builder.bitcast(builder.gep(pc, [builder.add(
+                    builder.mul(row, ldc_v), ir.Constant(i64, v * LANES))]), vptr), v)
                     for v in range(vectors)])
             builder.branch(start_block)
             builder.position_at_end(start_block)
@@ -168,9 +207,9 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
                 base = builder.load(builder.gep(ptab, [kk]))
             else:
                 base = builder.mul(kk, b_step_v)
-            bv = [builder.load(builder.bitcast(
-                builder.gep(pb, [builder.add(base, ir.Constant(i64, v * LANES))]), vptr),
-                align=4) for v in range(vectors)]
+            bv = [load(builder.bitcast(
+                builder.gep(pb, [builder.add(base, ir.Constant(i64, v * LANES))]), vptr), v)
+                for v in range(vectors)]
             a_k = builder.mul(kk, a_step_v)
             new = []
             for r in range(rows):
@@ -199,20 +238,32 @@ def make_tile(rows: int, vectors: int, b_table: bool = False):
             for r in range(rows):
                 if r == 0:  # a tile always stores its first row
                     for v in range(vectors):
-                        builder.store(results[r][v], c_at(r, v), align=4)
+                        store(results[r][v], c_at(r, v), v)
                     continue
-                store = builder.append_basic_block(f"tile.store{r}")
+                block = builder.append_basic_block(f"tile.store{r}")
                 after = builder.append_basic_block(f"tile.after{r}")
                 builder.cbranch(builder.icmp_signed("<", ir.Constant(i64, r), store_v),
-                                store, after)
-                builder.position_at_end(store)
+                                block, after)
+                builder.position_at_end(block)
                 for v in range(vectors):
-                    builder.store(results[r][v], c_at(r, v), align=4)
+                    store(results[r][v], c_at(r, v), v)
                 builder.branch(after)
                 builder.position_at_end(after)
             return context.get_dummy_value()
 
         return sig, codegen
+
+    if masked:
+        @intrinsic
+        def tile(typingctx, a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate,
+                 cols):
+            return build(typingctx, a, a_rows, a_step, b, b_step, k, c, ldc, store_rows,
+                         accumulate, cols)
+    else:
+        @intrinsic
+        def tile(typingctx, a, a_rows, a_step, b, b_step, k, c, ldc, store_rows, accumulate):
+            return build(typingctx, a, a_rows, a_step, b, b_step, k, c, ldc, store_rows,
+                         accumulate)
 
     tile.width = vectors * LANES  # type: ignore[attr-defined]
     return tile
@@ -223,6 +274,9 @@ tile_table = make_tile(ROWS, PANEL // LANES, b_table=True)
 # A product's last panel of at most LANES columns (a 10-class layer's whole output) takes a
 # tile of one vector where the panel is two: half the multiply-adds of the wide tile.
 tile_narrow = make_tile(ROWS, 1)
+# The same two for a last panel narrower than the tile (``masked``).
+tile_partial = make_tile(ROWS, PANEL // LANES, masked=True)
+tile_narrow_partial = make_tile(ROWS, 1, masked=True)
 
 
 @intrinsic
@@ -271,6 +325,78 @@ def transpose_block(typingctx, src, src_step, dst, dst_step):
     return sig, codegen
 
 
+@intrinsic
+def transpose_edge(typingctx, src, src_step, dst, dst_step, rows, cols):
+    """``transpose_block`` for a block of ``rows x cols`` (each at most ``LANES``): only those
+    are read, ``cols`` rows of ``LANES`` floats written, zeros past ``rows`` in each. The last,
+    partial blocks of a transposed panel (a 10-class layer's weights have 10 columns), which
+    element by element took longer than the product they fed."""
+    sig = types.void(src, src_step, dst, dst_step, rows, cols)
+
+    def codegen(context, builder, signature, args):
+        i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+        vec = ir.VectorType(ir.FloatType(), LANES)
+        vptr = vec.as_pointer()
+        src_v, src_step_v, dst_v, dst_step_v, rows_v, cols_v = [
+            builder.sext(v, i64) if v.type.width < 64 else v for v in args]
+        fptr = ir.FloatType().as_pointer()
+        psrc, pdst = builder.inttoptr(src_v, fptr), builder.inttoptr(dst_v, fptr)
+        masked_load = builder.module.declare_intrinsic(
+            f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32",
+            fnty=ir.FunctionType(vec, [vptr, i32, ir.VectorType(i1, LANES), vec]))
+        lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
+                                   cols_v, ir.Constant(i32, 0)),
+            ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
+            ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+        in_cols = builder.icmp_signed("<", lanes, splat)
+        zero = ir.Constant(vec, [0.0] * LANES)
+
+        def row(base, step, r):
+            at = builder.mul(ir.Constant(i64, r), step)
+            return builder.bitcast(builder.gep(base, [at]), vptr)
+
+        rows = []
+        for r in range(LANES):  # rows past ``rows`` read nothing: an all-false mask
+            valid = builder.icmp_signed("<", ir.Constant(i64, r), rows_v)
+            mask = builder.and_(in_cols, builder.vector_splat(LANES, valid)
+                                if hasattr(builder, "vector_splat") else
+                                builder.shuffle_vector(
+                                    builder.insert_element(
+                                        ir.Constant(ir.VectorType(i1, LANES), ir.Undefined),
+                                        valid, ir.Constant(i32, 0)),
+                                    ir.Constant(ir.VectorType(i1, LANES), ir.Undefined),
+                                    ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)))
+            rows.append(builder.call(masked_load, [row(psrc, src_step_v, r),
+                                                   ir.Constant(i32, 4), mask, zero]))
+        h = LANES // 2
+        while h:
+            low = [j if j & h == 0 else LANES + j - h for j in range(LANES)]
+            high = [j + h if j & h == 0 else LANES + j for j in range(LANES)]
+            for r in range(LANES):
+                if r & h:
+                    continue
+                x, y = rows[r], rows[r + h]
+                rows[r] = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, LANES),
+                                                                   low))
+                rows[r + h] = builder.shuffle_vector(
+                    x, y, ir.Constant(ir.VectorType(i32, LANES), high))
+            h //= 2
+        for r in range(LANES):  # row r of the result only where r < cols
+            block = builder.append_basic_block(f"edge.store{r}")
+            after = builder.append_basic_block(f"edge.after{r}")
+            builder.cbranch(builder.icmp_signed("<", ir.Constant(i64, r), cols_v), block,
+                            after)
+            builder.position_at_end(block)
+            builder.store(rows[r], row(pdst, dst_step_v, r), align=4)
+            builder.branch(after)
+            builder.position_at_end(after)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit
 def fill_rows(table, first, count, stride):
     """``table[r]``: the offset of row ``first + r`` (``stride`` apart), the last of ``count``
@@ -284,18 +410,18 @@ def _pack_panel(b, tb, k0, kc, j0, cols, panel):
     """``panel[kk, j] = op(b)[k0 + kk, j0 + j]`` for ``cols`` columns, zeros after them
     (``b``: the stored 2-D array)."""
     width = panel.shape[1]
-    if tb:  # op(b)[kk, j] = b[j, kk]: LANES x LANES blocks transposed in registers, then the
-        # edges element by element (gathered reads, contiguous writes)
-        full_k, full_j = kc - kc % LANES, cols - cols % LANES
+    if tb:  # op(b)[kk, j] = b[j, kk]: LANES x LANES blocks transposed in registers, the
+        # partial ones at the edges too (zeros past ``cols`` in their columns)
         ldb = b.shape[1]
-        for kk in range(0, full_k, LANES):
-            for j in range(0, full_j, LANES):
-                transpose_block(b.ctypes.data + 4 * ((j0 + j) * ldb + k0 + kk), ldb,
-                                panel.ctypes.data + 4 * (kk * width + j), width)
-        for kk in range(kc):
-            dst = panel[kk]
-            for j in range(full_j if kk < full_k else 0, cols):
-                dst[j] = b[j0 + j, k0 + kk]
+        for kk in range(0, kc, LANES):
+            for j in range(0, cols, LANES):
+                src = b.ctypes.data + 4 * ((j0 + j) * ldb + k0 + kk)
+                dst = panel.ctypes.data + 4 * (kk * width + j)
+                if kc - kk >= LANES and cols - j >= LANES:
+                    transpose_block(src, ldb, dst, width)
+                else:
+                    transpose_edge(src, ldb, dst, width, min(LANES, cols - j),
+                                   min(LANES, kc - kk))
     else:
         for kk in range(kc):
             src = b[k0 + kk, j0:]
@@ -319,9 +445,9 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
     cf = carray(atomics.pointer(c, np.float32(0)), max((m - 1) * ldc + n, 0))
     row_table = np.empty(ROWS, np.int64)
     depth = min(KC, max(k, 1))
-    panel = np.empty((depth, PANEL), np.float32)
-    narrow = panel.reshape(depth * PANEL)[:depth * NARROW].reshape((depth, NARROW))
-    edge = np.empty(ROWS * PANEL, np.float32)  # a tile's partial columns
+    packs = tb or (min(m, MC) >= PACK_ROWS and k * n > 8192)
+    panel = np.empty((depth if packs else 0, PANEL), np.float32)
+    narrow = panel.reshape(panel.size)[:panel.shape[0] * NARROW].reshape((panel.shape[0], NARROW))
     a_step = lda if ta else 1
     row_stride = 1 if ta else lda
     if m <= 0 or n <= 0 or rows_a <= 0 or cols_a <= 0:
@@ -339,34 +465,30 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
             for j0 in range(0, n, PANEL):
                 cols = min(PANEL, n - j0)
                 width = PANEL if cols > NARROW else NARROW
-                if tb or cols < width or i1 - i0 >= PACK_ROWS:
+                if packs:
                     _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
                     b_at, b_step = np.int64(panel.ctypes.data), width
                 else:  # too few rows to pay for a copy: b's rows in place
                     b_at, b_step = b + 4 * (k0 * ldb + j0), ldb
+                c_at = c + 4 * j0
                 for i in range(i0, i1, ROWS):
                     count = min(ROWS, i1 - i)
                     fill_rows(row_table, i, count, row_stride)
-                    # one call site of each tile (its code is large): partial panels go
-                    # through ``edge`` and are copied out after
-                    if cols == width:
-                        c_at, c_ld = c + 4 * (i * ldc + j0), ldc
+                    # one call site of each tile (its code is large); a partial panel's reads
+                    # and writes of b and c are masked to its columns
+                    rows_at = np.int64(row_table.ctypes.data)
+                    if cols == PANEL:
+                        tile(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc, ldc,
+                             count, more)
+                    elif width == PANEL:
+                        tile_partial(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc,
+                                     ldc, count, more, cols)
+                    elif cols == NARROW:
+                        tile_narrow(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc,
+                                    ldc, count, more)
                     else:
-                        c_at, c_ld = np.int64(edge.ctypes.data), width
-                        if more:
-                            for r in range(count):
-                                for j in range(cols):
-                                    edge[r * width + j] = cf[(i + r) * ldc + j0 + j]
-                    if width == PANEL:
-                        tile(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step, kc,
-                             c_at, c_ld, count, more)
-                    else:
-                        tile_narrow(a_k0, np.int64(row_table.ctypes.data), a_step, b_at, b_step,
-                                    kc, c_at, c_ld, count, more)
-                    if cols < width:
-                        for r in range(count):
-                            for j in range(cols):
-                                cf[(i + r) * ldc + j0 + j] = edge[r * width + j]
+                        tile_narrow_partial(a_k0, rows_at, a_step, b_at, b_step, kc,
+                                            c_at + 4 * i * ldc, ldc, count, more, cols)
 
 
 def suits(m: int, k: int, n: int) -> bool:
@@ -407,6 +529,11 @@ def gemm(a, b, out, accumulate=False):
             "sgemm.gemm: expected float32 matrices a (m, k), b (k, n) and out (m, n), each "
             "with contiguous rows or columns (out: rows); received "
             + ", ".join(describe_array(x) for x in (a, b, out)))
+    return product(a, b, out, accumulate)
+
+
+def product(a, b, out, accumulate=False):
+    """``gemm`` for operands a caller has checked with ``supports``."""
     ta, lda = _layout(a)
     tb, ldb = _layout(b)
     ldc = max(out.strides[0] // 4, out.shape[1], 1)
@@ -414,3 +541,35 @@ def gemm(a, b, out, accumulate=False):
     gemm_at(ta, tb, m, b.shape[1], k, a.ctypes.data, lda, b.ctypes.data, ldb,
             out.ctypes.data, ldc, accumulate)
     return out
+
+
+@njit
+def _stored(x):
+    """``(transposed, leading dimension)`` of a 2-D float32 array as ``_layout`` finds it, or
+    ``(False, -1)`` where neither its rows nor its columns are contiguous."""
+    if x.strides[0] < 0 or x.strides[1] < 0:
+        return False, -1
+    if x.strides[1] == 4 or x.shape[1] <= 1:
+        return False, max(x.strides[0] // 4, x.shape[1], 1)
+    if x.strides[0] == 4 or x.shape[0] <= 1:
+        return True, max(x.strides[1] // 4, x.shape[0], 1)
+    return False, -1
+
+
+@njit
+def gemm_if_supported(a, b, out):
+    """``out = a @ b`` for float32 2-D arrays, checked and computed in one kernel call (a
+    layer's uncut product: ``supports`` and ``product`` from Python cost about 3 us a call,
+    more than a small product's arithmetic). Returns False, untouched, for operands
+    ``supports`` would refuse."""
+    m, k = a.shape
+    n = b.shape[1]
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+        return False
+    ta, lda = _stored(a)
+    tb, ldb = _stored(b)
+    if lda < 0 or ldb < 0 or out.strides[0] < 0 or (out.strides[1] != 4 and n > 1):
+        return False
+    gemm_at(ta, tb, m, n, k, a.ctypes.data, lda, b.ctypes.data, ldb, out.ctypes.data,
+            max(out.strides[0] // 4, n, 1), False)
+    return True
