@@ -92,6 +92,17 @@ def _cases(rng):
         cases.append((f"sgemm {label} ({a.shape[0]}x{a.shape[1]}) @ ({b.shape[0]}x{b.shape[1]})",
                       lambda a=a, b=b, out=out: sgemm.gemm(a, b, out),
                       lambda a=a, b=b: a @ b))
+    # A Dense layer's uncut products (``blas.layer_gemms``: one sgemm call each, as the layer
+    # and the fused step make them) against the one BLAS call they replaced: the mlp-small
+    # workload's five and the autoencoder's 256 -> 32 layer's three.
+    for rows, fan_in, units in ((32, 64, 64), (32, 64, 10), (128, 256, 32)):
+        x, w, dz = r(rows, fan_in), r(fan_in, units), r(rows, units)
+        for label, a, b in (("x @ w", x, w), ("x.T @ dz", x.T, dz), ("dz @ w.T", dz, w.T)):
+            out = np.empty((a.shape[0], b.shape[1]), F32)
+            cases.append((f"sgemm uncut {label} ({a.shape[0]}x{a.shape[1]}) @ "
+                          f"({b.shape[0]}x{b.shape[1]})",
+                          lambda a=a, b=b, out=out: sgemm.gemm_if_supported(a, b, out),
+                          lambda a=a, b=b, out=out: np.dot(a, b, out=out)))
     # Losses.
     for rows in (32, 128):
         logits, labels = r(rows, 10), rng.integers(0, 10, rows)

@@ -5,6 +5,7 @@ count from step times (fed made-up times: no timing here). Nothing here knows wh
 machine computes: every check compares zoo with itself or with float64 within a tolerance.
 """
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from zoo.cli.main import cli
 from zoo.errors import ConfigError
-from zoo.kernels import blas, threads, workers
+from zoo.kernels import blas, sgemm, threads, workers
 from zoo.layers.conv import Conv2D
 from zoo.layers.dense import Dense
 from zoo.layers.recurrent import LSTM, SimpleRNN
@@ -141,6 +142,24 @@ def test_small_products_stay_plain_numpy():
     assert blas.gemm_or_none(128, 256, 32, np.float32) is None  # 1M multiply-adds: one block
     assert blas.gemm_or_none(128, 256, 128, np.float32).blocks == 2
     assert blas.gemm_or_none(128, 784, 256, np.float32).blocks == 2
+
+
+def test_a_dense_layers_uncut_float32_products_are_one_sgemm_call_each():
+    # not BLAS's: their bits then depend on no BLAS build or kernel family
+    for rows, fan_in, units in ((32, 64, 10), (128, 256, 32)):
+        gemms = blas.layer_gemms(rows, fan_in, units, np.float32)
+        assert all(g is not None and g.blocks == 1 and g.tiled for g in gemms)
+        assert blas.layer_gemms(rows, fan_in, units, np.float64) == (None, None, None)
+        rng = np.random.default_rng(rows)
+        x = rng.standard_normal((rows, fan_in)).astype(np.float32)
+        w = rng.standard_normal((fan_in, units)).astype(np.float32)
+        dz = rng.standard_normal((rows, units)).astype(np.float32)
+        for gemm, a, b in zip(gemms, (x, x.T, dz), (w, dz, w.T)):
+            want = sgemm.gemm(a, b, np.empty((a.shape[0], b.shape[1]), np.float32))
+            got = gemm(a, b, np.full_like(want, np.nan))
+            np.testing.assert_array_equal(got, want)
+    # too large for sgemm (an operand past MAX_OPERAND): still one plain call
+    assert blas.layer_gemms(2, 1 << 18, 1, np.float32)[0] is None
 
 
 # -- the worker pool and BLAS on one thread --------------------------------------------------
@@ -331,6 +350,43 @@ def test_training_is_bit_identical_under_every_openblas_kernel_family(family, su
                           capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, f"{family}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
     assert " passed" in done.stdout and "architecture: ['" in done.stdout
+
+
+def _dense_bits() -> str:
+    """A hash of the weights of the float32 mlp after a few steps on one thread, trained
+    through the fused step and through its layers."""
+    digest = hashlib.sha256()
+    for name in ("mlp", "mlp-layers"):
+        trainer, losses = _train(name, 1)
+        digest.update(trainer.values.tobytes())
+        digest.update(np.array(losses).tobytes())
+    return digest.hexdigest()
+
+
+DENSE_BITS = """
+import os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import test_blas_threads
+print("bits:", test_blas_threads._dense_bits(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param(f, marks=[] if f == "Haswell" else pytest.mark.slow) for f in FAMILIES])
+def test_a_float32_dense_model_trains_to_the_same_bits_under_every_kernel_family(
+        family, subprocess_env):
+    # Every product of its step is zoo's own (sgemm: cut or not), none BLAS's: the weights
+    # under another OpenBLAS kernel family are this process's, bit for bit.
+    if not _blas_is_openblas():
+        pytest.skip(f"{family}: numpy's BLAS is not OpenBLAS (no kernel families to choose)")
+    missing = [f for f in FAMILIES[family] if not _cpu_features().get(f)]
+    if missing:
+        pytest.skip(f"{family}: this CPU cannot run its kernels (no {', '.join(missing)})")
+    env = {**subprocess_env, "OPENBLAS_CORETYPE": family}
+    done = subprocess.run([sys.executable, "-c", DENSE_BITS, HERE], capture_output=True,
+                          text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, f"{family}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    assert f"bits: {_dense_bits()}" in done.stdout
 
 
 # -- the governor, fed made-up step times ---------------------------------------------------

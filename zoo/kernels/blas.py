@@ -22,9 +22,9 @@ largest of its arrays has its rows cut in all three even where ``out`` is the lo
 
 float32 products of a training step's sizes (``sgemm.suits``: operands of at most 1 MB) run
 zoo's own product (``zoo.kernels.sgemm``), whose every element is one chain of multiply-adds
-in k order: their bits do not depend on the BLAS build or its kernel family either. Larger
-float32 products and float64 ones are calls of numpy's BLAS, whose bits depend on the sizes,
-the BLAS build and the CPU's kernel family.
+in k order: their bits do not depend on the BLAS build or its kernel family either. A Dense
+layer's uncut ones too (``layer_gemms``). Larger float32 products and float64 ones are calls
+of numpy's BLAS, whose bits depend on the sizes, the BLAS build and the CPU's kernel family.
 
 The split costs a little on one thread: each block packs the other operand again (measured:
 +2-5% at two blocks on 128x784x256, +10-15% at four), so a block gets at least
@@ -105,10 +105,23 @@ def layer_axes(rows: int, fan_in: int, units: int) -> tuple:
 
 def layer_gemms(rows: int, fan_in: int, units: int, dtype=None) -> tuple:
     """The ``Gemm`` (or None: one plain call) of each of a layer's three products, in the
-    order and with the cuts of ``layer_axes``."""
+    order and with the cuts of ``layer_axes``.
+
+    A float32 product ``sgemm`` suits gets a ``Gemm`` even uncut: one ``sgemm`` call, not
+    BLAS's. Its bits are then the same whatever the BLAS build or its kernel family, as a cut
+    product's are. Speed, one EPYC core: the mlp-small workload's five products took 7.0 us
+    against 6.9 with OpenBLAS's own kernels (SkylakeX) and 8.2 with its Haswell ones, the
+    autoencoder's 256-32-256 layers' six 119 us against 147 and 133 (``docs/threads.md``,
+    ``benchmarks/kernels.py``)."""
     shapes = ((rows, fan_in, units), (fan_in, rows, units), (rows, units, fan_in))
-    return tuple(gemm_or_none(*shape, dtype, axis)
+    own = dtype is not None and np.dtype(dtype) == np.float32
+    return tuple(_layer_gemm(*shape, own, dtype, axis)
                  for shape, axis in zip(shapes, layer_axes(rows, fan_in, units)))
+
+
+def _layer_gemm(m: int, k: int, n: int, own: bool, dtype, axis) -> Gemm | None:
+    gemm = Gemm(m, k, n, dtype, axis)
+    return gemm if gemm.blocks > 1 or (own and gemm.tiled) else None
 
 
 def cut_in_two(length: int) -> int:
@@ -142,8 +155,9 @@ class Gemm:
     def __call__(self, a, b, out):
         tiled = self.tiled and out.dtype == np.float32
         if self.blocks == 1:
-            if tiled and sgemm.supports(a, b, out):
-                return sgemm.gemm(a, b, out)
+            if tiled and a.dtype == b.dtype == np.float32 and a.ndim == b.ndim == out.ndim == 2 \
+                    and sgemm.gemm_if_supported(a, b, out):
+                return out
             with threads.single_threaded_blas():
                 np.matmul(a, b, out=out)
             return out

@@ -4,10 +4,11 @@ For a small MLP (the mlp-small workload: 64-64-10, batch 32) the arithmetic of a
 few microseconds and the Python around it (two layer calls each way, their GEMM and
 activation calls, the loss) took four times as long; on the 784-wide mlp and autoencoder
 workloads that Python was still 9-11% of a two-thread step. This kernel runs the same steps
-in one call, with the same pieces: each product as the layer computes it, one call of numpy's
-own BLAS GEMM as ``np.dot`` makes it (``cblas.gemm_trans``), or, where the layer's
-``blas.Gemm`` cuts it into blocks, the same blocks posted to zoo's workers from inside the
-kernel (``workers.gemm_in_kernel``); and the arithmetic of the kernels ``Dense`` and the
+in one call, with the same pieces: each product as the layer computes it, one ``sgemm`` call
+where the layer's ``blas.Gemm`` does not cut it (float32) or one call of numpy's own BLAS
+GEMM as ``np.dot`` makes it (``cblas.gemm_trans``), or, where the Gemm cuts it into blocks,
+the same blocks posted to zoo's workers from inside the kernel
+(``workers.gemm_in_kernel``); and the arithmetic of the kernels ``Dense`` and the
 losses use (``zoo.kernels.dense``, ``zoo.kernels.losses``, compiled without fast-math so that
 this kernel's copies of them round as theirs do). So the results are the layer-by-layer
 results, bit for bit, on any thread count (``tests/test_dense_stack.py`` checks it), and
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.kernels import cblas, dense_rows, fpenv, optim, workers
+from zoo.kernels import cblas, dense_rows, fpenv, optim, sgemm, workers
 from zoo.kernels._jit import njit
 from zoo.kernels.dense import _bias_grad, _grad_leaky_relu, _grad_sigmoid, _grad_tanh
 from zoo.kernels.dense_rows import _at
@@ -49,9 +50,10 @@ SOFTMAX_CROSS_ENTROPY, MEAN_SQUARED_ERROR = 0, 1
 # output: the loss's for the last layer, else where the next layer writes its input gradient).
 FAN_IN, UNITS, WEIGHT, BIAS, ACTIVATION, OUT, GRAD_PRE, GRAD_OUT = range(8)
 # ``plans[layer, product]``, the products in the order FORWARD, WEIGHT_GRAD, INPUT_GRAD: how
-# the layer's ``blas.Gemm`` of that shape computes it. ``P_BLOCKS`` 1: one BLAS call as
-# ``np.dot`` makes it; more: the Gemm's job (``workers.gemm_in_kernel``: ``P_KIND``, ``P_FN``
-# from ``workers.gemm_block_function``), its blocks along ``P_AXIS`` bounded by the
+# the layer's ``blas.Gemm`` of that shape computes it. ``P_BLOCKS`` 1: one call, ``sgemm``'s
+# where ``P_KIND`` is ``workers.KIND_TILED``, else BLAS's as ``np.dot`` makes it; more: the
+# Gemm's job (``workers.gemm_in_kernel``: ``P_KIND``, ``P_FN`` from
+# ``workers.gemm_block_function``), its blocks along ``P_AXIS`` bounded by the
 # ``P_BLOCKS + 1`` words from ``P_CUTS``.
 FORWARD, WEIGHT_GRAD, INPUT_GRAD = range(3)
 P_BLOCKS, P_AXIS, P_KIND, P_FN, P_CUTS = range(5)
@@ -64,8 +66,8 @@ UPDATE = 3
 # cfunc (``P_FN``) on zoo's threads; 1: ``rows`` itself, on the whole output.
 ROWS = 4
 # ``plans[layer, PAIR]``: ``P_BLOCKS`` 2 where the layer's weight and input gradients, each
-# one BLAS call (their plans' ``P_BLOCKS`` 1), run as one job of two blocks (``workers``'s
-# ``AXIS_LIST``), each the very call ``np.dot`` makes, so each core makes one.
+# one call of one kind (their plans' ``P_BLOCKS`` 1, ``P_KIND`` and ``P_FN`` copied here),
+# run as one job of two blocks (``workers``'s ``AXIS_LIST``), so each core makes one.
 PAIR = 5
 # ``plans[layer, SUMS]`` (the last layer, under MSE): ``P_BLOCKS`` 2 where the loss and the
 # bias gradient, one pass each over the output, run as one job of two blocks
@@ -124,11 +126,17 @@ def _activation_grad(g, y, dz, db, code, slope):
 @njit
 def _product(f, plan, a, ta, b, tb, c, scratch, box, ticket, clock, add=True):
     """``c = op(a) @ op(b)`` as ``plan`` says (see ``plans``), the way the layer computes it:
-    one BLAS call, or the Gemm's blocks, a split inner dimension's parts added in block
+    one sgemm or BLAS call, or the Gemm's blocks, a split inner dimension's parts added in block
     order (``blas._add_parts``); without ``add`` they are left in ``scratch`` (``_parts``)."""
     blocks = plan[P_BLOCKS]
     if blocks == 1:
-        cblas.gemm_trans(f, a, ta, b, tb, c)
+        if plan[P_KIND] == workers.KIND_TILED:
+            m = a.shape[1] if ta else a.shape[0]
+            sgemm.gemm_at(ta, tb, m, c.shape[1], a.shape[0] if ta else a.shape[1],
+                          a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], c.ctypes.data,
+                          c.shape[1], False)
+        else:
+            cblas.gemm_trans(f, a, ta, b, tb, c)
         return
     workers.gemm_in_kernel(box, ticket, clock, plan[P_KIND], plan[P_FN], f[1],
                            plan[P_CUTS:P_CUTS + blocks + 1], plan[P_AXIS], a, int(ta), b,
@@ -183,11 +191,11 @@ def _loss_and_bias_grad(f, plan, out, target, dz, db, args, box, ticket, clock):
 @njit
 def _gradients_paired(f, plan, x, dz, w, dw, dx, box, ticket, clock):
     """A layer's weight gradient ``dw = x.T @ dz`` and input gradient ``dx = dz @ w.T`` as
-    one job of two blocks, each one BLAS call."""
+    one job of two blocks, each one call of the plan's kind."""
     table = np.empty(2 * workers.GEMM_WORDS, np.int64)
     workers.describe_listed(table[:workers.GEMM_WORDS], x, 1, dz, 0, dw)
     workers.describe_listed(table[workers.GEMM_WORDS:], dz, 0, w, 1, dx)
-    workers.gemm_in_kernel(box, ticket, clock, workers.KIND_GEMM, f[0], f[1],
+    workers.gemm_in_kernel(box, ticket, clock, plan[P_KIND], plan[P_FN], f[1],
                            plan[P_CUTS:P_CUTS + 3], workers.AXIS_LIST, dz, 0, dz, 0, dx, table)
 
 

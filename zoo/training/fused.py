@@ -241,21 +241,27 @@ class DenseStackStep:
                     fan_in * units
         parts, blocked = 0, False
         for li, (fan_in, units) in enumerate(self.sizes):
-            gemms = blas.layer_gemms(rows, fan_in, units)
-            # Gradients too small to cut, but each worth a core: one job of the two calls.
-            if li and gemms[1] is None and gemms[2] is None \
+            gemms = blas.layer_gemms(rows, fan_in, units, self.dtype)
+            # The kind of each product (``workers.gemm_block_function``): one sgemm call or
+            # sgemm blocks where the layer has a Gemm for it, else one BLAS call.
+            kinds = [workers.gemm_block_function(self.dtype, gemm is not None and gemm.tiled)
+                     for gemm in gemms]
+            # Gradients too small to cut, but each worth a core: one job of the two calls
+            # (one kind a job).
+            uncut = all(gemm is None or gemm.blocks == 1 for gemm in gemms[1:])
+            if li and uncut and kinds[1][:2] == kinds[2][:2] \
                     and rows * fan_in * units >= PAIR_WORK:
-                plans[li, ds.PAIR, ds.P_BLOCKS] = 2
-                plans[li, ds.PAIR, ds.P_CUTS:ds.P_CUTS + 3] = 0, 1, 2
-            for product, gemm in zip((ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD), gemms):
-                if gemm is None:
+                plan = plans[li, ds.PAIR]
+                plan[ds.P_BLOCKS], plan[ds.P_KIND], plan[ds.P_FN] = 2, *kinds[1][:2]
+                plan[ds.P_CUTS:ds.P_CUTS + 3] = 0, 1, 2
+            for product, gemm, (kind, fn, _) in zip(
+                    (ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD), gemms, kinds):
+                plan = plans[li, product]
+                plan[ds.P_KIND], plan[ds.P_FN] = kind, fn
+                if gemm is None or gemm.blocks == 1:
                     continue
                 blocked = True
-                plan = plans[li, product]
-                kind, fn, _ = workers.gemm_block_function(
-                    self.dtype, gemm.tiled and self.dtype == np.float32)
                 plan[ds.P_BLOCKS], plan[ds.P_AXIS] = gemm.blocks, gemm.axis
-                plan[ds.P_KIND], plan[ds.P_FN] = kind, fn
                 plan[ds.P_CUTS:ds.P_CUTS + gemm.blocks + 1] = gemm.cuts
                 if gemm.axis == 2:
                     m, _, n = gemm.shape
