@@ -73,6 +73,41 @@ PACK_ROWS = 4 * ROWS
 NARROW = LANES  # columns of the narrow tile
 
 
+def _splat(builder, value, element):
+    """A vector of ``LANES`` copies of ``value`` (of LLVM type ``element``)."""
+    vector = ir.VectorType(element, LANES)
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), value,
+                                 ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+def _first_lanes(builder, count):
+    """The mask of a vector's first ``count`` lanes (an i64 value; all where it is LANES or
+    more, none where it is 0 or less)."""
+    i64 = ir.IntType(64)
+    lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+    return builder.icmp_signed("<", lanes, _splat(builder, count, i64))
+
+
+def _masked_memory(builder):
+    """LLVM's masked vector load and store of ``LANES`` floats: ``load(pointer, mask)`` (zeros
+    where the mask is off) and ``store(value, pointer, mask)``."""
+    vec = ir.VectorType(ir.FloatType(), LANES)
+    vptr, i32 = vec.as_pointer(), ir.IntType(32)
+    mask = ir.VectorType(ir.IntType(1), LANES)
+    load = builder.module.declare_intrinsic(
+        f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32",
+        fnty=ir.FunctionType(vec, [vptr, i32, mask, vec]))
+    store = builder.module.declare_intrinsic(
+        f"llvm.masked.store.v{LANES}f32.p0v{LANES}f32",
+        fnty=ir.FunctionType(ir.VoidType(), [vec, vptr, i32, mask]))
+    align = ir.Constant(i32, 4)
+    return (lambda pointer, on: builder.call(load, [pointer, align, on,
+                                                    ir.Constant(vec, [0.0] * LANES)]),
+            lambda value, pointer, on: builder.call(store, [value, pointer, align, on]))
+
+
 def make_tile(rows: int, vectors: int, b_table: bool = False, masked: bool = False):
     """An intrinsic computing one ``rows x (vectors * LANES)`` tile of ``c (+)= a @ b``.
 
@@ -127,40 +162,22 @@ def make_tile(rows: int, vectors: int, b_table: bool = False, masked: bool = Fal
                                  ir.Constant(i64, v * LANES))
                 return builder.bitcast(builder.gep(pc, [at]), vptr)
 
-            mask_type = ir.VectorType(ir.IntType(1), LANES)
             if masked:  # lane j of vector v is a column where v * LANES + j < cols
                 cols_v = wide(args[10])
-                lane = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
-                masks = []
-                for v in range(vectors):
-                    left = builder.sub(cols_v, ir.Constant(i64, v * LANES))
-                    splat = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(ir.VectorType(i64, LANES),
-                                                           ir.Undefined), left,
-                                               ir.Constant(ir.IntType(32), 0)),
-                        ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
-                        ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-                    masks.append(builder.icmp_signed("<", lane, splat))
-                masked_load = builder.module.declare_intrinsic(
-                    f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32",
-                    fnty=ir.FunctionType(vec, [vptr, ir.IntType(32), mask_type, vec]))
-                masked_store = builder.module.declare_intrinsic(
-                    f"llvm.masked.store.v{LANES}f32.p0v{LANES}f32",
-                    fnty=ir.FunctionType(ir.VoidType(), [vec, vptr, ir.IntType(32),
-                                                         mask_type]))
+                masks = [_first_lanes(builder, builder.sub(cols_v, ir.Constant(i64, v * LANES)))
+                         for v in range(vectors)]
+                masked_load, masked_store = _masked_memory(builder)
 
             def load(pointer, v):
                 if not masked:
                     return builder.load(pointer, align=4)
-                return builder.call(masked_load, [pointer, ir.Constant(ir.IntType(32), 4),
-                                                  masks[v], ir.Constant(vec, [0.0] * LANES)])
+                return masked_load(pointer, masks[v])
 
             def store(value, pointer, v):
                 if not masked:
                     builder.store(value, pointer, align=4)
                     return
-                builder.call(masked_store, [value, pointer, ir.Constant(ir.IntType(32), 4),
-                                            masks[v]])
+                masked_store(value, pointer, masks[v])
 
             zero = ir.Constant(vec, [0.0] * LANES)
             zeros_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
@@ -279,6 +296,24 @@ tile_partial = make_tile(ROWS, PANEL // LANES, masked=True)
 tile_narrow_partial = make_tile(ROWS, 1, masked=True)
 
 
+def _transpose_rows(builder, rows):
+    """Transpose ``LANES`` vectors of ``LANES`` floats in place: in four rounds of shuffles,
+    the rows ``h`` apart (h = 8, 4, 2, 1) swap their off-diagonal ``h``-wide blocks."""
+    i32 = ir.IntType(32)
+    h = LANES // 2
+    while h:
+        low = [j if j & h == 0 else LANES + j - h for j in range(LANES)]
+        high = [j + h if j & h == 0 else LANES + j for j in range(LANES)]
+        for r in range(LANES):
+            if r & h:
+                continue
+            x, y = rows[r], rows[r + h]
+            rows[r] = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, LANES), low))
+            rows[r + h] = builder.shuffle_vector(x, y,
+                                                 ir.Constant(ir.VectorType(i32, LANES), high))
+        h //= 2
+
+
 @intrinsic
 def transpose_block(typingctx, src, src_step, dst, dst_step):
     """``dst[c, r] = src[r, c]`` for a ``LANES x LANES`` block of float32: ``src`` and
@@ -293,7 +328,7 @@ def transpose_block(typingctx, src, src_step, dst, dst_step):
     sig = types.void(src, src_step, dst, dst_step)
 
     def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
+        i64 = ir.IntType(64)
         vec = ir.VectorType(ir.FloatType(), LANES)
         src_v, src_step_v, dst_v, dst_step_v = [
             builder.sext(v, i64) if v.type.width < 64 else v for v in args]
@@ -305,19 +340,7 @@ def transpose_block(typingctx, src, src_step, dst, dst_step):
             return builder.bitcast(builder.gep(base, [at]), vec.as_pointer())
 
         rows = [builder.load(row(psrc, src_step_v, r), align=4) for r in range(LANES)]
-        h = LANES // 2
-        while h:
-            low = [j if j & h == 0 else LANES + j - h for j in range(LANES)]
-            high = [j + h if j & h == 0 else LANES + j for j in range(LANES)]
-            for r in range(LANES):
-                if r & h:
-                    continue
-                x, y = rows[r], rows[r + h]
-                rows[r] = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, LANES),
-                                                                   low))
-                rows[r + h] = builder.shuffle_vector(
-                    x, y, ir.Constant(ir.VectorType(i32, LANES), high))
-            h //= 2
+        _transpose_rows(builder, rows)
         for r in range(LANES):
             builder.store(rows[r], row(pdst, dst_step_v, r), align=4)
         return context.get_dummy_value()
@@ -334,24 +357,14 @@ def transpose_edge(typingctx, src, src_step, dst, dst_step, rows, cols):
     sig = types.void(src, src_step, dst, dst_step, rows, cols)
 
     def codegen(context, builder, signature, args):
-        i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
-        vec = ir.VectorType(ir.FloatType(), LANES)
-        vptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+        vptr = ir.VectorType(ir.FloatType(), LANES).as_pointer()
         src_v, src_step_v, dst_v, dst_step_v, rows_v, cols_v = [
             builder.sext(v, i64) if v.type.width < 64 else v for v in args]
         fptr = ir.FloatType().as_pointer()
         psrc, pdst = builder.inttoptr(src_v, fptr), builder.inttoptr(dst_v, fptr)
-        masked_load = builder.module.declare_intrinsic(
-            f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32",
-            fnty=ir.FunctionType(vec, [vptr, i32, ir.VectorType(i1, LANES), vec]))
-        lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
-                                   cols_v, ir.Constant(i32, 0)),
-            ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
-            ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
-        in_cols = builder.icmp_signed("<", lanes, splat)
-        zero = ir.Constant(vec, [0.0] * LANES)
+        masked_load, _ = _masked_memory(builder)
+        in_cols = _first_lanes(builder, cols_v)
 
         def row(base, step, r):
             at = builder.mul(ir.Constant(i64, r), step)
@@ -360,29 +373,9 @@ def transpose_edge(typingctx, src, src_step, dst, dst_step, rows, cols):
         rows = []
         for r in range(LANES):  # rows past ``rows`` read nothing: an all-false mask
             valid = builder.icmp_signed("<", ir.Constant(i64, r), rows_v)
-            mask = builder.and_(in_cols, builder.vector_splat(LANES, valid)
-                                if hasattr(builder, "vector_splat") else
-                                builder.shuffle_vector(
-                                    builder.insert_element(
-                                        ir.Constant(ir.VectorType(i1, LANES), ir.Undefined),
-                                        valid, ir.Constant(i32, 0)),
-                                    ir.Constant(ir.VectorType(i1, LANES), ir.Undefined),
-                                    ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)))
-            rows.append(builder.call(masked_load, [row(psrc, src_step_v, r),
-                                                   ir.Constant(i32, 4), mask, zero]))
-        h = LANES // 2
-        while h:
-            low = [j if j & h == 0 else LANES + j - h for j in range(LANES)]
-            high = [j + h if j & h == 0 else LANES + j for j in range(LANES)]
-            for r in range(LANES):
-                if r & h:
-                    continue
-                x, y = rows[r], rows[r + h]
-                rows[r] = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, LANES),
-                                                                   low))
-                rows[r + h] = builder.shuffle_vector(
-                    x, y, ir.Constant(ir.VectorType(i32, LANES), high))
-            h //= 2
+            mask = builder.and_(in_cols, _splat(builder, valid, ir.IntType(1)))
+            rows.append(masked_load(row(psrc, src_step_v, r), mask))
+        _transpose_rows(builder, rows)
         for r in range(LANES):  # row r of the result only where r < cols
             block = builder.append_basic_block(f"edge.store{r}")
             after = builder.append_basic_block(f"edge.after{r}")
