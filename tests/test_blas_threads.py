@@ -325,6 +325,17 @@ def _blas_is_openblas() -> bool:
     return any(lib.internal_api == "openblas" for lib in threads.blas_libraries())
 
 
+def _family_env(family: str, subprocess_env: dict) -> dict:
+    """The environment of a subprocess under OpenBLAS's kernel ``family``; the test is
+    skipped, naming why, where numpy's BLAS is not OpenBLAS or the CPU cannot run it."""
+    if not _blas_is_openblas():
+        pytest.skip(f"{family}: numpy's BLAS is not OpenBLAS (no kernel families to choose)")
+    missing = [f for f in FAMILIES[family] if not _cpu_features().get(f)]
+    if missing:
+        pytest.skip(f"{family}: this CPU cannot run its kernels (no {', '.join(missing)})")
+    return {**subprocess_env, "OPENBLAS_CORETYPE": family}
+
+
 RUN_UNDER_FAMILY = """
 import sys
 import numpy, pytest, threadpoolctl
@@ -339,12 +350,7 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k", sys.arg
 @pytest.mark.parametrize("family", [
     pytest.param(f, marks=[] if f == "Haswell" else pytest.mark.slow) for f in FAMILIES])
 def test_training_is_bit_identical_under_every_openblas_kernel_family(family, subprocess_env):
-    if not _blas_is_openblas():
-        pytest.skip(f"{family}: numpy's BLAS is not OpenBLAS (no kernel families to choose)")
-    missing = [f for f in FAMILIES[family] if not _cpu_features().get(f)]
-    if missing:
-        pytest.skip(f"{family}: this CPU cannot run its kernels (no {', '.join(missing)})")
-    env = {**subprocess_env, "OPENBLAS_CORETYPE": family}
+    env = _family_env(family, subprocess_env)
     done = subprocess.run([sys.executable, "-c", RUN_UNDER_FAMILY, HERE,
                            "gemm_gives_the_same_bits or bit_identical_on_1_2_3"],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
@@ -377,12 +383,7 @@ def test_a_float32_dense_model_trains_to_the_same_bits_under_every_kernel_family
         family, subprocess_env):
     # Every product of its step is zoo's own (sgemm: cut or not), none BLAS's: the weights
     # under another OpenBLAS kernel family are this process's, bit for bit.
-    if not _blas_is_openblas():
-        pytest.skip(f"{family}: numpy's BLAS is not OpenBLAS (no kernel families to choose)")
-    missing = [f for f in FAMILIES[family] if not _cpu_features().get(f)]
-    if missing:
-        pytest.skip(f"{family}: this CPU cannot run its kernels (no {', '.join(missing)})")
-    env = {**subprocess_env, "OPENBLAS_CORETYPE": family}
+    env = _family_env(family, subprocess_env)
     done = subprocess.run([sys.executable, "-c", DENSE_BITS, HERE], capture_output=True,
                           text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, f"{family}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
