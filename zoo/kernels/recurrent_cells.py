@@ -153,18 +153,48 @@ def _project_row(g, x, w_in):
             g[k] += xf * wf[k]
 
 
+def _one_like(v):
+    """1 in ``v``'s float type (a Python 1 would promote float32 arithmetic to float64)."""
+    return type(v)(1)
+
+
+@overload(_one_like, inline="always")
+def _one_like_typed(v):
+    one = np.float32(1) if v == types.float32 else np.float64(1)
+    return lambda v: one
+
+
+def _projection(x, w_in, project, g):
+    """``(s, p)``, a row's input projection as ``s * p[k]``: for one input feature
+    ``x[0] * w_in[0, k]``, which the cell multiplies in its own loop: ``_project_row``'s
+    passes writing the row and reading it back took 12.0 -> 10.7 us of the lstm workload's
+    forward cell (alone, warm), and its two-thread step and the rnn workload's ran 1.8% and 7%
+    faster without them (interleaved rounds). Else ``g`` as ``_project_row`` writes it
+    (``project``: narrow inputs) or the inputs' GEMM did, with ``s`` 1: exactly ``g``."""
+    if project and x.shape[0] == 1:
+        return x[0], w_in[0]
+    if project:
+        _project_row(g, x, w_in)
+    return _one_like(x[0]), g
+
+
+# Inlined (numba IR): as a call, which row it returns is hidden from LLVM, and the lstm cell
+# took 11.2 us instead of 10.7.
+@overload(_projection, inline="always")
+def _projection_typed(x, w_in, project, g):
+    return _projection
+
+
 @njit
 def _rnn_cell(x, w_in, project, rec, gates, bias, h):
     wide_vectors()
     n_, u_ = h.shape
     for n in range(n_):
-        if project:
-            _project_row(gates[n], x[n], w_in)
+        s, p = _projection(x[n], w_in, project, gates[n])
         r = rec[n]
-        g = gates[n]
         hn = h[n]
         for j in range(u_):
-            hn[j] = _tanh(r[j] + g[j] + bias[j])
+            hn[j] = _tanh(r[j] + s * p[j] + bias[j])
 
 
 @njit
@@ -191,15 +221,15 @@ def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
     n_, u_ = h.shape
     bi, bf, bg, bo = bias[:u_], bias[u_:2 * u_], bias[2 * u_:3 * u_], bias[3 * u_:]
     for n in range(n_):
-        if project:
-            _project_row(gates[n], x[n], w_in)
+        s, p = _projection(x[n], w_in, project, gates[n])
+        pi, pf, pg, po = p[:u_], p[u_:2 * u_], p[2 * u_:3 * u_], p[3 * u_:]
         gi, gf, gg, go = gates[n, :u_], gates[n, u_:2 * u_], gates[n, 2 * u_:3 * u_], \
             gates[n, 3 * u_:]
         ri, rf, rg, ro = rec[n, :u_], rec[n, u_:2 * u_], rec[n, 2 * u_:3 * u_], rec[n, 3 * u_:]
         cp, cn, hn, tn = c_prev[n], c[n], h[n], tanh_c[n]
         for j in range(u_):
-            i, f, g, o = _lstm_gates(gi[j] + ri[j] + bi[j], gf[j] + rf[j] + bf[j],
-                                     gg[j] + rg[j] + bg[j], go[j] + ro[j] + bo[j])
+            i, f, g, o = _lstm_gates(s * pi[j] + ri[j] + bi[j], s * pf[j] + rf[j] + bf[j],
+                                     s * pg[j] + rg[j] + bg[j], s * po[j] + ro[j] + bo[j])
             cc = f * cp[j] + i * g
             tc = _tanh(cc)
             gi[j] = i
@@ -254,16 +284,16 @@ def _gru_cell(x, w_in, project, rec, gates, bias, rbias, h_prev, h, hn):
     n_, u_ = h.shape
     br, bz, bn = bias[:u_], bias[u_:2 * u_], bias[2 * u_:]
     for n in range(n_):
-        if project:
-            _project_row(gates[n], x[n], w_in)
+        s, p = _projection(x[n], w_in, project, gates[n])
+        pr, pz, pn = p[:u_], p[u_:2 * u_], p[2 * u_:]
         gr, gz, gn = gates[n, :u_], gates[n, u_:2 * u_], gates[n, 2 * u_:]
         rr, rz, rn = rec[n, :u_], rec[n, u_:2 * u_], rec[n, 2 * u_:]
         hp, ho, hr = h_prev[n], h[n], hn[n]
         for j in range(u_):
-            r = _sigmoid(gr[j] + rr[j] + br[j])
-            z = _sigmoid(gz[j] + rz[j] + bz[j])
+            r = _sigmoid(s * pr[j] + rr[j] + br[j])
+            z = _sigmoid(s * pz[j] + rz[j] + bz[j])
             a = rn[j] + rbias[j]
-            nn = _tanh(gn[j] + bn[j] + r * a)
+            nn = _tanh(s * pn[j] + bn[j] + r * a)
             gr[j] = r
             gz[j] = z
             gn[j] = nn
