@@ -176,7 +176,7 @@ def _projection(x, w_in, project, g):
         return x[0], w_in[0]
     if project:
         _project_row(g, x, w_in)
-    return _one_like(x[0]), g
+    return _one_like(g[0]), g
 
 
 # Inlined (numba IR): as a call, which row it returns is hidden from LLVM, and the lstm cell
