@@ -153,17 +153,6 @@ def _project_row(g, x, w_in):
             g[k] += xf * wf[k]
 
 
-def _one_like(v):
-    """1 in ``v``'s float type (a Python 1 would promote float32 arithmetic to float64)."""
-    return type(v)(1)
-
-
-@overload(_one_like, inline="always")
-def _one_like_typed(v):
-    one = np.float32(1) if v == types.float32 else np.float64(1)
-    return lambda v: one
-
-
 def _projection(x, w_in, project, g):
     """``(s, p)``, a row's input projection as ``s * p[k]``: for one input feature
     ``x[0] * w_in[0, k]``, which the cell multiplies in its own loop: ``_project_row``'s
@@ -176,7 +165,7 @@ def _projection(x, w_in, project, g):
         return x[0], w_in[0]
     if project:
         _project_row(g, x, w_in)
-    return _one_like(g[0]), g
+    return _ONE, g  # float32: exact in float64 too (the branches unify to g's type)
 
 
 # Inlined (numba IR): as a call, which row it returns is hidden from LLVM, and the lstm cell
