@@ -390,6 +390,51 @@ def test_a_float32_dense_model_trains_to_the_same_bits_under_every_kernel_family
     assert f"bits: {_dense_bits()}" in done.stdout
 
 
+# -- kernels compiled for a CPU with narrower vectors ------------------------------------------
+def _model_bits(names=tuple(MODELS)) -> str:
+    """One line per model of ``MODELS``: a hash of its weights and losses after a few steps."""
+    lines = []
+    for name in names:
+        trainer, losses = _train(name, 1)
+        digest = hashlib.sha256(trainer.values.tobytes() + np.array(losses).tobytes())
+        lines.append(f"{name} {digest.hexdigest()}")
+    return "\n".join(lines)
+
+
+MODEL_BITS = """
+import os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import test_blas_threads
+from zoo.kernels import sgemm
+print(f"tile: {sgemm.ROWS} x {sgemm.PANEL}", flush=True)
+print(test_blas_threads._model_bits(), flush=True)
+"""
+
+
+def _avx2_target_env(subprocess_env: dict) -> dict:
+    """The environment of a subprocess whose kernels numba compiles for this CPU without its
+    AVX-512: the code an AVX2 machine runs (16 registers of 8 floats, sgemm's 6 x 16 tile,
+    256-bit recurrent cells). Skipped, naming why, where the CPU has no AVX-512 to take away.
+    """
+    target = sgemm.avx2_target()
+    if target is None:
+        pytest.skip("AVX2 target: this CPU has no AVX-512, its kernels are AVX2's or narrower")
+    return {**subprocess_env, **target}
+
+
+@pytest.mark.slow
+def test_kernels_compiled_for_avx2_train_to_this_cpus_bits(subprocess_env):
+    # Another register tile (6 x 16 instead of 8 x 32), other convolution tiles and half-width
+    # vectors in the recurrent cells: still the same chains of multiply-adds, so every model
+    # trains to the same bits as here (the kernels compiled afresh: about a minute).
+    env = _avx2_target_env(subprocess_env)
+    done = subprocess.run([sys.executable, "-c", MODEL_BITS, HERE], capture_output=True,
+                          text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    assert f"tile: 6 x {sgemm.LANES}" in done.stdout
+    assert _model_bits() in done.stdout
+
+
 # -- the governor, fed made-up step times ---------------------------------------------------
 def _drive(governor, seconds_for, steps):
     """Run ``steps`` made-up steps; ``seconds_for(threads, i)`` is step i's time."""

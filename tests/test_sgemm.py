@@ -133,16 +133,46 @@ def _tile_product(tile, rows, a, b):
 
 
 def test_every_tile_shape_gives_the_same_bits():
-    # The tile is chosen for the CPU (8 x 32 with AVX-512, 4 x 16 without); the results must
-    # not depend on it. Both shapes (and others) run here, whatever this CPU is.
+    # The tile is chosen for the CPU (8 x 32 with AVX-512, 6 x 16 with AVX2, ...); the results
+    # must not depend on it. Every shape (and others) runs here, whatever this CPU is.
     rng = np.random.default_rng(3)
-    a, b = operand(rng, 16, 96, False), operand(rng, 96, 64, False)
+    a, b = operand(rng, 48, 96, False), operand(rng, 96, 64, False)
     results = [_tile_product(sgemm.make_tile(rows, vectors), rows, a, b)
-               for rows in (1, 2, 4, 8) for vectors in (1, 2)]
+               for rows in (1, 2, 3, 4, 6, 8) for vectors in (1, 2)]
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
-    whole = np.empty((16, 64), np.float32)
+    whole = np.empty((48, 64), np.float32)
     np.testing.assert_array_equal(results[0], sgemm.gemm(a, b, whole))
+
+
+@pytest.mark.parametrize("features,shape", [
+    ({"sse2": True, "avx": True, "avx2": True, "avx512f": True}, (8, 2 * sgemm.LANES)),
+    ({"sse2": True, "avx": True, "avx2": True, "fma": True}, (6, sgemm.LANES)),
+    ({"sse2": True, "avx": True}, (6, sgemm.LANES)),
+    ({"sse2": True}, (2, sgemm.LANES)),
+    ({"neon": True}, (4, sgemm.LANES)),
+])
+def test_the_tile_fits_the_vector_registers_of_the_target(features, shape):
+    assert sgemm._tile_shape(features) == shape
+
+
+def test_the_tile_follows_the_features_numba_compiles_for(monkeypatch):
+    # NUMBA_CPU_FEATURES (a cache shared by machines, say) decides what the code may use: the
+    # AVX-512 tile compiled without AVX-512 would spill its accumulators.
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,+avx,+avx2,+fma,-avx512f")
+    features = sgemm._target_features()
+    assert features["avx2"] and features["fma"] and not features["avx512f"]
+    assert sgemm._tile_shape(features) == (6, sgemm.LANES)
+    # without AVX, LLVM has no FMA or AVX2 either (both need its encoding)
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,-avx,+avx2,+fma")
+    features = sgemm._target_features()
+    assert not features.get("fma") and not features.get("avx2")
+    assert sgemm._tile_shape(features) == (2, sgemm.LANES)
+    monkeypatch.setattr(config, "CPU_FEATURES", "")  # NUMBA_CPU_NAME=generic: the baseline
+    features = sgemm._target_features()
+    assert not any(features.get(name) for name in ("avx", "avx2", "fma", "avx512f"))
 
 
 def test_without_fused_multiply_adds_the_tile_rounds_twice(monkeypatch):

@@ -64,7 +64,7 @@ from zoo.kernels.conv import check_array, output_array
 
 ROWS, PANEL, LANES = sgemm.ROWS, sgemm.PANEL, sgemm.LANES
 # The weight gradient's tile: as many accumulator registers as sgemm's (16 taps x 16
-# filters with AVX-512, 4 x 16 elsewhere), one vector of filters wide.
+# filters with AVX-512, 6 x 16 with AVX2), one vector of filters wide.
 DW_ROWS = ROWS * (PANEL // LANES)
 _dw_tile = sgemm.make_tile(DW_ROWS, 1)  # sgemm's tile in another shape
 # Every job is cut into at most this many blocks of images, from the batch size alone (the

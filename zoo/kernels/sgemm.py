@@ -17,8 +17,9 @@ the recurrent step products) runs here instead of BLAS. Two reasons:
 
 The tile (``make_tile``) is written in LLVM IR: numba cannot keep an accumulator tile in
 registers, and a tile of ``ROWS x PANEL`` accumulators is the whole point. ``ROWS x PANEL``
-is 8 x 32 (16 registers of 16 floats) where AVX-512 gives 32 vector registers, 4 x 16
-elsewhere; a last panel of at most 16 columns takes a tile one vector wide (``tile_narrow``).
+is 8 x 32 (16 registers of 16 floats) where AVX-512 gives 32 vector registers, 6 x 16 with
+AVX's 16, as numba compiles for the CPU (``_tile_shape``); a last panel of at most 16 columns
+takes a tile one vector wide (``tile_narrow``).
 
 Loop order (``gemm_at``): blocks of ``MC`` rows of ``a`` (kept in L2) by ``KC`` of ``k`` by
 panels of ``PANEL`` columns of ``b`` (kept in L1) by tiles of ``ROWS`` rows. A tile goes on
@@ -27,6 +28,8 @@ from the value stored by the previous ``k`` block, a float32 stored exactly, so 
 """
 
 from __future__ import annotations
+
+import platform
 
 import numpy as np
 from llvmlite import ir
@@ -40,19 +43,65 @@ from zoo.kernels._jit import njit
 LANES = 16  # floats in one LLVM vector of the tile
 
 
-def _host_features() -> dict:
-    try:
-        import llvmlite.binding as llvm
+def _target_features() -> dict:
+    """The CPU features numba compiles for, as ``{name: bool}``.
 
-        return dict(llvm.get_host_cpu_features())
+    Those are the host's unless ``NUMBA_CPU_FEATURES`` (or ``NUMBA_CPU_NAME=generic``) names
+    others, say for a kernel cache shared by several machines, and without the AVX family
+    where numba turns it off (``NUMBA_ENABLE_AVX=0``, and by default on CPU names a VM may
+    report falsely). The tile must fit what the code is compiled for: the AVX-512 tile
+    compiled without AVX-512 spills its accumulators to memory, and a fused multiply-add
+    compiled without FMA becomes a call to the C library's ``fmaf``.
+    """
+    try:
+        from numba.core import codegen, config
+
+        flat = config.CPU_FEATURES  # type: ignore[attr-defined]
+        if flat is None:
+            flat = codegen.get_host_cpu_features()
     except Exception:  # noqa: BLE001  (no feature list: the small, unfused tile is safe)
         return {}
+    features = {item[1:]: item[0] == "+" for item in flat.split(",") if item[:1] in ("+", "-")}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        features.setdefault("sse2", True)  # x86-64's baseline, even for NUMBA_CPU_NAME=generic
+    # LLVM turns off what depends on a feature turned off: FMA and AVX2 are VEX-encoded.
+    if not features.get("avx"):
+        for name in ("avx2", "fma", "avx512f"):
+            features.pop(name, None)
+    return features
 
 
-_FEATURES = _host_features()
-# A tile of ROWS x PANEL accumulators: 8 x 32 (16 registers of 16 floats) with AVX-512's 32
-# registers, 4 x 16 (8 registers of 8 floats) with AVX2's or NEON's 16.
-ROWS, PANEL = (8, 2 * LANES) if _FEATURES.get("avx512f") else (4, LANES)
+def avx2_target() -> dict | None:
+    """The environment (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES``) under which numba compiles
+    zoo's kernels for this x86-64 CPU without its AVX-512: the code a machine with AVX2 only
+    runs (a smaller tile, 256-bit vectors). None where the CPU has no AVX-512 to take away.
+    For the tests and benchmarks that check such machines get the same bits, and measure them.
+    """
+    if not _target_features().get("avx512f"):
+        return None
+    import llvmlite.binding as llvm
+
+    features = ",".join(
+        ("+" if on and not name.startswith(("avx512", "avx10", "amx")) else "-") + name
+        for name, on in llvm.get_host_cpu_features().items())
+    return {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features}
+
+
+def _tile_shape(features: dict) -> tuple[int, int]:
+    """``(ROWS, PANEL)``: the largest tile whose accumulators, ``b``'s vectors and ``a``'s
+    broadcast value fit the vector registers, so nothing spills to memory, with enough
+    independent accumulators to hide the multiply-add's latency (4-5 cycles, 2 a cycle)."""
+    if features.get("avx512f"):  # 32 registers of 16 floats: 16 accumulators
+        return 8, 2 * LANES
+    if features.get("avx"):  # 16 registers of 8 floats: 12 accumulators (BLIS's 6 x 16)
+        return 6, LANES
+    if features.get("sse2"):  # 16 registers of 4 floats: 8 accumulators
+        return 2, LANES
+    return 4, LANES  # NEON's 32 registers of 4 floats: 16 accumulators
+
+
+_FEATURES = _target_features()
+ROWS, PANEL = _tile_shape(_FEATURES)
 # Multiply-adds are fused (one rounding) where the CPU has the instruction, and always two
 # roundings elsewhere: chosen here once, never by the compiler case by case.
 FUSED = bool(_FEATURES.get("fma") or _FEATURES.get("neon") or _FEATURES.get("fp-armv8"))
