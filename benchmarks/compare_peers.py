@@ -23,6 +23,15 @@ core busy (a Python busy loop started here), as on a shared machine, and writes 
     python benchmarks/compare_peers.py --runs 3 --busy
     python benchmarks/compare_peers.py --threads --runs 3 --busy
 
+``--isa avx2`` runs every contender as on a CPU without AVX-512, the commonest kind, on one
+that has it: zoo's kernels compiled for AVX2 (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``,
+``zoo.kernels.sgemm.avx2_target``), OpenBLAS's Haswell kernels, PyTorch's ATen, MKL and
+oneDNN capped at AVX2 (``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``,
+``ONEDNN_MAX_CPU_ISA``) and XLA's code generation too (``--xla_cpu_max_isa``); it writes the
+``-avx2`` sections:
+
+    python benchmarks/compare_peers.py --runs 5 --isa avx2
+
 ``--machine NAME`` appends ``-NAME`` to the section it writes, so that a second machine's
 tables (another CPU vendor, say) stand beside the first's instead of replacing them:
 
@@ -53,14 +62,40 @@ ONE_THREAD = {**{name: "1" for name in THREAD_VARIABLES},
 
 
 CORETYPE = [None]  # --coretype, for every contender
+ISA_ENV = [{}]  # --isa's environment, for every contender
+
+
+def isa_environment(isa: str | None) -> dict:
+    """The environment that caps every contender at ``isa`` (only ``avx2``), or {}."""
+    if isa is None:
+        return {}
+    from zoo.kernels import sgemm
+
+    target = sgemm.avx2_target()
+    if target is None:
+        raise SystemExit("--isa avx2: this CPU has no AVX-512; its own tables are AVX2's")
+    return {**target, "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
+
+
+def environment(env_changes=None) -> dict:
+    """This process's environment with ``env_changes``, ``--isa``'s and ``--coretype``'s (the
+    XLA flags of both kept)."""
+    env = dict(os.environ)
+    for changes in (ISA_ENV[0], env_changes or {}):
+        for name, value in changes.items():
+            if name == "XLA_FLAGS" and env.get(name):
+                value = f"{env[name]} {value}"
+            env[name] = value
+    if CORETYPE[0]:
+        env["OPENBLAS_CORETYPE"] = CORETYPE[0]
+    return env
 
 
 def run_lines(argv, env_changes=None, label=None) -> dict:
     """``{workload: steps_per_s}`` from a script printing the bench README's JSON lines."""
-    env = dict(os.environ)
-    env.update(env_changes or {})
-    if CORETYPE[0]:
-        env["OPENBLAS_CORETYPE"] = CORETYPE[0]
+    env = environment(env_changes)
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     out = {}
     for line in done.stdout.splitlines():
@@ -78,9 +113,7 @@ def run_lines(argv, env_changes=None, label=None) -> dict:
 def measure_peak() -> dict:
     """``{threads: peak.py's row}``: the limit (``gflops``), numpy's SGEMM in this kernel
     family and zoo's sgemm, in GFLOP/s."""
-    env = dict(os.environ)
-    if CORETYPE[0]:
-        env["OPENBLAS_CORETYPE"] = CORETYPE[0]
+    env = environment()
     done = subprocess.run([sys.executable, os.path.join(_docs.HERE, "peak.py")],
                           capture_output=True, text=True, env=env, check=False)
     peak = {}
@@ -229,6 +262,7 @@ def section_name(args) -> str:
     sets it apart (``-haswell``, ``-busy``, ``-epyc``...)."""
     return (("threads" if args.threads else "steps")
             + (f"-{args.coretype.lower()}" if args.coretype else "")
+            + (f"-{args.isa}" if args.isa else "")
             + ("-busy" if args.busy else "")
             + (f"-{args.machine.lower()}" if args.machine else ""))
 
@@ -246,6 +280,9 @@ def main(argv=None) -> None:
                              "$ZOO_PEER_PYTHON or /work/peers-venv/bin/python)")
     parser.add_argument("--coretype", default=None, metavar="FAMILY",
                         help="OPENBLAS_CORETYPE for every contender (Haswell, SkylakeX...)")
+    parser.add_argument("--isa", default=None, choices=["avx2"],
+                        help="every contender capped at AVX2 on an AVX-512 CPU (zoo's kernels "
+                             "compiled for it, the peers' libraries told so)")
     parser.add_argument("--no-single-thread-peers", action="store_true",
                         help="run the peers only as they come, not also with one thread")
     parser.add_argument("--threads", action="store_true",
@@ -272,6 +309,7 @@ def main(argv=None) -> None:
         parser.error(f"--peer-python {args.peer_python} does not exist; pass '' for zoo alone")
 
     CORETYPE[0] = args.coretype
+    ISA_ENV[0] = isa_environment(args.isa)
     with busy_core(args.busy):
         load_before = _docs.load()
         peak = measure_peak() if not args.threads else {}
@@ -287,10 +325,16 @@ def main(argv=None) -> None:
     if args.no_write:
         return
     ours = _docs.versions(modules=("numpy", "numba"))
-    environ = dict(os.environ, **({"OPENBLAS_CORETYPE": args.coretype} if args.coretype else {}))
+    environ = environment()
     lines = _docs.machine_lines(load_before, load_after, environ)
+    if args.isa:
+        lines.insert(3, "- instruction set: every contender capped at AVX2 (`--isa avx2`): zoo's "
+                        "kernels compiled for it, OpenBLAS's Haswell kernels, "
+                        "`ATEN_CPU_CAPABILITY=avx2`, `MKL_ENABLE_INSTRUCTIONS=AVX2`, "
+                        "`ONEDNN_MAX_CPU_ISA=AVX2`, XLA's `--xla_cpu_max_isa=AVX2`")
     lines.append("- zoo side: " + ", ".join(f"{k} {v}" for k, v in ours.items()))
     busy = ((f" --coretype {args.coretype}" if args.coretype else "")
+            + (f" --isa {args.isa}" if args.isa else "")
             + (" --busy" if args.busy else "")
             + (f" --machine {args.machine}" if args.machine else ""))
     on = f", machine {args.machine}" if args.machine else ""
@@ -308,6 +352,7 @@ def main(argv=None) -> None:
     else:
         title = ("## Training steps per second: zoo against PyTorch and JAX"
                  + (f", OpenBLAS kernel family {args.coretype}" if args.coretype else "")
+                 + (", AVX2 only" if args.isa else "")
                  + (", one core busy" if args.busy else "") + on)
         if peak:
             lines.append("- fp32 limit (`benchmarks/peak.py`, SGEMM 2048^3, best of 5; the larger "

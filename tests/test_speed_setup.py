@@ -146,10 +146,26 @@ def test_the_peer_table_reports_the_share_of_the_fp32_limit():
 
 def test_a_second_machine_writes_its_own_sections():
     compare = _bench_module("compare_peers")
-    args = argparse.Namespace(threads=False, coretype="Haswell", busy=False, machine="EPYC")
+    args = argparse.Namespace(threads=False, coretype="Haswell", isa=None, busy=False,
+                              machine="EPYC")
     assert compare.section_name(args) == "steps-haswell-epyc"
-    args.coretype, args.machine = None, None
+    args.coretype, args.isa = None, "avx2"
+    assert compare.section_name(args) == "steps-avx2-epyc"
+    args.isa, args.machine = None, None
     assert compare.section_name(args) == "steps"
+
+
+def test_capping_the_instruction_set_keeps_the_one_thread_flags_of_xla(monkeypatch):
+    # --isa avx2's XLA flag and the single-thread peers' XLA flags go to the same variable
+    compare = _bench_module("compare_peers")
+    monkeypatch.setattr(compare, "ISA_ENV", [{"XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
+                                              "ONEDNN_MAX_CPU_ISA": "AVX2"}])
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    env = compare.environment(compare.ONE_THREAD)
+    assert env["XLA_FLAGS"].split() == ["--xla_cpu_max_isa=AVX2",
+                                        *compare.ONE_THREAD["XLA_FLAGS"].split()]
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["OMP_NUM_THREADS"] == "1"
+    assert compare.environment()["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
 
 
 @pytest.mark.parametrize("name", ["a-b", "x y", "", "é"])
