@@ -69,6 +69,12 @@ numba.config.CACHE_DIR = CACHE_DIR  # type: ignore[attr-defined]  # numba read i
 # Fast-math without 'nnan'/'ninf': a NaN must still reach the loss so the non_finite
 # criterion can stop the run.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+# Without 'reassoc' as well: sums as written. With it, LLVM regroups ``a + b + c`` as the code
+# around it suggests, and that code changes with inlining: a kernel compiled now inlines its
+# callees' IR, one loaded from numba's cache links their cached IR, so the same training
+# gave other bits on a cold cache than on a warm one (the lstm's cell, its input projected
+# by a GEMM). For kernels inlined into others that compute a model's values.
+ORDERED = FASTMATH - {"reassoc"}
 
 prange = numba.prange
 
@@ -126,11 +132,12 @@ def compile_seconds() -> float:
 
 
 def njit(fn=None, *, parallel=False, fastmath=True):
-    """``numba.njit`` with zoo's policy: cached, no GIL, fast-math as above, lazy compile."""
+    """``numba.njit`` with zoo's policy: cached, no GIL, fast-math as above, lazy compile.
+    ``fastmath``: True (``FASTMATH``), False, or a set of flags (``ORDERED``)."""
     # error_model="numpy": float division by zero gives inf/nan instead of a Python-style
     # ZeroDivisionError check, whose branch stops LLVM from vectorising any loop that divides.
     options = dict(cache=True, nogil=True, parallel=parallel, error_model="numpy",
-                   fastmath=set(FASTMATH) if fastmath else False)
+                   fastmath=set(FASTMATH if fastmath is True else fastmath or ()) or False)
     if fn is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(fn)

@@ -37,7 +37,7 @@ from numba import types
 from numba.extending import overload
 
 from zoo.kernels import cblas, packed, sgemm
-from zoo.kernels._jit import njit
+from zoo.kernels._jit import ORDERED, njit
 from zoo.kernels.vector_width import wide_vectors
 
 # float32 constants keep float32 arithmetic in float32 (a Python 1 or 0.5 would promote it to
@@ -81,7 +81,14 @@ def _tanh_f32(x):
     num, den = _tanh_ratio_f32(x)
     # np.divide, not '/': under numba's Python error model '/' checks for zero, which stops
     # the loop from vectorising.
-    return np.divide(num, den)
+    t = np.divide(num, den)
+    # Exactly +-1 from the clamp on: the ratio there is 1 - 1 ulp in the order written (a
+    # regrouping of the sums once happened to give 1). NaN fails both tests and stays NaN.
+    if x >= np.float32(9.0):
+        return _ONE
+    if x <= np.float32(-9.0):
+        return -_ONE
+    return t
 
 
 @overload(_tanh, inline="always")
@@ -141,7 +148,7 @@ def _lstm_gates_typed(zi, zf, zg, zo):
 # Each gate block is sliced into its own row view and indexed from 0: with offsets such as
 # ``gates[n, 2 * u + j]`` LLVM cannot prove the index non-negative, keeps numba's wraparound
 # select and falls back to gathers and scatters, about 5x slower.
-@njit
+@njit(fastmath=ORDERED)
 def _project_row(g, x, w_in):
     """``g = x @ w_in`` for one row: the input projection, fused for narrow inputs."""
     for k in range(g.shape[0]):
@@ -175,7 +182,7 @@ def _projection_typed(x, w_in, project, g):
     return _projection
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _rnn_cell(x, w_in, project, rec, gates, bias, h):
     wide_vectors()
     n_, u_ = h.shape
@@ -187,7 +194,7 @@ def _rnn_cell(x, w_in, project, rec, gates, bias, h):
             hn[j] = _tanh(r[j] + s * p[j] + bias[j])
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db, x, fused, dw_in):
     wide_vectors()
     n_, u_ = h.shape
@@ -205,7 +212,7 @@ def _rnn_cell_backward(h, dh_rec, dh_out, use_out, dz, db, x, fused, dw_in):
             _add_input_row(x[n], dzn, dw_in)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
     wide_vectors()
     n_, u_ = h.shape
@@ -231,7 +238,7 @@ def _lstm_cell(x, w_in, project, rec, gates, bias, c_prev, c, h, tanh_c):
             hn[j] = o * tc
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, db, x,
                         fused, dw_in):
     """``dc`` holds dL/dc_t on entry and dL/dc_{t-1} on exit."""
@@ -268,7 +275,7 @@ def _lstm_cell_backward(gates, c_prev, tanh_c, dh_rec, dh_out, use_out, dc, dz, 
             _add_input_row(x[n], dz[n], dw_in)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _gru_cell(x, w_in, project, rec, gates, bias, rbias, h_prev, h, hn):
     wide_vectors()
     n_, u_ = h.shape
@@ -291,7 +298,7 @@ def _gru_cell(x, w_in, project, rec, gates, bias, rbias, h_prev, h, hn):
             ho[j] = (_ONE - z) * nn + z * hp[j]
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, dzh, db, dbhn,
                        x, fused, dw_in):
     """``carry`` holds the direct part of dL/dh_t (through ``z * h``) on entry and exit.
@@ -331,7 +338,7 @@ def _gru_cell_backward(gates, hn, h_prev, dh_rec, dh_out, use_out, carry, dzx, d
             _add_input_row(x[n], dzx[n], dw_in)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _add_input_row(x, dz, dw):
     """``dw += outer(x, dz)`` for one row: the input-weight gradient of narrow inputs, added
     by the backward cells row by row while the row's ``dz`` is in L1 (a GEMM over all steps
@@ -396,7 +403,7 @@ def _add_weight_grads_typed(hs, dzs, dw):
     return lambda hs, dzs, dw: None
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _step_weight_grad(h_t, dz_t, dw, ring, h_ring, held, flush):
     """``dw += h_t^T dz_t`` for one step of a block (float32; float64's is one GEMM after the
     loop). Returns how many steps the ring holds after it.
@@ -421,7 +428,7 @@ def _step_weight_grad(h_t, dz_t, dw, ring, h_ring, held, flush):
 
 # ``f`` is ``cblas.gemm_function(dtype)``; ``dh_out`` is always 3-D here: every step's output
 # gradient ``(T, N, U)`` when ``every``, else ``(1, N, U)`` for the last step only.
-@njit
+@njit(fastmath=ORDERED)
 def rnn_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, rec, zero_init, lo,
               hi):
     for t in range(x.shape[0]):
@@ -430,7 +437,7 @@ def rnn_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, rec, zero_ini
         _rnn_cell(x[t, lo:hi], w_in, project, rec, gates[t, lo:hi], bias, h[t + 1, lo:hi])
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _step_rows(dz, ring, held, t, lo, hi):
     """Where step ``t``'s pre-activation gradients of rows ``lo:hi`` go: ``dz[t, lo:hi]``, or
     the block's ``ring`` of the last few steps when nothing reads them after the loop
@@ -438,7 +445,7 @@ def _step_rows(dz, ring, held, t, lo, hi):
     return ring[held] if ring.shape[0] else dz[t, lo:hi]
 
 
-@njit
+@njit(fastmath=ORDERED)
 def rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi, dh_rec,
                        db, x, fused, dw_in, dw_rec, ring, h_ring):
     t_ = dz.shape[0]
@@ -452,7 +459,7 @@ def rnn_loop_backward(f, h, dh_out, every, w_t, wp, work, dz, zero_init, lo, hi,
             _product(f, dz_t, w_t, wp, dh_rec, work)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def lstm_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, c, tanh_c, rec,
                zero_init, lo, hi):
     for t in range(x.shape[0]):
@@ -462,7 +469,7 @@ def lstm_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, h, c, tanh_c, r
                    c[t + 1, lo:hi], h[t + 1, lo:hi], tanh_c[t, lo:hi])
 
 
-@njit
+@njit(fastmath=ORDERED)
 def lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, zero_init,
                         lo, hi, dh_rec, dc, db, x, fused, dw_in, h, dw_rec, ring, h_ring):
     t_ = dz.shape[0]
@@ -477,7 +484,7 @@ def lstm_loop_backward(f, gates, c, tanh_c, dh_out, every, w_t, wp, work, dz, ze
             _product(f, dz_t, w_t, wp, dh_rec, work)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def gru_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, rbias, h, hn, rec,
               zero_init, lo, hi):
     for t in range(x.shape[0]):
@@ -487,7 +494,7 @@ def gru_loop(f, x, w_in, project, w_rec, wp, work, gates, bias, rbias, h, hn, re
                   h[t + 1, lo:hi], hn[t, lo:hi])
 
 
-@njit
+@njit(fastmath=ORDERED)
 def gru_loop_backward(f, gates, hn, h, dh_out, every, w_t, wp, work, dzx, dzh, zero_init,
                        lo, hi, dh_rec, carry, db, dbhn, x, fused, dw_in):
     t_ = dzx.shape[0]

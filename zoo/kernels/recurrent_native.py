@@ -23,7 +23,7 @@ from numba import carray, cfunc, types
 
 from zoo.kernels import aligned, atomics, packed, sgemm, threads, workers
 from zoo.kernels import recurrent_cells as cells
-from zoo.kernels._jit import njit
+from zoo.kernels._jit import ORDERED, njit
 
 RNN, LSTM, GRU = 0, 1, 2  # the cells, as the frames and block functions name them
 GATES = (1, 4, 3)  # gate blocks of each
@@ -36,19 +36,19 @@ _ROW_GAP = 1 << 16  # floats between two blocks' rows of a scratch array (``_scr
 RING_STEPS = (4, 4, 0)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _f32(address, shape):
     """The float32 array of ``shape`` (C order) at ``address``."""
     return carray(atomics.pointer(address, np.float32(0)), shape)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _line(floats):
     """``floats`` rounded up to whole cache lines (16 floats), so each part starts on one."""
     return -(-floats // 16) * 16
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _padded(width):
     """The row length of a block's recurrent-weight gradient part: ``width`` and a cache line.
 
@@ -96,7 +96,7 @@ def _address(block) -> int:
     return _CFUNCS[block].address
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _bounds(desc, i, words):
     """Block ``i``'s rows ``lo, hi`` and the job's frame of ``words`` words."""
     d = carray(desc, workers.DESC_WORDS)
@@ -108,7 +108,7 @@ def _bounds(desc, i, words):
 _FORWARD_WORDS = 17
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _forward_parts(rows, width):
     """Offsets (floats) in a forward block's scratch row: the step's recurrent products
     (rows x width), ``packed.gemm``'s work array, and the end."""
@@ -116,7 +116,7 @@ def _forward_parts(rows, width):
     return 0, work, work + _line(sgemm.ROWS * packed.PANEL)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _forward_frame(frame, x, w_in, project, wp, gates, bias, h, zero_init, scratch, extra0,
                    extra1):
     frame[0], frame[1], frame[2], frame[3] = x.shape[0], x.shape[1], x.shape[2], h.shape[2]
@@ -127,7 +127,7 @@ def _forward_frame(frame, x, w_in, project, wp, gates, bias, h, zero_init, scrat
     frame[15], frame[16] = scratch.ctypes.data, scratch.shape[1]
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _forward_arrays(desc, i, cell):
     """What every forward block needs: its rows, the frame, and the arrays of the loops."""
     lo, hi, fr = _bounds(desc, i, _FORWARD_WORDS)
@@ -187,7 +187,7 @@ def forward(cell: int, x, w_in, project: bool, wp, gates, bias, h, zero_init: bo
 _BACKWARD_WORDS = 21
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _backward_parts(cell, rows, features, units, ring):
     """Offsets (floats) in a backward block's scratch row, in this order: dL/dh (rows x
     units); the LSTM's dL/dc or the GRU's direct part of dL/dh (rows x units); the bias
@@ -207,7 +207,7 @@ def _backward_parts(cell, rows, features, units, ring):
     return at
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _backward_frame(frame, x, h, gates, dh_out, every, wp, dz, zero_init, fused, ring,
                     scratch, extra0, extra1, state):
     frame[0], frame[1], frame[2], frame[3] = x.shape[0], x.shape[1], x.shape[2], h.shape[2]
@@ -219,7 +219,7 @@ def _backward_frame(frame, x, h, gates, dh_out, every, wp, dz, zero_init, fused,
     frame[19], frame[20] = scratch.ctypes.data, scratch.shape[1]
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _backward_arrays(desc, i, cell):
     """What every backward block needs: its rows, the frame, the arrays of the loops and its
     own parts (``_backward_parts``), zeroed (the LSTM's dL/dc from the given final state's)."""
@@ -280,7 +280,7 @@ def _gru_backward_block(desc, i):  # a cfunc; dz: dzx; extras: hn, dzh
 _BACKWARD_BLOCKS = (_rnn_backward_block, _lstm_backward_block, _gru_backward_block)
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _add_part(out, part, first):
     """``out`` = (first) or += ``part``, row by row (``part`` may be a padded view)."""
     for r in range(out.shape[0]):
@@ -290,7 +290,7 @@ def _add_part(out, part, first):
             out[r] += part[r]
 
 
-@njit
+@njit(fastmath=ORDERED)
 def _backward_sums(cell, scratch, n_, f_, u_, ring, fused, db, dbhn, dw_in, dw_rec, states):
     """The backward blocks' parts (rows of ``scratch``) added in block order: into ``db``,
     the GRU's ``dbhn``, ``dw_in`` (narrow inputs: ``fused``) and, but for the GRU, ``dw_rec``;
