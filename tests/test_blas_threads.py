@@ -21,7 +21,7 @@ from zoo.errors import ConfigError
 from zoo.kernels import blas, sgemm, threads, workers
 from zoo.layers.conv import Conv2D
 from zoo.layers.dense import Dense
-from zoo.layers.recurrent import LSTM, SimpleRNN
+from zoo.layers.recurrent import GRU, LSTM, SimpleRNN
 from zoo.layers.reshape import Flatten
 from zoo.losses import SoftmaxCrossEntropy
 from zoo.model import Sequential
@@ -246,6 +246,7 @@ MODELS = {  # (model, input shape, batch): each has a product or a time loop cut
              (6, 14, 14), 64),
     "rnn": (lambda: Sequential([SimpleRNN(128), Dense(10)]), (12, 1), 64),
     "lstm": (lambda: Sequential([LSTM(64), Dense(10)]), (8, 20), 64),
+    "gru": (lambda: Sequential([GRU(64), Dense(10)]), (8, 3), 64),
 }
 
 
@@ -433,6 +434,39 @@ def test_kernels_compiled_for_avx2_train_to_this_cpus_bits(subprocess_env):
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
     assert f"tile: 6 x {sgemm.LANES}" in done.stdout
     assert _model_bits() in done.stdout
+
+
+@pytest.mark.slow
+def test_a_cold_and_a_warm_kernel_cache_train_to_the_same_bits(subprocess_env, tmp_path):
+    # The first process compiles every kernel (each inlining its callees' fresh IR), the
+    # second loads them from numba's cache (linking the cached IR): the code may differ, the
+    # bits may not. The lstm's cell once summed in another order in one of them.
+    env = {**subprocess_env, "ZOO_CACHE_DIR": str(tmp_path)}
+    outputs = []
+    for _ in ("cold", "warm"):
+        done = subprocess.run([sys.executable, "-c", MODEL_BITS, HERE], capture_output=True,
+                              text=True, env=env, timeout=900, check=False)
+        assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+        outputs.append(done.stdout)
+    assert _model_bits() in outputs[0] and _model_bits() in outputs[1]
+
+
+# The tests of the code whose shapes follow the CPU's vectors: sgemm's tile and panels, the
+# packed weights, the convolution tiles, the recurrent cells.
+SHAPED_BY_THE_CPU = ("test_sgemm.py", "test_packed.py", "test_conv_tiles.py", "test_recurrent.py")
+
+
+@pytest.mark.slow
+def test_the_kernels_tests_pass_when_compiled_for_avx2(subprocess_env):
+    # What an AVX2 machine runs, tested here: a test that assumed AVX-512's 32-column panel
+    # once failed there and nowhere else.
+    env = _avx2_target_env(subprocess_env)
+    files = [os.path.join(os.path.dirname(HERE), name) for name in SHAPED_BY_THE_CPU]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *files], capture_output=True, text=True, env=env, timeout=900,
+                          check=False)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    assert " passed" in done.stdout and " failed" not in done.stdout
 
 
 # -- the governor, fed made-up step times ---------------------------------------------------
