@@ -360,14 +360,9 @@ def test_training_is_bit_identical_under_every_openblas_kernel_family(family, su
 
 
 def _dense_bits() -> str:
-    """A hash of the weights of the float32 mlp after a few steps on one thread, trained
-    through the fused step and through its layers."""
-    digest = hashlib.sha256()
-    for name in ("mlp", "mlp-layers"):
-        trainer, losses = _train(name, 1)
-        digest.update(trainer.values.tobytes())
-        digest.update(np.array(losses).tobytes())
-    return digest.hexdigest()
+    """Hashes of the weights of the float32 mlp after a few steps on one thread, trained
+    through the fused step and through its layers (``_model_bits``)."""
+    return _model_bits(("mlp", "mlp-layers"))
 
 
 DENSE_BITS = """
