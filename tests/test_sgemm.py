@@ -288,3 +288,33 @@ def test_a_transposed_b_gives_the_bits_of_its_contiguous_copy(m, k, n):
     out = sgemm.gemm(a, b, np.empty((m, n), np.float32))
     copied = sgemm.gemm(a, np.ascontiguousarray(b), np.empty((m, n), np.float32))
     assert out.tobytes() == copied.tobytes()
+
+
+def _row_plan(rows):
+    """The tile heights ``gemm_at`` takes for ``rows`` rows (``tile_rows``, in Python)."""
+    plan = []
+    while rows > 0:
+        plan.append(sgemm.tile_rows.py_func(rows))
+        rows -= plan[-1]
+    return plan
+
+
+def test_four_row_tiles_take_what_six_row_tiles_would_waste(monkeypatch):
+    # AVX2's tile is 6 rows: a 32-row batch is 4 x 6 + 2 x 4 rows, not 6 x 6 with the last
+    # tile computing 4 rows for nothing. The rule is plain arithmetic, checked on any CPU.
+    monkeypatch.setattr(sgemm, "ROWS", 6)
+    monkeypatch.setattr(sgemm, "SMALL_ROWS", 4)
+    assert _row_plan(32) == [6, 6, 6, 6, 4, 4]
+    assert _row_plan(2) == [4]
+    assert _row_plan(11) == [6, 6]  # 5 left: one 6-row tile wastes 1 row, two 4-row ones 3
+    for rows in range(1, 300):
+        plan = _row_plan(rows)
+        assert sum(plan) - rows <= 1 or rows < 4, (rows, plan)  # at most a row for nothing
+        assert sum(plan[:-1]) < rows  # every tile has a row to keep
+
+
+def test_without_a_smaller_tile_every_tile_is_full_height(monkeypatch):
+    monkeypatch.setattr(sgemm, "ROWS", 8)
+    monkeypatch.setattr(sgemm, "SMALL_ROWS", 8)
+    assert _row_plan(32) == [8] * 4
+    assert _row_plan(35) == [8] * 5

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.kernels._jit import njit
-from zoo.kernels.sgemm import PANEL, ROWS, _pack_panel, fill_rows, tile
+from zoo.kernels.sgemm import PANEL, ROWS, _pack_panel, fill_rows, full_tile, tile_rows
 
 
 def pack(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -87,15 +87,18 @@ def gemm(a, bp, c, scratch):
         j0 = p * width
         cols = min(width, n - j0)
         b_at = np.int64(bp[p].ctypes.data)
-        for i in range(0, m, ROWS):
-            count = min(ROWS, m - i)
+        i = 0
+        while i < m:
+            size = tile_rows(m - i)
+            count = min(size, m - i)
             fill_rows(rows, i, count, lda)
             if cols == width:
-                tile(a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
-                     np.int64(c[i:, j0:].ctypes.data), ldc, count, False)
+                full_tile(size, True, a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
+                          np.int64(c[i:, j0:].ctypes.data), ldc, count, False)
             else:
-                tile(a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
-                     np.int64(scratch.ctypes.data), lds, count, False)
+                full_tile(size, True, a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
+                          np.int64(scratch.ctypes.data), lds, count, False)
                 for r in range(count):
                     for j in range(cols):
                         c[i + r, j0 + j] = scratch[r, j]
+            i += count

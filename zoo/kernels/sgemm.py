@@ -19,7 +19,10 @@ The tile (``make_tile``) is written in LLVM IR: numba cannot keep an accumulator
 registers, and a tile of ``ROWS x PANEL`` accumulators is the whole point. ``ROWS x PANEL``
 is 8 x 32 (16 registers of 16 floats) where AVX-512 gives 32 vector registers, 6 x 16 with
 AVX's 16, as numba compiles for the CPU (``_tile_shape``); a last panel of at most 16 columns
-takes a tile one vector wide (``tile_narrow``).
+takes a tile one vector wide (``tile_narrow``), and with the 6-row tile the last rows take
+4-row tiles where 6 would compute rows for nothing (``tile_rows``). A last panel narrower than
+the tile is read and written through masked vector loads and stores with AVX-512, through a
+zero-padded copy and a scratch tile without it (``MASKED_MEMORY``).
 
 Loop order (``gemm_at``): blocks of ``MC`` rows of ``a`` (kept in L2) by ``KC`` of ``k`` by
 panels of ``PANEL`` columns of ``b`` (kept in L1) by tiles of ``ROWS`` rows. A tile goes on
@@ -120,6 +123,13 @@ MAX_OPERAND = 1 << 18
 # runs at 82 GFLOP/s in place and 77 copied, 128 x 784 by 784 x 256 at 149 and 165.
 PACK_ROWS = 4 * ROWS
 NARROW = LANES  # columns of the narrow tile
+# Whether a partial panel's tile reads b and reads and writes c with masked vector loads and
+# stores (``tile_partial``). AVX-512 has them natively. AVX2's (VMASKMOVPS) are slow on AMD:
+# one EPYC core under an AVX2 target took 193 ns for a 6 x 10 tile over k = 64 with them
+# against 106 ns for the full tile, 40 ns each for the loads and the stores (the stores are
+# microcoded). NEON has none. There the partial panel is a zero-padded copy of b, and the
+# tile writes a scratch tile whose first ``cols`` columns are copied to c.
+MASKED_MEMORY = bool(_FEATURES.get("avx512f"))
 
 
 def _splat(builder, value, element):
@@ -343,6 +353,14 @@ tile_narrow = make_tile(ROWS, 1)
 # The same two for a last panel narrower than the tile (``masked``).
 tile_partial = make_tile(ROWS, PANEL // LANES, masked=True)
 tile_narrow_partial = make_tile(ROWS, 1, masked=True)
+# AVX2's 6-row tile leaves a remainder of 2 rows in a batch of 32 or 128: its last tile
+# computed 6 rows to keep 2, a ninth of a 32-row product. Tiles of 4 rows (8 accumulators)
+# take such remainders instead (``tile_rows``): 32 rows are 4 x 6 + 2 x 4. One EPYC core,
+# AVX2 target, 30 x 64 by 64 x 64 took 2.71 us and 32 x 64 3.14 us with 6-row tiles.
+SMALL_ROWS = 4 if ROWS == 6 else ROWS
+HAS_SMALL = SMALL_ROWS != ROWS
+tile_small = make_tile(SMALL_ROWS, PANEL // LANES)
+tile_small_narrow = make_tile(SMALL_ROWS, 1)
 
 
 def _transpose_rows(builder, rows):
@@ -477,6 +495,61 @@ def _pack_panel(b, tb, k0, kc, j0, cols, panel):
 
 
 @njit
+def tile_rows(left):
+    """How many rows the next tile takes with ``left`` rows to go: ``ROWS``, or ``SMALL_ROWS``
+    where smaller tiles compute fewer rows for nothing (6 and 4 rows: 2 or 3 left take a
+    4-row tile, 7 or 8 two of them). A tile computes each of its rows as every tile does, so
+    which tile takes a row changes no bit."""
+    if SMALL_ROWS == ROWS or ROWS < left <= 2 * SMALL_ROWS or left <= SMALL_ROWS:
+        return SMALL_ROWS
+    return ROWS
+
+
+@njit
+def full_tile(rows, wide, a, rows_at, a_step, b, b_step, k, c, ldc, count, more):
+    """``tile`` (``wide``: ``PANEL`` columns) or ``tile_narrow`` (``NARROW``), of ``rows``
+    rows (``ROWS`` or ``SMALL_ROWS``, ``tile_rows``), for the callers that need both heights:
+    each tile's code is large, so it has one call site here (``gemm_at`` keeps its own calls
+    of the full-height tiles inline)."""
+    if HAS_SMALL and rows == SMALL_ROWS:
+        if wide:
+            tile_small(a, rows_at, a_step, b, b_step, k, c, ldc, count, more)
+        else:
+            tile_small_narrow(a, rows_at, a_step, b, b_step, k, c, ldc, count, more)
+    elif wide:
+        tile(a, rows_at, a_step, b, b_step, k, c, ldc, count, more)
+    else:
+        tile_narrow(a, rows_at, a_step, b, b_step, k, c, ldc, count, more)
+
+
+@njit
+def _edge_panel(a, row_table, row_stride, a_step, b, width, kc, cf, j0, ldc, i0, i1, cols,
+                more):
+    """Rows ``i0:i1`` of a partial panel (its first ``cols`` of ``width`` columns, from
+    column ``j0``) without masked memory (``MASKED_MEMORY``): ``b`` is the panel zero-padded,
+    and each tile works in a scratch tile, its start values copied in where it goes on from
+    ``c`` (``cf``, flat, rows ``ldc`` apart), then its first ``cols`` columns copied out.
+    The copies move float32 values exactly: the same bits as the masked tile."""
+    edge = np.empty((ROWS, PANEL), np.float32)
+    i = i0
+    while i < i1:
+        rows = tile_rows(i1 - i)
+        count = min(rows, i1 - i)
+        fill_rows(row_table, i, count, row_stride)
+        at = i * ldc + j0
+        if more:
+            for r in range(count):
+                for j in range(cols):
+                    edge[r, j] = cf[at + r * ldc + j]
+        full_tile(rows, width == PANEL, a, np.int64(row_table.ctypes.data), a_step, b, width,
+                  kc, np.int64(edge.ctypes.data), PANEL, count, more)
+        for r in range(count):
+            for j in range(cols):
+                cf[at + r * ldc + j] = edge[r, j]
+        i += count
+
+
+@njit
 def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
     """``c (+)= op(a) @ op(b)``, float32, all three row-major at the addresses ``a``, ``b``,
     ``c`` (integers) with leading dimensions ``lda``, ``ldb``, ``ldc`` in elements; ``op`` is
@@ -488,7 +561,9 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
     row_table = np.empty(ROWS, np.int64)
     depth = min(KC, max(k, 1))
     packs = tb or (min(m, MC) >= PACK_ROWS and k * n > 8192)
-    panel = np.empty((depth if packs else 0, PANEL), np.float32)
+    # without masked memory a partial last panel is always copied (zero-padded)
+    partial = not MASKED_MEMORY and n % NARROW != 0
+    panel = np.empty((depth if packs or partial else 0, PANEL), np.float32)
     narrow = panel.reshape(panel.size)[:panel.shape[0] * NARROW].reshape((panel.shape[0], NARROW))
     a_step = lda if ta else 1
     row_stride = 1 if ta else lda
@@ -507,30 +582,42 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
             for j0 in range(0, n, PANEL):
                 cols = min(PANEL, n - j0)
                 width = PANEL if cols > NARROW else NARROW
+                if not MASKED_MEMORY and cols < width:
+                    _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
+                    _edge_panel(a_k0, row_table, row_stride, a_step, np.int64(panel.ctypes.data),
+                                width, kc, cf, j0, ldc, i0, i1, cols, more)
+                    continue
                 if packs:
                     _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
                     b_at, b_step = np.int64(panel.ctypes.data), width
                 else:  # too few rows to pay for a copy: b's rows in place
                     b_at, b_step = b + 4 * (k0 * ldb + j0), ldb
                 c_at = c + 4 * j0
-                for i in range(i0, i1, ROWS):
-                    count = min(ROWS, i1 - i)
+                i = i0
+                while i < i1:
+                    rows = tile_rows(i1 - i)
+                    count = min(rows, i1 - i)
                     fill_rows(row_table, i, count, row_stride)
-                    # one call site of each tile (its code is large); a partial panel's reads
-                    # and writes of b and c are masked to its columns
+                    # one call site of each tile (its code is large; the small ones in
+                    # full_tile); a partial panel's reads and writes of b and c are masked to
+                    # its columns
                     rows_at = np.int64(row_table.ctypes.data)
-                    if cols == PANEL:
+                    if HAS_SMALL and rows == SMALL_ROWS and cols == width:
+                        full_tile(rows, cols == PANEL, a_k0, rows_at, a_step, b_at, b_step, kc,
+                                  c_at + 4 * i * ldc, ldc, count, more)
+                    elif cols == PANEL:
                         tile(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc, ldc,
                              count, more)
-                    elif width == PANEL:
-                        tile_partial(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc,
-                                     ldc, count, more, cols)
                     elif cols == NARROW:
                         tile_narrow(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc,
                                     ldc, count, more)
+                    elif width == PANEL:
+                        tile_partial(a_k0, rows_at, a_step, b_at, b_step, kc, c_at + 4 * i * ldc,
+                                     ldc, count, more, cols)
                     else:
                         tile_narrow_partial(a_k0, rows_at, a_step, b_at, b_step, kc,
                                             c_at + 4 * i * ldc, ldc, count, more, cols)
+                    i += count
 
 
 def suits(m: int, k: int, n: int) -> bool:
