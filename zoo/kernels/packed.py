@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.kernels._jit import njit
-from zoo.kernels.sgemm import PANEL, ROWS, _pack_panel, fill_rows, full_tile, tile_rows
+from zoo.kernels.sgemm import PANEL, ROWS, _pack_panel, edge_panel, fill_rows, full_tile, tile_rows
 
 
 def pack(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -80,25 +80,21 @@ def gemm(a, bp, c, scratch):
     width = bp.shape[2]
     lda = a.strides[0] // 4
     ldc = c.strides[0] // 4
-    lds = scratch.strides[0] // 4
     rows = np.empty(ROWS, np.int64)
     a_at = np.int64(a.ctypes.data)
     for p in range(bp.shape[0]):
         j0 = p * width
         cols = min(width, n - j0)
         b_at = np.int64(bp[p].ctypes.data)
+        if cols < width:  # the zero-padded last panel: through the scratch tile
+            edge_panel(a_at, rows, lda, 1, b_at, width, k, np.int64(c.ctypes.data) + 4 * j0,
+                       ldc, 0, m, cols, False, scratch)
+            continue
         i = 0
         while i < m:
             size = tile_rows(m - i)
             count = min(size, m - i)
             fill_rows(rows, i, count, lda)
-            if cols == width:
-                full_tile(size, True, a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
-                          np.int64(c[i:, j0:].ctypes.data), ldc, count, False)
-            else:
-                full_tile(size, True, a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
-                          np.int64(scratch.ctypes.data), lds, count, False)
-                for r in range(count):
-                    for j in range(cols):
-                        c[i + r, j0 + j] = scratch[r, j]
+            full_tile(size, True, a_at, np.int64(rows.ctypes.data), 1, b_at, width, k,
+                      np.int64(c[i:, j0:].ctypes.data), ldc, count, False)
             i += count

@@ -22,7 +22,7 @@ AVX's 16, as numba compiles for the CPU (``_tile_shape``); a last panel of at mo
 takes a tile one vector wide (``tile_narrow``), and with the 6-row tile the last rows take
 4-row tiles where 6 would compute rows for nothing (``tile_rows``). A last panel narrower than
 the tile is read and written through masked vector loads and stores with AVX-512, through a
-zero-padded copy and a scratch tile without it (``MASKED_MEMORY``).
+zero-padded copy and a scratch tile without it (``MASKED_MEMORY``, ``edge_panel``).
 
 Loop order (``gemm_at``): blocks of ``MC`` rows of ``a`` (kept in L2) by ``KC`` of ``k`` by
 panels of ``PANEL`` columns of ``b`` (kept in L1) by tiles of ``ROWS`` rows. A tile goes on
@@ -523,20 +523,21 @@ def full_tile(rows, wide, a, rows_at, a_step, b, b_step, k, c, ldc, count, more)
 
 
 @njit
-def _edge_panel(a, row_table, row_stride, a_step, b, width, kc, cf, j0, ldc, i0, i1, cols,
-                more):
-    """Rows ``i0:i1`` of a partial panel (its first ``cols`` of ``width`` columns, from
-    column ``j0``) without masked memory (``MASKED_MEMORY``): ``b`` is the panel zero-padded,
-    and each tile works in a scratch tile, its start values copied in where it goes on from
-    ``c`` (``cf``, flat, rows ``ldc`` apart), then its first ``cols`` columns copied out.
-    The copies move float32 values exactly: the same bits as the masked tile."""
-    edge = np.empty((ROWS, PANEL), np.float32)
+def edge_panel(a, row_table, row_stride, a_step, b, width, kc, c, ldc, i0, i1, cols, more,
+               edge):
+    """Rows ``i0:i1`` of a partial panel, its first ``cols`` of ``width`` columns, without
+    masked memory (``MASKED_MEMORY``; ``zoo.kernels.packed`` too): ``b`` is the panel
+    zero-padded, ``c`` the address of the panel's first column in row 0 (rows ``ldc``
+    apart), and each tile works in ``edge`` (a ``ROWS x PANEL`` scratch tile), its start
+    values copied in where it goes on from ``c`` (``more``), then its first ``cols`` columns
+    copied out. The copies move float32 values exactly: the same bits as the masked tile."""
+    cf = carray(atomics.pointer(c, np.float32(0)), max((i1 - 1) * ldc + cols, 0))
     i = i0
     while i < i1:
         rows = tile_rows(i1 - i)
         count = min(rows, i1 - i)
         fill_rows(row_table, i, count, row_stride)
-        at = i * ldc + j0
+        at = i * ldc
         if more:
             for r in range(count):
                 for j in range(cols):
@@ -584,8 +585,9 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
                 width = PANEL if cols > NARROW else NARROW
                 if not MASKED_MEMORY and cols < width:
                     _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
-                    _edge_panel(a_k0, row_table, row_stride, a_step, np.int64(panel.ctypes.data),
-                                width, kc, cf, j0, ldc, i0, i1, cols, more)
+                    edge_panel(a_k0, row_table, row_stride, a_step, np.int64(panel.ctypes.data),
+                               width, kc, c + 4 * j0, ldc, i0, i1, cols, more,
+                               np.empty((ROWS, PANEL), np.float32))
                     continue
                 if packs:
                     _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
@@ -598,9 +600,9 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
                     rows = tile_rows(i1 - i)
                     count = min(rows, i1 - i)
                     fill_rows(row_table, i, count, row_stride)
-                    # one call site of each tile (its code is large; the small ones in
-                    # full_tile); a partial panel's reads and writes of b and c are masked to
-                    # its columns
+                    # the tiles' code is large: one call site here of each full-height tile
+                    # (full_tile has the small ones); a partial panel's reads and writes of
+                    # b and c are masked to its columns
                     rows_at = np.int64(row_table.ctypes.data)
                     if HAS_SMALL and rows == SMALL_ROWS and cols == width:
                         full_tile(rows, cols == PANEL, a_k0, rows_at, a_step, b_at, b_step, kc,
