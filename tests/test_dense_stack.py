@@ -265,6 +265,36 @@ def test_the_bits_do_not_depend_on_which_path_a_process_ran_first(subprocess_env
     assert len(runs) == 6 and all(run == runs[0] for run in runs), runs
 
 
+@pytest.mark.parametrize("dtype, features, units, calls_blas", [
+    (np.float32, 9, 16, False),  # sgemm's products only
+    (np.float64, 9, 16, True),
+    (np.float32, 600, 500, True),  # a 600 x 500 weight is past sgemm's operands: BLAS's
+])
+def test_blas_is_held_to_one_thread_where_the_fused_step_calls_it(monkeypatch, dtype,
+                                                                  features, units, calls_blas):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x, y = _data(dtype, n=7, features=features)
+    trainer = _trainer([Dense(units, activation="relu"), Dense(5)], SoftmaxCrossEntropy(),
+                       dtype=dtype, input_size=features)
+    libs = threads.blas_libraries()
+    inside = []
+    kernel = ds.fused_step
+
+    def spy(*args):
+        inside.append([lib.get_num_threads() for lib in libs])
+        return kernel(*args)
+
+    monkeypatch.setattr(ds, "fused_step", spy)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = [lib.get_num_threads() for lib in libs]
+        trainer.train_step(x, y)
+        assert [lib.get_num_threads() for lib in libs] == before  # restored after the step
+    assert len(inside) == 1  # the fused kernel made the step
+    assert trainer._fused.work[7].calls_blas is calls_blas
+    if calls_blas:
+        assert inside == [[1] * len(libs)]
+
+
 def test_batches_it_cannot_take_go_through_the_layers():
     x, y = _data(np.float32, n=7)
     step = _trainer(STACKS["relu-linear"](), SoftmaxCrossEntropy())._fused

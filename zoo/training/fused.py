@@ -88,6 +88,7 @@ class Layout(NamedTuple):
     scratch: np.ndarray | None  # a cut inner dimension's parts; None: no product has blocks
     blocked: bool  # whether anything but the update has blocks (products, elementwise, pairs)
     chunked: bool  # whether an update has chunks
+    calls_blas: bool  # whether a product is BLAS's (float64, or float32 too large for sgemm)
 
 
 class DenseStackStep:
@@ -152,7 +153,7 @@ class DenseStackStep:
             plan = self.work[rows] = self._layout(rows)
         if plan is None:
             return None
-        frame, outputs, *_, blocked, chunked = plan
+        frame, outputs, *_, blocked, chunked, calls_blas = plan
         update, velocity = sgd is not None and self.whole, self.values
         if update:
             velocity, hyper = sgd[0], sgd[1:]
@@ -164,18 +165,28 @@ class DenseStackStep:
                 for laid_out in self.work.values():
                     if laid_out is not None:
                         laid_out.plans[:, ds.UPDATE, ds.P_FN] = self._sgd_chunk
-        if not blocked and not (update and chunked):
-            # nothing to share (no product's or row blocks, no update's chunks): no pool to hold
-            jobs = self._alone
-            value = ds.fused_step(frame, xb, labels, target, velocity, jobs.box, jobs.ticket,
-                                  jobs.clock, update)
-        else:  # the pool held till the kernel returns, its jobs on the trainer's threads
-            with workers.kernel_jobs(threads.threads()) as jobs:
-                value = ds.fused_step(frame, xb, labels, target, velocity, jobs.box,
-                                      jobs.ticket, jobs.clock, update)
+        shared = blocked or (update and chunked)  # product or row blocks, update chunks
+        if calls_blas or (shared and threads.threads() > 1):
+            # BLAS held to one thread, and on more than one thread the workers awake between
+            # the kernel's jobs, as around any training step (``threads.step_scope``)
+            with threads.step_scope():
+                value = self._run(frame, xb, labels, target, velocity, update, shared)
+        else:  # sgemm's products on one thread: nothing to hold (1 us of mlp-small's 16)
+            value = self._run(frame, xb, labels, target, velocity, update, shared)
         if value < 0:
             return None  # a label out of range: the loss raises it, through the layers
         return outputs, value, update
+
+    def _run(self, frame, xb, labels, target, velocity, update, shared):
+        """``ds.fused_step``; where it has anything to share, with the pool held till it
+        returns and its jobs on the trainer's threads."""
+        if not shared:  # no pool to hold
+            jobs = self._alone
+            return ds.fused_step(frame, xb, labels, target, velocity, jobs.box, jobs.ticket,
+                                 jobs.clock, update)
+        with workers.kernel_jobs(threads.threads()) as jobs:
+            return ds.fused_step(frame, xb, labels, target, velocity, jobs.box, jobs.ticket,
+                                 jobs.clock, update)
 
     def _layout(self, rows: int):
         """The ``Layout`` for batches of ``rows`` examples, or None if they must go through
@@ -205,11 +216,14 @@ class DenseStackStep:
         jobs = [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD, ds.ROWS, ds.PAIR, ds.SUMS]
         blocked = bool((plans[:, jobs, ds.P_BLOCKS] > 1).any())
         chunked = bool((plans[:, ds.UPDATE, ds.P_BLOCKS] > 1).any())
+        products = [ds.FORWARD, ds.WEIGHT_GRAD, ds.INPUT_GRAD]
+        calls_blas = bool((plans[:, products, ds.P_KIND] != workers.KIND_TILED).any())
         frame = ds.frame_of(self.blas, self.loss_code, self.values, self.grads, layout,
                             self.slopes, work, plans,
                             self._scratch if scratch is None else scratch, self._hyper,
                             self._args)
-        return Layout(frame, outputs, layout, work, plans, scratch, blocked, chunked)
+        return Layout(frame, outputs, layout, work, plans, scratch, blocked, chunked,
+                      calls_blas)
 
     def _plans(self, rows: int):
         """``(plans, scratch)``: how each product is computed (``ds.P_*``), as the layer's

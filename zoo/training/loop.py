@@ -204,16 +204,15 @@ class Trainer:
         """
         governor = self._governor
         start = time.perf_counter() if governor is not None else 0.0
-        with step_scope():
-            fused = None
-            if self._fused is not None:  # the kernel flushes denormals itself
-                fused = self._fused.step(xb, tb, self._fused_sgd())
-            if fused is not None and fused[2]:  # it made SGD's update too
-                self._outputs, value, _ = fused
-                self.optimizer.count_step()
-            else:
-                with flush_denormals():
-                    value = self._layers_step(xb, tb, fused)
+        fused = None
+        if self._fused is not None:  # the kernel flushes denormals and holds BLAS itself
+            fused = self._fused.step(xb, tb, self._fused_sgd())
+        if fused is not None and fused[2]:  # it made SGD's update too
+            self._outputs, value, _ = fused
+            self.optimizer.count_step()
+        else:
+            with step_scope(), flush_denormals():
+                value = self._layers_step(xb, tb, fused)
         self.step += 1
         if governor is not None and not governor.observe(time.perf_counter() - start):
             self._governor = None  # steps too short for threads to matter: stop timing them
