@@ -566,6 +566,7 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
     partial = not MASKED_MEMORY and n % NARROW != 0
     panel = np.empty((depth if packs or partial else 0, PANEL), np.float32)
     narrow = panel.reshape(panel.size)[:panel.shape[0] * NARROW].reshape((panel.shape[0], NARROW))
+    edge = np.empty((ROWS if partial else 0, PANEL), np.float32)  # edge_panel's scratch tile
     a_step = lda if ta else 1
     row_stride = 1 if ta else lda
     if m <= 0 or n <= 0 or rows_a <= 0 or cols_a <= 0:
@@ -586,8 +587,7 @@ def gemm_at(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
                 if not MASKED_MEMORY and cols < width:
                     _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
                     edge_panel(a_k0, row_table, row_stride, a_step, np.int64(panel.ctypes.data),
-                               width, kc, c + 4 * j0, ldc, i0, i1, cols, more,
-                               np.empty((ROWS, PANEL), np.float32))
+                               width, kc, c + 4 * j0, ldc, i0, i1, cols, more, edge)
                     continue
                 if packs:
                     _pack_panel(b2, tb, k0, kc, j0, cols, panel if width == PANEL else narrow)
